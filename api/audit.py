@@ -1,0 +1,159 @@
+"""Audit trail plumbing: every ORM write to an audited table is logged automatically at flush time.
+
+Tables opt in with :func:`api.models.base.audited`. Columns whose ``info`` has ``sensitive=True``
+(encrypted ID numbers and the like) are logged as changed without their values. Reads of personal
+details are logged explicitly by the services with :func:`record`.
+"""
+
+import enum
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session, UOWTransaction
+
+from api.context import current_request
+from api.models.audit import AuditEntry
+from api.models.base import AUDITED as _audited
+from api.scoping import get_principal
+
+REDACTED = "***"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_sensitive(cls: type, key: str) -> bool:
+    column: Any = sa.inspect(cls).columns.get(key)
+    return bool(column is not None and column.info.get("sensitive"))
+
+
+def _school_and_county(obj: Any) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    school_id = getattr(obj, "school_id", None)
+    if school_id is None and type(obj).__tablename__ == "school":
+        school_id = obj.id
+    return school_id, getattr(obj, "county_id", None)
+
+
+def make_entry(
+    session: Any,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: Any = None,
+    school_id: uuid.UUID | None = None,
+    county_id: uuid.UUID | None = None,
+    changes: dict[str, Any] | None = None,
+) -> AuditEntry:
+    principal = get_principal(session)
+    ctx = current_request()
+    return AuditEntry(
+        account_id=principal.account_id,
+        role=principal.role.value if principal.role else ("system" if principal.is_system else None),
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id) if resource_id is not None else None,
+        school_id=school_id,
+        county_id=county_id,
+        request_id=ctx.request_id if ctx else None,
+        client_ip=ctx.client_ip if ctx else None,
+        changes=changes,
+    )
+
+
+def record(
+    session: Any,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: Any = None,
+    school_id: uuid.UUID | None = None,
+    county_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Add an audit entry for something that is not an ORM write (a read, a login, an export)."""
+    session.add(
+        make_entry(
+            session,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            school_id=school_id,
+            county_id=county_id,
+            changes=detail,
+        )
+    )
+
+
+def _changes(obj: Any) -> dict[str, Any]:
+    cls = type(obj)
+    state = sa.inspect(obj)
+    out: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        hist = state.attrs[attr.key].history
+        if not hist.has_changes():
+            continue
+        old = hist.deleted[0] if hist.deleted else None
+        new = hist.added[0] if hist.added else None
+        if old == new:
+            continue
+        if _is_sensitive(cls, attr.key):
+            out[attr.key] = {"changed": True}
+        else:
+            out[attr.key] = {"old": _plain(old), "new": _plain(new)}
+    return out
+
+
+def _snapshot(obj: Any) -> dict[str, Any]:
+    cls = type(obj)
+    out: dict[str, Any] = {}
+    for attr in sa.inspect(cls).column_attrs:
+        value = getattr(obj, attr.key, None)
+        if value is None:
+            continue
+        out[attr.key] = REDACTED if _is_sensitive(cls, attr.key) else _plain(value)
+    return out
+
+
+@event.listens_for(Session, "before_flush")
+def _audit_writes(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
+    entries: list[AuditEntry] = []
+    for action, objects in (("create", session.new), ("update", session.dirty), ("delete", session.deleted)):
+        for obj in list(objects):
+            resource_type = _audited.get(type(obj))
+            if resource_type is None:
+                continue
+            if action == "update":
+                if not session.is_modified(obj, include_collections=False):
+                    continue
+                changes = _changes(obj)
+                if not changes:
+                    continue
+            elif action == "create":
+                changes = _snapshot(obj)
+            else:
+                changes = None
+            school_id, county_id = _school_and_county(obj)
+            entries.append(
+                make_entry(
+                    session,
+                    action=f"{resource_type}.{action}",
+                    resource_type=resource_type,
+                    resource_id=getattr(obj, "id", None),
+                    school_id=school_id,
+                    county_id=county_id,
+                    changes=changes,
+                )
+            )
+    session.add_all(entries)

@@ -1,0 +1,131 @@
+"""The ``liushou`` command: serve, migrate, seed the demo, create users, run the escalation worker."""
+
+import asyncio
+import logging
+import uuid
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
+from api.migrations import upgrade_to_head
+from api.models.accounts import AccountCreate, Role
+from api.security import Passwords
+from api.settings import get_settings
+
+app = typer.Typer(help="liushou 留守 — backend for schools caring for left-behind children.", no_args_is_help=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def _migrate() -> str:
+    url = await resolve_database_url(get_settings())
+    await upgrade_to_head(url)
+    return url
+
+
+async def _seed(url: str) -> None:
+    from api.demo import seed_demo
+
+    settings = get_settings()
+    engine = make_engine(url, settings)
+    try:
+        async with scoped_session(make_sessionmaker(engine)) as session:
+            await seed_demo(session, Passwords(settings))
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every Alembic migration (the embedded database is started if no DATABASE_URL is set)."""
+    _logging()
+    asyncio.run(_migrate())
+    typer.echo("database is at the latest migration")
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Load the deterministic demo county (青山县). Safe to run twice."""
+    _logging()
+
+    async def run() -> None:
+        await _seed(await _migrate())
+
+    asyncio.run(run())
+    typer.echo("demo data loaded")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    demo: Annotated[bool, typer.Option(help="load the demo county and print its accounts")] = False,
+) -> None:
+    """Run the API (migrates first). With --demo, also the demo data."""
+    _logging()
+    from api.demo import demo_accounts_text
+    from api.main import create_app
+
+    async def prepare() -> str:
+        url = await _migrate()
+        if demo:
+            await _seed(url)
+        return url
+
+    url = asyncio.run(prepare())
+    if demo:
+        typer.echo(demo_accounts_text(f"http://{host}:{port}"))
+    uvicorn.run(
+        create_app(get_settings(), database_url=url, migrate=False),
+        host=host,
+        port=port,
+        proxy_headers=False,
+        log_level="info",
+    )
+
+
+@app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Option(help="login name")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    role: Annotated[Role, typer.Option(help="role of the account")],
+    display_name: Annotated[str, typer.Option(help="name shown to others")],
+    county_id: Annotated[uuid.UUID | None, typer.Option(help="for county_bureau")] = None,
+    township_id: Annotated[uuid.UUID | None, typer.Option(help="for township_official")] = None,
+    school_id: Annotated[uuid.UUID | None, typer.Option(help="for school_admin and teacher")] = None,
+) -> None:
+    """Create a staff account with a password (the first platform admin, for example)."""
+    _logging()
+    from api.errors import LiushouError
+    from api.scoping import SYSTEM
+    from api.services.accounts import create_account
+
+    async def run() -> None:
+        settings = get_settings()
+        url = await _migrate()
+        engine = make_engine(url, settings)
+        try:
+            async with scoped_session(make_sessionmaker(engine)) as session:
+                data = AccountCreate(
+                    role=role,
+                    display_name=display_name,
+                    username=username,
+                    password=password,
+                    county_id=county_id,
+                    township_id=township_id,
+                    school_id=school_id,
+                )
+                account = await create_account(session, SYSTEM, passwords=Passwords(settings), data=data)
+                typer.echo(f"created {account.role.value} {account.username} ({account.id})")
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
+    except LiushouError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(2) from None

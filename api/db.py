@@ -1,0 +1,56 @@
+"""The async engine and sessions (asyncpg)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
+from api.scoping import SYSTEM, Principal, set_principal
+from api.settings import Settings
+
+EMBEDDED_DATABASE = "liushou"
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, else a database on the embedded server (started if needed)."""
+    if settings.database_url:
+        url = settings.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
+    uri = await asyncio.to_thread(start_embedded, settings.embedded_pg_dir)
+    await ensure_database(uri, EMBEDDED_DATABASE)
+    return asyncpg_url(uri, EMBEDDED_DATABASE)
+
+
+def make_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        echo=settings.db_echo,
+        connect_args={"server_settings": {"timezone": "UTC", "application_name": "liushou"}},
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def scoped_session(
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal = SYSTEM
+) -> AsyncIterator[AsyncSession]:
+    """A session outside a request (worker, CLI, seeding) that commits on success."""
+    async with sessionmaker() as session:
+        set_principal(session, principal)
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise

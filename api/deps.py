@@ -1,0 +1,111 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the session, the clock, settings, and the authenticator."""
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, Request, Security
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.clock import Clock
+from api.context import current_request
+from api.errors import Forbidden, Unauthorized
+from api.models.accounts import ROLE_LABELS, Role
+from api.scoping import ANONYMOUS, Principal, set_principal
+from api.security import Passwords, read_access_token
+from api.services.auth import load_principal
+from api.settings import Settings
+
+oauth2 = OAuth2PasswordBearer(
+    tokenUrl="/auth/token",
+    scopes={role.value: ROLE_LABELS[role] for role in Role},
+    auto_error=False,
+    description="密码登录 (staff) — or paste an access token from WeChat login.",
+)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: commit when the endpoint returns, roll back if it raises."""
+    async with request.app.state.sessionmaker() as session:
+        set_principal(session, ANONYMOUS)
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def get_now(clock: Annotated[Clock, Depends(get_clock)]) -> datetime:
+    return clock.now()
+
+
+def get_http(request: Request) -> httpx.AsyncClient:
+    http: httpx.AsyncClient = request.app.state.http
+    return http
+
+
+def get_passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+def get_client_ip() -> str | None:
+    ctx = current_request()
+    return ctx.client_ip if ctx else None
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+NowDep = Annotated[datetime, Depends(get_now)]
+HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
+
+
+async def authenticate(
+    security_scopes: SecurityScopes,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2)],
+    now: Annotated[datetime, Depends(get_now)],
+) -> Principal:
+    """The one authenticator: checks the token, binds the principal to the session, enforces the roles.
+
+    Roles an endpoint allows are given as security scopes (``Security(authenticate, scopes=[...])``),
+    so they show in OpenAPI; no scopes means any signed-in account.
+    """
+    if not token:
+        raise Unauthorized()
+    principal = await load_principal(session, read_access_token(settings, token, now))
+    if security_scopes.scopes and principal.role not in security_scopes.scopes:
+        raise Forbidden("当前角色无权访问 (your role cannot do this)", code="role_forbidden")
+    set_principal(session, principal)
+    return principal
+
+
+def allow(*allowed: Role) -> Any:
+    """``Security(...)`` marker for a principal that only the given roles may be:
+    ``Annotated[Principal, allow(Role.school_admin)]``."""
+    return Security(authenticate, scopes=[r.value for r in allowed])
+
+
+CurrentPrincipal = Annotated[Principal, Security(authenticate)]
+Staff = Annotated[
+    Principal, allow(Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
+]
+SchoolAdmin = Annotated[Principal, allow(Role.platform_admin, Role.school_admin)]
+Managers = Annotated[Principal, allow(Role.platform_admin, Role.county_bureau, Role.school_admin)]

@@ -1,0 +1,91 @@
+"""The application factory."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.clock import Clock, SystemClock
+from api.db import make_engine, make_sessionmaker, resolve_database_url
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.migrations import head_revision, upgrade_to_head
+from api.routers import accounts, audit, auth, health, organisations
+from api.security import Passwords
+from api.settings import Settings, get_settings
+
+log = logging.getLogger("liushou")
+
+DESCRIPTION = """
+**留守** — 留守儿童关爱服务平台的后端 (the backend rural schools use to look after left-behind children).
+
+* 一人一档 children's archive and 联系卡 contact cards
+* 结对帮扶 pairings, 谈心 talks, 家访 home visits
+* 亲情电话 family calls
+* 应急机制 the 30-minute / 1-hour / 2-hour emergency chain
+* 县教育局 county statistics
+
+Every error answers `{"error": {"code", "message", "fields", "request_id"}}`; `code` is stable.
+Use **Authorize** with a demo account (printed by `liushou serve --demo`).
+"""
+
+Probe = Callable[[Any], Awaitable[str]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    database_url: str | None = None,
+    migrate: bool = True,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the app. ``database_url`` overrides the settings (tests pass their own database)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or await resolve_database_url(settings)
+        if migrate:
+            await upgrade_to_head(url)
+        app.state.engine = make_engine(url, settings)
+        app.state.sessionmaker = make_sessionmaker(app.state.engine)
+        app.state.http = httpx.AsyncClient(timeout=settings.http_timeout_seconds, transport=http_transport)
+        try:
+            for hook in app.state.startup_hooks:
+                await hook(app)
+            yield
+        finally:
+            for hook in reversed(app.state.shutdown_hooks):
+                await hook(app)
+            await app.state.http.aclose()
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="liushou 留守",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.passwords = Passwords(settings)
+    app.state.head_revision = head_revision()
+    app.state.readiness_probes = {}
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    for module in (health, auth, accounts, organisations, audit):
+        app.include_router(module.router)
+    return app

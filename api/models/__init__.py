@@ -1,0 +1,5 @@
+"""Importing this package registers every table on ``SQLModel.metadata`` (Alembic reads it from here)."""
+
+from api.models import accounts, audit, organisations
+
+__all__ = ["accounts", "audit", "organisations"]

@@ -1,0 +1,197 @@
+"""Accounts, login sessions with rotating refresh tokens, invites, and login attempts."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Field, SQLModel
+
+from api.models.base import SENSITIVE, audited, fk_field, id_field, timestamp_field
+
+
+class Role(StrEnum):
+    """Who an account is; each role sees only its own part of the county."""
+
+    platform_admin = "platform_admin"  # 平台管理员
+    county_bureau = "county_bureau"  # 县教育局
+    township_official = "township_official"  # 镇党委政府
+    school_admin = "school_admin"  # 学校管理员 / 领导小组
+    teacher = "teacher"  # 班主任 / 任课教师 / 代理家长
+    family = "family"  # 在外务工家长 / 委托监护人
+
+
+ROLE_LABELS = {
+    Role.platform_admin: "平台管理员",
+    Role.county_bureau: "县教育局",
+    Role.township_official: "乡镇政府",
+    Role.school_admin: "学校管理员",
+    Role.teacher: "教师",
+    Role.family: "家长/监护人",
+}
+
+
+@audited("account")
+class Account(SQLModel, table=True):
+    __tablename__ = "account"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(role <> 'county_bureau' OR county_id IS NOT NULL)"
+            " AND (role <> 'township_official' OR township_id IS NOT NULL)"
+            " AND (role NOT IN ('school_admin', 'teacher') OR school_id IS NOT NULL)",
+            name="role_scope",
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    role: Role = Field(sa_type=sa.String(32), index=True)
+    display_name: str = Field(max_length=64)
+    username: str | None = Field(default=None, max_length=64, unique=True)
+    password_hash: str | None = Field(default=None, max_length=256, sa_column_kwargs=SENSITIVE)
+    phone: str | None = Field(default=None, max_length=32, description="值班/联系电话")
+    county_id: uuid.UUID | None = fk_field("county.id", nullable=True)
+    township_id: uuid.UUID | None = fk_field("township.id", nullable=True)
+    school_id: uuid.UUID | None = fk_field("school.id", nullable=True)
+    wechat_openid: str | None = Field(default=None, max_length=128, unique=True, sa_column_kwargs=SENSITIVE)
+    wechat_unionid: str | None = Field(default=None, max_length=128, index=True, sa_column_kwargs=SENSITIVE)
+    is_active: bool = Field(default=True)
+    created_at: datetime = timestamp_field(default_now=True)
+    last_login_at: datetime | None = timestamp_field(nullable=True)
+
+
+class LoginSession(SQLModel, table=True):
+    """One login (password or WeChat); its refresh tokens rotate, logout or token reuse revokes it."""
+
+    __tablename__ = "login_session"
+
+    id: uuid.UUID = id_field()
+    account_id: uuid.UUID = fk_field("account.id", ondelete="CASCADE")
+    method: str = Field(max_length=16, description="password | wechat")
+    created_at: datetime = timestamp_field(default_now=True)
+    revoked_at: datetime | None = timestamp_field(nullable=True)
+    revoked_reason: str | None = Field(default=None, max_length=32)
+    client_ip: str | None = Field(default=None, max_length=64)
+
+
+class RefreshToken(SQLModel, table=True):
+    __tablename__ = "refresh_token"
+
+    id: uuid.UUID = id_field()
+    session_id: uuid.UUID = fk_field("login_session.id", ondelete="CASCADE")
+    token_hash: str = Field(max_length=64, unique=True, description="sha256 hex; the token itself is never stored")
+    created_at: datetime = timestamp_field(default_now=True)
+    expires_at: datetime = timestamp_field()
+    used_at: datetime | None = timestamp_field(nullable=True)
+
+
+class InviteKind(StrEnum):
+    staff = "staff"  # a teacher or school admin binds WeChat to a new staff account
+    guardian = "guardian"  # a parent or entrusted guardian binds to their guardian record
+
+
+@audited("invite")
+class Invite(SQLModel, table=True):
+    """A one-time invite code issued by a school admin; only its hash is stored."""
+
+    __tablename__ = "invite"
+
+    id: uuid.UUID = id_field()
+    code_hash: str = Field(max_length=64, unique=True, sa_column_kwargs=SENSITIVE)
+    kind: InviteKind = Field(sa_type=sa.String(16))
+    school_id: uuid.UUID = fk_field("school.id")
+    role: Role = Field(sa_type=sa.String(32))
+    display_name: str | None = Field(default=None, max_length=64)
+    # Filled for guardian invites (the archive adds the foreign key to guardian).
+    guardian_id: uuid.UUID | None = Field(default=None, index=True)
+    created_by_id: uuid.UUID = fk_field("account.id")
+    created_at: datetime = timestamp_field(default_now=True)
+    expires_at: datetime = timestamp_field()
+    used_at: datetime | None = timestamp_field(nullable=True)
+    used_by_id: uuid.UUID | None = fk_field("account.id", nullable=True)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """Failed logins, counted per account name and per address for rate limiting."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        sa.Index("ix_login_attempt_username_at", "username", "at"),
+        sa.Index("ix_login_attempt_ip_at", "client_ip", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = timestamp_field(default_now=True)
+    username: str | None = Field(default=None, max_length=64)
+    client_ip: str | None = Field(default=None, max_length=64)
+
+
+# ---- API schemas -------------------------------------------------------------------------------------
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="access token lifetime in seconds")
+
+
+class PasswordLogin(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=16, max_length=256)
+
+
+class WechatLogin(BaseModel):
+    code: str = Field(min_length=1, max_length=128, description="wx.login() 返回的 code")
+
+
+class WechatLoginResult(BaseModel):
+    status: str = Field(description="logged_in | unbound")
+    tokens: TokenPair | None = None
+    binding_ticket: str | None = Field(
+        default=None, description="未绑定的微信用户: 短期绑定凭证, 与邀请码一起提交到 /auth/wechat/bind"
+    )
+
+
+class WechatBind(BaseModel):
+    binding_ticket: str = Field(min_length=16, max_length=2048)
+    invite_code: str = Field(min_length=6, max_length=64)
+
+
+class AccountPublic(BaseModel):
+    id: uuid.UUID
+    role: Role
+    display_name: str
+    username: str | None
+    phone: str | None
+    county_id: uuid.UUID | None
+    township_id: uuid.UUID | None
+    school_id: uuid.UUID | None
+    is_active: bool
+    wechat_bound: bool
+
+
+class AccountCreate(BaseModel):
+    role: Role
+    display_name: str = Field(min_length=1, max_length=64)
+    username: str | None = Field(default=None, min_length=3, max_length=64, regex=r"^[A-Za-z0-9_.\-]+$")
+    password: str | None = Field(default=None, min_length=10, max_length=256)
+    phone: str | None = Field(default=None, max_length=32)
+    county_id: uuid.UUID | None = None
+    township_id: uuid.UUID | None = None
+    school_id: uuid.UUID | None = None
+
+
+class InviteCreate(BaseModel):
+    role: Role = Field(default=Role.teacher, description="teacher 或 school_admin")
+    display_name: str | None = Field(default=None, max_length=64)
+
+
+class InviteIssued(BaseModel):
+    id: uuid.UUID
+    code: str = Field(description="一次性邀请码; 只在此时显示一次")
+    expires_at: datetime

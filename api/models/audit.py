@@ -1,0 +1,47 @@
+"""The append-only audit log: every write, and every read of a child's personal details."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from api.models.base import timestamp_field
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_school_at", "school_id", "at"),
+        sa.Index("ix_audit_log_resource", "resource_type", "resource_id", "at"),
+    )
+
+    id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
+    at: datetime = timestamp_field(default_now=True)
+    account_id: uuid.UUID | None = Field(default=None, index=True)
+    role: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=64, description="create / update / delete / read / login / …")
+    resource_type: str = Field(max_length=64)
+    resource_id: str | None = Field(default=None, max_length=64)
+    school_id: uuid.UUID | None = Field(default=None)
+    county_id: uuid.UUID | None = Field(default=None, index=True)
+    request_id: str | None = Field(default=None, max_length=64)
+    client_ip: str | None = Field(default=None, max_length=64)
+    changes: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    account_id: uuid.UUID | None
+    role: str | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    school_id: uuid.UUID | None
+    request_id: str | None
+    client_ip: str | None
+    changes: dict[str, Any] | None

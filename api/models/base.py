@@ -1,0 +1,67 @@
+"""Shared pieces of every table: naming convention, UUID keys, aware UTC timestamps."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Field, SQLModel
+
+# Stable constraint names so that Alembic migrations can drop and rename them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+AUDITED: dict[type, str] = {}
+
+
+def audited(resource_type: str) -> Any:
+    """Class decorator: every insert, update and delete of this table goes to the audit log."""
+
+    def register(cls: type) -> type:
+        AUDITED[cls] = resource_type
+        return cls
+
+    return register
+
+
+SENSITIVE = {"info": {"sensitive": True}}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def id_field() -> Any:
+    return Field(default_factory=uuid.uuid4, primary_key=True)
+
+
+def timestamp_field(*, nullable: bool = False, index: bool = False, default_now: bool = False) -> Any:
+    """A ``timestamptz`` column (a plain datetime field would be ``timestamp without time zone``)."""
+    kwargs: dict[str, Any] = {}
+    if default_now:
+        kwargs["default_factory"] = utcnow
+    elif nullable:
+        kwargs["default"] = None
+    return Field(sa_type=sa.DateTime(timezone=True), nullable=nullable, index=index, **kwargs)
+
+
+def fk_field(target: str, *, nullable: bool = False, index: bool = True, ondelete: str = "RESTRICT") -> Any:
+    kwargs: dict[str, Any] = {"default": None} if nullable else {}
+    return Field(foreign_key=target, nullable=nullable, index=index, ondelete=ondelete, **kwargs)  # type: ignore[call-overload]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of results with the total count (``XsPublic{data, count}``)."""
+
+    data: list[T]
+    count: int

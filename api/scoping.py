@@ -1,0 +1,177 @@
+"""Row-level scope, enforced in one place for every ORM query.
+
+Each request's session carries the caller's :class:`Principal` in ``session.info``. A ``do_orm_execute``
+listener adds a ``with_loader_criteria`` for every scoped table the statement touches (SELECT, UPDATE and
+DELETE, including ``session.get``), so a service cannot forget to filter: an object outside the caller's
+scope is simply not found, and the API answers 404. Rules are registered beside the tables with
+:func:`scope_rule`. A session with no principal is anonymous and sees no scoped row at all; background
+work and login look-ups opt out explicitly with :data:`SYSTEM`.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
+
+from api.models.accounts import Account, Invite, Role
+from api.models.audit import AuditEntry
+from api.models.organisations import County, School, SchoolClass, Township
+
+PRINCIPAL_KEY = "liushou_principal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: uuid.UUID | None
+    role: Role | None
+    county_id: uuid.UUID | None = None
+    township_id: uuid.UUID | None = None
+    school_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    display_name: str = ""
+    # Teachers: the classes they head or teach (full detail of those children).
+    class_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    # Families: their guardian records (filled by the archive).
+    guardian_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    is_system: bool = False
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role is not None and self.role != Role.family
+
+
+ANONYMOUS = Principal(account_id=None, role=None)
+SYSTEM = Principal(account_id=None, role=None, is_system=True)
+
+ScopeRule = Callable[[Principal], ColumnElement[bool] | None]
+_rules: dict[type, ScopeRule] = {}
+
+
+def scope_rule(model: type) -> Callable[[ScopeRule], ScopeRule]:
+    """Register how rows of ``model`` are limited for a principal (``None`` means no limit)."""
+
+    def register(rule: ScopeRule) -> ScopeRule:
+        _rules[model] = rule
+        return rule
+
+    return register
+
+
+def set_principal(session: Any, principal: Principal) -> None:
+    """Bind a principal to a (sync or async) session."""
+    session.info[PRINCIPAL_KEY] = principal
+
+
+def get_principal(session: Any) -> Principal:
+    principal: Principal = session.info.get(PRINCIPAL_KEY, ANONYMOUS)
+    return principal
+
+
+def school_ids_clause(column: Any, p: Principal) -> ColumnElement[bool] | None:
+    """Limit a ``school_id`` column to the schools a staff principal may see; families see none."""
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.county_bureau:
+            return column.in_(sa.select(col(School.id)).where(col(School.county_id) == p.county_id))
+        case Role.township_official:
+            return column.in_(sa.select(col(School.id)).where(col(School.township_id) == p.township_id))
+        case Role.school_admin | Role.teacher:
+            return column == p.school_id
+        case _:
+            return sa.false()
+
+
+@scope_rule(County)
+def _county(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    if p.role in (Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher):
+        return County.id == p.county_id  # type: ignore[return-value]
+    return sa.false()
+
+
+@scope_rule(Township)
+def _township(p: Principal) -> ColumnElement[bool] | None:
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.county_bureau:
+            return Township.county_id == p.county_id  # type: ignore[return-value]
+        case Role.township_official | Role.school_admin | Role.teacher:
+            return Township.id == p.township_id  # type: ignore[return-value]
+        case _:
+            return sa.false()
+
+
+@scope_rule(School)
+def _school(p: Principal) -> ColumnElement[bool] | None:
+    return school_ids_clause(School.id, p)
+
+
+@scope_rule(SchoolClass)
+def _class(p: Principal) -> ColumnElement[bool] | None:
+    return school_ids_clause(SchoolClass.school_id, p)
+
+
+@scope_rule(Account)
+def _account(p: Principal) -> ColumnElement[bool] | None:
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.county_bureau:
+            return Account.county_id == p.county_id  # type: ignore[return-value]
+        case Role.township_official:
+            return Account.township_id == p.township_id  # type: ignore[return-value]
+        case Role.school_admin | Role.teacher:
+            return Account.school_id == p.school_id  # type: ignore[return-value]
+        case Role.family:
+            return Account.id == p.account_id  # type: ignore[return-value]
+        case _:
+            return sa.false()
+
+
+@scope_rule(Invite)
+def _invite(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.teacher:
+        return sa.false()
+    return school_ids_clause(Invite.school_id, p)
+
+
+@scope_rule(AuditEntry)
+def _audit(p: Principal) -> ColumnElement[bool] | None:
+    """The log is read by those who answer for it: school admins, the bureau, platform admins."""
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.county_bureau:
+            return AuditEntry.county_id == p.county_id  # type: ignore[return-value]
+        case Role.school_admin:
+            return AuditEntry.school_id == p.school_id  # type: ignore[return-value]
+        case _:
+            return sa.false()
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _apply_scope(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.is_column_load or state.is_relationship_load:
+        # Loads of attributes of an object that was already found through a scoped query.
+        return
+    principal = get_principal(state.session)
+    if principal.is_system or state.execution_options.get("skip_scope", False):
+        return
+    options = []
+    for model, rule in _rules.items():
+        clause = rule(principal)
+        if clause is not None:
+            options.append(with_loader_criteria(model, clause, include_aliases=True))
+    if options:
+        state.statement = state.statement.options(*options)

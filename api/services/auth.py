@@ -1,0 +1,344 @@
+"""Login (password and WeChat), rotating refresh tokens, logout, and the principal behind a token."""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from api import audit
+from api.channels.wechat import WechatError, WechatUnavailable, code_to_session
+from api.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
+from api.models.accounts import (
+    Account,
+    Invite,
+    InviteKind,
+    LoginAttempt,
+    LoginSession,
+    RefreshToken,
+    Role,
+    TokenPair,
+    WechatLoginResult,
+)
+from api.models.organisations import School, SchoolClass, TeachingAssignment
+from api.scoping import SYSTEM, Principal, set_principal
+from api.security import (
+    AccessClaims,
+    Passwords,
+    invite_code_hash,
+    issue_access_token,
+    issue_binding_ticket,
+    new_secret,
+    read_binding_ticket,
+    token_hash,
+)
+from api.settings import Settings
+
+UNSCOPED = {"skip_scope": True}
+BAD_CREDENTIALS = "用户名或密码错误 (wrong username or password)"
+
+
+async def _issue_tokens(
+    session: AsyncSession, settings: Settings, *, account: Account, login_session_id: uuid.UUID, now: datetime
+) -> TokenPair:
+    refresh = new_secret()
+    session.add(
+        RefreshToken(
+            session_id=login_session_id,
+            token_hash=token_hash(refresh),
+            created_at=now,
+            expires_at=now + timedelta(days=settings.refresh_token_days),
+        )
+    )
+    access = issue_access_token(
+        settings, account_id=account.id, session_id=login_session_id, role=account.role.value, now=now
+    )
+    return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_minutes * 60)
+
+
+async def _start_session(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    account: Account,
+    method: str,
+    client_ip: str | None,
+    now: datetime,
+) -> TokenPair:
+    login = LoginSession(account_id=account.id, method=method, created_at=now, client_ip=client_ip)
+    session.add(login)
+    account.last_login_at = now
+    audit.record(
+        session,
+        action="auth.login",
+        resource_type="account",
+        resource_id=account.id,
+        school_id=account.school_id,
+        county_id=account.county_id,
+        detail={"method": method},
+    )
+    await session.flush()
+    return await _issue_tokens(session, settings, account=account, login_session_id=login.id, now=now)
+
+
+async def _failures_since(session: AsyncSession, column: Any, value: str, since: datetime) -> int:
+    stmt = select(sa.func.count()).select_from(LoginAttempt).where(column == value, LoginAttempt.at >= since)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def login_with_password(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    client_ip: str | None,
+    now: datetime,
+) -> TokenPair:
+    """Check a staff password; too many recent failures for the account or the address answer 429."""
+    name = username.strip().lower()
+    window = now - timedelta(minutes=settings.login_window_minutes)
+    retry = {"Retry-After": str(settings.login_window_minutes * 60)}
+    if (
+        await _failures_since(session, col(LoginAttempt.username), name, window)
+        >= settings.login_max_failures_per_account
+    ):
+        raise TooManyRequests(
+            "登录失败次数过多，请稍后再试 (too many failed logins)", code="login_rate_limited", headers=retry
+        )
+    if (
+        client_ip
+        and await _failures_since(session, col(LoginAttempt.client_ip), client_ip, window)
+        >= settings.login_max_failures_per_ip
+    ):
+        raise TooManyRequests(
+            "登录失败次数过多，请稍后再试 (too many failed logins)", code="login_rate_limited", headers=retry
+        )
+
+    account = (
+        await session.execute(
+            select(Account).where(sa.func.lower(Account.username) == name), execution_options=UNSCOPED
+        )
+    ).scalar_one_or_none()
+    ok = await passwords.verify(password, account.password_hash if account else None)
+    if not ok or account is None or not account.is_active:
+        session.add(LoginAttempt(at=now, username=name, client_ip=client_ip))
+        # Committed although the request fails: the failure must count toward the limit.
+        await session.commit()
+        raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+    set_principal(session, SYSTEM)
+    return await _start_session(session, settings, account=account, method="password", client_ip=client_ip, now=now)
+
+
+async def refresh_tokens(session: AsyncSession, *, settings: Settings, refresh_token: str, now: datetime) -> TokenPair:
+    """Rotate a refresh token. Presenting an already rotated token revokes the whole login session."""
+    row = (
+        await session.execute(
+            select(RefreshToken, LoginSession, Account)
+            .join(LoginSession, col(LoginSession.id) == RefreshToken.session_id)
+            .join(Account, col(Account.id) == LoginSession.account_id)
+            .where(RefreshToken.token_hash == token_hash(refresh_token))
+            .with_for_update(of=RefreshToken),
+            execution_options=UNSCOPED,
+        )
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized("登录凭证无效 (invalid refresh token)", code="refresh_token_invalid")
+    token, login, account = row
+    if login.revoked_at is not None or not account.is_active:
+        raise Unauthorized("登录已失效，请重新登录 (session revoked)", code="session_revoked")
+    if token.used_at is not None:
+        login.revoked_at = now
+        login.revoked_reason = "refresh_token_reuse"
+        set_principal(session, SYSTEM)
+        audit.record(
+            session,
+            action="auth.refresh_reuse",
+            resource_type="account",
+            resource_id=account.id,
+            school_id=account.school_id,
+            county_id=account.county_id,
+        )
+        # Committed although the request fails: a stolen token must stay dead.
+        await session.commit()
+        raise Unauthorized("登录凭证已被使用，会话已注销 (refresh token reused)", code="refresh_token_reused")
+    if token.expires_at <= now:
+        raise Unauthorized("登录已过期，请重新登录 (refresh token expired)", code="refresh_token_expired")
+    token.used_at = now
+    return await _issue_tokens(session, settings, account=account, login_session_id=login.id, now=now)
+
+
+async def logout(session: AsyncSession, *, principal: Principal, now: datetime) -> None:
+    login = await session.get(LoginSession, principal.session_id)
+    if login is not None and login.revoked_at is None:
+        login.revoked_at = now
+        login.revoked_reason = "logout"
+    audit.record(
+        session,
+        action="auth.logout",
+        resource_type="account",
+        resource_id=principal.account_id,
+        school_id=principal.school_id,
+        county_id=principal.county_id,
+    )
+
+
+async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
+    """The principal behind a valid access token, if its account and login session are still live."""
+    row = (
+        await session.execute(
+            select(Account, LoginSession.revoked_at)
+            .join(LoginSession, col(LoginSession.account_id) == Account.id)
+            .where(Account.id == claims.account_id, LoginSession.id == claims.session_id),
+            execution_options=UNSCOPED,
+        )
+    ).one_or_none()
+    if row is None or row[1] is not None or not row[0].is_active:
+        raise Unauthorized("登录已失效，请重新登录 (session revoked)", code="session_revoked")
+    account: Account = row[0]
+    class_ids: frozenset[uuid.UUID] = frozenset()
+    if account.role == Role.teacher:
+        heads = select(SchoolClass.id).where(SchoolClass.head_teacher_id == account.id)
+        teaches = select(TeachingAssignment.class_id).where(TeachingAssignment.account_id == account.id)
+        ids = (await session.execute(heads.union(teaches), execution_options=UNSCOPED)).scalars().all()
+        class_ids = frozenset(ids)
+    guardian_ids: frozenset[uuid.UUID] = frozenset()
+    if account.role == Role.family:
+        guardian_ids = await family_guardian_ids(session, account.id)
+    return Principal(
+        account_id=account.id,
+        role=account.role,
+        county_id=account.county_id,
+        township_id=account.township_id,
+        school_id=account.school_id,
+        session_id=claims.session_id,
+        display_name=account.display_name,
+        class_ids=class_ids,
+        guardian_ids=guardian_ids,
+    )
+
+
+async def family_guardian_ids(session: AsyncSession, account_id: uuid.UUID) -> frozenset[uuid.UUID]:
+    """The guardian records a family account is bound to (none until the archive binds them)."""
+    return frozenset()
+
+
+# ---- WeChat ------------------------------------------------------------------------------------------
+
+
+async def login_with_wechat(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    code: str,
+    client_ip: str | None,
+    now: datetime,
+) -> WechatLoginResult:
+    """Exchange a ``wx.login`` code; a known openid logs in, an unknown one gets a binding ticket."""
+    try:
+        wx = await code_to_session(
+            http,
+            base_url=settings.wechat_base_url,
+            appid=settings.wechat_appid,
+            secret=settings.wechat_secret,
+            code=code,
+        )
+    except WechatError as exc:
+        raise _wechat_error(exc) from None
+    except WechatUnavailable:
+        raise UpstreamUnavailable(
+            "微信服务暂时不可用，请稍后再试 (WeChat unavailable)", code="wechat_unavailable"
+        ) from None
+    account = (
+        await session.execute(select(Account).where(Account.wechat_openid == wx.openid), execution_options=UNSCOPED)
+    ).scalar_one_or_none()
+    if account is None:
+        return WechatLoginResult(
+            status="unbound",
+            binding_ticket=issue_binding_ticket(settings, openid=wx.openid, unionid=wx.unionid, now=now),
+        )
+    if not account.is_active:
+        raise Forbidden("账号已停用 (account disabled)", code="account_disabled")
+    set_principal(session, SYSTEM)
+    tokens = await _start_session(session, settings, account=account, method="wechat", client_ip=client_ip, now=now)
+    return WechatLoginResult(status="logged_in", tokens=tokens)
+
+
+def _wechat_error(exc: WechatError) -> Exception:
+    if exc.errcode in (40029, 40163):
+        return Invalid("微信登录凭证无效或已使用，请重新打开小程序 (invalid wx.login code)", code="wechat_code_invalid")
+    if exc.errcode == 45011:
+        return TooManyRequests(
+            "微信登录过于频繁，请稍后再试 (WeChat rate limit)",
+            code="wechat_rate_limited",
+            headers={"Retry-After": "60"},
+        )
+    if exc.errcode == -1:
+        return UpstreamUnavailable(
+            "微信系统繁忙，请稍后再试 (WeChat busy)", code="wechat_busy", headers={"Retry-After": "5"}
+        )
+    return UpstreamUnavailable("微信登录失败，请稍后再试 (WeChat error)", code="wechat_error")
+
+
+async def consume_invite(session: AsyncSession, *, code: str, now: datetime) -> Invite:
+    invite = (
+        await session.execute(
+            select(Invite).where(Invite.code_hash == invite_code_hash(code)).with_for_update(),
+            execution_options=UNSCOPED,
+        )
+    ).scalar_one_or_none()
+    if invite is None:
+        raise NotFound("邀请码无效 (unknown invite code)", code="invite_invalid")
+    if invite.used_at is not None:
+        raise Invalid("邀请码已被使用 (invite code already used)", code="invite_used")
+    if invite.expires_at <= now:
+        raise Invalid("邀请码已过期，请向学校重新申请 (invite code expired)", code="invite_expired")
+    invite.used_at = now
+    return invite
+
+
+async def bind_wechat(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    ticket: str,
+    invite_code: str,
+    client_ip: str | None,
+    now: datetime,
+) -> TokenPair:
+    """Create the account an invite promises and bind the WeChat identity of the ticket to it."""
+    openid, unionid = read_binding_ticket(settings, ticket, now)
+    set_principal(session, SYSTEM)
+    taken = (await session.execute(select(Account.id).where(Account.wechat_openid == openid))).scalar_one_or_none()
+    if taken is not None:
+        raise Invalid("该微信已绑定账号，请直接登录 (WeChat already bound)", code="wechat_already_bound")
+    invite = await consume_invite(session, code=invite_code, now=now)
+    school = await session.get(School, invite.school_id)
+    if school is None:
+        raise NotFound("学校不存在 (school not found)")
+    if invite.kind == InviteKind.staff:
+        account = Account(
+            role=invite.role,
+            display_name=invite.display_name or "教师",
+            county_id=school.county_id,
+            township_id=school.township_id,
+            school_id=school.id,
+            wechat_openid=openid,
+            wechat_unionid=unionid,
+        )
+        session.add(account)
+    else:
+        account = await bind_guardian_invite(session, invite=invite, openid=openid, unionid=unionid)
+    await session.flush()
+    invite.used_by_id = account.id
+    return await _start_session(session, settings, account=account, method="wechat", client_ip=client_ip, now=now)
+
+
+async def bind_guardian_invite(session: AsyncSession, *, invite: Invite, openid: str, unionid: str | None) -> Account:
+    """Guardian invites are issued by the archive, which binds the family account to the guardian record."""
+    raise Invalid("该邀请码不能用于此操作 (invite kind not supported here)", code="invite_kind_unsupported")

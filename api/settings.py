@@ -1,0 +1,93 @@
+"""All configuration in one pydantic-settings class, read from the environment (prefix ``LIUSHOU_``)."""
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+# 32 zero-ish bytes, base64; only acceptable in development and tests.
+DEV_FIELD_KEYS = "dev:ZGV2LW9ubHktZmllbGQta2V5LTMyLWJ5dGVzLWxvbmc="
+DEV_CALLBACK_SECRET = "dev-only-callback-secret"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIUSHOU_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    # Unprefixed on purpose: DATABASE_URL is what every tool and platform sets.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "LIUSHOU_DATABASE_URL")
+    )
+    embedded_pg_dir: Path = Path(".liushou/pgdata")
+    db_pool_size: int = 10
+    db_echo: bool = False
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: list[str] = []
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str = "liushou"
+    jwt_audience: str = "liushou-api"
+    access_token_minutes: int = Field(default=15, ge=1, le=120)
+    refresh_token_days: int = Field(default=30, ge=1, le=180)
+    binding_ticket_minutes: int = Field(default=10, ge=1, le=60)
+    invite_days: int = Field(default=7, ge=1, le=60)
+
+    # argon2 cost; tests lower it so that a suite creating many accounts stays fast.
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 30
+    login_window_minutes: int = 15
+
+    field_keys: str = DEV_FIELD_KEYS
+
+    wechat_base_url: str = "https://api.weixin.qq.com"
+    wechat_appid: str = "wx-dev-appid"
+    wechat_secret: str = "wx-dev-secret"
+    wechat_subscribe_template_id: str = "liushou-emergency-template"
+    http_timeout_seconds: float = 10.0
+
+    sms_base_url: str = "http://127.0.0.1:9100/sms"
+    sms_api_key: str = "dev-sms-key"
+    voice_base_url: str = "http://127.0.0.1:9100/voice"
+    voice_api_key: str = "dev-voice-key"
+    callback_secret: str = DEV_CALLBACK_SECRET
+
+    run_worker_in_process: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Self:
+        if self.environment == Environment.production:
+            weak = [
+                name
+                for name, value, dev in (
+                    ("LIUSHOU_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET),
+                    ("LIUSHOU_FIELD_KEYS", self.field_keys, DEV_FIELD_KEYS),
+                    ("LIUSHOU_CALLBACK_SECRET", self.callback_secret, DEV_CALLBACK_SECRET),
+                )
+                if value == dev
+            ]
+            if weak:
+                raise ValueError(f"development secrets must be replaced in production: {', '.join(weak)}")
+            if len(self.jwt_secret) < 32:
+                raise ValueError("LIUSHOU_JWT_SECRET must be at least 32 characters")
+            if self.database_url is None:
+                raise ValueError("DATABASE_URL is required in production (the embedded database is for dev)")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
