@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from api.models.accounts import Account, Invite, Role
 from api.models.audit import AuditEntry
+from api.models.children import Child, ChildEvent, ChildGuardian, Guardian
 from api.models.organisations import County, School, SchoolClass, Township
 
 PRINCIPAL_KEY = "liushou_principal"
@@ -135,6 +136,57 @@ def _account(p: Principal) -> ColumnElement[bool] | None:
             return Account.id == p.account_id  # type: ignore[return-value]
         case _:
             return sa.false()
+
+
+def visible_child_ids(p: Principal) -> Any:
+    """A subquery of the ids of children the principal may see at all (detail is limited further by role)."""
+    if p.role == Role.family:
+        return sa.select(col(ChildGuardian.child_id)).where(
+            col(ChildGuardian.guardian_id).in_(p.guardian_ids), col(ChildGuardian.is_active)
+        )
+    clause = school_ids_clause(Child.school_id, p)
+    stmt = sa.select(col(Child.id))
+    return stmt if clause is None else stmt.where(clause)
+
+
+@scope_rule(Child)
+def _child(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.family:
+        return col(Child.id).in_(visible_child_ids(p))
+    return school_ids_clause(Child.school_id, p)
+
+
+@scope_rule(ChildGuardian)
+def _child_guardian(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    return col(ChildGuardian.child_id).in_(visible_child_ids(p))
+
+
+@scope_rule(ChildEvent)
+def _child_event(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    if p.role == Role.family:
+        return sa.false()
+    return col(ChildEvent.child_id).in_(visible_child_ids(p))
+
+
+@scope_rule(Guardian)
+def _guardian(p: Principal) -> ColumnElement[bool] | None:
+    """Staff see the guardians of the children they see; a family sees its own guardian records."""
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.family:
+            return col(Guardian.id).in_(p.guardian_ids)
+        case None:
+            return sa.false()
+        case _:
+            linked = sa.select(col(ChildGuardian.guardian_id)).where(
+                col(ChildGuardian.child_id).in_(visible_child_ids(p))
+            )
+            return col(Guardian.id).in_(linked)
 
 
 @scope_rule(Invite)
