@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.clock import Clock
 from api.context import current_request
+from api.crypto import FieldCipher
 from api.errors import Forbidden, Unauthorized
 from api.models.accounts import ROLE_LABELS, Role
 from api.scoping import ANONYMOUS, Principal, set_principal
@@ -62,6 +63,11 @@ def get_passwords(request: Request) -> Passwords:
     return passwords
 
 
+def get_cipher(request: Request) -> FieldCipher:
+    cipher: FieldCipher = request.app.state.cipher
+    return cipher
+
+
 def get_client_ip() -> str | None:
     ctx = current_request()
     return ctx.client_ip if ctx else None
@@ -73,6 +79,7 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 NowDep = Annotated[datetime, Depends(get_now)]
 HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]
 PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+CipherDep = Annotated[FieldCipher, Depends(get_cipher)]
 ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
 
 

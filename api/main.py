@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.clock import Clock, SystemClock
+from api.crypto import FieldCipher
 from api.db import make_engine, make_sessionmaker, resolve_database_url
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
@@ -75,6 +76,7 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.passwords = Passwords(settings)
+    app.state.cipher = FieldCipher.from_config(settings.field_keys, active=settings.field_key_active)
     app.state.head_revision = head_revision()
     app.state.readiness_probes = {}
     app.state.startup_hooks = []

@@ -21,7 +21,8 @@ from sqlmodel import col
 
 from api.models.accounts import Account, Invite, Role
 from api.models.audit import AuditEntry
-from api.models.children import Child, ChildEvent, ChildGuardian, Guardian
+from api.models.children import Child, ChildEvent
+from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import County, School, SchoolClass, Township
 
 PRINCIPAL_KEY = "liushou_principal"

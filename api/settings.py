@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 30
     login_window_minutes: int = 15
 
+    # Field-encryption key ring "id:base64key,…"; the last is active unless field_key_active names one.
     field_keys: str = DEV_FIELD_KEYS
+    field_key_active: str | None = None
 
     wechat_base_url: str = "https://api.weixin.qq.com"
     wechat_appid: str = "wx-dev-appid"

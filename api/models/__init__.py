@@ -1,5 +1,5 @@
 """Importing this package registers every table on ``SQLModel.metadata`` (Alembic reads it from here)."""
 
-from api.models import accounts, audit, children, organisations
+from api.models import accounts, audit, children, guardians, organisations
 
-__all__ = ["accounts", "audit", "children", "organisations"]
+__all__ = ["accounts", "audit", "children", "guardians", "organisations"]
