@@ -85,8 +85,8 @@ async def build_world(app: FastAPI, now: datetime) -> World:
             "platform": account("platform", Role.platform_admin, "平台管理员"),
             "bureau": account("bureau", Role.county_bureau, "青山县教育局", county_id=county.id),
             "other_bureau": account("other_bureau", Role.county_bureau, "白水县教育局", county_id=other_county.id),
-            "township1": account("township1", Role.township_official, "石桥镇政府", township=t1),
-            "township2": account("township2", Role.township_official, "柳河乡政府", township=t2),
+            "official1": account("official1", Role.township_official, "石桥镇政府", township=t1),
+            "official2": account("official2", Role.township_official, "柳河乡政府", township=t2),
             "admin1": account("admin1", Role.school_admin, "石桥校长", school=s1),
             "admin2": account("admin2", Role.school_admin, "柳河校长", school=s2),
             "admin3": account("admin3", Role.school_admin, "白沙校长", school=s3),
@@ -102,6 +102,7 @@ async def build_world(app: FastAPI, now: datetime) -> World:
         await s.flush()
         world.ids.update(class11=c11.id, class12=c12.id, class21=c21.id)
         for key, a in accounts.items():
+            assert key not in world.ids, f"world key {key} names two things"
             world.ids[key] = a.id
             world.tokens[key] = await login_token(s, app, a, now)
     return world

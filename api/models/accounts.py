@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlmodel import Field, SQLModel
 
-from api.models.base import SENSITIVE, audited, fk_field, id_field, timestamp_field
+from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
 
 
 class Role(StrEnum):
@@ -45,7 +45,7 @@ class Account(SQLModel, table=True):
     )
 
     id: uuid.UUID = id_field()
-    role: Role = Field(sa_type=sa.String(32), index=True)
+    role: Role = Field(sa_type=enum_type(Role, 32), index=True)
     display_name: str = Field(max_length=64)
     username: str | None = Field(default=None, max_length=64, unique=True)
     password_hash: str | None = Field(default=None, max_length=256, sa_column_kwargs=SENSITIVE)
@@ -98,9 +98,9 @@ class Invite(SQLModel, table=True):
 
     id: uuid.UUID = id_field()
     code_hash: str = Field(max_length=64, unique=True, sa_column_kwargs=SENSITIVE)
-    kind: InviteKind = Field(sa_type=sa.String(16))
+    kind: InviteKind = Field(sa_type=enum_type(InviteKind, 16))
     school_id: uuid.UUID = fk_field("school.id")
-    role: Role = Field(sa_type=sa.String(32))
+    role: Role = Field(sa_type=enum_type(Role, 32))
     display_name: str | None = Field(default=None, max_length=64)
     # Filled for guardian invites (the archive adds the foreign key to guardian).
     guardian_id: uuid.UUID | None = Field(default=None, index=True)

@@ -1,5 +1,6 @@
 """Shared pieces of every table: naming convention, UUID keys, aware UTC timestamps."""
 
+import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -32,6 +33,28 @@ def audited(resource_type: str) -> Any:
 
 
 SENSITIVE = {"info": {"sensitive": True}}
+
+
+class StrEnumType(sa.types.TypeDecorator[enum.StrEnum]):
+    """A ``StrEnum`` stored as ``varchar(n)`` that loads back as the enum (a plain String would give str)."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, enum_class: type[enum.StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> enum.StrEnum | None:
+        return None if value is None else self.enum_class(value)
+
+
+def enum_type(enum_class: type[enum.StrEnum], length: int) -> Any:
+    """Column type for a ``StrEnum`` field: ``Field(sa_type=enum_type(Role, 32))``."""
+    return StrEnumType(enum_class, length)
 
 
 def utcnow() -> datetime:
