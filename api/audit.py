@@ -65,7 +65,7 @@ def make_entry(
         resource_type=resource_type,
         resource_id=str(resource_id) if resource_id is not None else None,
         school_id=school_id,
-        county_id=county_id,
+        county_id=county_id or principal.county_id,
         request_id=ctx.request_id if ctx else None,
         client_ip=ctx.client_ip if ctx else None,
         changes=changes,

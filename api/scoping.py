@@ -204,9 +204,11 @@ def _audit(p: Principal) -> ColumnElement[bool] | None:
         case Role.platform_admin:
             return None
         case Role.county_bureau:
-            return AuditEntry.county_id == p.county_id  # type: ignore[return-value]
+            in_schools = school_ids_clause(AuditEntry.school_id, p)
+            assert in_schools is not None
+            return sa.or_(col(AuditEntry.county_id) == p.county_id, in_schools)
         case Role.school_admin:
-            return AuditEntry.school_id == p.school_id  # type: ignore[return-value]
+            return col(AuditEntry.school_id) == p.school_id
         case _:
             return sa.false()
 

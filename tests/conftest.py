@@ -9,7 +9,7 @@ never see each other's rows.
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,12 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.clock import FrozenClock
 from api.db import scoped_session
 from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
+from api.fake_providers import FakeProviderServer
 from api.main import create_app
 from api.migrations import upgrade_to_head
 from api.settings import Environment, Settings
 from tests.factories import World, build_world
 
 TEMPLATE = f"liushou_tmpl_{os.getpid()}"
+TEST_CALLBACK_SECRET = "test-callback-secret"
 
 
 class PgServer:
@@ -108,9 +110,28 @@ def make_test_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="session")
+def fake_providers() -> Iterator[FakeProviderServer]:
+    """The fake WeChat/SMS/voice providers on a loopback port, speaking the real protocols."""
+    with FakeProviderServer(callback_secret=TEST_CALLBACK_SECRET) as fake:
+        yield fake
+
+
 @pytest.fixture
-def settings() -> Settings:
-    return make_test_settings()
+def fake(fake_providers: FakeProviderServer) -> FakeProviderServer:
+    """The shared fake providers, reset for this test."""
+    httpx.post(f"{fake_providers.base_url}/_fake/reset").raise_for_status()
+    return fake_providers
+
+
+@pytest.fixture
+def settings(fake_providers: FakeProviderServer) -> Settings:
+    return make_test_settings(
+        wechat_base_url=fake_providers.wechat_base_url,
+        sms_base_url=fake_providers.sms_base_url,
+        voice_base_url=fake_providers.voice_base_url,
+        callback_secret=TEST_CALLBACK_SECRET,
+    )
 
 
 @pytest.fixture
