@@ -32,6 +32,8 @@ def _configure(connection: Connection) -> None:
         compare_server_default=True,
     )
     with context.begin_transaction():
+        # Several processes may start at once (api, worker): one migrates, the others wait and find it done.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7406375911)")
         context.run_migrations()
 
 

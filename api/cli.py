@@ -9,16 +9,21 @@ import typer
 import uvicorn
 
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
+from api.fake_providers import FakeProviderServer
 from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
 from api.security import Passwords
-from api.settings import get_settings
+from api.settings import Settings, get_settings
 
 app = typer.Typer(help="liushou 留守 — backend for schools caring for left-behind children.", no_args_is_help=True)
 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request URL at INFO; WeChat URLs carry the app secret, login codes and access tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 async def _migrate() -> str:
@@ -77,15 +82,46 @@ def serve(
         return url
 
     url = asyncio.run(prepare())
+    settings = get_settings()
+    fake = None
     if demo:
+        settings, fake = _demo_providers(settings, host, port)
         typer.echo(demo_accounts_text(f"http://{host}:{port}"))
-    uvicorn.run(
-        create_app(get_settings(), database_url=url, migrate=False),
-        host=host,
-        port=port,
-        proxy_headers=False,
-        log_level="info",
+        typer.echo(f"Fake WeChat/SMS/voice providers at {fake.base_url} (what was sent: {fake.base_url}/_fake/outbox)")
+        typer.echo("WeChat login in the demo: any js_code 'demo-<name>' logs in as openid 'o-demo-<name>'.")
+    try:
+        uvicorn.run(
+            create_app(settings, database_url=url, migrate=False),
+            host=host,
+            port=port,
+            proxy_headers=False,
+            log_level="info",
+        )
+    finally:
+        if fake is not None:
+            fake.stop()
+
+
+def _demo_providers(settings: Settings, host: str, port: int) -> tuple[Settings, FakeProviderServer]:
+    """The demo talks to local fake providers that speak the real protocols, never to real phones."""
+    base = f"http://{host}:{port}"
+    fake = FakeProviderServer(
+        callback_secret=settings.callback_secret,
+        callback_url=f"{base}/inbound/sms",
+        wechat_appid=settings.wechat_appid,
+        wechat_secret=settings.wechat_secret,
+        sms_api_key=settings.sms_api_key,
+        voice_api_key=settings.voice_api_key,
     )
+    fake.start()
+    return settings.model_copy(
+        update={
+            "wechat_base_url": fake.wechat_base_url,
+            "sms_base_url": fake.sms_base_url,
+            "voice_base_url": fake.voice_base_url,
+            "public_base_url": base,
+        }
+    ), fake
 
 
 @app.command("create-user")
