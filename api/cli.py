@@ -165,3 +165,7 @@ def create_user(
     except LiushouError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()
