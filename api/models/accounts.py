@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
@@ -137,15 +137,25 @@ class TokenPair(BaseModel):
 
 
 class PasswordLogin(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"username": "shiqiao-admin", "password": "liushou-demo-2026"}]}
+    )
+
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
 
 
 class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"refresh_token": "b3Jp…(the refresh_token from login)"}]}
+    )
+
     refresh_token: str = Field(min_length=16, max_length=256)
 
 
 class WechatLogin(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "demo-grandma"}]})
+
     code: str = Field(min_length=1, max_length=128, description="wx.login() 返回的 code")
 
 
@@ -158,6 +168,10 @@ class WechatLoginResult(BaseModel):
 
 
 class WechatBind(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"binding_ticket": "eyJhbGciOi…", "invite_code": "K7QW2M9XPA"}]}
+    )
+
     binding_ticket: str = Field(min_length=16, max_length=2048)
     invite_code: str = Field(min_length=6, max_length=64)
 
@@ -176,6 +190,20 @@ class AccountPublic(BaseModel):
 
 
 class AccountCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "teacher",
+                    "display_name": "刘芳老师",
+                    "username": "teacher-liu",
+                    "password": "a long passphrase",
+                    "school_id": "5b1f0d2e-0000-4000-8000-000000000001",
+                }
+            ]
+        }
+    )
+
     role: Role
     display_name: str = Field(min_length=1, max_length=64)
     username: str | None = Field(default=None, min_length=3, max_length=64, regex=r"^[A-Za-z0-9_.\-]+$")
@@ -187,6 +215,8 @@ class AccountCreate(BaseModel):
 
 
 class InviteCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "teacher", "display_name": "刘芳老师"}]})
+
     role: Role = Field(default=Role.teacher, description="teacher 或 school_admin")
     display_name: str | None = Field(default=None, max_length=64)
 

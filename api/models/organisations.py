@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from api.models.base import audited, fk_field, id_field, timestamp_field
@@ -87,6 +87,19 @@ class TownshipPublic(BaseModel):
 
 
 class SchoolCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "township_id": "5b1f0d2e-0000-4000-8000-000000000001",
+                    "name": "石桥镇第三完小",
+                    "kind": "完小",
+                    "pupil_count": 320,
+                }
+            ]
+        }
+    )
+
     township_id: uuid.UUID
     name: str = Field(min_length=2, max_length=128)
     kind: str = Field(default="完小", max_length=32)
@@ -109,6 +122,8 @@ class SchoolPublic(BaseModel):
 
 
 class ClassCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"grade": 3, "name": "1班"}]})
+
     grade: int = Field(ge=1, le=12, description="年级 (1–9)")
     name: str = Field(min_length=1, max_length=32, description="班级名, e.g. 1班")
     head_teacher_id: uuid.UUID | None = Field(default=None, description="班主任 account id")
