@@ -23,7 +23,7 @@ from api.models.accounts import Account, Invite, Role
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildEvent
 from api.models.guardians import ChildGuardian, Guardian
-from api.models.organisations import County, School, SchoolClass, Township
+from api.models.organisations import County, School, SchoolClass, TeachingAssignment, Township
 
 PRINCIPAL_KEY = "liushou_principal"
 
@@ -120,6 +120,14 @@ def _school(p: Principal) -> ColumnElement[bool] | None:
 @scope_rule(SchoolClass)
 def _class(p: Principal) -> ColumnElement[bool] | None:
     return school_ids_clause(SchoolClass.school_id, p)
+
+
+@scope_rule(TeachingAssignment)
+def _teaching(p: Principal) -> ColumnElement[bool] | None:
+    clause = school_ids_clause(SchoolClass.school_id, p)
+    if clause is None:
+        return None
+    return col(TeachingAssignment.class_id).in_(sa.select(col(SchoolClass.id)).where(clause))
 
 
 @scope_rule(Account)

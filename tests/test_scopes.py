@@ -53,3 +53,24 @@ async def test_anonymous_requests_are_refused(client, world):
     r = await client.get("/schools")
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthorized"
+
+
+async def test_subject_teachers_are_assigned_only_within_the_admins_school(client, world):
+    ok = await client.put(f"/classes/{world['class11']}/teachers/{world['teacher1b']}", headers=world.headers("admin1"))
+    assert ok.status_code == 204, ok.text
+    r = await client.put(f"/classes/{world['class11']}/teachers/{world['teacher2']}", headers=world.headers("admin1"))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "head_teacher_invalid"
+    r = await client.put(f"/classes/{world['class21']}/teachers/{world['teacher1']}", headers=world.headers("admin1"))
+    assert r.status_code == 404
+
+
+async def test_a_subject_teacher_gets_the_class_in_their_principal(client, world, app):
+    await client.put(f"/classes/{world['class11']}/teachers/{world['teacher1b']}", headers=world.headers("admin1"))
+    from api.db import scoped_session
+    from api.security import read_access_token
+    from api.services.auth import load_principal
+
+    claims = read_access_token(app.state.settings, world.tokens["teacher1b"], app.state.clock.now())
+    async with scoped_session(app.state.sessionmaker) as s:
+        principal = await load_principal(s, claims)
+    assert principal.class_ids == {world["class11"], world["class12"]}
