@@ -7,11 +7,13 @@ for the child are in :mod:`api.models.guardians`.
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
-from api.models.base import SENSITIVE, audited, fk_field, id_field, timestamp_field
+from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
 
 
 class Sex(StrEnum):
@@ -68,6 +70,10 @@ class Child(SQLModel, table=True):
             postgresql_using="gin",
             postgresql_ops={"name_pinyin": "gin_trgm_ops"},
         ),
+        # Initials are searched by prefix (zxm%): pattern ops serve LIKE whatever the database collation.
+        sa.Index(
+            "ix_child_name_initials_prefix", "name_initials", postgresql_ops={"name_initials": "varchar_pattern_ops"}
+        ),
     )
 
     id: uuid.UUID = id_field()
@@ -75,8 +81,8 @@ class Child(SQLModel, table=True):
     class_id: uuid.UUID | None = fk_field("school_class.id", nullable=True)
     name: str = Field(max_length=32)
     name_pinyin: str = Field(default="", max_length=128, description="zhangxiaoming (search key)")
-    name_initials: str = Field(default="", max_length=32, index=True, description="zxm (search key)")
-    sex: Sex = Field(sa_type=sa.String(8))
+    name_initials: str = Field(default="", max_length=32, description="zxm (search key)")
+    sex: Sex = Field(sa_type=enum_type(Sex, 8))
     birth_date: date
     ethnicity: str = Field(default="汉族", max_length=16)
     # 居民身份证号: AES-GCM ciphertext, a keyed blind index for uniqueness/look-up, and a masked form.
@@ -89,7 +95,7 @@ class Child(SQLModel, table=True):
     health: str | None = Field(default=None, max_length=256, description="健康状况")
 
     is_left_behind: bool = Field(default=True, description="是否留守")
-    parents_away: ParentsAway = Field(default=ParentsAway.both, sa_type=sa.String(8))
+    parents_away: ParentsAway = Field(default=ParentsAway.both, sa_type=enum_type(ParentsAway, 8))
     left_behind_since: date | None = Field(default=None, description="何时开始留守")
 
     character: str | None = Field(default=None, max_length=512, description="性格")
@@ -98,7 +104,7 @@ class Child(SQLModel, table=True):
     study_notes: str | None = Field(default=None, max_length=1024, description="学习动机与能力")
     guardian_relationship: str | None = Field(default=None, max_length=512, description="与监护人关系")
     parent_contact_frequency: str | None = Field(default=None, max_length=64, description="与父母联系频率")
-    guardianship_rating: GuardianshipRating | None = Field(default=None, sa_type=sa.String(16))
+    guardianship_rating: GuardianshipRating | None = Field(default=None, sa_type=enum_type(GuardianshipRating, 16))
 
     special_hardship: bool = Field(default=False, description="特困")
     single_parent: bool = Field(default=False, description="单亲")
@@ -107,7 +113,7 @@ class Child(SQLModel, table=True):
     needs_individual_plan: bool = Field(default=False, description="需个别教育管理方案")
     notes: str | None = Field(default=None, max_length=2048)
 
-    status: ChildStatus = Field(default=ChildStatus.enrolled, sa_type=sa.String(16))
+    status: ChildStatus = Field(default=ChildStatus.enrolled, sa_type=enum_type(ChildStatus, 16))
     status_reason: str | None = Field(default=None, max_length=256)
     status_changed_on: date | None = None
     created_at: datetime = timestamp_field(default_now=True)
@@ -122,7 +128,7 @@ class ChildEvent(SQLModel, table=True):
 
     id: uuid.UUID = id_field()
     child_id: uuid.UUID = fk_field("child.id", index=False)
-    kind: ChildEventKind = Field(sa_type=sa.String(24))
+    kind: ChildEventKind = Field(sa_type=enum_type(ChildEventKind, 24))
     effective_on: date
     reason: str | None = Field(default=None, max_length=256)
     from_school_id: uuid.UUID | None = fk_field("school.id", nullable=True, index=False)
@@ -131,3 +137,417 @@ class ChildEvent(SQLModel, table=True):
     to_class_id: uuid.UUID | None = fk_field("school_class.id", nullable=True, index=False)
     recorded_at: datetime = timestamp_field(default_now=True)
     recorded_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+# ---- labels shown to people ---------------------------------------------------------------------------
+
+SEX_LABELS = {Sex.male: "男", Sex.female: "女"}
+CHILD_STATUS_LABELS = {ChildStatus.enrolled: "在册", ChildStatus.graduated: "毕业", ChildStatus.left: "离校"}
+PARENTS_AWAY_LABELS = {
+    ParentsAway.both: "父母均外出务工",
+    ParentsAway.father: "父亲外出务工",
+    ParentsAway.mother: "母亲外出务工",
+    ParentsAway.none: "父母均在家",
+}
+GUARDIANSHIP_RATING_LABELS = {
+    GuardianshipRating.good: "好",
+    GuardianshipRating.fairly_good: "较好",
+    GuardianshipRating.average: "一般",
+    GuardianshipRating.poor: "差",
+    GuardianshipRating.none: "无人监护",
+}
+CHILD_EVENT_LABELS = {
+    ChildEventKind.enrolled: "建档入学",
+    ChildEventKind.transferred: "转学",
+    ChildEventKind.class_changed: "调班",
+    ChildEventKind.promoted: "升级",
+    ChildEventKind.parents_returned: "父母返乡，不再留守",
+    ChildEventKind.became_left_behind: "父母外出，成为留守儿童",
+    ChildEventKind.graduated: "毕业",
+    ChildEventKind.left: "离校",
+    ChildEventKind.re_enrolled: "重新入学",
+}
+
+
+class ChildFlag(StrEnum):
+    """特殊情况 — special situations a school watches for."""
+
+    special_hardship = "special_hardship"  # 特困
+    single_parent = "single_parent"  # 单亲
+    struggling_learner = "struggling_learner"  # 学困生
+    disability = "disability"  # 残疾
+    needs_individual_plan = "needs_individual_plan"  # 需个别教育管理方案
+
+
+CHILD_FLAG_LABELS = {
+    ChildFlag.special_hardship: "特困",
+    ChildFlag.single_parent: "单亲",
+    ChildFlag.struggling_learner: "学困生",
+    ChildFlag.disability: "残疾",
+    ChildFlag.needs_individual_plan: "需个别教育管理方案",
+}
+
+
+class MissingItem(StrEnum):
+    """What keeps a child's file (一人一档) from being complete; stable codes for clients."""
+
+    missing_id_number = "missing_id_number"
+    missing_birth_date = "missing_birth_date"
+    missing_home_address = "missing_home_address"
+    missing_class = "missing_class"
+    missing_entrusted_guardian = "missing_entrusted_guardian"
+    missing_entrusted_guardian_phone = "missing_entrusted_guardian_phone"
+    missing_parent_away = "missing_parent_away"
+    missing_parent_away_phone = "missing_parent_away_phone"
+    missing_guardianship_rating = "missing_guardianship_rating"
+    missing_left_behind_since = "missing_left_behind_since"
+
+
+MISSING_LABELS = {
+    MissingItem.missing_id_number: "缺少身份证号",
+    MissingItem.missing_birth_date: "缺少出生日期",
+    MissingItem.missing_home_address: "缺少家庭住址",
+    MissingItem.missing_class: "未分班",
+    MissingItem.missing_entrusted_guardian: "缺少委托监护人",
+    MissingItem.missing_entrusted_guardian_phone: "缺少委托监护人联系电话",
+    MissingItem.missing_parent_away: "缺少外出务工家长信息",
+    MissingItem.missing_parent_away_phone: "缺少外出务工家长联系电话",
+    MissingItem.missing_guardianship_rating: "缺少监护状况评定",
+    MissingItem.missing_left_behind_since: "缺少留守起始时间",
+}
+
+# Labels of the child's fields, for the change history.
+CHILD_FIELD_LABELS = {
+    "school_id": "学校",
+    "class_id": "班级",
+    "name": "姓名",
+    "sex": "性别",
+    "birth_date": "出生日期",
+    "ethnicity": "民族",
+    "id_number_masked": "身份证号",
+    "household_registration": "户籍所在地",
+    "home_address": "家庭住址",
+    "is_boarding": "寄宿",
+    "health": "健康状况",
+    "is_left_behind": "是否留守",
+    "parents_away": "外出务工情况",
+    "left_behind_since": "留守起始时间",
+    "character": "性格",
+    "habits": "行为习惯",
+    "interests": "兴趣爱好",
+    "study_notes": "学习动机与能力",
+    "guardian_relationship": "与监护人关系",
+    "parent_contact_frequency": "与父母联系频率",
+    "guardianship_rating": "监护状况",
+    "special_hardship": "特困",
+    "single_parent": "单亲",
+    "struggling_learner": "学困生",
+    "disability": "残疾",
+    "needs_individual_plan": "需个别教育管理方案",
+    "notes": "备注",
+    "status": "在册状态",
+    "status_reason": "状态原因",
+    "status_changed_on": "状态变更日期",
+}
+
+
+# ---- API schemas -------------------------------------------------------------------------------------
+
+
+class _ChildForm(BaseModel):
+    """Form input: surrounding spaces (also full-width) are dropped; a blank optional field is "not filled in"."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+class _ChildFields(_ChildForm):
+    """The parts of the file a form fills in over time (all optional when a child is first entered)."""
+
+    ethnicity: str = Field(default="汉族", min_length=1, max_length=16, description="民族")
+    household_registration: str | None = Field(default=None, max_length=128, description="户籍所在地")
+    home_address: str | None = Field(default=None, max_length=256, description="家庭住址")
+    is_boarding: bool = Field(default=False, description="寄宿")
+    health: str | None = Field(default=None, max_length=256, description="健康状况")
+    left_behind_since: date | None = Field(default=None, description="何时开始留守")
+    character: str | None = Field(default=None, max_length=512, description="性格")
+    habits: str | None = Field(default=None, max_length=512, description="行为习惯")
+    interests: str | None = Field(default=None, max_length=512, description="兴趣爱好")
+    study_notes: str | None = Field(default=None, max_length=1024, description="学习动机与能力")
+    guardian_relationship: str | None = Field(default=None, max_length=512, description="与监护人关系")
+    parent_contact_frequency: str | None = Field(default=None, max_length=64, description="与父母联系频率")
+    guardianship_rating: GuardianshipRating | None = Field(
+        default=None, description="监护状况: good 好 / fairly_good 较好 / average 一般 / poor 差 / none 无人监护"
+    )
+    special_hardship: bool = Field(default=False, description="特困")
+    single_parent: bool = Field(default=False, description="单亲")
+    struggling_learner: bool = Field(default=False, description="学困生")
+    disability: bool = Field(default=False, description="残疾")
+    needs_individual_plan: bool = Field(default=False, description="需个别教育管理方案")
+    notes: str | None = Field(default=None, max_length=2048, description="备注")
+
+
+class ChildCreate(_ChildFields):
+    """A new file. With an ID number, sex and birth date are read from it (if also given, they must agree)."""
+
+    school_id: uuid.UUID | None = Field(default=None, description="学校; default: your own school")
+    class_id: uuid.UUID | None = Field(default=None, description="班级 (of that school)")
+    name: str = Field(min_length=1, max_length=32, description="姓名")
+    sex: Sex | None = Field(default=None, description="性别 (required without an ID number)")
+    birth_date: date | None = Field(default=None, description="出生日期 (required without an ID number)")
+    id_number: str | None = Field(default=None, max_length=40, description="居民身份证号 (18位, GB 11643)")
+    parents_away: ParentsAway = Field(
+        default=ParentsAway.both, description="both 父母均外出 / father 父亲外出 / mother 母亲外出 / none 不留守"
+    )
+    enrolled_on: date | None = Field(default=None, description="建档日期; default: today (Asia/Shanghai)")
+
+
+# Columns that cannot be emptied by an update (sending null for them is a 422).
+NOT_NULL_UPDATES = ("name", "sex", "birth_date", "parents_away", "ethnicity")
+
+
+class ChildUpdate(_ChildFields):
+    """Only the fields sent change; ``null`` clears an optional field. Status, school and being left-behind
+    change through the lifecycle endpoints (transfer, parents returned, graduate, leave…)."""
+
+    class_id: uuid.UUID | None = Field(default=None, description="调班 (a class of the same school); null: 未分班")
+    name: str | None = Field(default=None, min_length=1, max_length=32)
+    sex: Sex | None = None
+    birth_date: date | None = None
+    id_number: str | None = Field(default=None, max_length=40, description="居民身份证号; null removes it")
+    parents_away: ParentsAway | None = Field(default=None, description="which parents are away (not none)")
+
+    @model_validator(mode="after")
+    def _required_stay_filled(self) -> Self:
+        emptied = [name for name in NOT_NULL_UPDATES if name in self.model_fields_set and getattr(self, name) is None]
+        if emptied:
+            raise ValueError(f"这些项不能清空 (cannot be emptied): {', '.join(emptied)}")
+        return self
+
+
+class MissingPublic(BaseModel):
+    code: MissingItem
+    label: str
+
+
+class ChildSummary(BaseModel):
+    """What every staff member of the school may see: the basic view, also used in lists."""
+
+    id: uuid.UUID
+    school_id: uuid.UUID
+    school_name: str | None
+    class_id: uuid.UUID | None
+    class_label: str | None = Field(description="e.g. 三年级1班")
+    grade: int | None
+    name: str
+    sex: Sex
+    status: ChildStatus
+    is_left_behind: bool
+    parents_away: ParentsAway
+    flags: list[ChildFlag] = Field(description="特殊情况")
+    complete: bool = Field(description="档案完整 (一人一档)")
+    missing: list[MissingPublic] = Field(description="what the file still lacks, in a stable order")
+
+
+class ChildBasic(ChildSummary):
+    """The basic view for staff who do not teach the child: no ID number, address, health or notes."""
+
+    detail: Literal["basic"] = "basic"
+
+
+class ChildFull(ChildSummary):
+    """The full file, for those who look after the child."""
+
+    detail: Literal["full"] = "full"
+    birth_date: date
+    age: int = Field(description="周岁 (today in Asia/Shanghai)")
+    ethnicity: str
+    id_number_masked: str | None = Field(description="身份证号, masked (the full number: reveal endpoint)")
+    household_registration: str | None
+    home_address: str | None
+    is_boarding: bool
+    health: str | None
+    left_behind_since: date | None
+    character: str | None
+    habits: str | None
+    interests: str | None
+    study_notes: str | None
+    guardian_relationship: str | None
+    parent_contact_frequency: str | None
+    guardianship_rating: GuardianshipRating | None
+    special_hardship: bool
+    single_parent: bool
+    struggling_learner: bool
+    disability: bool
+    needs_individual_plan: bool
+    notes: str | None
+    status_reason: str | None
+    status_changed_on: date | None
+    created_at: datetime
+    updated_at: datetime
+
+
+ChildView = Annotated[ChildFull | ChildBasic, Field(discriminator="detail")]
+
+
+class RevealedIdNumber(BaseModel):
+    child_id: uuid.UUID
+    id_number: str = Field(description="完整身份证号 (this read is recorded in the audit log)")
+
+
+# ---- lifecycle (动态管理) -------------------------------------------------------------------------------
+
+
+class LifecycleChange(_ChildForm):
+    effective_on: date | None = Field(
+        default=None, description="生效日期 (Asia/Shanghai); default today; never in the future"
+    )
+    reason: str = Field(min_length=1, max_length=256, description="原因")
+
+
+class GraduationRequest(_ChildForm):
+    effective_on: date | None = Field(default=None, description="毕业日期; default today")
+    reason: str | None = Field(default=None, max_length=256, description="default: 毕业")
+
+
+class TransferRequest(LifecycleChange):
+    to_school_id: uuid.UUID = Field(description="转入学校 (any school on the platform, in this county or another)")
+
+
+class BecameLeftBehindRequest(LifecycleChange):
+    parents_away: ParentsAway = Field(description="both / father / mother")
+    left_behind_since: date | None = Field(default=None, description="default: effective_on")
+
+    @field_validator("parents_away")
+    @classmethod
+    def _someone_is_away(cls, value: ParentsAway) -> ParentsAway:
+        if value == ParentsAway.none:
+            raise ValueError("父母至少一方外出 (parents_away must be both, father or mother)")
+        return value
+
+
+class ReEnrolRequest(LifecycleChange):
+    class_id: uuid.UUID | None = Field(default=None, description="班级 (of the child's school)")
+
+
+class ChildEventPublic(BaseModel):
+    id: uuid.UUID
+    child_id: uuid.UUID
+    kind: ChildEventKind
+    label: str
+    effective_on: date
+    reason: str | None
+    from_school_id: uuid.UUID | None
+    to_school_id: uuid.UUID | None
+    from_class_id: uuid.UUID | None
+    to_class_id: uuid.UUID | None
+    recorded_at: datetime
+    recorded_by_id: uuid.UUID | None
+
+
+class FieldChange(BaseModel):
+    field: str
+    label: str
+    old: Any = None
+    new: Any = None
+    redacted: bool = Field(default=False, description="a protected value: only the fact that it changed is shown")
+
+
+class HistoryEntry(BaseModel):
+    at: datetime = Field(description="Asia/Shanghai")
+    source: Literal["change", "event"]
+    action: str = Field(description="child.create / child.update, or the event kind")
+    actor_id: uuid.UUID | None
+    actor_name: str | None
+    changes: list[FieldChange] = []
+    event: ChildEventPublic | None = None
+
+
+# ---- 每学年末交接: promotion of whole classes ------------------------------------------------------------
+
+
+class PromotionRequest(_ChildForm):
+    """Move every enrolled child of the given classes up one grade; the last grade graduates.
+
+    Give either ``classes`` (a mapping to existing classes of the next grade) or ``create_next_grade``
+    (classes whose children move to the class of the next grade with the same name, created if missing).
+    """
+
+    classes: dict[uuid.UUID, uuid.UUID | None] | None = Field(
+        default=None, max_length=300, description="{from_class_id: to_class_id}; null for a graduating class"
+    )
+    create_next_grade: list[uuid.UUID] | None = Field(
+        default=None, max_length=300, description="三年级1班 → 四年级1班 (found or created)"
+    )
+    last_grade: int = Field(default=6, ge=1, le=12, description="毕业年级 (小学 6, 初中 9)")
+    effective_on: date | None = Field(
+        default=None,
+        description="生效日期; default today. It decides the school year (from 1 September): "
+        "a promotion done in early September for the year just ended should give the end of August.",
+    )
+    reason: str | None = Field(default=None, max_length=256, description="default: 学年末升级")
+    head_teachers: dict[uuid.UUID, uuid.UUID] = Field(
+        default_factory=dict, max_length=300, description="{from_class_id: account_id}: 新班主任 of the new class"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if (self.classes is None) == (self.create_next_grade is None):
+            raise ValueError("classes 与 create_next_grade 必须且只能填一项 (give classes or create_next_grade)")
+        if not (self.classes or self.create_next_grade):
+            raise ValueError("至少选择一个班级 (no class given)")
+        return self
+
+
+class PromotedClass(BaseModel):
+    from_class_id: uuid.UUID
+    from_label: str
+    to_class_id: uuid.UUID | None = Field(description="null: the class graduated")
+    to_label: str | None
+    created: bool = Field(description="the next-grade class was created by this promotion")
+    promoted: int
+    graduated: int
+
+
+class PromotionResult(BaseModel):
+    school_id: uuid.UUID
+    school_year: str = Field(description="e.g. 2025-2026")
+    effective_on: date
+    promoted: int
+    graduated: int
+    classes: list[PromotedClass]
+
+
+# ---- 建档率: archive completeness -------------------------------------------------------------------------
+
+
+class CompletenessCounts(BaseModel):
+    left_behind: int = Field(description="在册留守儿童")
+    complete: int = Field(description="档案完整")
+    incomplete: int
+    rate: float | None = Field(description="建档率 complete / left_behind (null when there are none)")
+    missing: dict[MissingItem, int] = Field(description="how many files lack each item")
+
+
+class ClassCompleteness(CompletenessCounts):
+    class_id: uuid.UUID | None = Field(description="null: children not yet placed in a class")
+    class_label: str | None
+
+
+class SchoolCompleteness(CompletenessCounts):
+    school_id: uuid.UUID
+    school_name: str
+    township_id: uuid.UUID
+    classes: list[ClassCompleteness] = []
+
+
+class AreaCompleteness(CompletenessCounts):
+    """Every school in the caller's scope (a county, a township), with the totals."""
+
+    schools: list[SchoolCompleteness]
