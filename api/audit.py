@@ -39,11 +39,46 @@ def _is_sensitive(cls: type, key: str) -> bool:
     return bool(column is not None and column.info.get("sensitive"))
 
 
-def _school_and_county(obj: Any) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+def _school_and_county(obj: Any, schools_of_children: dict[Any, Any]) -> tuple[uuid.UUID | None, uuid.UUID | None]:
     school_id = getattr(obj, "school_id", None)
     if school_id is None and type(obj).__tablename__ == "school":
         school_id = obj.id
+    if school_id is None:
+        child_id = getattr(obj, "child_id", None)
+        if child_id is None and type(obj).__tablename__ == "guardian":
+            child_id = schools_of_children.get(("guardian", obj.id))
+        school_id = schools_of_children.get(child_id)
     return school_id, getattr(obj, "county_id", None)
+
+
+def _schools_of_children(session: Session, objects: list[Any]) -> dict[Any, Any]:
+    """The school of each child that written rows without a school of their own hang from (guardian links,
+    guardians), so that school admins see those writes in their school's log. One query per flush."""
+    child_ids = {getattr(o, "child_id", None) for o in objects} - {None}
+    guardian_ids = {o.id for o in objects if type(o).__tablename__ == "guardian"}
+    found: dict[Any, Any] = {}
+    for obj in session.new:
+        if type(obj).__tablename__ == "child":
+            found[obj.id] = obj.school_id
+        if type(obj).__tablename__ == "child_guardian" and obj.guardian_id in guardian_ids:
+            found[("guardian", obj.guardian_id)] = obj.child_id
+            child_ids.add(obj.child_id)
+    if guardian_ids:
+        rows = session.execute(
+            sa.text(
+                "SELECT DISTINCT ON (guardian_id) guardian_id, child_id FROM child_guardian"
+                " WHERE guardian_id = ANY(:ids) ORDER BY guardian_id, created_at"
+            ),
+            {"ids": list(guardian_ids)},
+        )
+        for guardian_id, child_id in rows:
+            found.setdefault(("guardian", guardian_id), child_id)
+            child_ids.add(child_id)
+    missing = [c for c in child_ids if c not in found]
+    if missing:
+        rows = session.execute(sa.text("SELECT id, school_id FROM child WHERE id = ANY(:ids)"), {"ids": missing})
+        found.update({child_id: school_id for child_id, school_id in rows})
+    return found
 
 
 def make_entry(
@@ -64,7 +99,8 @@ def make_entry(
         action=action,
         resource_type=resource_type,
         resource_id=str(resource_id) if resource_id is not None else None,
-        school_id=school_id,
+        # A write that names no school is filed under the acting staff member's school.
+        school_id=school_id or principal.school_id,
         county_id=county_id or principal.county_id,
         request_id=ctx.request_id if ctx else None,
         client_ip=ctx.client_ip if ctx else None,
@@ -129,31 +165,41 @@ def _snapshot(obj: Any) -> dict[str, Any]:
 @event.listens_for(Session, "before_flush")
 def _audit_writes(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
     entries: list[AuditEntry] = []
-    for action, objects in (("create", session.new), ("update", session.dirty), ("delete", session.deleted)):
-        for obj in list(objects):
-            resource_type = _audited.get(type(obj))
-            if resource_type is None:
+    written = [
+        (action, obj)
+        for action, objects in (("create", session.new), ("update", session.dirty), ("delete", session.deleted))
+        for obj in list(objects)
+        if type(obj) in _audited
+    ]
+    if not written:
+        return
+    needs_school = [
+        o for _, o in written if getattr(o, "school_id", None) is None and type(o).__tablename__ != "school"
+    ]
+    with session.no_autoflush:
+        schools = _schools_of_children(session, needs_school) if needs_school else {}
+    for action, obj in written:
+        resource_type = _audited[type(obj)]
+        if action == "update":
+            if not session.is_modified(obj, include_collections=False):
                 continue
-            if action == "update":
-                if not session.is_modified(obj, include_collections=False):
-                    continue
-                changes = _changes(obj)
-                if not changes:
-                    continue
-            elif action == "create":
-                changes = _snapshot(obj)
-            else:
-                changes = None
-            school_id, county_id = _school_and_county(obj)
-            entries.append(
-                make_entry(
-                    session,
-                    action=f"{resource_type}.{action}",
-                    resource_type=resource_type,
-                    resource_id=getattr(obj, "id", None),
-                    school_id=school_id,
-                    county_id=county_id,
-                    changes=changes,
-                )
+            changes = _changes(obj)
+            if not changes:
+                continue
+        elif action == "create":
+            changes = _snapshot(obj)
+        else:
+            changes = None
+        school_id, county_id = _school_and_county(obj, schools)
+        entries.append(
+            make_entry(
+                session,
+                action=f"{resource_type}.{action}",
+                resource_type=resource_type,
+                resource_id=getattr(obj, "id", None),
+                school_id=school_id,
+                county_id=county_id,
+                changes=changes,
             )
+        )
     session.add_all(entries)

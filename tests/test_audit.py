@@ -60,3 +60,24 @@ async def test_logins_are_audited(client, world):
     await client.post("/auth/login", json={"username": "teacher1", "password": PASSWORD})
     log = (await client.get("/audit", params={"action": "auth.login"}, headers=world.headers("admin1"))).json()
     assert log["count"] == 1 and log["data"][0]["changes"] == {"method": "password"}
+
+
+async def test_writes_to_guardians_show_in_the_schools_log_though_guardians_have_no_school(client, world, app):
+    from tests.test_guardians import added, make_child
+
+    child = await make_child(app, world)
+    link = await added(client, world, child)
+    log = (await client.get("/audit", headers=world.headers("admin1"))).json()["data"]
+    actions = {e["action"] for e in log}
+    assert {"guardian.create", "child_guardian.create"} <= actions, actions
+    assert all(e["school_id"] == str(world["school1"]) for e in log)
+    r = await client.patch(
+        f"/guardians/{link['guardian']['id'] if 'guardian' in link else link['guardian_id']}",
+        json={"health": "良好"},
+        headers=world.headers("admin1"),
+    )
+    assert r.status_code == 200, r.text
+    log = (await client.get("/audit", params={"action": "guardian.update"}, headers=world.headers("admin1"))).json()
+    assert log["count"] == 1
+    other = (await client.get("/audit", headers=world.headers("admin2"))).json()["data"]
+    assert not any(e["action"].startswith("guardian") for e in other)
