@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session, UOWTransaction
 from api.context import current_request
 from api.models.audit import AuditEntry
 from api.models.base import AUDITED as _audited
+from api.models.base import utcnow
 from api.scoping import get_principal
 
 REDACTED = "***"
+# The app's clock travels with the session, so audit times agree with every other time in tests too.
+CLOCK_KEY = "liushou_clock"
 
 
 def _plain(value: Any) -> Any:
@@ -93,7 +96,9 @@ def make_entry(
 ) -> AuditEntry:
     principal = get_principal(session)
     ctx = current_request()
+    clock = session.info.get(CLOCK_KEY)
     return AuditEntry(
+        at=clock.now() if clock is not None else utcnow(),
         account_id=principal.account_id,
         role=principal.role.value if principal.role else ("system" if principal.is_system else None),
         action=action,

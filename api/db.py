@@ -6,6 +6,8 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from api.audit import CLOCK_KEY
+from api.clock import Clock
 from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
 from api.scoping import SYSTEM, Principal, set_principal
 from api.settings import Settings
@@ -43,11 +45,13 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @asynccontextmanager
 async def scoped_session(
-    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal = SYSTEM
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal = SYSTEM, *, clock: Clock | None = None
 ) -> AsyncIterator[AsyncSession]:
     """A session outside a request (worker, CLI, seeding) that commits on success."""
     async with sessionmaker() as session:
         set_principal(session, principal)
+        if clock is not None:
+            session.info[CLOCK_KEY] = clock
         try:
             yield session
             await session.commit()

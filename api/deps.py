@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.audit import CLOCK_KEY
 from api.clock import Clock
 from api.context import current_request
 from api.crypto import FieldCipher
@@ -31,6 +32,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: commit when the endpoint returns, roll back if it raises."""
     async with request.app.state.sessionmaker() as session:
         set_principal(session, ANONYMOUS)
+        session.info[CLOCK_KEY] = request.app.state.clock
         try:
             yield session
             await session.commit()

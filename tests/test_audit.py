@@ -81,3 +81,9 @@ async def test_writes_to_guardians_show_in_the_schools_log_though_guardians_have
     assert log["count"] == 1
     other = (await client.get("/audit", headers=world.headers("admin2"))).json()["data"]
     assert not any(e["action"].startswith("guardian") for e in other)
+
+
+async def test_audit_times_come_from_the_app_clock(client, world, clock):
+    r = await client.patch(f"/classes/{world['class11']}", json={"name": "一班"}, headers=world.headers("admin1"))
+    log = (await client.get("/audit", params={"action": "class.update"}, headers=world.headers("admin1"))).json()
+    assert log["data"][0]["at"].startswith(clock.now().isoformat()[:16]), (log["data"][0]["at"], r.status_code)
