@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from api import audit
 from api.channels.wechat import WechatError, WechatUnavailable, code_to_session
-from api.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
+from api.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
 from api.models.accounts import (
     Account,
     Invite,
@@ -23,6 +23,8 @@ from api.models.accounts import (
     TokenPair,
     WechatLoginResult,
 )
+from api.models.children import Child
+from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import School, SchoolClass, TeachingAssignment
 from api.scoping import SYSTEM, Principal, set_principal
 from api.security import (
@@ -223,8 +225,11 @@ async def load_principal(session: AsyncSession, claims: AccessClaims) -> Princip
 
 
 async def family_guardian_ids(session: AsyncSession, account_id: uuid.UUID) -> frozenset[uuid.UUID]:
-    """The guardian records a family account is bound to (none until the archive binds them)."""
-    return frozenset()
+    """The guardian records a family account is bound to; the scope rules derive its children from them."""
+    rows = await session.execute(
+        select(Guardian.id).where(Guardian.account_id == account_id), execution_options=UNSCOPED
+    )
+    return frozenset(rows.scalars())
 
 
 # ---- WeChat ------------------------------------------------------------------------------------------
@@ -340,5 +345,44 @@ async def bind_wechat(
 
 
 async def bind_guardian_invite(session: AsyncSession, *, invite: Invite, openid: str, unionid: str | None) -> Account:
-    """Guardian invites are issued by the archive, which binds the family account to the guardian record."""
-    raise Invalid("该邀请码不能用于此操作 (invite kind not supported here)", code="invite_kind_unsupported")
+    """Create the family account of a guardian invite and bind it to the guardian record (one account per
+    guardian). The session is SYSTEM here: nobody is signed in yet."""
+    if invite.kind != InviteKind.guardian or invite.guardian_id is None or invite.role != Role.family:
+        raise Invalid("该邀请码不能用于此操作 (invite kind not supported here)", code="invite_kind_unsupported")
+    guardian = (
+        await session.execute(select(Guardian).where(Guardian.id == invite.guardian_id).with_for_update())
+    ).scalar_one_or_none()
+    if guardian is None:
+        raise NotFound("邀请码无效 (unknown invite code)", code="invite_invalid")
+    if guardian.account_id is not None:
+        raise Conflict("该监护人已绑定微信 (this guardian has already bound WeChat)", code="guardian_already_bound")
+    still_linked = await session.execute(
+        select(ChildGuardian.id)
+        .join(Child, col(Child.id) == ChildGuardian.child_id)
+        .where(
+            ChildGuardian.guardian_id == guardian.id,
+            col(ChildGuardian.is_active),
+            Child.school_id == invite.school_id,
+        )
+        .limit(1)
+    )
+    if still_linked.scalar_one_or_none() is None:
+        raise Invalid(
+            "该监护人已不在本校学生的监护人名单中，请联系学校 (guardian no longer linked to a child of this school)",
+            code="guardian_not_linked",
+        )
+    school = await session.get(School, invite.school_id)
+    assert school is not None
+    account = Account(
+        role=Role.family,
+        display_name=guardian.name,
+        county_id=school.county_id,
+        township_id=school.township_id,
+        school_id=school.id,
+        wechat_openid=openid,
+        wechat_unionid=unionid,
+    )
+    session.add(account)
+    await session.flush()
+    guardian.account_id = account.id
+    return account
