@@ -167,5 +167,45 @@ def create_user(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve this worker's Prometheus counters on this port")
+    ] = None,
+) -> None:
+    """Run the escalation worker (the 30/60/120-minute chain). Several may run side by side; SIGTERM stops it
+    cleanly, and a worker killed outright loses nothing (its leases expire and another takes over)."""
+    _logging()
+    import signal
+
+    import httpx
+    import prometheus_client
+
+    from api import metrics
+    from api.clock import SystemClock
+    from api.escalation.worker import Worker
+
+    async def run() -> None:
+        settings = get_settings()
+        url = await _migrate()
+        engine = make_engine(url, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            # Keep as many connections alive as sends may run at once: no reconnecting under a burst.
+            concurrency = settings.escalation_send_concurrency
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            async with httpx.AsyncClient(timeout=settings.http_timeout_seconds, limits=limits) as http:
+                await Worker(engine, http=http, settings=settings, clock=SystemClock()).run_forever(stop)
+        finally:
+            await engine.dispose()
+
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port, registry=metrics.REGISTRY)
+    asyncio.run(run())
+
+
 if __name__ == "__main__":
     app()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.models.accounts import Account, Role
 from api.models.organisations import County, School, SchoolClass, Township
@@ -37,8 +37,56 @@ class DemoContext:
 
 
 DemoSeeder = Callable[[AsyncSession, DemoContext], Awaitable[None]]
+
+
+async def _seed_archive(session: AsyncSession, ctx: DemoContext) -> None:
+    # Imported here: the archive seeder imports this module for demo_id and DemoContext.
+    from api.demo_archive import seed_archive
+
+    await seed_archive(session, ctx)
+
+
+async def _seed_emergencies(session: AsyncSession, ctx: DemoContext) -> None:
+    # Imported here for the same reason: duty contacts and one closed incident replayed by the engine.
+    from api.escalation.demo import seed_emergencies
+
+    await seed_emergencies(session, ctx)
+
+
+DEMO_FAMILY_OPENID = "o-demo-grandma"
+
+
+async def _seed_family_account(session: AsyncSession, ctx: DemoContext) -> None:
+    """A grandmother's WeChat already bound, so the family view can be tried at once (js_code demo-grandma)."""
+    from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+
+    account_id = demo_id("account-family-grandma")
+    if await session.get(Account, account_id) is not None:
+        return
+    guardian = (
+        await session.execute(
+            select(Guardian)
+            .join(ChildGuardian, col(ChildGuardian.guardian_id) == Guardian.id)
+            .where(
+                col(ChildGuardian.role) == GuardianRole.entrusted_guardian,
+                col(ChildGuardian.is_active),
+                col(Guardian.account_id).is_(None),
+                col(Guardian.sex) == "female",
+            )
+            .order_by(col(Guardian.id))
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if guardian is None:
+        return
+    session.add(Account(id=account_id, role=Role.family, display_name=guardian.name, wechat_openid=DEMO_FAMILY_OPENID))
+    await session.flush()
+    guardian.account_id = account_id
+    ctx.accounts["family-grandma"] = account_id
+
+
 # Seeders of later domains, in dependency order.
-DOMAIN_SEEDERS: list[DemoSeeder] = []
+DOMAIN_SEEDERS: list[DemoSeeder] = [_seed_archive, _seed_family_account, _seed_emergencies]
 
 
 SCHOOLS = [
@@ -155,5 +203,7 @@ def demo_accounts_text(base_url: str) -> str:
             f"liushou demo is running: API docs at {base_url}/docs",
             f"Demo accounts (password for all: {DEMO_PASSWORD}):",
             *lines,
+            "A family account (a grandmother bound to her grandchildren): POST /auth/wechat/login with code "
+            "'demo-grandma'.",
         ]
     )

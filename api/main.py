@@ -9,13 +9,28 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api import metrics
 from api.clock import Clock, SystemClock
 from api.crypto import FieldCipher
 from api.db import make_engine, make_sessionmaker, resolve_database_url
 from api.errors import install_error_handlers
+from api.escalation import worker as escalation_worker
 from api.middleware import RequestContextMiddleware
 from api.migrations import head_revision, upgrade_to_head
-from api.routers import accounts, audit, auth, health, organisations
+from api.routers import (
+    accounts,
+    audit,
+    auth,
+    children,
+    escalation_policy,
+    family,
+    guardians,
+    health,
+    inbound,
+    incidents,
+    organisations,
+    roster,
+)
 from api.security import Passwords
 from api.settings import Settings, get_settings
 
@@ -88,6 +103,10 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for module in (health, auth, accounts, organisations, audit):
+    for module in (health, auth, accounts, organisations, audit, children, guardians, family):
         app.include_router(module.router)
+    app.include_router(roster.router)
+    for module in (incidents, escalation_policy, inbound, metrics):
+        app.include_router(module.router)
+    escalation_worker.install(app)
     return app

@@ -22,8 +22,19 @@ from sqlmodel import col
 from api.models.accounts import Account, Invite, Role
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildEvent
+from api.models.escalation import (
+    Acknowledgement,
+    DutyContact,
+    EscalationParty,
+    EscalationPolicy,
+    EscalationStep,
+    EscalationTarget,
+    OutboundMessage,
+)
 from api.models.guardians import ChildGuardian, Guardian
+from api.models.incidents import Incident, IncidentEvent
 from api.models.organisations import County, School, SchoolClass, TeachingAssignment, Township
+from api.models.roster import ImportBatch
 
 PRINCIPAL_KEY = "liushou_principal"
 
@@ -205,6 +216,14 @@ def _invite(p: Principal) -> ColumnElement[bool] | None:
     return school_ids_clause(Invite.school_id, p)
 
 
+@scope_rule(ImportBatch)
+def _import_batch(p: Principal) -> ColumnElement[bool] | None:
+    """花名册 import records: for the school's admins and the bureau, not for teachers."""
+    if p.role == Role.teacher:
+        return sa.false()
+    return school_ids_clause(ImportBatch.school_id, p)
+
+
 @scope_rule(AuditEntry)
 def _audit(p: Principal) -> ColumnElement[bool] | None:
     """The log is read by those who answer for it: school admins, the bureau, platform admins."""
@@ -217,6 +236,70 @@ def _audit(p: Principal) -> ColumnElement[bool] | None:
             return sa.or_(col(AuditEntry.county_id) == p.county_id, in_schools)
         case Role.school_admin:
             return col(AuditEntry.school_id) == p.school_id
+        case _:
+            return sa.false()
+
+
+# ---- 应急机制: incidents are school data; the county bureau and the township see those of their area ----
+
+
+def visible_incident_ids(p: Principal) -> Any:
+    """A subquery of the incidents the principal may see (families: those of their own children)."""
+    if p.role == Role.family:
+        return sa.select(col(Incident.id)).where(col(Incident.child_id).in_(visible_child_ids(p)))
+    clause = school_ids_clause(Incident.school_id, p)
+    stmt = sa.select(col(Incident.id))
+    return stmt if clause is None else stmt.where(clause)
+
+
+@scope_rule(Incident)
+def _incident(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.family:
+        return col(Incident.child_id).in_(visible_child_ids(p))
+    return school_ids_clause(Incident.school_id, p)
+
+
+def _incident_staff_rule(column: Any) -> ScopeRule:
+    """The chain's rows (steps, contacts, messages, the timeline) follow their incident; families see none."""
+
+    def rule(p: Principal) -> ColumnElement[bool] | None:
+        if p.role == Role.platform_admin:
+            return None
+        if p.role in (None, Role.family):
+            return sa.false()
+        return column.in_(visible_incident_ids(p))
+
+    return rule
+
+
+for _model in (EscalationStep, EscalationParty, EscalationTarget, OutboundMessage, Acknowledgement, IncidentEvent):
+    scope_rule(_model)(_incident_staff_rule(col(_model.incident_id)))
+
+
+@scope_rule(EscalationPolicy)
+def _escalation_policy(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    if p.role in (None, Role.family):
+        return sa.false()
+    return col(EscalationPolicy.county_id) == p.county_id
+
+
+@scope_rule(DutyContact)
+def _duty_contact(p: Principal) -> ColumnElement[bool] | None:
+    """The bureau sees its county's duty contacts, a township its own, a school those it would call."""
+    match p.role:
+        case Role.platform_admin:
+            return None
+        case Role.county_bureau:
+            return col(DutyContact.county_id) == p.county_id
+        case Role.township_official:
+            return col(DutyContact.township_id) == p.township_id
+        case Role.school_admin | Role.teacher:
+            return sa.and_(
+                col(DutyContact.county_id) == p.county_id,
+                sa.or_(col(DutyContact.township_id).is_(None), col(DutyContact.township_id) == p.township_id),
+            )
         case _:
             return sa.false()
 

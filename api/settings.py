@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     callback_secret: str = DEV_CALLBACK_SECRET
 
     run_worker_in_process: bool = True
+    # The escalation engine (docs/escalation.md).
+    escalation_poll_seconds: float = Field(default=1.0, gt=0, le=30)
+    # Claimed per pass; keep batch / send_concurrency × http_timeout well under the lease.
+    escalation_batch_size: int = Field(default=100, ge=1, le=5000)
+    escalation_send_concurrency: int = Field(default=50, ge=1, le=1000)
+    # A claimed message not recorded within this time is taken over by another worker; longer than a send.
+    escalation_lease_seconds: int = Field(default=60, ge=5, le=3600)
+    worker_heartbeat_seconds: int = Field(default=5, ge=1, le=60)
+    worker_stale_seconds: int = Field(default=60, ge=5, le=3600)
+    # Readiness wants a fresh worker heartbeat; None: in production always, elsewhere when the worker runs here.
+    worker_heartbeat_check: bool | None = None
+    # If set, /metrics wants "Authorization: Bearer <token>".
+    metrics_token: str | None = None
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Self:

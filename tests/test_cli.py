@@ -84,3 +84,18 @@ async def test_demo_accounts_can_log_in(database_url, app, client):
     assert r.status_code == 200, r.text
     schools = await client.get("/schools", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
     assert [s["name"] for s in schools.json()["data"]] == ["石桥镇中心小学"]
+
+
+async def test_the_demo_grandmother_logs_in_with_wechat_and_sees_only_her_grandchildren(
+    database_url, app, client, fake
+):
+    assert (await liushou(database_url, "seed-demo")).returncode == 0
+    r = await client.post("/auth/wechat/login", json={"code": "demo-grandma"})
+    assert r.status_code == 200 and r.json()["status"] == "logged_in", r.text
+    auth = {"Authorization": f"Bearer {r.json()['tokens']['access_token']}"}
+    mine = await client.get("/me/children", headers=auth)
+    assert mine.status_code == 200, mine.text
+    body = mine.json()
+    children = body["data"] if isinstance(body, dict) else body
+    assert 1 <= len(children) <= 4
+    assert (await client.get("/children", headers=auth)).status_code == 403

@@ -39,7 +39,12 @@ def test_compose_has_database_migration_api_and_worker():
 
 def test_api_and_worker_reach_the_compose_database_with_its_credentials():
     compose = _compose()
-    env = {"POSTGRES_PASSWORD": "pw", "LIUSHOU_JWT_SECRET": "j" * 40, "LIUSHOU_FIELD_KEYS": "k", "LIUSHOU_CALLBACK_SECRET": "c"}
+    env = {
+        "POSTGRES_PASSWORD": "pw",
+        "LIUSHOU_JWT_SECRET": "j" * 40,
+        "LIUSHOU_FIELD_KEYS": "k",
+        "LIUSHOU_CALLBACK_SECRET": "c",
+    }
     db = compose["services"]["db"]["environment"]
     for name in ("api", "worker", "migrate"):
         service = compose["services"][name]

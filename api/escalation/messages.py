@@ -1,0 +1,170 @@
+"""What the chain says, on which channel, and how the person answers it.
+
+SMS and voice may name the child to the family (they are the family); WeChat template data never carries a
+child's name, only the case code (DOMAIN.md). Every notification carries a way to acknowledge: a reply code
+("回复 1234 确认收到") and a link on SMS, the link in the mini-program page on WeChat, "press 1" on a call.
+The link token is the message id signed with a key derived from the JWT secret, so nothing secret is stored
+and a token cannot be guessed or altered.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from api.channels.voice import ACK_DIGIT
+from api.clock import SHANGHAI
+from api.models.escalation import AUDIENCE_LABELS, STEP_LABELS, Audience, Channel
+
+_TOKEN_MAC_BYTES = 12
+# WeChat subscribe-message template fields (configure the template with these keys): 事件编号, 事件类型,
+# 发生时间, 学校, 温馨提示. "thing" values are limited to 20 characters by WeChat.
+WECHAT_CASE_KEY = "character_string1"
+WECHAT_KIND_KEY = "thing2"
+WECHAT_TIME_KEY = "time3"
+WECHAT_PLACE_KEY = "thing4"
+WECHAT_HINT_KEY = "thing5"
+WECHAT_ACK_PAGE = "pages/incident/ack"
+
+
+def _key(secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"liushou/ack-link/v1", hashlib.sha256).digest()
+
+
+def ack_token(secret: str, message_id: uuid.UUID) -> str:
+    """The token of a message's acknowledgement link: its id and a truncated HMAC, base64url."""
+    mac = hmac.new(_key(secret), message_id.bytes, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
+    return base64.urlsafe_b64encode(message_id.bytes + mac).rstrip(b"=").decode()
+
+
+def read_ack_token(secret: str, token: str) -> uuid.UUID | None:
+    """The message id behind a link token, or None when the token is malformed or not ours."""
+    if len(token) > 64:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 16 + _TOKEN_MAC_BYTES:
+        return None
+    message_id = uuid.UUID(bytes=raw[:16])
+    expected = hmac.new(_key(secret), raw[:16], hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
+    return message_id if hmac.compare_digest(expected, raw[16:]) else None
+
+
+def new_reply_code() -> str:
+    """Four digits a guardian can type back by SMS."""
+    return f"{secrets.randbelow(9000) + 1000}"
+
+
+def local_time(moment: datetime) -> str:
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    """What a notification may say about an incident."""
+
+    incident_id: uuid.UUID
+    case_code: str
+    school_name: str
+    school_phone: str | None
+    child_name: str
+    category_label: str
+    severity_label: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    template_data: dict[str, str] | None = None
+    wechat_page: str | None = None
+
+
+def notification(
+    facts: CaseFacts, *, audience: Audience, channel: Channel, link: str, reply_code: str, token: str
+) -> Rendered:
+    """The text (or WeChat data) telling one party about the incident."""
+    family = audience in (Audience.entrusted_guardian, Audience.parents_away)
+    when = local_time(facts.occurred_at)
+    call_school = f"，学校电话{facts.school_phone}" if facts.school_phone else ""
+    if channel == Channel.wechat:
+        hint = "请点击确认收到并尽快联系学校" if family else "请点击确认收到并查看详情"
+        return Rendered(
+            body=f"微信订阅消息 事件{facts.case_code}",
+            template_data={
+                WECHAT_CASE_KEY: facts.case_code,
+                WECHAT_KIND_KEY: _clip(f"学生{facts.category_label}（{facts.severity_label}）", 20),
+                WECHAT_TIME_KEY: when,
+                WECHAT_PLACE_KEY: _clip(facts.school_name, 20),
+                WECHAT_HINT_KEY: hint,
+            },
+            wechat_page=f"{WECHAT_ACK_PAGE}?id={facts.incident_id}&token={token}",
+        )
+    if channel == Channel.voice:
+        if family:
+            body = (
+                f"您好，这里是{facts.school_name}。{facts.child_name}在学校发生{facts.category_label}，"
+                f"学校正在处置，请尽快与学校联系。听清楚请按{ACK_DIGIT}确认。"
+            )
+        else:
+            body = (
+                f"您好，这里是留守儿童应急通知。{facts.school_name}报告一起学生{facts.category_label}事件，"
+                f"程度{facts.severity_label}，请登录系统查看。听清楚请按{ACK_DIGIT}确认。"
+            )
+        return Rendered(body=_clip(body, 500))
+    if family:
+        body = (
+            f"【{facts.school_name}】{facts.child_name}于{when}在校发生{facts.category_label}"
+            f"（{facts.severity_label}），学校正在处置，请尽快与学校联系{call_school}。"
+            f"回复{reply_code}确认收到，或点击 {link} 事件编号{facts.case_code}"
+        )
+    else:
+        body = (
+            f"【留守儿童应急】{facts.school_name}报告：学生于{when}在校发生{facts.category_label}"
+            f"（{facts.severity_label}），事件编号{facts.case_code}。回复{reply_code}确认收到，或点击 {link}"
+        )
+    return Rendered(body=_clip(body, 500))
+
+
+LEADER_REASONS = {
+    "near_deadline": "即将超时",
+    "breach": "已超时未告知",
+    "unreachable": "无可联系的人或号码",
+    "exhausted": "多轮联系均未确认",
+}
+
+
+def leader_alert(
+    facts: CaseFacts, *, channel: Channel, reason: str, step_no: int, audience: Audience | None, deadline_at: datetime
+) -> Rendered:
+    """An alert to the school's leaders; names no child (the case code is enough for staff)."""
+    who = f"告知{AUDIENCE_LABELS[audience]}" if audience else STEP_LABELS[step_no]
+    what = LEADER_REASONS[reason]
+    deadline = deadline_at.astimezone(SHANGHAI).strftime("%H:%M")
+    if channel == Channel.wechat:
+        return Rendered(
+            body=f"微信订阅消息 事件{facts.case_code} 校领导提醒",
+            template_data={
+                WECHAT_CASE_KEY: facts.case_code,
+                WECHAT_KIND_KEY: _clip(f"第{step_no}步{what}", 20),
+                WECHAT_TIME_KEY: local_time(deadline_at),
+                WECHAT_PLACE_KEY: _clip(who, 20),
+                WECHAT_HINT_KEY: "请立即电话联系并在系统登记",
+            },
+            wechat_page=f"pages/incident/detail?id={facts.incident_id}",
+        )
+    body = (
+        f"【留守儿童应急】事件{facts.case_code}第{step_no}步（{who}）{what}，时限{deadline}。"
+        "请立即电话联系并在系统中登记。"
+    )
+    return Rendered(body=body)

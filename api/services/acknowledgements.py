@@ -1,0 +1,642 @@
+"""Acknowledgements — the only thing that counts as told — and the provider callbacks that lead to them.
+
+A person acknowledges in the mini-program, by the link in a message, by replying the message's code by SMS,
+by pressing 1 on a call, or a staff member records that they reached the person by phone (who, when, and
+who recorded it). A sent message, a delivered SMS or an answered call is *not* told: those only update the
+message and tell the engine when to move on. Callbacks are deduplicated by ``event_id`` and matched by
+idempotency key (they may arrive before the send's own answer).
+"""
+
+import logging
+import re
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
+from api.channels.voice import ACK_DIGIT
+from api.errors import Invalid, NotFound, field_error
+from api.escalation import messages
+from api.models.accounts import Role
+from api.models.escalation import (
+    ACK_ROUTE_LABELS,
+    Acknowledgement,
+    AcknowledgementPublic,
+    AckPage,
+    AckRoute,
+    Audience,
+    Channel,
+    EscalationParty,
+    EscalationStep,
+    EscalationTarget,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+    PartyStatus,
+    ProviderEvent,
+    StaffCall,
+    StepStatus,
+)
+from api.models.guardians import Guardian
+from api.models.incidents import CATEGORY_LABELS, EventKind, Incident
+from api.models.organisations import School
+from api.phones import PhoneError, normalize_phone
+from api.scoping import Principal
+from api.services.escalation import acting_as_system, cancel_pending, deadline_met, record_event
+
+log = logging.getLogger("liushou.escalation")
+
+INCIDENT_NOT_FOUND = "找不到该事件 (incident not found)"
+LINK_NOT_FOUND = "链接无效或已过期 (unknown acknowledgement link)"
+_REPLY_CODE = re.compile(r"(?<!\d)\d{4}(?!\d)")
+# Staff may have phoned before typing the report, but not long before the clock started.
+_CALL_BEFORE_START = timedelta(minutes=5)
+
+
+# ---- told ------------------------------------------------------------------------------------------------
+
+
+async def lock_step_and_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty]:
+    """Lock in the engine's order: the step first, then the party."""
+    step_id = (
+        await session.execute(select(EscalationParty.step_id).where(EscalationParty.id == party_id))
+    ).scalar_one_or_none()
+    if step_id is None:
+        raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
+    step = (
+        await session.execute(
+            select(EscalationStep)
+            .where(EscalationStep.id == step_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    party = (
+        await session.execute(
+            select(EscalationParty)
+            .where(EscalationParty.id == party_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return step, party
+
+
+async def _mark_told(
+    session: AsyncSession,
+    incident: Incident,
+    step: EscalationStep,
+    party: EscalationParty,
+    *,
+    at: datetime,
+    route: AckRoute,
+    now: datetime,
+) -> None:
+    """The party is told at its earliest acknowledgement; the step once every one of its parties is."""
+    if party.status == PartyStatus.told:
+        if party.told_at is None or at >= party.told_at:
+            return
+        # A staff member recorded a call made before the acknowledgement that closed the party.
+        party.told_at = at
+        party.told_route = route
+    else:
+        party.status = PartyStatus.told
+        party.told_at = at
+        party.told_route = route
+        party.next_check_at = None
+        party.current_message_id = None
+        await cancel_pending(session, party, now=now)
+        record_event(
+            session,
+            incident.id,
+            EventKind.party_told,
+            at=now,
+            step_no=step.step_no,
+            party_id=party.id,
+            audience=party.audience.value,
+            told_at=at.isoformat(),
+            route=route.value,
+        )
+    parties = list((await session.execute(select(EscalationParty).where(EscalationParty.step_id == step.id))).scalars())
+    if not all(p.status == PartyStatus.told and p.told_at is not None for p in parties):
+        return
+    first_time = step.status != StepStatus.told
+    step.status = StepStatus.told
+    step.told_at = max(p.told_at for p in parties if p.told_at is not None)
+    step.next_check_at = None
+    record_event(
+        session,
+        incident.id,
+        EventKind.step_told,
+        at=now,
+        step_no=step.step_no,
+        told_at=step.told_at.isoformat(),
+        deadline_at=step.deadline_at.isoformat(),
+        deadline_met=deadline_met(step),
+        minutes_from_start=round((step.told_at - incident.occurred_at).total_seconds() / 60, 1),
+        corrected=None if first_time else True,
+    )
+
+
+async def acknowledge(
+    session: AsyncSession,
+    *,
+    party_id: uuid.UUID,
+    route: AckRoute,
+    at: datetime,
+    now: datetime,
+    contact_label: str,
+    contact_name: str | None = None,
+    message: OutboundMessage | None = None,
+    target_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+    recorded_by_id: uuid.UUID | None = None,
+    note: str | None = None,
+) -> Acknowledgement:
+    """Record that a person of a party was told. Idempotent: the same message (or the same account in the
+    mini-program) acknowledging again returns the first acknowledgement."""
+    step, party = await lock_step_and_party(session, party_id)
+    existing = None
+    if message is not None:
+        existing = (
+            await session.execute(
+                select(Acknowledgement).where(Acknowledgement.message_id == message.id, Acknowledgement.route == route)
+            )
+        ).scalar_one_or_none()
+    elif route == AckRoute.mini_program and account_id is not None:
+        existing = (
+            await session.execute(
+                select(Acknowledgement).where(
+                    Acknowledgement.party_id == party.id,
+                    Acknowledgement.account_id == account_id,
+                    Acknowledgement.route == route,
+                )
+            )
+        ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    incident = await session.get(Incident, party.incident_id)
+    assert incident is not None
+    ack = Acknowledgement(
+        incident_id=incident.id,
+        school_id=incident.school_id,
+        step_id=step.id,
+        party_id=party.id,
+        message_id=message.id if message else None,
+        target_id=target_id or (message.target_id if message else None),
+        route=route,
+        contact_label=contact_label[:64],
+        contact_name=contact_name,
+        account_id=account_id,
+        acknowledged_at=at,
+        recorded_at=now,
+        recorded_by_id=recorded_by_id,
+        note=note,
+    )
+    session.add(ack)
+    record_event(
+        session,
+        incident.id,
+        EventKind.acknowledged,
+        at=now,
+        step_no=step.step_no,
+        party_id=party.id,
+        message_id=message.id if message else None,
+        channel=message.channel if message else None,
+        actor_account_id=recorded_by_id or account_id,
+        route=route.value,
+        route_label=ACK_ROUTE_LABELS[route],
+        contact=contact_label,
+        name=contact_name,
+        acknowledged_at=at.isoformat(),
+        already_told=True if party.status == PartyStatus.told else None,
+    )
+    await _mark_told(session, incident, step, party, at=at, route=route, now=now)
+    await session.flush()
+    return ack
+
+
+def acknowledgement_public(ack: Acknowledgement, step: EscalationStep, party: EscalationParty) -> AcknowledgementPublic:
+    return AcknowledgementPublic(
+        id=ack.id,
+        party_id=party.id,
+        step_no=step.step_no,
+        audience=party.audience,
+        route=ack.route,
+        contact_label=ack.contact_label,
+        contact_name=ack.contact_name,
+        acknowledged_at=ack.acknowledged_at,
+        recorded_at=ack.recorded_at,
+        recorded_by_id=ack.recorded_by_id,
+    )
+
+
+async def _public(session: AsyncSession, ack: Acknowledgement) -> AcknowledgementPublic:
+    step = await session.get(EscalationStep, ack.step_id)
+    party = await session.get(EscalationParty, ack.party_id)
+    assert step is not None and party is not None
+    return acknowledgement_public(ack, step, party)
+
+
+# ---- staff: a call made by hand ----------------------------------------------------------------------
+
+
+async def record_staff_call(
+    session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: StaffCall, now: datetime
+) -> AcknowledgementPublic:
+    """A staff member reached the person by phone: who, when, and who records it."""
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
+    party = await session.get(EscalationParty, data.party_id)
+    if party is None or party.incident_id != incident.id:
+        raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
+    called_at = data.called_at.astimezone(now.tzinfo)
+    if called_at > now + timedelta(minutes=1):
+        raise Invalid(
+            "通话时间不能晚于现在 (the call cannot be in the future)",
+            code="call_in_future",
+            fields=[field_error(["body", "called_at"], "通话时间不能晚于现在", "call_in_future")],
+        )
+    if called_at < incident.occurred_at - _CALL_BEFORE_START:
+        raise Invalid(
+            "通话时间早于事件发生时间 (the call is before the incident)",
+            code="call_before_incident",
+            fields=[field_error(["body", "called_at"], "通话时间早于事件发生时间", "call_before_incident")],
+        )
+    label, name, target_id = data.contact_label, data.contact_name, None
+    if data.contact_id is not None:
+        target = await session.get(EscalationTarget, data.contact_id)
+        if target is None or target.party_id != party.id:
+            raise NotFound("联系人不在该通知对象的联系卡上 (contact not found)", code="contact_not_found")
+        label, name, target_id = target.contact_label, target.contact_name, target.id
+    if not label:
+        raise Invalid(
+            "请注明联系到的是谁 (who was reached: contact_id or contact_label)",
+            code="call_contact_missing",
+            fields=[field_error(["body", "contact_label"], "请注明联系到的是谁", "call_contact_missing")],
+        )
+    ack = await acknowledge(
+        session,
+        party_id=party.id,
+        route=AckRoute.staff_call,
+        at=min(called_at, now),
+        now=now,
+        contact_label=label,
+        contact_name=name,
+        target_id=target_id,
+        recorded_by_id=principal.account_id,
+        note=data.note,
+    )
+    return await _public(session, ack)
+
+
+# ---- mini-program: the bound family account or an official acknowledges ---------------------------------
+
+
+async def _parties_of_family(
+    session: AsyncSession, principal: Principal, incident: Incident
+) -> list[tuple[uuid.UUID, EscalationTarget | None]]:
+    guardian_ids = select(Guardian.id).where(Guardian.account_id == principal.account_id)
+    targets = (
+        await session.execute(
+            select(EscalationTarget)
+            .where(
+                EscalationTarget.incident_id == incident.id,
+                sa.or_(
+                    col(EscalationTarget.account_id) == principal.account_id,
+                    col(EscalationTarget.guardian_id).in_(guardian_ids),
+                ),
+            )
+            .order_by(col(EscalationTarget.seq))
+        )
+    ).scalars()
+    first: dict[uuid.UUID, EscalationTarget] = {}
+    for target in targets:
+        first.setdefault(target.party_id, target)
+    return [(party_id, target) for party_id, target in first.items()]
+
+
+async def _parties_of_official(
+    session: AsyncSession, principal: Principal, incident: Incident
+) -> list[tuple[uuid.UUID, EscalationTarget | None]]:
+    if principal.role == Role.county_bureau and incident.county_id == principal.county_id:
+        audience = Audience.county_bureau
+    elif principal.role == Role.township_official and incident.township_id == principal.township_id:
+        audience = Audience.township
+    else:
+        return []
+    party_ids = (
+        await session.execute(
+            select(EscalationParty.id).where(
+                EscalationParty.incident_id == incident.id, EscalationParty.audience == audience
+            )
+        )
+    ).scalars()
+    return [(party_id, None) for party_id in party_ids]
+
+
+async def acknowledge_in_mini_program(
+    session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, now: datetime
+) -> list[AcknowledgementPublic]:
+    """The signed-in person acknowledges every party of the incident they belong to.
+
+    A family account belongs to a party when its guardian record (or the account itself) is on that party's
+    frozen contact list; an official to the county bureau's or the township's party of its own area. That
+    list, not the archive's scope (a family's guardian records may not be linked to its principal), is what
+    authorises them; anybody else gets 404, as for an incident they cannot see.
+    """
+    with acting_as_system(session):
+        incident = await session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
+        if principal.role == Role.family:
+            parties = await _parties_of_family(session, principal, incident)
+        else:
+            parties = await _parties_of_official(session, principal, incident)
+        if not parties:
+            raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
+        acks = []
+        for party_id, target in sorted(parties, key=lambda p: str(p[0])):
+            ack = await acknowledge(
+                session,
+                party_id=party_id,
+                route=AckRoute.mini_program,
+                at=now,
+                now=now,
+                contact_label=target.contact_label if target else principal.display_name or "",
+                contact_name=target.contact_name if target else None,
+                target_id=target.id if target else None,
+                account_id=principal.account_id,
+            )
+            acks.append(await _public(session, ack))
+        return acks
+
+
+# ---- the link in a message ------------------------------------------------------------------------------
+
+
+async def _message_for_token(session: AsyncSession, *, secret: str, token: str) -> OutboundMessage:
+    message_id = messages.read_ack_token(secret, token)
+    message = await session.get(OutboundMessage, message_id) if message_id else None
+    if message is None or message.purpose != MessagePurpose.notify or message.party_id is None:
+        raise NotFound(LINK_NOT_FOUND, code="ack_link_invalid")
+    return message
+
+
+async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage:
+    """What the link shows before the person confirms (GET never acknowledges: link previews fetch it)."""
+    message = await _message_for_token(session, secret=secret, token=token)
+    incident = await session.get(Incident, message.incident_id)
+    party = await session.get(EscalationParty, message.party_id)
+    assert incident is not None and party is not None
+    school = await session.get(School, incident.school_id)
+    assert school is not None
+    return AckPage(
+        case_code=incident.case_code,
+        school_name=school.name,
+        category_label=CATEGORY_LABELS[incident.category],
+        occurred_at=incident.occurred_at,
+        occurred_at_local=messages.local_time(incident.occurred_at),
+        audience=party.audience,
+        acknowledged=party.status == PartyStatus.told,
+        acknowledged_at=party.told_at,
+    )
+
+
+async def acknowledge_link(session: AsyncSession, *, secret: str, token: str, now: datetime) -> AckPage:
+    """The person pressed 确认收到 on the link's page."""
+    message = await _message_for_token(session, secret=secret, token=token)
+    target = await session.get(EscalationTarget, message.target_id) if message.target_id else None
+    assert message.party_id is not None
+    await acknowledge(
+        session,
+        party_id=message.party_id,
+        route=AckRoute.link,
+        at=now,
+        now=now,
+        message=message,
+        contact_label=target.contact_label if target else message.recipient_label,
+        contact_name=target.contact_name if target else None,
+    )
+    return await ack_page(session, secret=secret, token=token)
+
+
+# ---- provider callbacks --------------------------------------------------------------------------------
+
+
+async def _first_time(session: AsyncSession, event_id: str, type_: str, now: datetime) -> bool:
+    inserted = await session.execute(
+        pg_insert(ProviderEvent)
+        .values(event_id=event_id, type=type_, received_at=now)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(col(ProviderEvent.event_id))
+    )
+    return inserted.first() is not None
+
+
+async def _message_by_key(session: AsyncSession, key: str) -> OutboundMessage | None:
+    return (
+        await session.execute(
+            select(OutboundMessage)
+            .where(OutboundMessage.idempotency_key == key)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+
+
+async def nudge_party(session: AsyncSession, message: OutboundMessage, now: datetime) -> None:
+    """Ask the scheduler to look at the party now, if this message is the one it is waiting on."""
+    if message.party_id is None:
+        return
+    await session.execute(
+        sa.update(EscalationParty)
+        .where(
+            col(EscalationParty.id) == message.party_id,
+            col(EscalationParty.current_message_id) == message.id,
+            col(EscalationParty.status) == PartyStatus.notifying,
+        )
+        .values(next_check_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _message_event(
+    session: AsyncSession, message: OutboundMessage, kind: EventKind, now: datetime, **detail: Any
+) -> None:
+    """A line of the timeline about one message, under its step."""
+    step_no = None
+    if message.party_id is not None:
+        party = await session.get(EscalationParty, message.party_id)
+        step = await session.get(EscalationStep, party.step_id) if party else None
+        step_no = step.step_no if step else None
+    record_event(
+        session,
+        message.incident_id,
+        kind,
+        at=now,
+        step_no=step_no,
+        party_id=message.party_id,
+        message_id=message.id,
+        channel=message.channel,
+        recipient=message.recipient_label,
+        **detail,
+    )
+
+
+def _delivered(message: OutboundMessage, provider_id: str, now: datetime) -> bool:
+    if message.status not in (MessageStatus.sending, MessageStatus.sent):
+        return False
+    message.status = MessageStatus.delivered
+    message.delivered_at = now
+    message.provider_message_id = message.provider_message_id or provider_id
+    return True
+
+
+async def _not_reached(session: AsyncSession, message: OutboundMessage, *, code: str, text: str, now: datetime) -> bool:
+    if message.status in (MessageStatus.failed, MessageStatus.cancelled):
+        return False
+    await nudge_party(session, message, now)
+    message.status = MessageStatus.failed
+    message.failed_at = now
+    message.finished_at = message.finished_at or now
+    message.error_code = code[:64]
+    message.error_message = text[:256]
+    return True
+
+
+async def _acknowledge_message(session: AsyncSession, message: OutboundMessage, route: AckRoute, now: datetime) -> None:
+    target = await session.get(EscalationTarget, message.target_id) if message.target_id else None
+    assert message.party_id is not None
+    await acknowledge(
+        session,
+        party_id=message.party_id,
+        route=route,
+        at=now,
+        now=now,
+        message=message,
+        contact_label=target.contact_label if target else message.recipient_label,
+        contact_name=target.contact_name if target else None,
+    )
+
+
+async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) -> str:
+    message = await _message_by_key(session, event.idempotency_key)
+    if message is None:
+        return "unknown_message"
+    if event.type == "sms.delivered":
+        if _delivered(message, event.message_id, now):
+            await _message_event(
+                session,
+                message,
+                EventKind.message_delivered,
+                now,
+                provider_message_id=event.message_id,
+                provider_time=event.occurred_at.isoformat(),
+            )
+        return "delivered"
+    error = event.error.code if event.error else "undeliverable"
+    if await _not_reached(session, message, code=error, text=event.error.message if event.error else "", now=now):
+        await _message_event(
+            session,
+            message,
+            EventKind.message_failed,
+            now,
+            provider_message_id=event.message_id,
+            error=error,
+            failure="bounced",
+        )
+    return "failed"
+
+
+async def _sms_reply(session: AsyncSession, event: SmsInbound, now: datetime) -> str:
+    try:
+        sender = normalize_phone(event.sender).e164
+    except PhoneError:
+        return "unknown_sender"
+    codes = set(_REPLY_CODE.findall(event.text))
+    candidates = (
+        (
+            await session.execute(
+                select(OutboundMessage)
+                .where(
+                    OutboundMessage.channel == Channel.sms,
+                    OutboundMessage.purpose == MessagePurpose.notify,
+                    OutboundMessage.address == sender,
+                )
+                .order_by(col(OutboundMessage.created_at).desc())
+                .limit(50)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not candidates:
+        return "unknown_sender"
+    matched = next((m for m in candidates if m.reply_code and m.reply_code in codes), None)
+    # On the timeline either way: a reply without the right code is not told, but staff should call back.
+    await _message_event(
+        session, matched or candidates[0], EventKind.reply_received, now, text=event.text[:200], matched=bool(matched)
+    )
+    if matched is None:
+        return "reply_without_code"
+    await _acknowledge_message(session, matched, AckRoute.sms_reply, now)
+    return "acknowledged"
+
+
+async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str:
+    message = await _message_by_key(session, event.idempotency_key)
+    if message is None:
+        return "unknown_message"
+    if event.type == "voice.answered":
+        if _delivered(message, event.call_id, now):
+            await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
+        return "answered"
+    if event.type == "voice.dtmf":
+        digits = event.digits or ""
+        if ACK_DIGIT not in digits or message.party_id is None:
+            await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
+            return "digits_ignored"
+        # Acknowledge before touching the message: locks go step → party → message.
+        await _acknowledge_message(session, message, AckRoute.voice_dtmf, now)
+        _delivered(message, event.call_id, now)
+        return "acknowledged"
+    if event.type == "voice.completed":
+        if message.finished_at is None:
+            await nudge_party(session, message, now)
+            message.finished_at = now
+            await _message_event(session, message, EventKind.call_ended, now, provider_message_id=event.call_id)
+        return "completed"
+    # no_answer, busy, failed: the person was not reached by this call.
+    code = event.type.removeprefix("voice.")
+    if await _not_reached(session, message, code=code, text=event.error.message if event.error else "", now=now):
+        await _message_event(
+            session,
+            message,
+            EventKind.message_failed,
+            now,
+            provider_message_id=event.call_id,
+            error=code,
+            failure="not_reached",
+        )
+    return code
+
+
+async def handle_callback(session: AsyncSession, event: SmsReceipt | SmsInbound | VoiceEvent, *, now: datetime) -> str:
+    """Apply one provider event (its signature already checked); a repeated ``event_id`` changes nothing."""
+    if not await _first_time(session, event.event_id, event.type, now):
+        return "duplicate"
+    if isinstance(event, SmsReceipt):
+        outcome = await _sms_receipt(session, event, now)
+    elif isinstance(event, SmsInbound):
+        outcome = await _sms_reply(session, event, now)
+    else:
+        outcome = await _voice(session, event, now)
+    await session.flush()
+    log.info("callback %s %s: %s", event.type, event.event_id, outcome)
+    return outcome

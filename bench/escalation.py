@@ -1,0 +1,414 @@
+"""The escalation engine under a burst: 10,000 incidents reported within one minute.
+
+    .venv/bin/python -m bench.escalation [--incidents 10000] [--seconds 60] [--workers 2] [--reporters 8]
+
+Production-shaped, on this machine: an embedded PostgreSQL (or ``DATABASE_URL``), the fake providers (one
+process per channel: real HTTP on loopback, signed callbacks), the API in another process to receive those
+callbacks, and ``--workers`` separate ``liushou worker`` processes. This process seeds a county (schools,
+children with two grandparents and two parents, duty contacts) and reports the incidents through the
+incident service at an even pace over ``--seconds`` (as fast as it can when it falls behind).
+
+It then measures, from the database, for each step and each party: how late its first message went out
+after the step was due (``sent_at`` − ``starts_at``; a step is due at the report), p50 / p99 / max, and
+messages per second. Prints a table and writes it to bench/results/escalation.md.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import sqlalchemy as sa
+
+from api.clock import SystemClock
+from api.db import make_engine, make_sessionmaker, scoped_session
+from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
+from api.migrations import upgrade_to_head
+from api.models.accounts import Account, Role
+from api.models.children import Child, Sex
+from api.models.escalation import DutyContact
+from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.models.incidents import IncidentCategory, IncidentCreate, Severity
+from api.models.organisations import County, School, SchoolClass, Township
+from api.scoping import Principal
+from api.services.incidents import report_incident
+from api.settings import Environment, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "escalation.md"
+SECRET = "bench-callback-secret"
+# The fake posts every callback from one shared httpx client; under a burst thousands queue in its pool,
+# whose bookkeeping grows with the queue. A pool as large as the burst keeps the fake from becoming
+# the thing measured (see the note in the results).
+FAKE = (
+    "import functools, sys, httpx, uvicorn; "
+    "httpx.AsyncClient = functools.partial(httpx.AsyncClient, limits=httpx.Limits("
+    "max_connections=int(sys.argv[3]), max_keepalive_connections=int(sys.argv[3]))); "
+    "from api.fake_providers import create_fake_app; "
+    "uvicorn.run(create_fake_app(callback_secret=sys.argv[2]), host='127.0.0.1', port=int(sys.argv[1]),"
+    " log_level='warning', access_log=False)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# ---- the world -------------------------------------------------------------------------------------------
+
+
+async def seed(sessionmaker: Any, *, schools: int, children_per_school: int) -> list[tuple[Principal, uuid.UUID]]:
+    """A county with two townships and its schools; returns (reporting teacher, child) pairs."""
+    pairs: list[tuple[Principal, uuid.UUID]] = []
+    async with scoped_session(sessionmaker) as s:
+        county = County(name="青山县", code="430599")
+        s.add(county)
+        await s.flush()
+        townships = [Township(county_id=county.id, name=n) for n in ("石桥镇", "柳河乡")]
+        s.add_all(townships)
+        await s.flush()
+        now = datetime.now(UTC)
+        s.add(
+            DutyContact(
+                county_id=county.id, name="县教育局值班室", phone="0739-5551100", created_at=now, updated_at=now
+            )
+        )
+        for i, t in enumerate(townships):
+            s.add(
+                DutyContact(
+                    county_id=county.id, township_id=t.id, name=f"{t.name}值班室", phone=f"1390739550{i}",
+                    created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+        number = 0
+        for k in range(schools):
+            t = townships[k % 2]
+            school = School(county_id=county.id, township_id=t.id, name=f"第{k + 1}完小", pupil_count=600)
+            s.add(school)
+            await s.flush()
+            admin = Account(
+                role=Role.school_admin, display_name=f"校长{k}", phone=f"1360000{k:04d}",
+                county_id=county.id, township_id=t.id, school_id=school.id,
+            )  # fmt: skip
+            teacher = Account(
+                role=Role.teacher, display_name=f"老师{k}", county_id=county.id, township_id=t.id, school_id=school.id
+            )
+            s.add_all([admin, teacher])
+            await s.flush()
+            klass = SchoolClass(school_id=school.id, grade=3, name="1班", head_teacher_id=teacher.id)
+            s.add(klass)
+            await s.flush()
+            principal = Principal(
+                account_id=teacher.id, role=Role.teacher, county_id=county.id, township_id=t.id, school_id=school.id
+            )
+            for _ in range(children_per_school):
+                number += 1
+                child = Child(
+                    school_id=school.id, class_id=klass.id, name="刘小明", sex=Sex.male, birth_date=date(2016, 3, 1)
+                )
+                s.add(child)
+                await s.flush()
+                family = []
+                for role, relation, prefix in (
+                    (GuardianRole.entrusted_guardian, "祖母", "138"),
+                    (GuardianRole.entrusted_guardian, "祖父", "137"),
+                    (GuardianRole.parent_away, "父亲", "139"),
+                    (GuardianRole.parent_away, "母亲", "135"),
+                ):
+                    account = None
+                    if relation == "父亲":
+                        account = Account(role=Role.family, display_name="父亲", wechat_openid=f"o-bench-{number}")
+                        s.add(account)
+                        await s.flush()
+                    g = Guardian(
+                        name="王桂英", phone=f"{prefix}{number:08d}", account_id=account.id if account else None
+                    )
+                    family.append((g, role, relation))
+                s.add_all([g for g, _, _ in family])
+                await s.flush()
+                s.add_all(
+                    ChildGuardian(
+                        child_id=child.id, guardian_id=g.id, role=role, relation=relation, contact_order=i + 1
+                    )
+                    for i, (g, role, relation) in enumerate(family)
+                )
+                pairs.append((principal, child.id))
+    return pairs
+
+
+# ---- processes -------------------------------------------------------------------------------------------
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+async def wait_http(url: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                await client.get(url, timeout=1.0)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+
+async def report_all(
+    sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], *, count: int, seconds: float,
+    reporters: int,
+) -> tuple[float, list[float]]:  # fmt: skip
+    """Report ``count`` incidents spread evenly over ``seconds``; returns the wall time and each report's time."""
+    clock = SystemClock()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    durations: list[float] = []
+    start = time.monotonic()
+    categories = list(IncidentCategory)
+
+    async def reporter() -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            due = start + i * seconds / count
+            if (pause := due - time.monotonic()) > 0:
+                await asyncio.sleep(pause)
+            principal, child_id = pairs[i % len(pairs)]
+            began = time.monotonic()
+            async with scoped_session(sessionmaker, principal) as session:
+                await report_incident(
+                    session,
+                    principal,
+                    data=IncidentCreate(
+                        child_id=child_id,
+                        category=categories[i % len(categories)],
+                        severity=Severity.moderate,
+                        summary="基准测试事件",
+                        location="操场",
+                        occurred_at=clock.now(),
+                        first_actions="已处置",
+                    ),
+                    settings=settings,
+                    now=clock.now(),
+                )
+            durations.append(time.monotonic() - began)
+
+    await asyncio.gather(*(reporter() for _ in range(reporters)))
+    return time.monotonic() - start, durations
+
+
+FIRST_MESSAGES = """
+SELECT s.step_no, p.audience, extract(epoch FROM min(m.sent_at) - s.starts_at) AS late
+FROM escalation_step s
+JOIN escalation_party p ON p.step_id = s.id
+LEFT JOIN outbound_message m ON m.party_id = p.id AND m.purpose = 'notify' AND m.sent_at IS NOT NULL
+GROUP BY s.id, s.step_no, s.starts_at, p.id, p.audience
+"""
+
+
+async def first_messages(engine: Any) -> list[tuple[int, str, float | None]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text(FIRST_MESSAGES))).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--incidents", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reporters", type=int, default=8)
+    parser.add_argument("--schools", type=int, default=20)
+    parser.add_argument("--children", type=int, default=50, help="children per school (incidents reuse them)")
+    parser.add_argument("--drain", type=float, default=600.0, help="max seconds to wait for every first message")
+    parser.add_argument("--fake-pool", type=int, default=500, help="connections of each fake's callback client")
+    parser.add_argument("--no-write", action="store_true", help="do not write bench/results/escalation.md")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-esc-"))
+    if os.environ.get("DATABASE_URL"):
+        base = os.environ["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
+        admin = await asyncpg.connect(base)
+        name = f"liushou_bench_{os.getpid()}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    else:
+        uri = start_embedded(workdir / "pg")
+        admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
+        await admin.execute("CREATE DATABASE liushou_bench")
+        await admin.close()
+        url = asyncpg_url(uri, "liushou_bench")
+    await upgrade_to_head(url)
+
+    # One fake provider process per channel, as they are separate services in life (each keeps its own
+    # idempotency keys), without access logs.
+    fake_ports = {channel: free_port() for channel in ("sms", "voice", "wechat")}
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LIUSHOU_ENVIRONMENT": "development",
+        "LIUSHOU_CALLBACK_SECRET": SECRET,
+        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fake_ports['sms']}/sms",
+        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fake_ports['voice']}/voice",
+        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fake_ports['wechat']}/wechat",
+        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
+        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
+        "LIUSHOU_DB_POOL_SIZE": "10",
+    }
+    settings = Settings(
+        environment=Environment.development,
+        callback_secret=SECRET,
+        public_base_url=env["LIUSHOU_PUBLIC_BASE_URL"],
+        db_pool_size=max(10, args.reporters + 2),
+    )
+    engine = make_engine(url, settings)
+    sessionmaker = make_sessionmaker(engine)
+    print(f"seeding {args.schools} schools × {args.children} children …", flush=True)
+    pairs = await seed(sessionmaker, schools=args.schools, children_per_school=args.children)
+
+    procs = [
+        spawn(
+            [sys.executable, "-c", FAKE, str(port), SECRET, str(args.fake_pool)], env, workdir / f"fake-{channel}.log"
+        )
+        for channel, port in fake_ports.items()
+    ]
+    procs.append(
+        spawn([sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port),
+               "--log-level", "warning"], env, workdir / "api.log"),
+    )  # fmt: skip
+    try:
+        for port in fake_ports.values():
+            await wait_http(f"http://127.0.0.1:{port}/_fake/outbox")
+        await wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        for i in range(args.workers):
+            procs.append(spawn([sys.executable, "-m", "api.cli", "worker"], env, workdir / f"worker{i}.log"))
+        await asyncio.sleep(3)  # the workers migrate (a no-op) and start listening
+
+        print(f"reporting {args.incidents} incidents over {args.seconds:.0f} s …", flush=True)
+        started = time.monotonic()
+        wall, durations = await report_all(
+            sessionmaker, settings, pairs, count=args.incidents, seconds=args.seconds, reporters=args.reporters
+        )
+        print(f"reported in {wall:.1f} s; waiting for every step's first message …", flush=True)
+        deadline = time.monotonic() + args.drain
+        while True:
+            rows = await first_messages(engine)
+            missing = sum(1 for r in rows if r[2] is None)
+            if missing == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        drained = time.monotonic() - started
+        async with engine.connect() as conn:
+            sent, first_sent, last_sent = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(*), min(sent_at), max(sent_at) FROM outbound_message WHERE sent_at IS NOT NULL"
+                    )
+                )
+            ).one()
+            by_status = dict(
+                (await conn.execute(sa.text("SELECT status, count(*) FROM outbound_message GROUP BY 1"))).all()
+            )
+            callbacks = (await conn.execute(sa.text("SELECT count(*) FROM provider_event"))).scalar_one()
+            told = dict(
+                (
+                    await conn.execute(
+                        sa.text("SELECT step_no, count(*) FROM escalation_step WHERE status = 'told' GROUP BY 1")
+                    )
+                ).all()
+            )
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await engine.dispose()
+
+    span = (last_sent - first_sent).total_seconds() if sent else 0.0
+    groups: dict[str, list[float]] = {}
+    for step_no, audience, late in rows:
+        if late is not None:
+            groups.setdefault(f"step {step_no}", []).append(float(late))
+            groups.setdefault(f"step {step_no} · {audience}", []).append(float(late))
+    lines = [
+        f"# Escalation engine: {args.incidents:,} incidents reported within {args.seconds:.0f} s",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}, {os.cpu_count()} CPUs (shared),"
+        f" Python {platform.python_version()}; {args.workers} `liushou worker` processes; the fake SMS, voice and"
+        " WeChat providers (one process each) and the API receiving their signed callbacks in processes of"
+        " their own; embedded PostgreSQL.",
+        "",
+        f"- reporting: {args.incidents:,} incidents in {wall:.1f} s ({args.incidents / wall:.0f}/s;"
+        f" one report p50 {statistics.median(durations) * 1000:.0f} ms,"
+        f" p99 {percentile(durations, 0.99) * 1000:.0f} ms,"
+        f" {args.reporters} concurrent reporters)",
+        f"- messages sent: {sent:,} in {span:.1f} s = **{sent / span if span else 0:.0f} messages/s**"
+        f" (statuses: {', '.join(f'{k} {v:,}' for k, v in sorted(by_status.items()))});"
+        f" {callbacks:,} provider callbacks processed",
+        "- steps told when the last first message went out: "
+        f"{', '.join(f'step {k}: {v:,}' for k, v in sorted(told.items()))}"
+        f" (entrusted guardians press 1 at once; parents and townships wait for an acknowledgement)",
+        f"- every first message out after {drained:.1f} s;"
+        f" {missing} parties without one (nobody to reach, or the drain timed out)",
+        "",
+        "How late each step's first message went out after the step was due (seconds):",
+        "",
+        "| | n | p50 | p99 | max |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in sorted(groups):
+        values = groups[name]
+        lines.append(
+            f"| {name} | {len(values):,} | {percentile(values, 0.5):.2f} | {percentile(values, 0.99):.2f} |"
+            f" {max(values):.2f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text)
+        print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the provider, API and worker processes are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    asyncio.run(main())
