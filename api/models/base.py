@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
 
 # Stable constraint names so that Alembic migrations can drop and rename them.
@@ -78,6 +78,20 @@ def timestamp_field(*, nullable: bool = False, index: bool = False, default_now:
 def fk_field(target: str, *, nullable: bool = False, index: bool = True, ondelete: str = "RESTRICT") -> Any:
     kwargs: dict[str, Any] = {"default": None} if nullable else {}
     return Field(foreign_key=target, nullable=nullable, index=index, ondelete=ondelete, **kwargs)  # type: ignore[call-overload]
+
+
+class FormInput(BaseModel):
+    """Form input as people type it: surrounding spaces (also full-width) are dropped, a blank optional field
+    means "not filled in", and unknown fields are refused."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
 
 T = TypeVar("T")

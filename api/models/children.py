@@ -10,10 +10,10 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
-from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.base import SENSITIVE, FormInput, audited, enum_type, fk_field, id_field, timestamp_field
 
 
 class Sex(StrEnum):
@@ -254,20 +254,7 @@ CHILD_FIELD_LABELS = {
 # ---- API schemas -------------------------------------------------------------------------------------
 
 
-class _ChildForm(BaseModel):
-    """Form input: surrounding spaces (also full-width) are dropped; a blank optional field is "not filled in"."""
-
-    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-
-class _ChildFields(_ChildForm):
+class _ChildFields(FormInput):
     """The parts of the file a form fills in over time (all optional when a child is first entered)."""
 
     ethnicity: str = Field(default="汉族", min_length=1, max_length=16, description="民族")
@@ -404,14 +391,14 @@ class RevealedIdNumber(BaseModel):
 # ---- lifecycle (动态管理) -------------------------------------------------------------------------------
 
 
-class LifecycleChange(_ChildForm):
+class LifecycleChange(FormInput):
     effective_on: date | None = Field(
         default=None, description="生效日期 (Asia/Shanghai); default today; never in the future"
     )
     reason: str = Field(min_length=1, max_length=256, description="原因")
 
 
-class GraduationRequest(_ChildForm):
+class GraduationRequest(FormInput):
     effective_on: date | None = Field(default=None, description="毕业日期; default today")
     reason: str | None = Field(default=None, max_length=256, description="default: 毕业")
 
@@ -472,7 +459,7 @@ class HistoryEntry(BaseModel):
 # ---- 每学年末交接: promotion of whole classes ------------------------------------------------------------
 
 
-class PromotionRequest(_ChildForm):
+class PromotionRequest(FormInput):
     """Move every enrolled child of the given classes up one grade; the last grade graduates.
 
     Give either ``classes`` (a mapping to existing classes of the next grade) or ``create_next_grade``

@@ -7,14 +7,14 @@ their role for that child and the order in which they are called in an emergency
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Self
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, model_validator
 from sqlmodel import Field, SQLModel
 
 from api.models.accounts import Invite, InviteIssued
-from api.models.base import audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.base import FormInput, audited, enum_type, fk_field, id_field, timestamp_field
 from api.models.children import Sex
 
 
@@ -94,20 +94,7 @@ GUARDIAN_ROLE_LABELS: dict[GuardianRole, str] = {
 # ---- API schemas -------------------------------------------------------------------------------------
 
 
-class _Form(BaseModel):
-    """Form input: surrounding spaces are dropped and a blank optional field means "not filled in"."""
-
-    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-
-class _GuardianDetails(_Form):
+class _GuardianDetails(FormInput):
     """What the school records about a guardian besides the name (all optional: forms fill in over time)."""
 
     sex: Sex | None = None
@@ -171,7 +158,7 @@ class GuardianPublic(BaseModel):
     updated_at: datetime
 
 
-class GuardianLinkCreate(_Form):
+class GuardianLinkCreate(FormInput):
     """Link a guardian to a child: a new person (``guardian``) or one already on file (``guardian_id``)."""
 
     guardian_id: uuid.UUID | None = Field(default=None, description="已登记的监护人 (siblings share guardians)")
@@ -188,19 +175,19 @@ class GuardianLinkCreate(_Form):
         return self
 
 
-class GuardianLinkUpdate(_Form):
+class GuardianLinkUpdate(FormInput):
     role: GuardianRole | None = None
     relation: str | None = Field(default=None, min_length=1, max_length=16)
     contact_order: int | None = Field(default=None, ge=1, le=99)
     is_active: bool | None = Field(default=None, description="false ends the link (as /end), true restores it")
 
 
-class GuardianLinkEnd(_Form):
+class GuardianLinkEnd(FormInput):
     reason: str = Field(min_length=1, max_length=256, description="原因: 去世 / 外出务工 / 不再监护 …")
     until: date | None = Field(default=None, description="结束日期; default: today (Asia/Shanghai)")
 
 
-class ContactOrderUpdate(_Form):
+class ContactOrderUpdate(FormInput):
     link_ids: list[uuid.UUID] = Field(
         min_length=1, max_length=99, description="every active link of the child, first to call first"
     )
@@ -313,7 +300,7 @@ class FamilyChildDetail(FamilyChild):
     contact_order: int = Field(description="your place in the emergency call order")
 
 
-class FamilyGuardianUpdate(_Form):
+class FamilyGuardianUpdate(FormInput):
     """What a parent or guardian may correct on their own record; the school keeps the rest."""
 
     phone: str | None = Field(default=None, max_length=40)
