@@ -253,6 +253,8 @@ async def main() -> None:
     parser.add_argument("--children", type=int, default=50, help="children per school (incidents reuse them)")
     parser.add_argument("--drain", type=float, default=600.0, help="max seconds to wait for every first message")
     parser.add_argument("--fake-pool", type=int, default=500, help="connections of each fake's callback client")
+    parser.add_argument("--concurrency", type=int, default=50, help="sends in flight per worker")
+    parser.add_argument("--http-timeout", type=float, default=10.0, help="seconds before a send is retried")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/escalation.md")
     args = parser.parse_args()
 
@@ -288,6 +290,9 @@ async def main() -> None:
         "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
         "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
         "LIUSHOU_DB_POOL_SIZE": "10",
+        "LIUSHOU_ESCALATION_SEND_CONCURRENCY": str(args.concurrency),
+        "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(args.http_timeout),
+        "LIUSHOU_ESCALATION_LEASE_SECONDS": str(max(60, int(args.http_timeout * 6))),
     }
     settings = Settings(
         environment=Environment.development,
@@ -371,7 +376,8 @@ async def main() -> None:
         f"# Escalation engine: {args.incidents:,} incidents reported within {args.seconds:.0f} s",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}, {os.cpu_count()} CPUs (shared),"
-        f" Python {platform.python_version()}; {args.workers} `liushou worker` processes; the fake SMS, voice and"
+        f" Python {platform.python_version()}; {args.workers} `liushou worker` processes ({args.concurrency} sends in"
+        f" flight each, {args.http_timeout:.0f} s send timeout); the fake SMS, voice and"
         " WeChat providers (one process each) and the API receiving their signed callbacks in processes of"
         " their own; embedded PostgreSQL.",
         "",
