@@ -170,6 +170,9 @@ class FakeConfig:
     voice_api_key: str = DEFAULT_VOICE_API_KEY
     callback_delay: float = 0.05
     voice_default_press: str | None = "1"
+    # Callbacks in flight at once, as a real provider paces its own: a burst of calls queues here, in order,
+    # rather than as thousands of requests waiting in the HTTP client's connection pool.
+    callback_concurrency: int = 32
 
 
 @dataclass
@@ -214,6 +217,7 @@ class _Fake:
         self.config = config
         self.state = FakeState(callback_url=config.callback_url)
         self.http: httpx.AsyncClient | None = None
+        self.callback_slots = asyncio.Semaphore(config.callback_concurrency)
 
     def reset(self) -> None:
         for task in self.state.tasks:
@@ -243,7 +247,8 @@ class _Fake:
                 SIGNATURE_HEADER: sign_callback(self.config.callback_secret, body, time.time()),
             }
             try:
-                response = await self.http.post(url, content=body, headers=headers, timeout=5.0)
+                async with self.callback_slots:
+                    response = await self.http.post(url, content=body, headers=headers, timeout=5.0)
             except httpx.HTTPError as exc:
                 record["error"] = type(exc).__name__
                 continue
@@ -692,6 +697,7 @@ def create_fake_app(
     voice_api_key: str = DEFAULT_VOICE_API_KEY,
     callback_delay: float = 0.05,
     voice_default_press: str | None = "1",
+    callback_concurrency: int = 32,
 ) -> FastAPI:
     """Build the fake providers app. Callbacks are signed with `callback_secret` and go to the URL given in
     each request, else to `callback_url`. Unscripted voice calls are answered and `voice_default_press` is
@@ -706,12 +712,14 @@ def create_fake_app(
             voice_api_key=voice_api_key,
             callback_delay=callback_delay,
             voice_default_press=voice_default_press,
+            callback_concurrency=callback_concurrency,
         )
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient() as http:
+        limits = httpx.Limits(max_connections=callback_concurrency, max_keepalive_connections=callback_concurrency)
+        async with httpx.AsyncClient(limits=limits) as http:
             fake.http = http
             yield
             fake.reset()

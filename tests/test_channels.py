@@ -6,6 +6,7 @@ No database: these check the wire protocol, error mapping, idempotency and callb
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import fields
@@ -525,6 +526,36 @@ async def test_a_failing_receiver_gets_the_callback_again(
     await receiver.wait_for(1)
     [delivery] = (await outbox(http, fake))["callbacks"]
     assert (delivery["attempts"], delivery["status_code"]) == (2, 204)
+
+
+async def test_a_burst_of_callbacks_is_paced_and_none_is_lost(http: httpx.AsyncClient) -> None:
+    """Like a real provider, the fake keeps at most ``callback_concurrency`` callbacks in flight."""
+    in_flight = peak = 0
+    got: list[bytes] = []
+    all_in = threading.Event()  # the receiver runs in its own thread and event loop
+
+    async def slow(request: Request) -> Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        got.append(await request.body())
+        in_flight -= 1
+        if len(got) == 12:
+            all_in.set()
+        return Response(status_code=204)
+
+    with LoopbackServer(Starlette(routes=[Route("/cb", slow, methods=["POST"])])) as slow_receiver:
+        url = f"{slow_receiver.base_url}/cb"
+        with FakeProviderServer(
+            callback_secret=SECRET, callback_url=url, callback_delay=0.0, callback_concurrency=3
+        ) as paced:
+            await asyncio.gather(
+                *(sms(http, paced, to=f"+86138000000{i:02d}", idempotency_key=f"k-{i}") for i in range(12))
+            )
+            assert await asyncio.to_thread(all_in.wait, 10)
+    assert {parse_callback_event(body).to for body in got} == {f"+86138000000{i:02d}" for i in range(12)}
+    assert 1 < peak <= 3
 
 
 async def test_a_guardian_reply_arrives_as_inbound_sms(
