@@ -8,6 +8,7 @@ scope is simply not found, and the API answers 404. Rules are registered beside 
 work and login look-ups opt out explicitly with :data:`SYSTEM`.
 """
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -314,10 +315,16 @@ def _apply_scope(state: ORMExecuteState) -> None:
     principal = get_principal(state.session)
     if principal.is_system or state.execution_options.get("skip_scope", False):
         return
-    options = []
-    for model, rule in _rules.items():
-        clause = rule(principal)
-        if clause is not None:
-            options.append(with_loader_criteria(model, clause, include_aliases=True))
-    if options:
+    if options := _scope_options(principal):
         state.statement = state.statement.options(*options)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scope_options(principal: Principal) -> tuple[Any, ...]:
+    """The criteria of every rule for one principal. A rule depends on the principal alone and SQL
+    expressions are immutable, so they are built once per principal (a login), not for every query."""
+    return tuple(
+        with_loader_criteria(model, clause, include_aliases=True)
+        for model, rule in _rules.items()
+        if (clause := rule(principal)) is not None
+    )
