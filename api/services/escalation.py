@@ -332,70 +332,80 @@ def _ways(
     plan.ways.extend((c, a) for c, a in alt.items())
 
 
-async def _family_contacts(session: AsyncSession, child_id: uuid.UUID, audience: Audience) -> list[ContactPlan]:
-    if audience == Audience.entrusted_guardian:
-        # A child whose parents are at home has them as guardians: they are step 1's audience then.
-        roles = [[GuardianRole.entrusted_guardian], [GuardianRole.parent_home]]
-    else:
-        roles = [[GuardianRole.parent_away]]
-    for wanted in roles:
-        rows = (
-            await session.execute(
-                select(ChildGuardian, Guardian, Account)
-                .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-                .outerjoin(
-                    Account,
-                    sa.and_(
-                        col(Account.id) == Guardian.account_id,
-                        col(Account.is_active),
-                        col(Account.role) == Role.family,
-                    ),
-                )
-                .where(
-                    ChildGuardian.child_id == child_id,
-                    col(ChildGuardian.is_active),
-                    col(ChildGuardian.role).in_(wanted),
-                )
-                .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
+async def _family_contacts(session: AsyncSession, child_id: uuid.UUID) -> dict[Audience, list[ContactPlan]]:
+    """Step 1 and step 2's people from the child's contact card, in its call order (one query for both)."""
+    rows = (
+        await session.execute(
+            select(ChildGuardian, Guardian, Account)
+            .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
+            .outerjoin(
+                Account,
+                sa.and_(
+                    col(Account.id) == Guardian.account_id,
+                    col(Account.is_active),
+                    col(Account.role) == Role.family,
+                ),
             )
-        ).all()
-        if rows:
-            break
-    plans = []
-    for link, guardian, account in rows:
-        plan = ContactPlan(
-            label=link.relation,
-            name=guardian.name,
-            guardian_id=guardian.id,
-            account_id=account.id if account else None,
+            .where(
+                ChildGuardian.child_id == child_id,
+                col(ChildGuardian.is_active),
+                col(ChildGuardian.role).in_(
+                    [GuardianRole.entrusted_guardian, GuardianRole.parent_home, GuardianRole.parent_away]
+                ),
+            )
+            .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
         )
-        _ways(
-            plan,
-            _FAMILY_ORDER[audience],
-            openid=account.wechat_openid if account else None,
-            phone=guardian.phone,
-            phone_alt=guardian.phone_alt,
-        )
-        plans.append(plan)
-    return plans
+    ).all()
 
+    def plans(audience: Audience, role: GuardianRole) -> list[ContactPlan]:
+        found = []
+        for link, guardian, account in rows:
+            if link.role != role:
+                continue
+            plan = ContactPlan(
+                label=link.relation,
+                name=guardian.name,
+                guardian_id=guardian.id,
+                account_id=account.id if account else None,
+            )
+            _ways(
+                plan,
+                _FAMILY_ORDER[audience],
+                openid=account.wechat_openid if account else None,
+                phone=guardian.phone,
+                phone_alt=guardian.phone_alt,
+            )
+            found.append(plan)
+        return found
 
-async def _official_contacts(session: AsyncSession, incident: Incident, audience: Audience) -> list[ContactPlan]:
-    """Duty contacts of the county bureau / township; without any, the accounts of that role there."""
-    where = (
-        [DutyContact.county_id == incident.county_id, col(DutyContact.township_id).is_(None)]
-        if audience == Audience.county_bureau
-        else [DutyContact.township_id == incident.township_id]
+    # A child whose parents are at home has them as guardians: they are step 1's audience then.
+    guardians = plans(Audience.entrusted_guardian, GuardianRole.entrusted_guardian) or plans(
+        Audience.entrusted_guardian, GuardianRole.parent_home
     )
+    return {
+        Audience.entrusted_guardian: guardians,
+        Audience.parents_away: plans(Audience.parents_away, GuardianRole.parent_away),
+    }
+
+
+async def _official_contacts(session: AsyncSession, incident: Incident) -> dict[Audience, list[ContactPlan]]:
+    """Duty contacts of the county bureau and of the township (one query for both); where there is none,
+    the accounts of that role there."""
     rows = (
         await session.execute(
             select(DutyContact, Account)
             .outerjoin(Account, sa.and_(col(Account.id) == DutyContact.account_id, col(Account.is_active)))
-            .where(*where, col(DutyContact.is_active))
+            .where(
+                sa.or_(
+                    sa.and_(col(DutyContact.county_id) == incident.county_id, col(DutyContact.township_id).is_(None)),
+                    col(DutyContact.township_id) == incident.township_id,
+                ),
+                col(DutyContact.is_active),
+            )
             .order_by(col(DutyContact.position), col(DutyContact.created_at))
         )
     ).all()
-    plans = []
+    found: dict[Audience, list[ContactPlan]] = {Audience.county_bureau: [], Audience.township: []}
     for duty, account in rows:
         plan = ContactPlan(
             label=duty.name,
@@ -410,31 +420,28 @@ async def _official_contacts(session: AsyncSession, incident: Incident, audience
             phone=duty.phone or (account.phone if account else None),
             phone_alt=None,
         )
-        plans.append(plan)
-    if plans:
-        return plans
-    role_where = (
-        [Account.role == Role.county_bureau, Account.county_id == incident.county_id]
-        if audience == Audience.county_bureau
-        else [Account.role == Role.township_official, Account.township_id == incident.township_id]
-    )
-    accounts = (
-        await session.execute(
-            select(Account).where(*role_where, col(Account.is_active)).order_by(col(Account.created_at))
-        )
-    ).scalars()
-    for account in accounts:
-        plan = ContactPlan(label=account.display_name, name=None, account_id=account.id)
-        _ways(plan, _OFFICIAL_ORDER, openid=account.wechat_openid, phone=account.phone, phone_alt=None)
-        plans.append(plan)
-    return plans
+        found[Audience.county_bureau if duty.township_id is None else Audience.township].append(plan)
+    for audience, role_where in (
+        (Audience.county_bureau, [Account.role == Role.county_bureau, Account.county_id == incident.county_id]),
+        (Audience.township, [Account.role == Role.township_official, Account.township_id == incident.township_id]),
+    ):
+        if found[audience]:
+            continue
+        accounts = (
+            await session.execute(
+                select(Account).where(*role_where, col(Account.is_active)).order_by(col(Account.created_at))
+            )
+        ).scalars()
+        for account in accounts:
+            plan = ContactPlan(label=account.display_name, name=None, account_id=account.id)
+            _ways(plan, _OFFICIAL_ORDER, openid=account.wechat_openid, phone=account.phone, phone_alt=None)
+            found[audience].append(plan)
+    return found
 
 
-async def resolve_contacts(session: AsyncSession, incident: Incident, audience: Audience) -> list[ContactPlan]:
-    """Whom a party is told through, in the order of the contact card / duty roster."""
-    if audience in (Audience.entrusted_guardian, Audience.parents_away):
-        return await _family_contacts(session, incident.child_id, audience)
-    return await _official_contacts(session, incident, audience)
+async def resolve_contacts(session: AsyncSession, incident: Incident) -> dict[Audience, list[ContactPlan]]:
+    """Whom each party is told through, in the order of the contact card / duty roster."""
+    return {**await _family_contacts(session, incident.child_id), **await _official_contacts(session, incident)}
 
 
 def add_targets(
@@ -1080,8 +1087,9 @@ async def freeze_chain(
         session.add_all([p for _, p in parties])
         await session.flush()
         party_targets: dict[uuid.UUID, list[EscalationTarget]] = {}
+        contacts = await resolve_contacts(session, incident)
         for step, party in parties:
-            plans = await resolve_contacts(session, incident, party.audience)
+            plans = contacts[party.audience]
             targets = add_targets(session, party, plans, first_seq=1, first_contact_no=1, now=now)
             party_targets[party.id] = targets
             frozen.append(
