@@ -1,20 +1,24 @@
 """The escalation engine under a burst: 10,000 incidents reported within one minute.
 
-    .venv/bin/python -m bench.escalation [--incidents 10000] [--seconds 60] [--workers 2] [--reporters 8]
+    .venv/bin/python -m bench.escalation [--incidents 10000] [--seconds 60] [--workers 2] [--report-processes 2]
+        [--reporters 8] [--concurrency 50] [--backlog]
 
 Production-shaped, on this machine: an embedded PostgreSQL (or ``DATABASE_URL``), the fake providers (one
 process per channel: real HTTP on loopback, signed callbacks), the API in another process to receive those
 callbacks, and ``--workers`` separate ``liushou worker`` processes. This process seeds a county (schools,
-children with two grandparents and two parents, duty contacts) and reports the incidents through the
-incident service at an even pace over ``--seconds`` (as fast as it can when it falls behind).
+children with two grandparents and two parents, duty contacts) and ``--report-processes`` processes report
+the incidents through the incident service at an even pace over ``--seconds`` (as fast as they can when they
+fall behind). ``--backlog`` starts the workers only once every incident is reported: the burst arrived while
+every worker was down, and the engine works through the backlog, earliest deadline first.
 
 It then measures, from the database, for each step and each party: how late its first message went out
 after the step was due (``sent_at`` − ``starts_at``; a step is due at the report), p50 / p99 / max, and
-messages per second. Prints a table and writes it to bench/results/escalation.md.
+messages per second. Prints a table and writes it to bench/results/escalation.md (escalation-backlog.md).
 """
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import signal
@@ -25,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -50,16 +55,10 @@ from api.settings import Environment, Settings
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "escalation.md"
 SECRET = "bench-callback-secret"
-# The fake posts every callback from one shared httpx client; under a burst thousands queue in its pool,
-# whose bookkeeping grows with the queue. A pool as large as the burst keeps the fake from becoming
-# the thing measured (see the note in the results).
 FAKE = (
-    "import functools, sys, httpx, uvicorn; "
-    "httpx.AsyncClient = functools.partial(httpx.AsyncClient, limits=httpx.Limits("
-    "max_connections=int(sys.argv[3]), max_keepalive_connections=int(sys.argv[3]))); "
-    "from api.fake_providers import create_fake_app; "
-    "uvicorn.run(create_fake_app(callback_secret=sys.argv[2]), host='127.0.0.1', port=int(sys.argv[1]),"
-    " log_level='warning', access_log=False)"
+    "import sys, uvicorn; from api.fake_providers import create_fake_app; "
+    "uvicorn.run(create_fake_app(callback_secret=sys.argv[2], callback_concurrency=int(sys.argv[3])),"
+    " host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)"
 )
 
 
@@ -184,15 +183,16 @@ async def wait_http(url: str, within: float = 60.0) -> None:
 
 async def report_all(
     sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], *, count: int, seconds: float,
-    reporters: int,
+    reporters: int, part: int = 0, parts: int = 1, start_at: float | None = None,
 ) -> tuple[float, list[float]]:  # fmt: skip
-    """Report ``count`` incidents spread evenly over ``seconds``; returns the wall time and each report's time."""
+    """Report incidents ``part``, ``part + parts``, … of ``count`` spread evenly over ``seconds`` from ``start_at``
+    (a ``time.time()``); returns the wall time and each report's time."""
     clock = SystemClock()
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
+    for i in range(part, count, parts):
         queue.put_nowait(i)
     durations: list[float] = []
-    start = time.monotonic()
+    start = time.monotonic() - (time.time() - start_at if start_at is not None else 0.0)
     categories = list(IncidentCategory)
 
     async def reporter() -> None:
@@ -228,6 +228,29 @@ async def report_all(
     return time.monotonic() - start, durations
 
 
+def report_part(
+    url: str, pairs: list[tuple[Principal, uuid.UUID]], count: int, seconds: float, reporters: int, part: int,
+    parts: int, start_at: float,
+) -> tuple[float, list[float]]:  # fmt: skip
+    """One reporting process: its own engine, every ``parts``-th incident."""
+
+    async def run() -> tuple[float, list[float]]:
+        settings = Settings(
+            environment=Environment.development, callback_secret=SECRET, public_base_url="http://127.0.0.1",
+            db_pool_size=max(5, reporters + 1),
+        )  # fmt: skip
+        engine = make_engine(url, settings)
+        try:
+            return await report_all(
+                make_sessionmaker(engine), settings, pairs, count=count, seconds=seconds, reporters=reporters,
+                part=part, parts=parts, start_at=start_at,
+            )  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 FIRST_MESSAGES = """
 SELECT s.step_no, p.audience, extract(epoch FROM min(m.sent_at) - s.starts_at) AS late
 FROM escalation_step s
@@ -248,13 +271,19 @@ async def main() -> None:
     parser.add_argument("--incidents", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--reporters", type=int, default=8)
+    parser.add_argument("--reporters", type=int, default=8, help="concurrent reports in each reporting process")
+    parser.add_argument("--api-processes", type=int, default=1, help="uvicorn processes receiving callbacks")
+    parser.add_argument("--report-processes", type=int, default=2, help="processes reporting side by side")
     parser.add_argument("--schools", type=int, default=20)
     parser.add_argument("--children", type=int, default=50, help="children per school (incidents reuse them)")
     parser.add_argument("--drain", type=float, default=600.0, help="max seconds to wait for every first message")
-    parser.add_argument("--fake-pool", type=int, default=500, help="connections of each fake's callback client")
+    parser.add_argument("--fake-callbacks", type=int, default=32, help="callbacks in flight from each fake")
     parser.add_argument("--concurrency", type=int, default=50, help="sends in flight per worker")
     parser.add_argument("--http-timeout", type=float, default=10.0, help="seconds before a send is retried")
+    parser.add_argument(
+        "--backlog", action="store_true",
+        help="start the workers only after every incident is reported (workers down during the burst)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/escalation.md")
     args = parser.parse_args()
 
@@ -307,28 +336,55 @@ async def main() -> None:
 
     procs = [
         spawn(
-            [sys.executable, "-c", FAKE, str(port), SECRET, str(args.fake_pool)], env, workdir / f"fake-{channel}.log"
+            [sys.executable, "-c", FAKE, str(port), SECRET, str(args.fake_callbacks)],
+            env,
+            workdir / f"fake-{channel}.log",
         )
         for channel, port in fake_ports.items()
     ]
     procs.append(
         spawn([sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(api_port),
-               "--log-level", "warning"], env, workdir / "api.log"),
+               "--log-level", "warning", "--workers", str(args.api_processes)], env, workdir / "api.log"),
     )  # fmt: skip
     try:
         for port in fake_ports.values():
             await wait_http(f"http://127.0.0.1:{port}/_fake/outbox")
         await wait_http(f"http://127.0.0.1:{api_port}/healthz")
-        for i in range(args.workers):
-            procs.append(spawn([sys.executable, "-m", "api.cli", "worker"], env, workdir / f"worker{i}.log"))
-        await asyncio.sleep(3)  # the workers migrate (a no-op) and start listening
+
+        async def start_workers() -> None:
+            for i in range(args.workers):
+                procs.append(spawn([sys.executable, "-m", "api.cli", "worker"], env, workdir / f"worker{i}.log"))
+            await asyncio.sleep(3)  # the workers migrate (a no-op) and start listening
+
+        if not args.backlog:
+            await start_workers()
 
         print(f"reporting {args.incidents} incidents over {args.seconds:.0f} s …", flush=True)
         started = time.monotonic()
-        wall, durations = await report_all(
-            sessionmaker, settings, pairs, count=args.incidents, seconds=args.seconds, reporters=args.reporters
-        )
+        start_at = time.time() + 2.0  # every reporting process has started and connected by then
+        with ProcessPoolExecutor(args.report_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [
+                asyncio.wrap_future(
+                    pool.submit(
+                        report_part,
+                        url,
+                        pairs,
+                        args.incidents,
+                        args.seconds,
+                        args.reporters,
+                        part,
+                        args.report_processes,
+                        start_at,
+                    )  # fmt: skip
+                )
+                for part in range(args.report_processes)
+            ]
+            results = await asyncio.gather(*futures)
+        wall = max(w for w, _ in results)
+        durations = [d for _, ds in results for d in ds]
         print(f"reported in {wall:.1f} s; waiting for every step's first message …", flush=True)
+        if args.backlog:
+            await start_workers()
         deadline = time.monotonic() + args.drain
         while True:
             rows = await first_messages(engine)
@@ -338,6 +394,7 @@ async def main() -> None:
             await asyncio.sleep(1.0)
         drained = time.monotonic() - started
         async with engine.connect() as conn:
+            callbacks_then = (await conn.execute(sa.text("SELECT count(*) FROM provider_event"))).scalar_one()
             sent, first_sent, last_sent = (
                 await conn.execute(
                     sa.text(
@@ -348,14 +405,35 @@ async def main() -> None:
             by_status = dict(
                 (await conn.execute(sa.text("SELECT status, count(*) FROM outbound_message GROUP BY 1"))).all()
             )
-            callbacks = (await conn.execute(sa.text("SELECT count(*) FROM provider_event"))).scalar_one()
-            told = dict(
-                (
+        # Entrusted guardians press 1 as soon as the call is answered: step 1 is told when that keypress has
+        # come back through the provider's signed callback and the API. How long until every step 1 is?
+        print(f"first messages out after {drained:.1f} s; waiting for every step 1 to be told …", flush=True)
+        while True:
+            async with engine.connect() as conn:
+                untold = (
                     await conn.execute(
-                        sa.text("SELECT step_no, count(*) FROM escalation_step WHERE status = 'told' GROUP BY 1")
+                        sa.text("SELECT count(*) FROM escalation_step WHERE step_no = 1 AND told_at IS NULL")
                     )
-                ).all()
-            )
+                ).scalar_one()
+            if untold == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        all_told = time.monotonic() - started
+        async with engine.connect() as conn:
+            told_late = [
+                float(r[0])
+                for r in await conn.execute(
+                    sa.text(
+                        "SELECT extract(epoch FROM told_at - starts_at) FROM escalation_step"
+                        " WHERE step_no = 1 AND told_at IS NOT NULL"
+                    )
+                )
+            ]
+            callbacks = (await conn.execute(sa.text("SELECT count(*) FROM provider_event"))).scalar_one()
+            total_messages = (await conn.execute(sa.text("SELECT count(*) FROM outbound_message"))).scalar_one()
+            breaches = (
+                await conn.execute(sa.text("SELECT count(*) FROM escalation_step WHERE breached_at IS NOT NULL"))
+            ).scalar_one()
     finally:
         for p in procs:
             p.terminate()
@@ -373,7 +451,8 @@ async def main() -> None:
             groups.setdefault(f"step {step_no}", []).append(float(late))
             groups.setdefault(f"step {step_no} · {audience}", []).append(float(late))
     lines = [
-        f"# Escalation engine: {args.incidents:,} incidents reported within {args.seconds:.0f} s",
+        f"# Escalation engine: {args.incidents:,} incidents reported within {args.seconds:.0f} s"
+        + (", workers started after the burst" if args.backlog else ""),
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}, {os.cpu_count()} CPUs (shared),"
         f" Python {platform.python_version()}; {args.workers} `liushou worker` processes ({args.concurrency} sends in"
@@ -384,15 +463,16 @@ async def main() -> None:
         f"- reporting: {args.incidents:,} incidents in {wall:.1f} s ({args.incidents / wall:.0f}/s;"
         f" one report p50 {statistics.median(durations) * 1000:.0f} ms,"
         f" p99 {percentile(durations, 0.99) * 1000:.0f} ms,"
-        f" {args.reporters} concurrent reporters)",
+        f" {args.report_processes} reporting processes × {args.reporters} concurrent reports)",
         f"- messages sent: {sent:,} in {span:.1f} s = **{sent / span if span else 0:.0f} messages/s**"
-        f" (statuses: {', '.join(f'{k} {v:,}' for k, v in sorted(by_status.items()))});"
-        f" {callbacks:,} provider callbacks processed",
-        "- steps told when the last first message went out: "
-        f"{', '.join(f'step {k}: {v:,}' for k, v in sorted(told.items()))}"
-        f" (entrusted guardians press 1 at once; parents and townships wait for an acknowledgement)",
-        f"- every first message out after {drained:.1f} s;"
+        f" (statuses then: {', '.join(f'{k} {v:,}' for k, v in sorted(by_status.items()))});"
+        f" {callbacks_then:,} provider callbacks processed by then",
+        f"- every first message out {drained:.1f} s after the first report;"
         f" {missing} parties without one (nobody to reach, or the drain timed out)",
+        f"- step 1 told (the guardian's keypress back through the signed voice callback): {len(told_late):,} of"
+        f" {args.incidents:,} after {all_told:.1f} s; told after it was due p50 {percentile(told_late, 0.5):.1f} s,"
+        f" p99 {percentile(told_late, 0.99):.1f} s, max {max(told_late, default=float('nan')):.1f} s"
+        f" ({callbacks:,} callbacks and {total_messages:,} messages by then; {breaches} deadlines missed)",
         "",
         "How late each step's first message went out after the step was due (seconds):",
         "",
@@ -409,9 +489,10 @@ async def main() -> None:
     print()
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS.relative_to(ROOT)}")
+        out = RESULTS.with_name("escalation-backlog.md") if args.backlog else RESULTS
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"written to {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
