@@ -441,13 +441,18 @@ async def _first_time(session: AsyncSession, event_id: str, type_: str, now: dat
 
 
 async def _message_by_key(session: AsyncSession, key: str) -> OutboundMessage | None:
-    return (
+    """The message a provider event is about. Its party and step come along in the same query (unlocked;
+    acknowledging locks and re-reads them), so the timeline line's step number costs no further queries."""
+    row = (
         await session.execute(
-            select(OutboundMessage)
+            select(OutboundMessage, EscalationParty, EscalationStep)
+            .outerjoin(EscalationParty, col(EscalationParty.id) == OutboundMessage.party_id)
+            .outerjoin(EscalationStep, col(EscalationStep.id) == EscalationParty.step_id)
             .where(OutboundMessage.idempotency_key == key)
             .execution_options(populate_existing=True)
         )
-    ).scalar_one_or_none()
+    ).first()
+    return row[0] if row else None
 
 
 async def nudge_party(session: AsyncSession, message: OutboundMessage, now: datetime) -> None:
