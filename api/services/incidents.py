@@ -192,14 +192,21 @@ def _full_numbers(principal: Principal) -> bool:
     return principal.role in _SCHOOL_STAFF
 
 
+async def _steps(session: AsyncSession, incident_id: uuid.UUID) -> list[EscalationStep]:
+    """The incident's three steps, in order."""
+    return list(
+        (
+            await session.execute(
+                select(EscalationStep)
+                .where(EscalationStep.incident_id == incident_id)
+                .order_by(col(EscalationStep.step_no))
+            )
+        ).scalars()
+    )
+
+
 async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
-    steps = (
-        await session.execute(
-            select(EscalationStep)
-            .where(EscalationStep.incident_id == incident.id)
-            .order_by(col(EscalationStep.step_no))
-        )
-    ).scalars()
+    steps = await _steps(session, incident.id)
     parties = (
         await session.execute(
             select(EscalationParty)
@@ -393,13 +400,7 @@ def _t_plus(delta: timedelta) -> str:
 async def timeline(session: AsyncSession, *, incident_id: uuid.UUID) -> Timeline:
     """The incident minute by minute: every decision, attempt, delivery, acknowledgement and breach."""
     incident = await get_incident(session, incident_id)
-    steps = (
-        await session.execute(
-            select(EscalationStep)
-            .where(EscalationStep.incident_id == incident.id)
-            .order_by(col(EscalationStep.step_no))
-        )
-    ).scalars()
+    steps = await _steps(session, incident.id)
     events = (
         await session.execute(
             select(IncidentEvent)
