@@ -108,6 +108,7 @@ def make_entry(
         school_id=school_id or principal.school_id,
         county_id=county_id or principal.county_id,
         request_id=ctx.request_id if ctx else None,
+        client_request_id=ctx.client_request_id if ctx else None,
         client_ip=ctx.client_ip if ctx else None,
         changes=changes,
     )

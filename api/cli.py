@@ -10,6 +10,7 @@ import uvicorn
 
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
 from api.fake_providers import FakeProviderServer
+from api.logs import configure_logging
 from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
 from api.security import Passwords
@@ -19,11 +20,8 @@ app = typer.Typer(help="liushou 留守 — backend for schools caring for left-b
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every request URL at INFO; WeChat URLs carry the app secret, login codes and access tokens.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # Request ids on every line; no personal data, search text or link token in any (api/logs.py).
+    configure_logging(logging.INFO)
 
 
 async def _migrate() -> str:
@@ -96,6 +94,7 @@ def serve(
             port=port,
             proxy_headers=False,
             log_level="info",
+            log_config=None,  # keep _logging()'s handler: uvicorn's own would write raw paths and exceptions
         )
     finally:
         if fake is not None:

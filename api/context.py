@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
+    # Ours, minted for every request; the client's own id (``X-Request-ID``, if well-formed) is kept apart
+    # and never taken for ours: two clients could send the same one, or forge another request's.
     request_id: str
     client_ip: str | None
     method: str | None = None
     path: str | None = None
+    client_request_id: str | None = None
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("liushou_request", default=None)

@@ -35,6 +35,8 @@ def make_engine(url: str, settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         echo=settings.db_echo,
+        # Error messages (and the echo) never carry statement parameters: they are children's names and numbers.
+        hide_parameters=True,
         connect_args={"server_settings": {"timezone": "UTC", "application_name": "liushou"}},
     )
 

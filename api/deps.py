@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,13 @@ oauth2 = OAuth2PasswordBearer(
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request owns the transaction: commit when the endpoint returns, roll back if it raises."""
+    """The request owns the transaction: commit when the endpoint returns, roll back if it raises.
+
+    Used with ``scope="function"`` (``SessionDep``): the commit runs after the endpoint and the response
+    model are done but before a byte of the response is sent, so a 2xx only ever leaves for a durable write,
+    the client's next request reads it, and a commit that fails answers an error (``api.errors``) instead.
+    The default scope would commit after the response has gone out.
+    """
     async with request.app.state.sessionmaker() as session:
         set_principal(session, ANONYMOUS)
         session.info[CLOCK_KEY] = request.app.state.clock
@@ -79,7 +85,13 @@ async def get_client_ip() -> str | None:
     return ctx.client_ip if ctx else None
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+# Query integers reach PostgreSQL as int64: an unbounded one (offset=9223372036854775808) would be a 500.
+# Every paging endpoint takes ``offset: Offset = 0``; every other integer parameter carries its own ``le=``
+# (tests/test_request_plumbing.py sends huge integers to every integer parameter in the OpenAPI schema).
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="跳过前几条 (rows to skip)")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 NowDep = Annotated[datetime, Depends(get_now)]

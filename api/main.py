@@ -13,8 +13,9 @@ from api import metrics
 from api.clock import Clock, SystemClock
 from api.crypto import FieldCipher
 from api.db import make_engine, make_sessionmaker, resolve_database_url
-from api.errors import install_error_handlers
+from api.errors import document_errors, install_error_handlers
 from api.escalation import worker as escalation_worker
+from api.logs import install_redaction
 from api.middleware import RequestContextMiddleware
 from api.migrations import head_revision, upgrade_to_head
 from api.routers import (
@@ -98,6 +99,7 @@ def create_app(
     app.state.shutdown_hooks = []
 
     install_error_handlers(app)
+    install_redaction()
     app.add_middleware(RequestContextMiddleware)
     if settings.cors_origins:
         app.add_middleware(
@@ -109,4 +111,11 @@ def create_app(
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
     escalation_worker.install(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -165,3 +165,18 @@ async def system_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
 async def world(app: FastAPI, clock: FrozenClock) -> World:
     """Two schools in two townships of one county, a second county, and an account of every role."""
     return await build_world(app, clock.now())
+
+
+@pytest.fixture
+async def live_url(settings: Settings, clock: FrozenClock, database_url: str, app: FastAPI) -> AsyncIterator[str]:
+    """The base URL of a second instance of the app (same database, settings and clock as ``app``) served by
+    a real uvicorn on a loopback socket: for what only a client on a socket sees (ordering, dropped
+    connections, the access log). ``world`` and ``system_session`` still work through ``app``."""
+    from tests.live import LiveServer
+
+    server = LiveServer(create_app(settings, clock=clock, database_url=database_url, migrate=False))
+    server.start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()

@@ -28,7 +28,10 @@ class AuditEntry(SQLModel, table=True):
     resource_id: str | None = Field(default=None, max_length=64)
     school_id: uuid.UUID | None = Field(default=None)
     county_id: uuid.UUID | None = Field(default=None, index=True)
-    request_id: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=64, description="ours, minted per request")
+    client_request_id: str | None = Field(
+        default=None, max_length=64, description="the X-Request-ID the client sent (its own; not trusted)"
+    )
     client_ip: str | None = Field(default=None, max_length=64)
     changes: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
 
@@ -43,5 +46,6 @@ class AuditEntryPublic(BaseModel):
     resource_id: str | None
     school_id: uuid.UUID | None
     request_id: str | None
+    client_request_id: str | None = None
     client_ip: str | None
     changes: dict[str, Any] | None

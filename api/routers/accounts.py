@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Query
 
-from api.deps import Managers, NowDep, PasswordsDep, SessionDep, SettingsDep, Staff
+from api.deps import Managers, NowDep, Offset, PasswordsDep, SessionDep, SettingsDep, Staff
 from api.errors import error_responses
 from api.models.accounts import AccountCreate, AccountPublic, InviteCreate, InviteIssued, Role
 from api.models.base import Page
@@ -20,7 +20,7 @@ async def list_accounts(
     session: SessionDep,
     role: Role | None = None,
     school_id: uuid.UUID | None = None,
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(50, ge=1, le=500),
 ) -> Page[AccountPublic]:
     return await service.list_accounts(session, role=role, school_id=school_id, offset=offset, limit=limit)

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query
 
-from api.deps import Managers, SessionDep
+from api.deps import Managers, Offset, SessionDep
 from api.models.audit import AuditEntryPublic
 from api.models.base import Page
 from api.services import audit as service
@@ -24,7 +24,7 @@ async def list_audit(
     action: str | None = Query(None, max_length=64),
     since: datetime | None = None,
     until: datetime | None = None,
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
 ) -> Page[AuditEntryPublic]:
     """学校管理员查看本校日志, 县教育局查看本县日志. Newest first. Append-only: nothing here can be changed."""

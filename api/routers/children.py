@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CipherDep, CurrentPrincipal, NowDep, SchoolAdmin, SessionDep, Staff, allow
+from api.deps import CipherDep, CurrentPrincipal, NowDep, Offset, SchoolAdmin, SessionDep, Staff, allow
 from api.errors import error_responses
 from api.models.accounts import Role
 from api.models.base import Page
@@ -52,7 +52,7 @@ async def list_children(
     left_behind: bool | None = Query(None, description="是否留守"),
     flag: list[ChildFlag] = Query([], description="特殊情况 (all given must hold)"),
     complete: bool | None = Query(None, description="档案是否完整 (false: files still missing something)"),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(50, ge=1, le=200),
 ) -> Page[ChildSummary]:
     """Children in your scope, by school, class (grade, name) and name. Each item is the basic view with what

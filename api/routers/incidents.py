@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import NowDep, SessionDep, SettingsDep, Staff, allow
+from api.deps import NowDep, Offset, SessionDep, SettingsDep, Staff, allow
 from api.errors import error_responses
 from api.models.accounts import Role
 from api.models.base import Page
@@ -52,7 +52,7 @@ async def list_incidents(
     status: IncidentStatus | None = None,
     school_id: uuid.UUID | None = None,
     needs_attention: bool | None = Query(None, description="有超时、无人可联系或多轮未确认的步骤"),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(50, ge=1, le=500),
 ) -> Page[IncidentSummary]:
     return await service.list_incidents(

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import SchoolAdmin, SessionDep, Staff, allow
+from api.deps import Offset, SchoolAdmin, SessionDep, Staff, allow
 from api.errors import error_responses
 from api.models.accounts import Role
 from api.models.base import Page
@@ -44,7 +44,7 @@ async def list_schools(
     _: Staff,
     session: SessionDep,
     township_id: uuid.UUID | None = None,
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(100, ge=1, le=500),
 ) -> Page[SchoolPublic]:
     return await service.list_schools(session, township_id=township_id, offset=offset, limit=limit)
