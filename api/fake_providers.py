@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -136,6 +136,13 @@ class FakeConfigUpdate(BaseModel):
     callback_url: str | None
 
 
+class ClockScript(BaseModel):
+    """Stop the provider's clock at `now` (events happen at that instant until moved again); null: run on the
+    real clock again. Lets a test say when a guardian pressed 1 independently of when the callback lands."""
+
+    now: datetime | None
+
+
 # --- provider request bodies (our contract) ----------------------------------------------------------------
 
 
@@ -200,6 +207,9 @@ class FakeState:
     )
     attempts: list[dict[str, Any]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # The last callback delivery of each call: a call's events are posted in the order they happened.
+    deliveries: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    frozen_at: datetime | None = None
 
 
 def _now() -> datetime:
@@ -218,17 +228,47 @@ class _Fake:
         self.state = FakeState(callback_url=config.callback_url)
         self.http: httpx.AsyncClient | None = None
         self.callback_slots = asyncio.Semaphore(config.callback_concurrency)
+        # The provider's clock: events carry the time they happened (`occurred_at`), read here at that moment,
+        # not the time their callback is posted (in a burst that can be minutes later). In-process tests may
+        # point it at their own clock (`FakeProviderServer.use_clock`).
+        self.clock: Callable[[], datetime] = _now
+
+    def now(self) -> datetime:
+        return self.state.frozen_at or self.clock()
 
     def reset(self) -> None:
         for task in self.state.tasks:
             task.cancel()
         self.state = FakeState(callback_url=self.config.callback_url)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         # Keep a reference so the task is not garbage-collected mid-flight, and so reset can cancel it.
         task = asyncio.get_running_loop().create_task(coro)
         self.state.tasks.add(task)
         task.add_done_callback(self.state.tasks.discard)
+        return task
+
+    def post_in_order(
+        self, chain: str, url: str | None, event: SmsReceipt | SmsInbound | VoiceEvent
+    ) -> asyncio.Task[dict[str, Any]]:
+        """Post `event` after the earlier events of the same call have been posted, without holding up what
+        happens next on the call (the person presses 1 whenever they do, however slow callbacks are)."""
+        previous = self.state.deliveries.get(chain)
+
+        async def after_previous() -> dict[str, Any]:
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    await previous
+            return await self.deliver(url, event)
+
+        def forget(done: asyncio.Task[dict[str, Any]]) -> None:
+            if self.state.deliveries.get(chain) is done:
+                del self.state.deliveries[chain]
+
+        task = self.spawn(after_previous())
+        self.state.deliveries[chain] = task
+        task.add_done_callback(forget)
+        return task
 
     async def deliver(self, url: str | None, event: SmsReceipt | SmsInbound | VoiceEvent) -> dict[str, Any]:
         """POST a signed event to `url`, retrying a few times like a real provider; record the outcome."""
@@ -503,7 +543,7 @@ async def _sms_receipt(fake: _Fake, record: dict[str, Any], receipt: str) -> Non
     error = ProviderErrorBody(code="undeliverable", message="handset unreachable") if receipt == "failed" else None
     event = SmsReceipt(
         event_id=_new_id("evt"),
-        occurred_at=_now(),
+        occurred_at=fake.now(),
         type="sms.delivered" if receipt == "delivered" else "sms.failed",
         message_id=record["message_id"],
         idempotency_key=record["idempotency_key"],
@@ -545,9 +585,10 @@ async def voice_call(request: Request, authorization: Annotated[str | None, Head
     return JSONResponse({"call_id": record["call_id"], "status": "queued"})
 
 
-async def _voice_event(
+def _voice_event(
     fake: _Fake, record: dict[str, Any], type_: VoiceEventType, digits: str | None = None
-) -> dict[str, Any]:
+) -> asyncio.Task[dict[str, Any]]:
+    """The call's next event happens now; its callback is posted after the call's earlier ones."""
     if type_ == "voice.dtmf":
         record["digits"] = (record["digits"] or "") + (digits or "")
     else:
@@ -557,7 +598,7 @@ async def _voice_event(
     )
     event = VoiceEvent(
         event_id=_new_id("evt"),
-        occurred_at=_now(),
+        occurred_at=fake.now(),
         type=type_,
         call_id=record["call_id"],
         idempotency_key=record["idempotency_key"],
@@ -565,7 +606,7 @@ async def _voice_event(
         digits=digits if type_ == "voice.dtmf" else None,
         error=error,
     )
-    return await fake.deliver(record["callback_url"] or fake.state.callback_url, event)
+    return fake.post_in_order(record["call_id"], record["callback_url"] or fake.state.callback_url, event)
 
 
 async def _call_progress(fake: _Fake, record: dict[str, Any], outcome: str, press: str | None) -> None:
@@ -573,13 +614,13 @@ async def _call_progress(fake: _Fake, record: dict[str, Any], outcome: str, pres
     if outcome == "silent":
         return
     if outcome in _UNANSWERED:
-        await _voice_event(fake, record, _UNANSWERED[outcome])
+        _voice_event(fake, record, _UNANSWERED[outcome])
         return
-    await _voice_event(fake, record, "voice.answered")
+    _voice_event(fake, record, "voice.answered")
     if press:
         await asyncio.sleep(fake.config.callback_delay)
-        await _voice_event(fake, record, "voice.dtmf", press)
-    await _voice_event(fake, record, "voice.completed")
+        _voice_event(fake, record, "voice.dtmf", press)
+    _voice_event(fake, record, "voice.completed")
 
 
 # --- control: /_fake -------------------------------------------------------------------------------------
@@ -663,7 +704,7 @@ async def sms_reply(request: Request, reply: InboundSms) -> dict[str, Any]:
     event = SmsInbound.model_validate(
         {
             "event_id": _new_id("evt"),
-            "occurred_at": _now(),
+            "occurred_at": fake.now(),
             "type": "sms.inbound",
             "message_id": _new_id("mo"),
             "from": reply.sender,
@@ -682,6 +723,14 @@ async def voice_call_event(request: Request, call_id: str, script: VoiceEventScr
     if record is None:
         raise HTTPException(404, "unknown call_id")
     return await _voice_event(fake, record, script.type, script.digits)
+
+
+@control_router.put("/clock")
+async def set_clock(request: Request, script: ClockScript) -> dict[str, str | None]:
+    """Stop the provider's clock at an instant (what `occurred_at` says), or let it run again (null)."""
+    fake = _fake(request)
+    fake.state.frozen_at = script.now.astimezone(UTC) if script.now is not None else None
+    return {"now": fake.now().isoformat()}
 
 
 # --- app and server -------------------------------------------------------------------------------------
@@ -794,6 +843,11 @@ class FakeProviderServer(LoopbackServer):
 
     def __init__(self, *, callback_secret: str, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         super().__init__(create_fake_app(callback_secret=callback_secret, **options), host=host, port=port)
+
+    def use_clock(self, clock: Callable[[], datetime] | None) -> None:
+        """Read the provider's time from `clock` (e.g. a test's `FrozenClock.now`); None: the real clock.
+        In-process only; a fake in another process is told the time with `PUT /_fake/clock`."""
+        self.app.state.fake.clock = clock or _now
 
     def __enter__(self) -> FakeProviderServer:
         self.start()

@@ -31,6 +31,7 @@ from api.models.escalation import (
     EscalationStep,
     EscalationTarget,
     OutboundMessage,
+    ReplyCode,
 )
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.incidents import Incident, IncidentEvent
@@ -273,7 +274,15 @@ def _incident_staff_rule(column: Any) -> ScopeRule:
     return rule
 
 
-for _model in (EscalationStep, EscalationParty, EscalationTarget, OutboundMessage, Acknowledgement, IncidentEvent):
+for _model in (
+    EscalationStep,
+    EscalationParty,
+    EscalationTarget,
+    OutboundMessage,
+    Acknowledgement,
+    IncidentEvent,
+    ReplyCode,
+):
     scope_rule(_model)(_incident_staff_rule(col(_model.incident_id)))
 
 

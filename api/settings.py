@@ -5,13 +5,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 # 32 zero-ish bytes, base64; only acceptable in development and tests.
 DEV_FIELD_KEYS = "dev:ZGV2LW9ubHktZmllbGQta2V5LTMyLWJ5dGVzLWxvbmc="
 DEV_CALLBACK_SECRET = "dev-only-callback-secret"
+DEV_ACK_LINK_KEYS = "dev:ZGV2LW9ubHktYWNrLWxpbmsta2V5LTMyLWJ5dGVzISE="
 
 
 class Environment(StrEnum):
@@ -66,6 +67,8 @@ class Settings(BaseSettings):
     voice_base_url: str = "http://127.0.0.1:9100/voice"
     voice_api_key: str = "dev-voice-key"
     callback_secret: str = DEV_CALLBACK_SECRET
+    # Acknowledgement-link key ring "kid:base64key,…" (own keys, not the JWT secret's): the first signs, all verify.
+    ack_link_keys: str = DEV_ACK_LINK_KEYS
 
     run_worker_in_process: bool = True
     # The escalation engine (docs/escalation.md).
@@ -82,6 +85,14 @@ class Settings(BaseSettings):
     # If set, /metrics wants "Authorization: Bearer <token>".
     metrics_token: str | None = None
 
+    @field_validator("ack_link_keys")
+    @classmethod
+    def _ack_link_keys_parse(cls, value: str) -> str:
+        from api.escalation.messages import link_keys  # a plain module; imported late to keep settings light
+
+        link_keys(value)  # a bad ring is refused at start-up, not when the first link is sent
+        return value
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Self:
         if self.environment == Environment.production:
@@ -91,6 +102,7 @@ class Settings(BaseSettings):
                     ("LIUSHOU_JWT_SECRET", self.jwt_secret, DEV_JWT_SECRET),
                     ("LIUSHOU_FIELD_KEYS", self.field_keys, DEV_FIELD_KEYS),
                     ("LIUSHOU_CALLBACK_SECRET", self.callback_secret, DEV_CALLBACK_SECRET),
+                    ("LIUSHOU_ACK_LINK_KEYS", self.ack_link_keys, DEV_ACK_LINK_KEYS),
                 )
                 if value == dev
             ]

@@ -67,7 +67,7 @@ def test_nothing_starts_before_the_database_is_healthy_and_migrated():
 
 def test_secrets_are_required_not_defaulted():
     env = _compose()["x-app-env"]
-    for name in ("LIUSHOU_JWT_SECRET", "LIUSHOU_FIELD_KEYS", "LIUSHOU_CALLBACK_SECRET"):
+    for name in ("LIUSHOU_JWT_SECRET", "LIUSHOU_FIELD_KEYS", "LIUSHOU_CALLBACK_SECRET", "LIUSHOU_ACK_LINK_KEYS"):
         assert ":?" in env[name], f"{name} must be required"
 
 

@@ -141,6 +141,8 @@ class Kit:
         (await kit.http.post(f"{kit.fake.base_url}/_fake/reset")).raise_for_status()
         await asyncio.sleep(0.03)  # let a callback of the previous test land before forgetting it
         kit.relay.received.clear()
+        # The providers' events happen on the test's clock: a keypress is stamped when the test's world says.
+        kit.fake.use_clock(clock.now)
         return kit
 
     def new_worker(self, engine: Any = None, worker_id: str | None = None) -> Worker:
@@ -323,6 +325,7 @@ class Kit:
         return [(channel, text) for channel, text, _ in sent]
 
     async def close(self) -> None:
+        self.fake.use_clock(None)
         await self.http.aclose()
 
 

@@ -3,24 +3,34 @@
 SMS and voice may name the child to the family (they are the family); WeChat template data never carries a
 child's name, only the case code (DOMAIN.md). Every notification carries a way to acknowledge: a reply code
 ("回复 1234 确认收到") and a link on SMS, the link in the mini-program page on WeChat, "press 1" on a call.
-The link token is the message id signed with a key derived from the JWT secret, so nothing secret is stored
-and a token cannot be guessed or altered.
+The link token is the message id signed with the first key of the acknowledgement-link key ring
+(``LIUSHOU_ACK_LINK_KEYS``, its own setting: rotating the JWT secret after a leak must not break every link
+of an emergency in flight); every key of the ring verifies. Nothing secret is stored and a token cannot be
+guessed or altered.
 """
 
 import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from api.channels.voice import ACK_DIGIT
 from api.clock import SHANGHAI
 from api.models.escalation import AUDIENCE_LABELS, STEP_LABELS, Audience, Channel
 
 _TOKEN_MAC_BYTES = 12
+_LINK_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_LINK_KEY_MIN_BYTES = 16
+# Reply codes: 4 digits; a number with so many open parties that 4-digit draws keep colliding gets longer ones.
+REPLY_CODE_DIGITS = 4
+REPLY_CODE_MAX_DIGITS = 8
+_REPLY_CODE = re.compile(r"(?<!\d)\d{4,8}(?!\d)")
 # WeChat subscribe-message template fields (configure the template with these keys): 事件编号, 事件类型,
 # 发生时间, 学校, 温馨提示. "thing" values are limited to 20 characters by WeChat.
 WECHAT_CASE_KEY = "character_string1"
@@ -31,18 +41,61 @@ WECHAT_HINT_KEY = "thing5"
 WECHAT_ACK_PAGE = "pages/incident/ack"
 
 
-def _key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"liushou/ack-link/v1", hashlib.sha256).digest()
+class LinkKeyError(ValueError):
+    """The acknowledgement-link key ring is unusable."""
 
 
-def ack_token(secret: str, message_id: uuid.UUID) -> str:
-    """The token of a message's acknowledgement link: its id and a truncated HMAC, base64url."""
-    mac = hmac.new(_key(secret), message_id.bytes, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
+@dataclass(frozen=True)
+class LinkKeys:
+    """The acknowledgement-link key ring: the first key signs, every key verifies (rotate by putting a new
+    key first and dropping an old one once the links it signed no longer matter)."""
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    @property
+    def signing_key(self) -> bytes:
+        return self.keys[0][1]
+
+
+@lru_cache(maxsize=8)
+def link_keys(config: str) -> LinkKeys:
+    """Parse ``"kid:<base64 key>,kid2:<base64 key>"`` (keys of at least 16 bytes; 32 recommended)."""
+    ring: list[tuple[str, bytes]] = []
+    for entry in (part.strip() for part in config.split(",")):
+        if not entry:
+            continue
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or not _LINK_KEY_ID.fullmatch(key_id):
+            raise LinkKeyError("each acknowledgement-link key is <key_id>:<base64 key>, key ids A-Z a-z 0-9 _ -")
+        if any(key_id == known for known, _ in ring):
+            raise LinkKeyError(f"acknowledgement-link key id {key_id!r} appears twice")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise LinkKeyError(f"acknowledgement-link key {key_id!r} is not valid base64") from None
+        if len(key) < _LINK_KEY_MIN_BYTES:
+            raise LinkKeyError(f"acknowledgement-link key {key_id!r} must be at least {_LINK_KEY_MIN_BYTES} bytes")
+        ring.append((key_id, key))
+    if not ring:
+        raise LinkKeyError("no acknowledgement-link keys configured")
+    return LinkKeys(tuple(ring))
+
+
+def _mac(key: bytes, message_id: bytes) -> bytes:
+    return hmac.new(key, b"liushou/ack-link/v2:" + message_id, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
+
+
+def ack_token(key_ring: str, message_id: uuid.UUID) -> str:
+    """The token of a message's acknowledgement link: its id and a truncated HMAC (the ring's first key),
+    base64url."""
+    mac = _mac(link_keys(key_ring).signing_key, message_id.bytes)
     return base64.urlsafe_b64encode(message_id.bytes + mac).rstrip(b"=").decode()
 
 
-def read_ack_token(secret: str, token: str) -> uuid.UUID | None:
-    """The message id behind a link token, or None when the token is malformed or not ours."""
+def read_ack_token(key_ring: str, token: str) -> uuid.UUID | None:
+    """The message id behind a link token, or None when the token is malformed or signed by no key of the
+    ring."""
     if len(token) > 64:
         return None
     try:
@@ -51,14 +104,20 @@ def read_ack_token(secret: str, token: str) -> uuid.UUID | None:
         return None
     if len(raw) != 16 + _TOKEN_MAC_BYTES:
         return None
-    message_id = uuid.UUID(bytes=raw[:16])
-    expected = hmac.new(_key(secret), raw[:16], hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
-    return message_id if hmac.compare_digest(expected, raw[16:]) else None
+    # Every key is compared (no early exit), so timing does not tell which key a forgery came close to.
+    matches = [hmac.compare_digest(_mac(key, raw[:16]), raw[16:]) for _, key in link_keys(key_ring).keys]
+    return uuid.UUID(bytes=raw[:16]) if any(matches) else None
 
 
-def new_reply_code() -> str:
-    """Four digits a guardian can type back by SMS."""
-    return f"{secrets.randbelow(9000) + 1000}"
+def new_reply_code(digits: int = REPLY_CODE_DIGITS) -> str:
+    """A code a guardian can type back by SMS: ``digits`` digits, no leading zero."""
+    low = 10 ** (digits - 1)
+    return f"{secrets.randbelow(9 * low) + low}"
+
+
+def find_reply_codes(text: str) -> set[str]:
+    """The candidate codes in a reply: runs of 4 to 8 digits (a phone number or a date is longer or shorter)."""
+    return set(_REPLY_CODE.findall(text))
 
 
 def local_time(moment: datetime) -> str:
@@ -168,3 +227,25 @@ def leader_alert(
         "请立即电话联系并在系统中登记。"
     )
     return Rendered(body=body)
+
+
+_REPLY_HELP_OPENING = {
+    "ambiguous": "您的回复含有多个确认码，无法确定您确认的是哪一条通知，尚未确认。",
+    "no_longer_open": "您回复的确认码对应的通知已确认或事件已结案，无需再回复。",
+    "unknown_code": "未能识别您回复的确认码，尚未确认。",
+    "no_code": "您的回复中没有确认码，尚未确认。",
+}
+# Open cases named in one answer; a number with more is a duty phone whose staff use the system.
+_REPLY_HELP_CASES = 5
+
+
+def reply_help(reason: str, open_codes: list[tuple[str, str]]) -> str:
+    """The SMS answering a reply that acknowledged nothing: why, and the code of each case still open on the
+    number (case codes only: the number may have changed hands, so no child is named)."""
+    parts = [f"【留守儿童应急】{_REPLY_HELP_OPENING[reason]}"]
+    if open_codes:
+        cases = "；".join(f"事件{case}请回复{code}" for case, code in open_codes[:_REPLY_HELP_CASES])
+        more = f"等{len(open_codes)}条" if len(open_codes) > _REPLY_HELP_CASES else ""
+        parts.append(f"待确认{more}：{cases}。每条短信只回复一个确认码。")
+    parts.append("如有疑问请直接联系学校。")
+    return _clip("".join(parts), 500)

@@ -72,6 +72,7 @@ CHANNEL_LABELS = {Channel.wechat: "微信", Channel.sms: "短信", Channel.voice
 class MessagePurpose(StrEnum):
     notify = "notify"  # telling a party (needs an acknowledgement)
     leader_alert = "leader_alert"  # alerting the school's leaders (no acknowledgement)
+    reply_help = "reply_help"  # answering an SMS reply we could not match to exactly one open party
 
 
 class MessageStatus(StrEnum):
@@ -282,6 +283,33 @@ class OutboundMessage(SQLModel, table=True):
     ack_wait_until: datetime | None = timestamp_field(nullable=True)
 
 
+class ReplyCode(SQLModel, table=True):
+    """The SMS reply code an open party holds on one phone number.
+
+    Unique among the number's open parties (a partial unique index, so two reports racing for the same code
+    cannot both get it); released when the party is told or its incident closed, so a reply is matched only
+    against parties still waiting for one."""
+
+    __tablename__ = "reply_code"
+    __table_args__ = (
+        sa.Index(
+            "uq_reply_code_open_address_code",
+            "address",
+            "code",
+            unique=True,
+            postgresql_where=sa.text("released_at IS NULL"),
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    incident_id: uuid.UUID = fk_field("incident.id")
+    party_id: uuid.UUID = fk_field("escalation_party.id")
+    address: str = Field(max_length=128, description="E.164 number the code was texted to")
+    code: str = Field(max_length=8)
+    created_at: datetime = timestamp_field()
+    released_at: datetime | None = timestamp_field(nullable=True)
+
+
 @audited("acknowledgement")
 class Acknowledgement(SQLModel, table=True):
     """Proof that a person was told: by which route, who, when, and who recorded it."""
@@ -466,3 +494,4 @@ class AckPage(BaseModel):
     audience: Audience
     acknowledged: bool
     acknowledged_at: datetime | None
+    closed: bool = PydanticField(default=False, description="事件已结案: nothing left to acknowledge")

@@ -148,6 +148,7 @@ class EventKind(StrEnum):
     call_ended = "call_ended"
     keys_pressed = "keys_pressed"
     reply_received = "reply_received"
+    ack_after_close = "ack_after_close"
     no_ack_within_wait = "no_ack_within_wait"
     round_finished = "round_finished"
     acknowledged = "acknowledged"
@@ -182,6 +183,7 @@ EVENT_LABELS = {
     EventKind.call_ended: "通话结束",
     EventKind.keys_pressed: "电话按键 (非确认键)",
     EventKind.reply_received: "收到短信回复",
+    EventKind.ack_after_close: "结案后收到确认 (不计入)",
     EventKind.no_ack_within_wait: "等待确认超时，转下一渠道/联系人",
     EventKind.round_finished: "一轮联系均未确认，稍后再试",
     EventKind.acknowledged: "确认收到",

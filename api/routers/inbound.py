@@ -23,7 +23,7 @@ from api.channels.base import (
     verify_callback,
 )
 from api.deps import NowDep, SessionDep, SettingsDep
-from api.errors import Invalid, NotFound, Unauthorized, error_responses
+from api.errors import Conflict, Invalid, NotFound, Unauthorized, error_responses
 from api.models.escalation import AUDIENCE_LABELS, AckPage
 from api.scoping import SYSTEM, set_principal
 from api.services import acknowledgements as service
@@ -87,11 +87,13 @@ def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
     )
 
 
-def _render(page: AckPage, token: str) -> HTMLResponse:
+def _render(page: AckPage, token: str, *, status: int = 200) -> HTMLResponse:
     facts = (
         f"<p>{html.escape(page.school_name)}：学生在校发生{html.escape(page.category_label)}，"
         f"时间 {html.escape(page.occurred_at_local)}。事件编号 {html.escape(page.case_code)}。</p>"
     )
+    if page.closed:
+        return _closed_page(facts, status=status)
     if page.acknowledged:
         return _page("已确认收到", facts + "<p>谢谢。请尽快与学校联系。</p>")
     audience = html.escape(AUDIENCE_LABELS[page.audience])
@@ -100,6 +102,11 @@ def _render(page: AckPage, token: str) -> HTMLResponse:
         f"<p>请{audience}确认已收到本通知：</p><button type='submit'>确认收到</button></form>"
     )
     return _page("紧急通知", facts + form)
+
+
+def _closed_page(facts: str, *, status: int = 200) -> HTMLResponse:
+    done = "<p>该事件已处理完毕并结案，无需再确认。如有疑问请直接与学校联系。</p>"
+    return _page("事件已结案", facts + done, status=status)
 
 
 def _not_found(request: Request) -> Response:
@@ -117,7 +124,7 @@ def _not_found(request: Request) -> Response:
 async def ack_page(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     set_principal(session, SYSTEM)
     try:
-        page = await service.ack_page(session, secret=settings.jwt_secret, token=token)
+        page = await service.ack_page(session, secret=settings.ack_link_keys, token=token)
     except NotFound:
         return _not_found(request)
     if _wants_json(request):
@@ -128,15 +135,20 @@ async def ack_page(token: str, request: Request, session: SessionDep, settings: 
 @router.post(
     "/ack/{token}",
     response_model=AckPage,
-    responses={404: {"description": "unknown link"}},
-    summary="通过链接确认收到 (idempotent)",
+    responses={404: {"description": "unknown link"}, **error_responses(409)},
+    summary="通过链接确认收到 (idempotent; 409 incident_closed once the incident is closed)",
 )
 async def ack(token: str, request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> Response:
     set_principal(session, SYSTEM)
     try:
-        page = await service.acknowledge_link(session, secret=settings.jwt_secret, token=token, now=now)
+        page = await service.acknowledge_link(session, secret=settings.ack_link_keys, token=token, now=now)
     except NotFound:
         return _not_found(request)
+    except Conflict:
+        if _wants_json(request):
+            raise
+        closed = await service.ack_page(session, secret=settings.ack_link_keys, token=token)
+        return _render(closed, token, status=409)
     if _wants_json(request):
         return JSONResponse(page.model_dump(mode="json"))
     return _render(page, token)

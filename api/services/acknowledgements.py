@@ -5,12 +5,19 @@ by pressing 1 on a call, or a staff member records that they reached the person 
 who recorded it). A sent message, a delivered SMS or an answered call is *not* told: those only update the
 message and tell the engine when to move on. Callbacks are deduplicated by ``event_id`` and matched by
 idempotency key (they may arrive before the send's own answer).
+
+An SMS reply or a keypress is told at the moment the person answered — the provider's ``occurred_at``,
+clamped to when the message can have reached them and when we received it — not when its callback
+arrived (in a burst callbacks land minutes late). An SMS reply is matched only against the reply codes of
+parties still open on that number (unique among them, see ``reserve_reply_code``); a reply that matches
+none, or several, is answered by SMS and acknowledges nothing. A closed incident takes no acknowledgement
+(409 ``incident_closed``; a keypress or reply after closure is only written on the timeline).
 """
 
 import logging
-import re
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +27,7 @@ from sqlmodel import col, select
 
 from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
 from api.channels.voice import ACK_DIGIT
-from api.errors import Invalid, NotFound, field_error
+from api.errors import Conflict, Invalid, NotFound, field_error
 from api.escalation import messages
 from api.models.accounts import Role
 from api.models.escalation import (
@@ -39,21 +46,29 @@ from api.models.escalation import (
     OutboundMessage,
     PartyStatus,
     ProviderEvent,
+    ReplyCode,
     StaffCall,
     StepStatus,
 )
 from api.models.guardians import Guardian
-from api.models.incidents import CATEGORY_LABELS, EventKind, Incident
+from api.models.incidents import CATEGORY_LABELS, EventKind, Incident, IncidentStatus
 from api.models.organisations import School
 from api.phones import PhoneError, normalize_phone
 from api.scoping import Principal
-from api.services.escalation import acting_as_system, cancel_pending, deadline_met, record_event
+from api.services.escalation import (
+    acting_as_system,
+    cancel_pending,
+    deadline_met,
+    record_event,
+    release_reply_codes,
+    wake_workers,
+)
 
 log = logging.getLogger("liushou.escalation")
 
 INCIDENT_NOT_FOUND = "找不到该事件 (incident not found)"
 LINK_NOT_FOUND = "链接无效或已过期 (unknown acknowledgement link)"
-_REPLY_CODE = re.compile(r"(?<!\d)\d{4}(?!\d)")
+INCIDENT_CLOSED = "事件已结案，无需再确认 (the incident is closed)"
 # Staff may have phoned before typing the report, but not long before the clock started.
 _CALL_BEFORE_START = timedelta(minutes=5)
 
@@ -111,6 +126,7 @@ async def _mark_told(
         party.next_check_at = None
         party.current_message_id = None
         await cancel_pending(session, party, now=now)
+        await release_reply_codes(session, party_id=party.id, now=now)
         record_event(
             session,
             incident.id,
@@ -157,10 +173,21 @@ async def acknowledge(
     account_id: uuid.UUID | None = None,
     recorded_by_id: uuid.UUID | None = None,
     note: str | None = None,
+    provider_time: datetime | None = None,
 ) -> Acknowledgement:
-    """Record that a person of a party was told. Idempotent: the same message (or the same account in the
-    mini-program) acknowledging again returns the first acknowledgement."""
+    """Record that a person of a party was told at ``at`` (learned at ``now``). Idempotent: the same message
+    (or the same account in the mini-program) acknowledging again returns the first acknowledgement.
+
+    Raises 409 ``incident_closed`` once the incident is closed. Closing locks the incident's steps, and this
+    reads the incident after locking the step, so an acknowledgement and a closure cannot cross."""
     step, party = await lock_step_and_party(session, party_id)
+    incident = (
+        await session.execute(
+            select(Incident).where(Incident.id == party.incident_id).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if incident.status == IncidentStatus.closed:
+        raise Conflict(INCIDENT_CLOSED, code="incident_closed")
     existing = None
     if message is not None:
         existing = (
@@ -180,8 +207,6 @@ async def acknowledge(
         ).scalar_one_or_none()
     if existing is not None:
         return existing
-    incident = await session.get(Incident, party.incident_id)
-    assert incident is not None
     ack = Acknowledgement(
         incident_id=incident.id,
         school_id=incident.school_id,
@@ -214,6 +239,8 @@ async def acknowledge(
         contact=contact_label,
         name=contact_name,
         acknowledged_at=at.isoformat(),
+        received_at=now.isoformat() if at != now else None,
+        provider_time=provider_time.isoformat() if provider_time is not None and provider_time != at else None,
         already_told=True if party.status == PartyStatus.told else None,
     )
     await _mark_told(session, incident, step, party, at=at, route=route, now=now)
@@ -253,6 +280,8 @@ async def record_staff_call(
     incident = await session.get(Incident, incident_id)
     if incident is None:
         raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
+    if incident.status == IncidentStatus.closed:
+        raise Conflict(INCIDENT_CLOSED, code="incident_closed")
     party = await session.get(EscalationParty, data.party_id)
     if party is None or party.incident_id != incident.id:
         raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
@@ -361,6 +390,8 @@ async def acknowledge_in_mini_program(
             parties = await _parties_of_official(session, principal, incident)
         if not parties:
             raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
+        if incident.status == IncidentStatus.closed:
+            raise Conflict(INCIDENT_CLOSED, code="incident_closed")
         acks = []
         for party_id, target in sorted(parties, key=lambda p: str(p[0])):
             ack = await acknowledge(
@@ -382,6 +413,7 @@ async def acknowledge_in_mini_program(
 
 
 async def _message_for_token(session: AsyncSession, *, secret: str, token: str) -> OutboundMessage:
+    """``secret`` is the acknowledgement-link key ring (``Settings.ack_link_keys``)."""
     message_id = messages.read_ack_token(secret, token)
     message = await session.get(OutboundMessage, message_id) if message_id else None
     if message is None or message.purpose != MessagePurpose.notify or message.party_id is None:
@@ -406,11 +438,12 @@ async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage
         audience=party.audience,
         acknowledged=party.status == PartyStatus.told,
         acknowledged_at=party.told_at,
+        closed=incident.status == IncidentStatus.closed,
     )
 
 
 async def acknowledge_link(session: AsyncSession, *, secret: str, token: str, now: datetime) -> AckPage:
-    """The person pressed 确认收到 on the link's page."""
+    """The person pressed 确认收到 on the link's page (409 ``incident_closed`` once the incident is closed)."""
     message = await _message_for_token(session, secret=secret, token=token)
     target = await session.get(EscalationTarget, message.target_id) if message.target_id else None
     assert message.party_id is not None
@@ -515,19 +548,52 @@ async def _not_reached(session: AsyncSession, message: OutboundMessage, *, code:
     return True
 
 
-async def _acknowledge_message(session: AsyncSession, message: OutboundMessage, route: AckRoute, now: datetime) -> None:
+def _utc(moment: datetime) -> datetime:
+    # The contract says UTC: a provider that drops the offset still means UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def answered_at(provider_time: datetime, message: OutboundMessage, now: datetime) -> datetime:
+    """When the person answered: the provider's event time, clamped to [the message can have reached the
+    provider, we received the callback].
+
+    The floor is the send time when the message went out at its first attempt; otherwise (a retried send, or
+    a callback ahead of the send's answer) the time it was queued — an earlier attempt whose answer was lost
+    may be the one that went out, and no attempt can go out before the message exists."""
+    provider_time = _utc(provider_time)
+    floor = message.sent_at if message.sent_at is not None and message.attempts <= 1 else message.created_at
+    return min(max(provider_time, floor), now)
+
+
+async def _acknowledge_message(
+    session: AsyncSession,
+    message: OutboundMessage,
+    route: AckRoute,
+    *,
+    provider_time: datetime,
+    now: datetime,
+) -> datetime:
+    """Acknowledge by the person's answer to ``message`` (reply or keypress) at the provider's event time;
+    returns the time told. Raises 409 ``incident_closed`` when the incident is closed."""
     target = await session.get(EscalationTarget, message.target_id) if message.target_id else None
     assert message.party_id is not None
+    at = answered_at(provider_time, message, now)
     await acknowledge(
         session,
         party_id=message.party_id,
         route=route,
-        at=now,
+        at=at,
         now=now,
         message=message,
         contact_label=target.contact_label if target else message.recipient_label,
         contact_name=target.contact_name if target else None,
+        provider_time=provider_time,
     )
+    return at
+
+
+def _closed(exc: Conflict) -> bool:
+    return exc.code == "incident_closed"
 
 
 async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) -> str:
@@ -559,39 +625,189 @@ async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) 
     return "failed"
 
 
+@dataclass(frozen=True)
+class _OpenCode:
+    code: str
+    party_id: uuid.UUID
+    incident_id: uuid.UUID
+    case_code: str
+
+
+async def _open_codes(session: AsyncSession, sender: str) -> list[_OpenCode]:
+    """The reply codes of the parties still open on this number (not told, incident not closed)."""
+    rows = await session.execute(
+        select(ReplyCode.code, ReplyCode.party_id, ReplyCode.incident_id, Incident.case_code)
+        .join(EscalationParty, col(EscalationParty.id) == ReplyCode.party_id)
+        .join(Incident, col(Incident.id) == ReplyCode.incident_id)
+        .where(
+            ReplyCode.address == sender,
+            col(ReplyCode.released_at).is_(None),
+            EscalationParty.status != PartyStatus.told,
+            Incident.status == IncidentStatus.open,
+        )
+        .order_by(col(ReplyCode.created_at))
+    )
+    return [_OpenCode(*row) for row in rows.all()]
+
+
+async def _message_with_code(session: AsyncSession, sender: str, held: _OpenCode) -> OutboundMessage | None:
+    """The newest SMS that gave this party its code on this number (the party keeps one code per number)."""
+    return (
+        await session.execute(
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.party_id == held.party_id,
+                OutboundMessage.channel == Channel.sms,
+                OutboundMessage.purpose == MessagePurpose.notify,
+                OutboundMessage.address == sender,
+                OutboundMessage.reply_code == held.code,
+            )
+            .order_by(col(OutboundMessage.created_at).desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+# A help answer identical to one sent to the same number this recently is not sent again (a handset's
+# auto-reply must not start a ping-pong, and a grandmother who replies twice needs one answer).
+_HELP_REPEAT_AFTER = timedelta(minutes=10)
+
+
+async def _answer_reply(
+    session: AsyncSession,
+    sender: str,
+    *,
+    incident_id: uuid.UUID,
+    recipient_label: str,
+    reason: str,
+    open_codes: list[_OpenCode],
+    now: datetime,
+) -> bool:
+    """Queue an SMS answer to a reply we could not match to exactly one open party (the dispatcher sends it,
+    like every message). Returns whether one was queued."""
+    body = messages.reply_help(reason, [(c.case_code, c.code) for c in open_codes])
+    recent = (
+        await session.execute(
+            select(OutboundMessage.id)
+            .where(
+                OutboundMessage.purpose == MessagePurpose.reply_help,
+                OutboundMessage.address == sender,
+                OutboundMessage.body == body,
+                col(OutboundMessage.created_at) > now - _HELP_REPEAT_AFTER,
+            )
+            .limit(1)
+        )
+    ).first()
+    if recent is not None:
+        return False
+    incident = await session.get(Incident, incident_id)
+    assert incident is not None
+    message_id = uuid.uuid4()
+    session.add(
+        OutboundMessage(
+            id=message_id,
+            incident_id=incident.id,
+            purpose=MessagePurpose.reply_help,
+            channel=Channel.sms,
+            address=sender,
+            recipient_label=recipient_label[:128],
+            status=MessageStatus.pending,
+            idempotency_key=f"liushou-{message_id.hex}",
+            body=body,
+            max_attempts=int(incident.policy["max_send_attempts"]),
+            retry_backoff_seconds=int(incident.policy["retry_backoff_seconds"]),
+            ack_wait_seconds=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    await wake_workers(session)
+    return True
+
+
 async def _sms_reply(session: AsyncSession, event: SmsInbound, now: datetime) -> str:
+    """Match a reply by its code against the parties still open on the sender's number.
+
+    Exactly one open party named → acknowledged at the reply's time. Otherwise nothing is acknowledged: the
+    reply goes on the timeline (staff should call back) and the sender gets an SMS saying what to do."""
     try:
         sender = normalize_phone(event.sender).e164
     except PhoneError:
         return "unknown_sender"
-    codes = set(_REPLY_CODE.findall(event.text))
-    candidates = (
-        (
-            await session.execute(
-                select(OutboundMessage)
-                .where(
-                    OutboundMessage.channel == Channel.sms,
-                    OutboundMessage.purpose == MessagePurpose.notify,
-                    OutboundMessage.address == sender,
+    codes = messages.find_reply_codes(event.text)
+    open_codes = await _open_codes(session, sender)
+    named = {c.party_id: c for c in open_codes if c.code in codes}
+    text = event.text[:200]
+    if len(named) == 1:
+        [held] = named.values()
+        message = await _message_with_code(session, sender, held)
+        if message is not None:
+            try:
+                at = await _acknowledge_message(
+                    session, message, AckRoute.sms_reply, provider_time=event.occurred_at, now=now
                 )
-                .order_by(col(OutboundMessage.created_at).desc())
-                .limit(50)
+            except Conflict as exc:
+                if not _closed(exc):
+                    raise
+                # Closed between our look-up and the lock: answered below like any reply to a closed case.
+                open_codes = [c for c in open_codes if c.incident_id != held.incident_id]
+                named = {}
+            else:
+                await _message_event(
+                    session, message, EventKind.reply_received, now, text=text, matched=True, replied_at=at.isoformat()
+                )
+                return "acknowledged"
+    # Not exactly one: which incidents to show the reply on, and what to answer.
+    texted = (
+        await session.execute(
+            select(OutboundMessage.incident_id, OutboundMessage.reply_code, OutboundMessage.recipient_label)
+            .where(
+                OutboundMessage.channel == Channel.sms,
+                OutboundMessage.purpose == MessagePurpose.notify,
+                OutboundMessage.address == sender,
             )
+            .order_by(col(OutboundMessage.created_at).desc())
+            .limit(50)
         )
-        .scalars()
-        .all()
-    )
-    if not candidates:
-        return "unknown_sender"
-    matched = next((m for m in candidates if m.reply_code and m.reply_code in codes), None)
-    # On the timeline either way: a reply without the right code is not told, but staff should call back.
-    await _message_event(
-        session, matched or candidates[0], EventKind.reply_received, now, text=event.text[:200], matched=bool(matched)
-    )
-    if matched is None:
-        return "reply_without_code"
-    await _acknowledge_message(session, matched, AckRoute.sms_reply, now)
-    return "acknowledged"
+    ).all()
+    if not texted:
+        return "unknown_sender"  # we never texted this number: no answer to strangers
+    stale = [row.incident_id for row in texted if row.reply_code in codes]
+    if len(named) > 1:
+        reason, incidents = "ambiguous", [c.incident_id for c in named.values()]
+    elif stale:
+        reason, incidents = "no_longer_open", stale
+    elif open_codes:
+        reason, incidents = "no_code" if not codes else "unknown_code", [c.incident_id for c in open_codes]
+    else:
+        reason, incidents = "no_code" if not codes else "unknown_code", [texted[0].incident_id]
+    incidents = list(dict.fromkeys(incidents))
+    answered = False
+    if codes or open_codes:
+        answered = await _answer_reply(
+            session,
+            sender,
+            incident_id=incidents[0],
+            recipient_label=texted[0].recipient_label,
+            reason=reason,
+            open_codes=open_codes,
+            now=now,
+        )
+    for incident_id in incidents:
+        record_event(
+            session,
+            incident_id,
+            EventKind.reply_received,
+            at=now,
+            channel=Channel.sms,
+            recipient=texted[0].recipient_label,
+            text=text,
+            matched=False,
+            reason=reason,
+            replied_at=min(_utc(event.occurred_at), now).isoformat(),
+            answered_by_sms=answered or None,
+        )
+    return "ambiguous_reply" if reason == "ambiguous" else "reply_not_matched"
 
 
 async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str:
@@ -608,7 +824,21 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
             await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
             return "digits_ignored"
         # Acknowledge before touching the message: locks go step → party → message.
-        await _acknowledge_message(session, message, AckRoute.voice_dtmf, now)
+        try:
+            await _acknowledge_message(session, message, AckRoute.voice_dtmf, provider_time=event.occurred_at, now=now)
+        except Conflict as exc:
+            if not _closed(exc):
+                raise
+            # Too late to count: on the timeline for the record, the party stays as it was.
+            await _message_event(
+                session,
+                message,
+                EventKind.ack_after_close,
+                now,
+                digits=digits,
+                pressed_at=answered_at(event.occurred_at, message, now).isoformat(),
+            )
+            return "incident_closed"
         _delivered(message, event.call_id, now)
         return "acknowledged"
     if event.type == "voice.completed":

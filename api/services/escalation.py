@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -47,6 +48,7 @@ from api.models.escalation import (
     PartyStatus,
     PolicyPublic,
     PolicyValues,
+    ReplyCode,
     StepStatus,
 )
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
@@ -590,11 +592,11 @@ def _message(
     target_id: uuid.UUID | None = None,
     account_id: uuid.UUID | None = None,
     round_: int = 1,
+    reply_code: str | None = None,
     settings: Settings,
 ) -> OutboundMessage:
     message_id = uuid.uuid4()
-    token = messages.ack_token(settings.jwt_secret, message_id)
-    reply_code = messages.new_reply_code() if purpose == MessagePurpose.notify and channel == Channel.sms else None
+    token = messages.ack_token(settings.ack_link_keys, message_id)
     link = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
     rendered: messages.Rendered = rendered_for(link=link, reply_code=reply_code or "", token=token)
     policy = incident.policy
@@ -623,6 +625,66 @@ def _message(
     )
 
 
+# Draws of one length before trying a longer code (a number with that many open parties is a duty phone).
+_REPLY_CODE_DRAWS = 8
+
+
+async def reserve_reply_code(
+    session: AsyncSession, *, incident_id: uuid.UUID, party_id: uuid.UUID, address: str, now: datetime
+) -> str:
+    """The SMS reply code of a party on a number: the one it already holds there, else a fresh one that no
+    other open party of the number holds.
+
+    The partial unique index on open codes decides, not a read beforehand: a concurrent report that drew the
+    same code waits for ours to commit, finds the conflict and draws again. After a few collisions in a row
+    (the number has thousands of open parties) the code gets two digits longer."""
+    held = (
+        await session.execute(
+            select(ReplyCode.code).where(
+                ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+            )
+        )
+    ).first()
+    if held is not None:
+        return held[0]
+    await session.flush()  # the party the code refers to
+    for digits in range(messages.REPLY_CODE_DIGITS, messages.REPLY_CODE_MAX_DIGITS + 1, 2):
+        for _ in range(_REPLY_CODE_DRAWS):
+            code = messages.new_reply_code(digits)
+            inserted = await session.execute(
+                pg_insert(ReplyCode)
+                .values(
+                    id=uuid.uuid4(),
+                    incident_id=incident_id,
+                    party_id=party_id,
+                    address=address,
+                    code=code,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["address", "code"], index_where=col(ReplyCode.released_at).is_(None)
+                )
+                .returning(col(ReplyCode.code))
+            )
+            if inserted.first() is not None:
+                return code
+    raise RuntimeError("no free SMS reply code for this number")  # 8 digits: 90 million open parties
+
+
+async def release_reply_codes(
+    session: AsyncSession, *, now: datetime, party_id: uuid.UUID | None = None, incident_id: uuid.UUID | None = None
+) -> None:
+    """A told party (or a closed incident) no longer answers to its codes: they are free for others, and a
+    reply quoting one is no longer matched to it."""
+    where = col(ReplyCode.party_id) == party_id if party_id is not None else col(ReplyCode.incident_id) == incident_id
+    await session.execute(
+        sa.update(ReplyCode)
+        .where(where, col(ReplyCode.released_at).is_(None))
+        .values(released_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def queue_notification(
     session: AsyncSession,
     incident: Incident,
@@ -636,6 +698,11 @@ async def queue_notification(
 ) -> OutboundMessage:
     """Queue one notification to one target; the dispatcher sends it."""
     facts = await case_facts(session, incident)
+    reply_code = None
+    if target.channel == Channel.sms:
+        reply_code = await reserve_reply_code(
+            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now
+        )
 
     def render(*, link: str, reply_code: str, token: str) -> messages.Rendered:
         return messages.notification(
@@ -655,6 +722,7 @@ async def queue_notification(
         target_id=target.id,
         account_id=target.account_id,
         round_=party.round,
+        reply_code=reply_code,
         settings=settings,
     )
     session.add(message)

@@ -496,6 +496,14 @@ async def close_incident(
     if incident is None:
         raise NotFound(NOT_FOUND, code="incident_not_found")
     _require_open(incident)
+    # Share-lock the steps: an acknowledgement in flight (it holds its step) lands before the closure, and one
+    # that comes after waits, then finds the incident closed (409 incident_closed), never a row after closure.
+    await session.execute(
+        select(EscalationStep.id)
+        .where(EscalationStep.incident_id == incident.id)
+        .order_by(col(EscalationStep.id))
+        .with_for_update(read=True)
+    )
     open_steps = (
         await session.execute(
             select(EscalationStep.step_no)
@@ -521,6 +529,7 @@ async def close_incident(
     incident.closure_summary = data.summary
     incident.updated_at = now
     chain.record_event(session, incident.id, EventKind.closed, at=now, actor_account_id=principal.account_id)
+    await chain.release_reply_codes(session, incident_id=incident.id, now=now)
     await session.flush()
     return incident
 
