@@ -17,6 +17,7 @@ from api.errors import install_error_handlers
 from api.escalation import worker as escalation_worker
 from api.middleware import RequestContextMiddleware
 from api.migrations import head_revision, upgrade_to_head
+from api.proxies import TrustedProxyMiddleware
 from api.routers import (
     accounts,
     audit,
@@ -99,6 +100,8 @@ def create_app(
 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    # Outside the request context, so that it records the address this resolves.
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

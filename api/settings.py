@@ -1,11 +1,12 @@
 """All configuration in one pydantic-settings class, read from the environment (prefix ``LIUSHOU_``)."""
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
@@ -47,9 +48,17 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
 
-    login_max_failures_per_account: int = 5
-    login_max_failures_per_ip: int = 30
-    login_window_minutes: int = 15
+    # Login limits (docs/security.md). Failures of one account from one address: tight.
+    login_max_failures_per_account_address: int = Field(default=5, ge=1, le=1000)
+    # Failures of one account from every address: looser, and not applied at the account's known addresses
+    # (a successful login from there within login_known_address_days), so nobody can lock its owner out.
+    login_max_failures_per_account: int = Field(default=20, ge=1, le=10000)
+    # Failures from one address across accounts (password spraying).
+    login_max_failures_per_ip: int = Field(default=30, ge=1, le=10000)
+    login_window_minutes: int = Field(default=15, ge=1, le=1440)
+    login_known_address_days: int = Field(default=90, ge=0, le=3650)
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: list[str] = []
 
     # Field-encryption key ring "id:base64key,…"; the last is active unless field_key_active names one.
     field_keys: str = DEV_FIELD_KEYS
@@ -81,6 +90,13 @@ class Settings(BaseSettings):
     worker_heartbeat_check: bool | None = None
     # If set, /metrics wants "Authorization: Bearer <token>".
     metrics_token: str | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # raises ValueError: a typo must not trust the world
+        return value
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Self:
