@@ -10,6 +10,7 @@ from sqlmodel import col, select
 
 from api import audit
 from api.channels.wechat import WechatError, WechatUnavailable, code_to_session
+from api.crypto import FieldCipher
 from api.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
 from api.models.accounts import (
     Account,
@@ -227,6 +228,7 @@ async def login_with_wechat(
     session: AsyncSession,
     *,
     settings: Settings,
+    cipher: FieldCipher,
     http: httpx.AsyncClient,
     code: str,
     client_ip: str | None,
@@ -253,7 +255,7 @@ async def login_with_wechat(
     if account is None:
         return WechatLoginResult(
             status="unbound",
-            binding_ticket=issue_binding_ticket(settings, openid=wx.openid, unionid=wx.unionid, now=now),
+            binding_ticket=issue_binding_ticket(settings, cipher, openid=wx.openid, unionid=wx.unionid, now=now),
         )
     if not account.is_active:
         raise Forbidden("账号已停用 (account disabled)", code="account_disabled")
@@ -299,13 +301,14 @@ async def bind_wechat(
     session: AsyncSession,
     *,
     settings: Settings,
+    cipher: FieldCipher,
     ticket: str,
     invite_code: str,
     client_ip: str | None,
     now: datetime,
 ) -> TokenPair:
     """Create the account an invite promises and bind the WeChat identity of the ticket to it."""
-    openid, unionid = read_binding_ticket(settings, ticket, now)
+    openid, unionid = read_binding_ticket(settings, cipher, ticket, now)
     set_principal(session, SYSTEM)
     taken = (await session.execute(select(Account.id).where(Account.wechat_openid == openid))).scalar_one_or_none()
     if taken is not None:
