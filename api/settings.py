@@ -50,8 +50,8 @@ class Settings(BaseSettings):
 
     # Login limits (docs/security.md). Failures of one account from one address: tight.
     login_max_failures_per_account_address: int = Field(default=5, ge=1, le=1000)
-    # Failures of one account from every address: looser, and not applied at the account's known addresses
-    # (a successful login from there within login_known_address_days), so nobody can lock its owner out.
+    # Failures of one account from every address: looser. Neither this nor the next limit applies at the
+    # account's known addresses (a successful login from there within login_known_address_days).
     login_max_failures_per_account: int = Field(default=20, ge=1, le=10000)
     # Failures from one address across accounts (password spraying).
     login_max_failures_per_ip: int = Field(default=30, ge=1, le=10000)

@@ -113,13 +113,28 @@ async def test_guessing_one_account_from_many_addresses_is_slowed_but_its_owner_
                 await c.aclose()
 
 
-async def test_spraying_many_accounts_from_one_address_is_limited(world, settings, clock, database_url):
+async def test_spraying_from_one_address_is_limited_but_not_for_accounts_at_home_there(
+    world, settings, clock, database_url, system_session
+):
+    # The school's one public address: a teacher there logged in from it last week.
+    school = "127.0.0.40"
+    system_session.add(
+        LoginSession(
+            account_id=world.ids["teacher1b"],
+            method="password",
+            created_at=clock.now() - timedelta(days=7),
+            client_ip=school,
+        )
+    )
+    await system_session.commit()
     with serve(settings, clock, database_url) as server:
-        async with server.client(ATTACKER) as attacker, server.client(OWNER_ELSEWHERE) as owner:
-            answers = await asyncio.gather(*(attempt(attacker, f"user{i}", "guess") for i in range(40)))
+        async with server.client(school) as sprayer, server.client(OWNER_ELSEWHERE) as owner:
+            answers = await asyncio.gather(*(attempt(sprayer, f"user{i}", "guess") for i in range(40)))
             assert Counter(r.status_code for r in answers) == {401: 30, 429: 10}
-            assert (await attempt(attacker, "admin2", PASSWORD)).status_code == 429
+            assert (await attempt(sprayer, "admin2", PASSWORD)).status_code == 429
             assert (await attempt(owner, "admin2", PASSWORD)).status_code == 200
+            # The teacher at home at that address is not locked out by someone else's spraying.
+            assert (await attempt(sprayer, "teacher1b", PASSWORD)).status_code == 200
 
 
 async def test_a_forged_forwarded_for_does_not_choose_the_address(world, settings, clock, database_url, app):
@@ -181,11 +196,19 @@ def test_the_client_is_the_first_address_from_the_right_that_no_trusted_proxy_ad
     assert client_behind_proxies(peer, header, TRUSTED) == client
 
 
-def test_the_account_limit_does_not_apply_at_a_known_address(settings):
+def test_only_the_account_address_limit_applies_at_a_known_address(settings):
     known = buckets_for(settings, username="teacher1", client_ip="10.0.0.1", known_address=True)
     unknown = buckets_for(settings, username="teacher1", client_ip="10.0.0.1", known_address=False)
-    assert [b.limit for b in known if b.key.startswith("acct:")] == [None]
-    assert [b.limit for b in unknown if b.key.startswith("acct:")] == [settings.login_max_failures_per_account]
+    assert {b.key.split(":")[0]: b.limit for b in known} == {
+        "aip": settings.login_max_failures_per_account_address,
+        "acct": None,
+        "ip": None,
+    }
+    assert {b.key.split(":")[0]: b.limit for b in unknown} == {
+        "aip": settings.login_max_failures_per_account_address,
+        "acct": settings.login_max_failures_per_account,
+        "ip": settings.login_max_failures_per_ip,
+    }
     assert [b.key for b in known] == sorted(b.key for b in known)
 
 

@@ -3,9 +3,12 @@
 Three buckets of failures, each counted in a fixed window (docs/security.md):
 
 * account + address — tight (5): one place guessing one account;
-* account — looser (20), and not applied at an address the account has logged in from recently, so an
-  attacker elsewhere can slow guessing of a name without locking its owner out of their usual place;
+* account — looser (20): many places guessing one account;
 * address — across accounts (30): password spraying from one place.
+
+At an address the account has logged in from recently (its *known* address: the school office, home) only
+the first applies: whatever happens elsewhere, or to other accounts behind the same school's one public
+address, the owner there is refused only after failures of their own account from there.
 
 An attempt is admitted *before* its password is checked: the bucket rows are upserted and locked in one key
 order, and only if no applicable bucket is full is each incremented — then committed, so that concurrent
@@ -35,7 +38,7 @@ _SWEEP_BATCH = 100
 @dataclass(frozen=True, slots=True)
 class Bucket:
     key: str
-    # None: counted but not enforced for this attempt (the account bucket at one of its known addresses).
+    # None: counted but not enforced for this attempt (the wide buckets, at one of the account's known addresses).
     limit: int | None
 
 
@@ -54,7 +57,7 @@ def buckets_for(settings: Settings, *, username: str, client_ip: str | None, kno
         Bucket(f"acct:{username}", None if known_address else settings.login_max_failures_per_account),
     ]
     if client_ip:
-        found.append(Bucket(f"ip:{client_ip}", settings.login_max_failures_per_ip))
+        found.append(Bucket(f"ip:{client_ip}", None if known_address else settings.login_max_failures_per_ip))
     return sorted(found, key=lambda b: b.key)
 
 
