@@ -73,6 +73,19 @@ async def test_the_right_password_inside_a_parallel_burst_never_passes_the_limit
             assert Counter(r.status_code for r in again) == {429: 50}
 
 
+async def test_parallel_logins_and_failures_through_one_address_never_deadlock(world, settings, clock, database_url):
+    """A whole school logs in at 8 o'clock behind one address, with typos: the successes give their admissions
+    back while other attempts are being admitted on the same rows."""
+    staff = ["admin1", "teacher1", "teacher1b", "bureau", "official1", "platform", "admin2", "teacher2"]
+    tries = [(name, PASSWORD if n == 2 else f"typo-{n}") for name in staff for n in range(5)]
+    with serve(settings, clock, database_url, login_max_failures_per_ip=1000) as server:
+        async with server.client("127.0.0.50") as school:
+            for _ in range(3):
+                clock.advance(timedelta(minutes=16))
+                answers = await asyncio.gather(*(attempt(school, name, password) for name, password in tries))
+                assert Counter(r.status_code for r in answers) == {200: len(staff), 401: 4 * len(staff)}
+
+
 async def test_an_attacker_cannot_lock_the_owner_out_from_another_address(world, settings, clock, database_url):
     with serve(settings, clock, database_url) as server:
         async with server.client(ATTACKER) as attacker, server.client(OWNER_ELSEWHERE) as owner:

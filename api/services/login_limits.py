@@ -13,7 +13,7 @@ address, the owner there is refused only after failures of their own account fro
 An attempt is admitted *before* its password is checked: the bucket rows are upserted and locked in one key
 order, and only if no applicable bucket is full is each incremented — then committed, so that concurrent
 attempts queue on the row locks and at most ``limit`` of them reach the password check. A successful login
-gives its own admission back (it was not a failure).
+gives its own admission back (it was not a failure), locking the rows in the same order.
 """
 
 import uuid
@@ -133,14 +133,18 @@ async def admit(session: AsyncSession, buckets: list[Bucket], *, window: timedel
 
 
 async def give_back(session: AsyncSession, admission: Admission) -> None:
-    """A successful login was not a failure: return its admission (part of the login's own transaction)."""
+    """A successful login was not a failure: return its admission. Row by row in key order, the order
+    :func:`admit` locks them in (one UPDATE over all keys locks them in scan order and deadlocks against it),
+    and committed at once, so the buckets are not held while the login session is written."""
     table = LoginThrottle.__table__  # type: ignore[attr-defined]
-    await session.execute(
-        sa.update(table)
-        .where(table.c.key.in_(admission.keys), table.c.failures > 0)
-        .values(failures=table.c.failures - 1)
-        .execution_options(**UNSCOPED)
-    )
+    for key in admission.keys:
+        await session.execute(
+            sa.update(table)
+            .where(table.c.key == key, table.c.failures > 0)
+            .values(failures=table.c.failures - 1)
+            .execution_options(**UNSCOPED)
+        )
+    await session.commit()
 
 
 async def _sweep(session: AsyncSession, *, cutoff: datetime) -> None:
