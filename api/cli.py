@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -15,6 +15,9 @@ from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
 from api.security import Passwords
 from api.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from api.demo import DemoFamilyAccount
 
 app = typer.Typer(help="liushou 留守 — backend for schools caring for left-behind children.", no_args_is_help=True)
 
@@ -30,14 +33,16 @@ async def _migrate() -> str:
     return url
 
 
-async def _seed(url: str) -> None:
-    from api.demo import seed_demo
+async def _seed(url: str) -> "DemoFamilyAccount | None":
+    """Seed the demo; the family account it holds (described in the serve banner as it really is)."""
+    from api.demo import demo_family, seed_demo
 
     settings = get_settings()
     engine = make_engine(url, settings)
     try:
         async with scoped_session(make_sessionmaker(engine)) as session:
             await seed_demo(session, Passwords(settings))
+            return await demo_family(session)
     finally:
         await engine.dispose()
 
@@ -73,20 +78,19 @@ def serve(
     from api.demo import demo_accounts_text
     from api.main import create_app
 
-    async def prepare() -> str:
+    async def prepare() -> tuple[str, "DemoFamilyAccount | None"]:
         url = await _migrate()
-        if demo:
-            await _seed(url)
-        return url
+        family = await _seed(url) if demo else None
+        return url, family
 
-    url = asyncio.run(prepare())
+    url, family = asyncio.run(prepare())
     settings = get_settings()
     fake = None
     if demo:
-        settings, fake = _demo_providers(settings, host, port)
-        typer.echo(demo_accounts_text(f"http://{host}:{port}"))
-        typer.echo(f"Fake WeChat/SMS/voice providers at {fake.base_url} (what was sent: {fake.base_url}/_fake/outbox)")
-        typer.echo("WeChat login in the demo: any js_code 'demo-<name>' logs in as openid 'o-demo-<name>'.")
+        settings, fake, channels = _demo_providers(settings, host, port)
+        typer.echo(demo_accounts_text(f"http://{host}:{port}", family=family))
+        for line in channels:
+            typer.echo(line)
     try:
         uvicorn.run(
             create_app(settings, database_url=url, migrate=False),
@@ -101,26 +105,44 @@ def serve(
             fake.stop()
 
 
-def _demo_providers(settings: Settings, host: str, port: int) -> tuple[Settings, FakeProviderServer]:
-    """The demo talks to local fake providers that speak the real protocols, never to real phones."""
+# The channels the demo may replace with its fakes: setting, label, the fake's URL attribute.
+_DEMO_CHANNELS = (
+    ("wechat_base_url", "WeChat", "wechat_base_url"),
+    ("sms_base_url", "SMS", "sms_base_url"),
+    ("voice_base_url", "voice", "voice_base_url"),
+)
+
+
+def _demo_providers(settings: Settings, host: str, port: int) -> tuple[Settings, FakeProviderServer | None, list[str]]:
+    """The demo talks to local fake providers that speak the real protocols, never to real phones — except for a
+    channel whose URL was set (environment or .env): that one is honoured. Returns the settings to run with, the
+    fake server (if any channel needs it) and the lines that say which endpoint each channel uses."""
     base = f"http://{host}:{port}"
-    fake = FakeProviderServer(
-        callback_secret=settings.callback_secret,
-        callback_url=f"{base}/inbound/sms",
-        wechat_appid=settings.wechat_appid,
-        wechat_secret=settings.wechat_secret,
-        sms_api_key=settings.sms_api_key,
-        voice_api_key=settings.voice_api_key,
-    )
-    fake.start()
-    return settings.model_copy(
-        update={
-            "wechat_base_url": fake.wechat_base_url,
-            "sms_base_url": fake.sms_base_url,
-            "voice_base_url": fake.voice_base_url,
-            "public_base_url": base,
-        }
-    ), fake
+    faked = [(field, label, attr) for field, label, attr in _DEMO_CHANNELS if field not in settings.model_fields_set]
+    update: dict[str, str] = {} if "public_base_url" in settings.model_fields_set else {"public_base_url": base}
+    fake = None
+    if faked:
+        fake = FakeProviderServer(
+            callback_secret=settings.callback_secret,
+            callback_url=f"{base}/inbound/sms",
+            wechat_appid=settings.wechat_appid,
+            wechat_secret=settings.wechat_secret,
+            sms_api_key=settings.sms_api_key,
+            voice_api_key=settings.voice_api_key,
+        )
+        fake.start()
+        update |= {field: getattr(fake, attr) for field, _, attr in faked}
+    lines = []
+    for field, label, _ in _DEMO_CHANNELS:
+        if field in update:
+            lines.append(f"{label}: built-in fake provider at {update[field]}")
+        else:
+            lines.append(f"{label}: {getattr(settings, field)} (LIUSHOU_{field.upper()}, as configured)")
+    if fake is not None:
+        lines.append(f"What the fake providers were sent: {fake.base_url}/_fake/outbox")
+    if "wechat_base_url" in update:
+        lines.append("WeChat login in the demo: any js_code 'demo-<name>' logs in as openid 'o-demo-<name>'.")
+    return settings.model_copy(update=update), fake, lines
 
 
 @app.command("create-user")

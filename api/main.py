@@ -18,6 +18,7 @@ from api.escalation import worker as escalation_worker
 from api.logs import install_redaction
 from api.middleware import RequestContextMiddleware
 from api.migrations import head_revision, upgrade_to_head
+from api.proxies import TrustedProxyMiddleware
 from api.routers import (
     accounts,
     audit,
@@ -101,6 +102,8 @@ def create_app(
     install_error_handlers(app)
     install_redaction()
     app.add_middleware(RequestContextMiddleware)
+    # Outside the request context, so that it records the address this resolves.
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

@@ -1,6 +1,7 @@
 """Passwords (argon2), our own JWTs (PyJWT), and one-time secrets stored only as hashes."""
 
 import hashlib
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -12,11 +13,13 @@ from anyio import to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from api.crypto import DecryptionError, FieldCipher
 from api.errors import Unauthorized
 from api.settings import Settings
 
 ACCESS = "access"
 WECHAT_BINDING = "wx_bind"
+BINDING_CONTEXT = "wechat-binding-ticket"
 ALGORITHM = "HS256"
 
 
@@ -99,12 +102,18 @@ def read_access_token(settings: Settings, token: str, now: datetime) -> AccessCl
         raise Unauthorized("登录凭证无效 (invalid token)", code="token_invalid") from None
 
 
-def issue_binding_ticket(settings: Settings, *, openid: str, unionid: str | None, now: datetime) -> str:
+def issue_binding_ticket(
+    settings: Settings, cipher: FieldCipher, *, openid: str, unionid: str | None, now: datetime
+) -> str:
+    """A short-lived ticket that lets an unknown WeChat user bind an invite. It travels through the mini-program
+    and its logs, so the WeChat identity inside is encrypted (AES-GCM with the field key ring): the signed JWT
+    carries only a random ticket id and ciphertext."""
+    identity = cipher.encrypt(json.dumps({"openid": openid, "unionid": unionid}), context=BINDING_CONTEXT)
     return _encode(
         settings,
         {
-            "sub": openid,
-            "uid": unionid,
+            "sub": secrets.token_urlsafe(12),
+            "wx": identity,
             "typ": WECHAT_BINDING,
             "iat": now,
             "exp": now + timedelta(minutes=settings.binding_ticket_minutes),
@@ -114,9 +123,13 @@ def issue_binding_ticket(settings: Settings, *, openid: str, unionid: str | None
     )
 
 
-def read_binding_ticket(settings: Settings, token: str, now: datetime) -> tuple[str, str | None]:
+def read_binding_ticket(settings: Settings, cipher: FieldCipher, token: str, now: datetime) -> tuple[str, str | None]:
     claims = _decode(settings, token, settings.jwt_audience + ":wechat-binding", WECHAT_BINDING, now)
-    return str(claims["sub"]), claims.get("uid")
+    try:
+        identity = json.loads(cipher.decrypt(str(claims["wx"]), context=BINDING_CONTEXT))
+        return str(identity["openid"]), identity.get("unionid")
+    except (KeyError, TypeError, ValueError, DecryptionError):
+        raise Unauthorized("登录凭证无效 (invalid token)", code="token_invalid") from None
 
 
 def new_secret(nbytes: int = 32) -> str:

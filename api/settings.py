@@ -1,5 +1,6 @@
 """All configuration in one pydantic-settings class, read from the environment (prefix ``LIUSHOU_``)."""
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -48,9 +49,17 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
 
-    login_max_failures_per_account: int = 5
-    login_max_failures_per_ip: int = 30
-    login_window_minutes: int = 15
+    # Login limits (docs/security.md). Failures of one account from one address: tight.
+    login_max_failures_per_account_address: int = Field(default=5, ge=1, le=1000)
+    # Failures of one account from every address: looser. Neither this nor the next limit applies at the
+    # account's known addresses (a successful login from there within login_known_address_days).
+    login_max_failures_per_account: int = Field(default=20, ge=1, le=10000)
+    # Failures from one address across accounts (password spraying).
+    login_max_failures_per_ip: int = Field(default=30, ge=1, le=10000)
+    login_window_minutes: int = Field(default=15, ge=1, le=1440)
+    login_known_address_days: int = Field(default=90, ge=0, le=3650)
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); none by default.
+    trusted_proxies: list[str] = []
 
     # Field-encryption key ring "id:base64key,…"; the last is active unless field_key_active names one.
     field_keys: str = DEV_FIELD_KEYS
@@ -91,6 +100,13 @@ class Settings(BaseSettings):
         from api.escalation.messages import link_keys  # a plain module; imported late to keep settings light
 
         link_keys(value)  # a bad ring is refused at start-up, not when the first link is sent
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # raises ValueError: a typo must not trust the world
         return value
 
     @model_validator(mode="after")

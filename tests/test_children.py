@@ -246,7 +246,7 @@ async def test_only_a_school_admin_may_reveal_the_full_id_number_and_it_is_audit
     assert number not in str(entries[0].changes)
 
 
-async def test_a_family_sees_only_their_own_child_in_full(app, client, world, system_session, clock):
+async def test_a_family_sees_only_their_own_child_and_in_the_family_view(app, client, world, system_session, clock):
     own = await create(client, world)
     other = await create(client, world, id_number=id_number(date(2016, 4, 1), seed=2), name="李子轩")
     account = Account(role=Role.family, display_name="张建国")
@@ -265,8 +265,9 @@ async def test_a_family_sees_only_their_own_child_in_full(app, client, world, sy
     r = await client.get(f"/children/{own['id']}", headers=headers)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["detail"] == "full" and body["name"] == "张晓明" and body["class_label"] == "三年级1班"
-    assert body["id_number_masked"] == own["id_number_masked"]
+    assert body["detail"] == "family" and body["name"] == "张晓明" and body["class_label"] == "三年级1班"
+    assert body["id_number_masked"] == own["id_number_masked"] and body["relation"] == "祖父"
+    assert "notes" not in body and "guardianship_rating" not in body
     r = await client.get(f"/children/{other['id']}", headers=headers)
     assert r.status_code == 404
     assert (await client.get("/children", headers=headers)).status_code == 403

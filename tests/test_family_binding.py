@@ -186,9 +186,11 @@ async def test_a_bound_guardian_gets_no_second_account(client, world, app, fake,
     assert len(list(families)) == 1
 
 
-async def test_only_the_childs_school_admin_issues_guardian_invites(client, world, app, fake):
+async def test_only_the_childs_school_admin_or_head_teacher_issues_guardian_invites(client, world, app, fake):
     elder, younger, father = await siblings_with_father(client, world, app)
-    r = await invite(client, world, elder, father, who="teacher1")
+    r = await invite(client, world, elder, father, who="teacher1b")  # heads class 12, not the elder's class 11
+    assert r.status_code == 403 and r.json()["error"]["code"] == "not_head_teacher"
+    r = await invite(client, world, elder, father, who="bureau")
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_forbidden"
     r = await invite(client, world, elder, father, who="admin2")
     assert r.status_code == 404 and r.json()["error"]["code"] == "child_not_found"

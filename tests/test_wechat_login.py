@@ -115,3 +115,47 @@ async def test_teachers_cannot_issue_invites_and_admins_only_for_their_school(cl
     assert r.status_code == 403
     r = await client.post(f"/schools/{world['school2']}/invites", json={}, headers=world.headers("admin1"))
     assert r.status_code == 404
+
+
+def _every_decoding(text: str, depth: int = 0) -> list[str]:
+    """``text`` and whatever base64 / base64url / JSON inside it decodes to, recursively."""
+    import base64
+    import binascii
+    import json
+    import re
+
+    found = [text]
+    if depth > 3:
+        return found
+    for piece in {p for p in re.split(r"[.:\"\s,{}\[\]]", text) if len(p) >= 4}:
+        for decode in (base64.urlsafe_b64decode, base64.b64decode):
+            for pad in range(3):
+                try:
+                    raw = decode(piece + "=" * pad)
+                except (binascii.Error, ValueError):
+                    continue
+                decoded = raw.decode("utf-8", errors="ignore")
+                found += _every_decoding(decoded, depth + 1)
+                try:
+                    found += [json.dumps(json.loads(decoded), ensure_ascii=False)]
+                except ValueError:
+                    pass
+    return found
+
+
+async def test_the_binding_ticket_does_not_reveal_the_openid(client, world, fake):
+    script_code(fake, "code-x", openid="o-secret-openid-42", unionid="u-secret-unionid-42")
+    ticket = (await client.post("/auth/wechat/login", json={"code": "code-x"})).json()["binding_ticket"]
+    for readable in _every_decoding(ticket):
+        assert "secret-openid-42" not in readable
+        assert "secret-unionid-42" not in readable
+    # It still works, and a tampered ticket does not.
+    code = await invite(client, world)
+    header, payload, signature = ticket.split(".")
+    tampered = f"{header}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{signature}"
+    r = await client.post("/auth/wechat/bind", json={"binding_ticket": tampered, "invite_code": code})
+    assert r.status_code == 401
+    r = await client.post("/auth/wechat/bind", json={"binding_ticket": ticket, "invite_code": code})
+    assert r.status_code == 200, r.text
+    script_code(fake, "code-y", openid="o-secret-openid-42")
+    assert (await client.post("/auth/wechat/login", json={"code": "code-y"})).json()["status"] == "logged_in"

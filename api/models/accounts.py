@@ -1,4 +1,4 @@
-"""Accounts, login sessions with rotating refresh tokens, invites, and login attempts."""
+"""Accounts, login sessions with rotating refresh tokens, invites, and login throttling."""
 
 import uuid
 from datetime import datetime
@@ -111,19 +111,17 @@ class Invite(SQLModel, table=True):
     used_by_id: uuid.UUID | None = fk_field("account.id", nullable=True)
 
 
-class LoginAttempt(SQLModel, table=True):
-    """Failed logins, counted per account name and per address for rate limiting."""
+class LoginThrottle(SQLModel, table=True):
+    """Failed password logins counted per bucket (account+address, account, address) in a fixed window.
 
-    __tablename__ = "login_attempt"
-    __table_args__ = (
-        sa.Index("ix_login_attempt_username_at", "username", "at"),
-        sa.Index("ix_login_attempt_ip_at", "client_ip", "at"),
-    )
+    One row per bucket, locked while an attempt is admitted, so parallel guesses cannot slip past the limit
+    (docs/security.md)."""
 
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = timestamp_field(default_now=True)
-    username: str | None = Field(default=None, max_length=64)
-    client_ip: str | None = Field(default=None, max_length=64)
+    __tablename__ = "login_throttle"
+
+    key: str = Field(primary_key=True, max_length=160, description="aip:<name>|<addr>, acct:<name> or ip:<addr>")
+    window_start: datetime = timestamp_field(index=True)
+    failures: int = Field(default=0, ge=0)
 
 
 # ---- API schemas -------------------------------------------------------------------------------------

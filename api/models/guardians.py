@@ -7,15 +7,16 @@ their role for that child and the order in which they are called in an emergency
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Literal, Self
 
 import sqlalchemy as sa
 from pydantic import BaseModel, model_validator
+from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from api.models.accounts import Invite, InviteIssued
 from api.models.base import FormInput, audited, enum_type, fk_field, id_field, timestamp_field
-from api.models.children import Sex
+from api.models.children import ChildBasic, ChildFull, Sex
 
 
 class GuardianRole(StrEnum):
@@ -134,7 +135,10 @@ class GuardianUpdate(_GuardianDetails):
     name: str | None = Field(default=None, min_length=1, max_length=32)
 
 
-class GuardianPublic(BaseModel):
+class FamilyGuardianPublic(BaseModel):
+    """A parent's or guardian's own record as they see it in the mini-program: without the school's
+    assessment of how they bring the child up (``upbringing``)."""
+
     id: uuid.UUID
     name: str
     sex: Sex | None
@@ -146,7 +150,6 @@ class GuardianPublic(BaseModel):
     phone_alt: str | None
     address: str | None
     health: str | None
-    upbringing: str | None
     work_city: str | None
     employer: str | None
     employer_address: str | None
@@ -156,6 +159,12 @@ class GuardianPublic(BaseModel):
     contact_method: str | None
     wechat_bound: bool = Field(description="已绑定微信 (the guardian uses the mini-program)")
     updated_at: datetime
+
+
+class GuardianPublic(FamilyGuardianPublic):
+    """A guardian as staff see them."""
+
+    upbringing: str | None = Field(description="教养方式 (the school's assessment; not shown to the family)")
 
 
 class GuardianLinkCreate(FormInput):
@@ -290,6 +299,8 @@ class FamilyChild(BaseModel):
 
 
 class FamilyChildDetail(FamilyChild):
+    """One of the family's own children: never the school's rating of the family's care or teachers' notes."""
+
     birth_date: date
     ethnicity: str
     id_number_masked: str | None = Field(description="身份证号 (masked; the full number is never shown here)")
@@ -298,6 +309,15 @@ class FamilyChildDetail(FamilyChild):
     home_address: str | None
     head_teacher_name: str | None
     contact_order: int = Field(description="your place in the emergency call order")
+
+
+class FamilyChildView(FamilyChildDetail):
+    """``GET /children/{id}`` read by a family account: the family view, never the staff file."""
+
+    detail: Literal["family"] = "family"
+
+
+ChildReadView = Annotated[ChildFull | ChildBasic | FamilyChildView, PydanticField(discriminator="detail")]
 
 
 class FamilyGuardianUpdate(FormInput):

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.security import OAuth2PasswordRequestForm
 
-from api.deps import ClientIpDep, CurrentPrincipal, HttpDep, NowDep, PasswordsDep, SessionDep, SettingsDep
+from api.deps import CipherDep, ClientIpDep, CurrentPrincipal, HttpDep, NowDep, PasswordsDep, SessionDep, SettingsDep
 from api.errors import error_responses
 from api.models.accounts import (
     AccountPublic,
@@ -84,12 +84,20 @@ async def logout(principal: CurrentPrincipal, session: SessionDep, now: NowDep) 
     summary="微信小程序登录 (wx.login code)",
 )
 async def wechat_login(
-    body: WechatLogin, session: SessionDep, settings: SettingsDep, http: HttpDep, now: NowDep, ip: ClientIpDep
+    body: WechatLogin,
+    session: SessionDep,
+    settings: SettingsDep,
+    cipher: CipherDep,
+    http: HttpDep,
+    now: NowDep,
+    ip: ClientIpDep,
 ) -> WechatLoginResult:
     """小程序调用 ``wx.login`` 得到 code 后提交. A bound WeChat user gets tokens; an unknown one gets a
     ``binding_ticket`` to bind with an invite code (教师邀请码 or 家长邀请码). ``session_key`` never leaves the
     server."""
-    return await service.login_with_wechat(session, settings=settings, http=http, code=body.code, client_ip=ip, now=now)
+    return await service.login_with_wechat(
+        session, settings=settings, cipher=cipher, http=http, code=body.code, client_ip=ip, now=now
+    )
 
 
 @router.post(
@@ -99,12 +107,13 @@ async def wechat_login(
     summary="微信绑定邀请码 (bind WeChat with an invite)",
 )
 async def wechat_bind(
-    body: WechatBind, session: SessionDep, settings: SettingsDep, now: NowDep, ip: ClientIpDep
+    body: WechatBind, session: SessionDep, settings: SettingsDep, cipher: CipherDep, now: NowDep, ip: ClientIpDep
 ) -> TokenPair:
     """Binds the WeChat identity of a binding ticket to the account an invite code promises; one use only."""
     return await service.bind_wechat(
         session,
         settings=settings,
+        cipher=cipher,
         ticket=body.binding_ticket,
         invite_code=body.invite_code,
         client_ip=ip,

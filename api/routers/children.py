@@ -12,9 +12,11 @@ from api.models.base import Page
 from api.models.children import (
     AreaCompleteness,
     BecameLeftBehindRequest,
+    ChildBasic,
     ChildCreate,
     ChildEventPublic,
     ChildFlag,
+    ChildFull,
     ChildStatus,
     ChildSummary,
     ChildUpdate,
@@ -29,9 +31,10 @@ from api.models.children import (
     SchoolCompleteness,
     TransferRequest,
 )
+from api.models.guardians import ChildReadView, FamilyChildView
 from api.scoping import Principal
 from api.services import children as service
-from api.services import completeness
+from api.services import completeness, guardians
 
 router = APIRouter(tags=["一人一档 children"])
 ERRORS = error_responses(403, 404, 409, 422)
@@ -79,11 +82,18 @@ async def create_child(
     return await service.child_view(session, principal, child, now=now)
 
 
-@router.get("/children/{child_id}", response_model=ChildView, responses=ERRORS, summary="儿童档案详情")
-async def get_child(child_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, now: NowDep) -> ChildView:
-    """Full file (``detail: full``) for school admins, the bureau, the township, the teachers of the child's
-    class and the child's family; the basic view (``detail: basic``) for other teachers. ID numbers are
-    masked. Full reads are audited (``child.read``)."""
+@router.get("/children/{child_id}", response_model=ChildReadView, responses=ERRORS, summary="儿童档案详情")
+async def get_child(
+    child_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, now: NowDep
+) -> ChildFull | ChildBasic | FamilyChildView:
+    """Full file (``detail: full``) for school admins, the bureau, the township and the teachers of the child's
+    class; the basic view (``detail: basic``) for other teachers; the family view (``detail: family``, as
+    ``/me/children/{id}``) for the child's own family. ID numbers are masked. Full reads are audited
+    (``child.read``)."""
+    if principal.role == Role.family:
+        return FamilyChildView(
+            **(await guardians.family_child(session, principal, child_id=child_id, now=now)).model_dump()
+        )
     return await service.read_child(session, principal, child_id=child_id, now=now)
 
 

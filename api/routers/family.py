@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from api.deps import NowDep, SessionDep, allow
 from api.errors import error_responses
 from api.models.accounts import Role
-from api.models.guardians import FamilyChild, FamilyChildDetail, FamilyGuardianUpdate, GuardianPublic
+from api.models.guardians import FamilyChild, FamilyChildDetail, FamilyGuardianPublic, FamilyGuardianUpdate
 from api.scoping import Principal
 from api.services import guardians as service
 
@@ -29,16 +29,16 @@ async def my_child(child_id: uuid.UUID, principal: Family, session: SessionDep, 
     return await service.family_child(session, principal, child_id=child_id, now=now)
 
 
-@router.get("/guardian", response_model=GuardianPublic, responses=ERRORS, summary="我的信息 (my guardian record)")
-async def my_record(principal: Family, session: SessionDep, now: NowDep) -> GuardianPublic:
+@router.get("/guardian", response_model=FamilyGuardianPublic, responses=ERRORS, summary="我的信息 (my guardian record)")
+async def my_record(principal: Family, session: SessionDep, now: NowDep) -> FamilyGuardianPublic:
     return await service.own_guardian(session, principal, now=now)
 
 
 @router.patch(
-    "/guardian", response_model=GuardianPublic, responses=ERRORS, summary="更新我的联系方式 (phone, work city…)"
+    "/guardian", response_model=FamilyGuardianPublic, responses=ERRORS, summary="更新我的联系方式 (phone, work city…)"
 )
 async def update_my_record(
     body: FamilyGuardianUpdate, principal: Family, session: SessionDep, now: NowDep
-) -> GuardianPublic:
+) -> FamilyGuardianPublic:
     """Keep the school's numbers right: a new phone, a new work city or employer. Audited."""
     return await service.update_own_guardian(session, principal, data=body, now=now)

@@ -149,14 +149,15 @@ async def update_guardian(
 async def invite_guardian(
     child_id: uuid.UUID,
     guardian_id: uuid.UUID,
-    principal: SchoolAdmin,
+    principal: Writers,
     session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
 ) -> GuardianInviteIssued:
-    """A one-time code (shown only now) with which the parent or guardian binds their WeChat in the
-    mini-program (``/auth/wechat/login`` then ``/auth/wechat/bind``); they then see exactly their own
-    children. Issuing a new code voids the guardian's earlier unused one."""
+    """School admins, or the head teacher (班主任) of the child's class (others: 403 ``not_head_teacher``).
+    A one-time code (shown only now) with which the parent or guardian binds their WeChat in the mini-program
+    (``/auth/wechat/login`` then ``/auth/wechat/bind``); they then see exactly their own children. Issuing a
+    new code voids the guardian's earlier unused one."""
     return await service.issue_guardian_invite(
         session, principal, settings=settings, child_id=child_id, guardian_id=guardian_id, now=now
     )

@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -11,12 +10,12 @@ from sqlmodel import col, select
 
 from api import audit
 from api.channels.wechat import WechatError, WechatUnavailable, code_to_session
+from api.crypto import FieldCipher
 from api.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
 from api.models.accounts import (
     Account,
     Invite,
     InviteKind,
-    LoginAttempt,
     LoginSession,
     RefreshToken,
     Role,
@@ -37,6 +36,7 @@ from api.security import (
     read_binding_ticket,
     token_hash,
 )
+from api.services import login_limits
 from api.settings import Settings
 
 UNSCOPED = {"skip_scope": True}
@@ -86,11 +86,6 @@ async def _start_session(
     return await _issue_tokens(session, settings, account=account, login_session_id=login.id, now=now)
 
 
-async def _failures_since(session: AsyncSession, column: Any, value: str, since: datetime) -> int:
-    stmt = select(sa.func.count()).select_from(LoginAttempt).where(column == value, LoginAttempt.at >= since)
-    return int((await session.execute(stmt)).scalar_one())
-
-
 async def login_with_password(
     session: AsyncSession,
     *,
@@ -101,37 +96,31 @@ async def login_with_password(
     client_ip: str | None,
     now: datetime,
 ) -> TokenPair:
-    """Check a staff password; too many recent failures for the account or the address answer 429."""
+    """Check a staff password. The attempt is admitted by the login limits *before* the check
+    (``api/services/login_limits.py``); a full bucket answers 429 whatever the password."""
     name = username.strip().lower()
-    window = now - timedelta(minutes=settings.login_window_minutes)
-    retry = {"Retry-After": str(settings.login_window_minutes * 60)}
-    if (
-        await _failures_since(session, col(LoginAttempt.username), name, window)
-        >= settings.login_max_failures_per_account
-    ):
-        raise TooManyRequests(
-            "登录失败次数过多，请稍后再试 (too many failed logins)", code="login_rate_limited", headers=retry
-        )
-    if (
-        client_ip
-        and await _failures_since(session, col(LoginAttempt.client_ip), client_ip, window)
-        >= settings.login_max_failures_per_ip
-    ):
-        raise TooManyRequests(
-            "登录失败次数过多，请稍后再试 (too many failed logins)", code="login_rate_limited", headers=retry
-        )
-
     account = (
         await session.execute(
             select(Account).where(sa.func.lower(Account.username) == name), execution_options=UNSCOPED
         )
     ).scalar_one_or_none()
+    known = await login_limits.is_known_address(
+        session, settings, account_id=account.id if account else None, client_ip=client_ip, now=now
+    )
+    buckets = login_limits.buckets_for(settings, username=name, client_ip=client_ip, known_address=known)
+    admission = await login_limits.admit(
+        session, buckets, window=timedelta(minutes=settings.login_window_minutes), now=now
+    )
+    if not admission.admitted:
+        raise TooManyRequests(
+            "登录失败次数过多，请稍后再试 (too many failed logins)",
+            code="login_rate_limited",
+            headers={"Retry-After": str(admission.retry_after_seconds)},
+        )
     ok = await passwords.verify(password, account.password_hash if account else None)
     if not ok or account is None or not account.is_active:
-        session.add(LoginAttempt(at=now, username=name, client_ip=client_ip))
-        # Committed although the request fails: the failure must count toward the limit.
-        await session.commit()
         raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+    await login_limits.give_back(session, admission)
     set_principal(session, SYSTEM)
     return await _start_session(session, settings, account=account, method="password", client_ip=client_ip, now=now)
 
@@ -239,6 +228,7 @@ async def login_with_wechat(
     session: AsyncSession,
     *,
     settings: Settings,
+    cipher: FieldCipher,
     http: httpx.AsyncClient,
     code: str,
     client_ip: str | None,
@@ -265,7 +255,7 @@ async def login_with_wechat(
     if account is None:
         return WechatLoginResult(
             status="unbound",
-            binding_ticket=issue_binding_ticket(settings, openid=wx.openid, unionid=wx.unionid, now=now),
+            binding_ticket=issue_binding_ticket(settings, cipher, openid=wx.openid, unionid=wx.unionid, now=now),
         )
     if not account.is_active:
         raise Forbidden("账号已停用 (account disabled)", code="account_disabled")
@@ -311,13 +301,14 @@ async def bind_wechat(
     session: AsyncSession,
     *,
     settings: Settings,
+    cipher: FieldCipher,
     ticket: str,
     invite_code: str,
     client_ip: str | None,
     now: datetime,
 ) -> TokenPair:
     """Create the account an invite promises and bind the WeChat identity of the ticket to it."""
-    openid, unionid = read_binding_ticket(settings, ticket, now)
+    openid, unionid = read_binding_ticket(settings, cipher, ticket, now)
     set_principal(session, SYSTEM)
     taken = (await session.execute(select(Account.id).where(Account.wechat_openid == openid))).scalar_one_or_none()
     if taken is not None:

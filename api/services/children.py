@@ -73,10 +73,10 @@ from api.services.completeness import (
 # Look-ups that deliberately cross scope; each use says why.
 UNSCOPED = {"skip_scope": True}
 
-# Roles that see a child's full file whenever they can see the child at all (families: only their own).
-FULL_DETAIL_ROLES = frozenset(
-    {Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.family}
-)
+# Roles that see a child's full file whenever they can see the child at all. Never families: the file holds
+# the school's rating of the family's own care and teachers' notes; they get the family view
+# (api.services.guardians.family_child).
+FULL_DETAIL_ROLES = frozenset({Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin})
 SCHOOL_ADMINS = frozenset({Role.platform_admin, Role.school_admin})
 # A child of the archive is at most this old when entered (初中 ends around 15–16; repeaters, late starters).
 MAX_AGE_ON_ENTRY = 25
@@ -108,8 +108,8 @@ def school_year_start(day: date) -> date:
 
 
 def sees_full_detail(principal: Principal, child: Child) -> bool:
-    """School admins, the bureau, the township, the platform, the family and the teachers of the child's class
-    see the full file; other teachers of the school see the basic view."""
+    """School admins, the bureau, the township, the platform and the teachers of the child's class see the full
+    file; other teachers of the school see the basic view (families: the family view, elsewhere)."""
     if principal.is_system or principal.role in FULL_DETAIL_ROLES:
         return True
     return principal.role == Role.teacher and child.class_id is not None and child.class_id in principal.class_ids

@@ -26,6 +26,7 @@ from api.models.guardians import (
     ChildGuardian,
     FamilyChild,
     FamilyChildDetail,
+    FamilyGuardianPublic,
     FamilyGuardianUpdate,
     Guardian,
     GuardianChildLink,
@@ -532,6 +533,22 @@ def _apply(guardian: Guardian, values: dict[str, Any], now: datetime) -> None:
 # ---- guardian invites (家长邀请码) -------------------------------------------------------------------------
 
 
+async def _require_inviter(session: AsyncSession, principal: Principal, child: Child) -> None:
+    """School admins invite the families of their school; a head teacher (班主任) those of their own class."""
+    if principal.is_system or principal.role in (Role.platform_admin, Role.school_admin):
+        return
+    if principal.role == Role.teacher and child.class_id is not None:
+        head = (
+            await session.execute(select(SchoolClass.head_teacher_id).where(SchoolClass.id == child.class_id))
+        ).scalar_one_or_none()
+        if head is not None and head == principal.account_id:
+            return
+    raise Forbidden(
+        "只有学校管理员或该班班主任可以邀请家长 (only school admins and the class's head teacher)",
+        code="not_head_teacher",
+    )
+
+
 async def issue_guardian_invite(
     session: AsyncSession,
     principal: Principal,
@@ -544,6 +561,7 @@ async def issue_guardian_invite(
     """A one-time code with which this guardian binds their WeChat to their record. A new code voids any
     earlier unused one for the same person (a lost slip of paper must not stay usable)."""
     child = await get_child(session, child_id)
+    await _require_inviter(session, principal, child)
     links = await _links(session, child.id)
     match = [(link, g) for link, g in links if link.guardian_id == guardian_id and link.is_active]
     if not match:
@@ -692,13 +710,18 @@ async def _own_guardian(session: AsyncSession, principal: Principal, *, lock: bo
     return guardian
 
 
-async def own_guardian(session: AsyncSession, principal: Principal, *, now: datetime) -> GuardianPublic:
-    return guardian_public(await _own_guardian(session, principal), now=now)
+def family_guardian_public(g: Guardian, *, now: datetime) -> FamilyGuardianPublic:
+    """A guardian's own record as the family sees it (without the school's assessment)."""
+    return FamilyGuardianPublic(**guardian_public(g, now=now).model_dump(exclude={"upbringing"}))
+
+
+async def own_guardian(session: AsyncSession, principal: Principal, *, now: datetime) -> FamilyGuardianPublic:
+    return family_guardian_public(await _own_guardian(session, principal), now=now)
 
 
 async def update_own_guardian(
     session: AsyncSession, principal: Principal, *, data: FamilyGuardianUpdate, now: datetime
-) -> GuardianPublic:
+) -> FamilyGuardianPublic:
     """A parent corrects their own phone, work city, employer… (audited like every guardian write)."""
     guardian = await _own_guardian(session, principal, lock=True)
     values = _guardian_values(data, now)
@@ -711,4 +734,4 @@ async def update_own_guardian(
         )
     _apply(guardian, values, now)
     await session.flush()
-    return guardian_public(guardian, now=now)
+    return family_guardian_public(guardian, now=now)
