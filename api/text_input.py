@@ -9,6 +9,7 @@ files (multipart) are not text and are left to their parsers.
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 
@@ -53,6 +54,15 @@ async def refuse_nul_text(request: Request) -> None:
         if any(NUL in text for text in _strings(body)):
             raise _refuse("body")
     elif content_type.startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        if any(isinstance(part, str) and NUL in part for pair in form.multi_items() for part in pair):
+        try:
+            # Read (and so keep) the raw body: an endpoint that checks a signature over it reads it again.
+            raw = await request.body()
+        except RuntimeError:  # already parsed by FastAPI as the endpoint's form
+            form = await request.form()
+            parts = [part for pair in form.multi_items() for part in pair if isinstance(part, str)]
+        else:
+            parts = [
+                part for pair in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True) for part in pair
+            ]
+        if any(NUL in part for part in parts):
             raise _refuse("body")

@@ -50,6 +50,18 @@ async def test_a_roster_file_with_nul_bytes_is_still_read_as_a_file(client, worl
     assert r.status_code < 500
 
 
+async def test_a_form_body_stays_readable_for_an_endpoint_that_reads_it_raw(client):
+    # The provider callbacks check a signature over the raw body after the NUL check has looked at it.
+    r = await client.post(
+        "/inbound/sms", content=b"event=delivered&id=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "callback_signature_invalid", r.text
+    r = await client.post(
+        "/inbound/sms", content=b"event=%00", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "nul_character", r.text
+
+
 OFF_THE_CALENDAR = ["0001-01-01T00:04:00+19:04", "9999-12-31T23:59:00-19:04"]
 
 
