@@ -76,21 +76,18 @@ NOT_OBJECT_IDS = {
 
 @dataclass
 class Objects:
-    """The objects built so far for one test, by id kind (built on first use, once)."""
+    """The objects built so far for one test, by id kind (built on first use, once). The world must have its
+    families (:func:`add_families`): the child of ``family1`` is the child of the builders."""
 
     app: FastAPI
     client: httpx.AsyncClient
     world: World
     now: datetime
     ids: dict[str, str] = field(default_factory=dict)
-    levels: dict[str, Level] = field(default_factory=dict)
 
     async def get(self, kind: str) -> str:
         if kind not in self.ids:
-            builder = BUILDERS[kind]
-            value = await builder.build(self)
-            self.ids[kind] = str(value)
-            self.levels[kind] = builder.level
+            self.ids[kind] = str(await BUILDERS[kind].build(self))
         return self.ids[kind]
 
     async def build_all(self) -> dict[str, str]:
@@ -172,7 +169,6 @@ async def _invite(o: Objects) -> str:
 
 
 async def _incident(o: Objects) -> str:
-    await o.get("child_id")
     body = {
         "child_id": str(o.world["family1_child"]),
         "category": "missing",
@@ -198,10 +194,6 @@ async def _duty_contact(o: Objects) -> str:
     return str((await o.post(f"/counties/{o.world['county']}/duty-contacts", "official1", body))["id"])
 
 
-async def _family1(o: Objects, what: str) -> uuid.UUID:
-    return o.world[f"family1_{what}"]
-
-
 BUILDERS: dict[str, Builder] = {
     "county_id": Builder(Level.county, lambda o: _given(o, "county")),
     "school_id": Builder(Level.school, lambda o: _given(o, "school1")),
@@ -209,9 +201,9 @@ BUILDERS: dict[str, Builder] = {
     "account_id": Builder(Level.school, _account),
     "invite_id": Builder(Level.school, _invite),
     "contact_id": Builder(Level.township, _duty_contact),
-    "child_id": Builder(Level.child, lambda o: _family1(o, "child")),
-    "guardian_id": Builder(Level.child, lambda o: _family1(o, "guardian")),
-    "link_id": Builder(Level.child, lambda o: _family1(o, "link")),
+    "child_id": Builder(Level.child, lambda o: _given(o, "family1_child")),
+    "guardian_id": Builder(Level.child, lambda o: _given(o, "family1_guardian")),
+    "link_id": Builder(Level.child, lambda o: _given(o, "family1_link")),
     "incident_id": Builder(Level.child, _incident),
     "party_id": Builder(Level.child, _party),
 }
