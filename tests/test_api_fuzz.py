@@ -5,8 +5,8 @@ one of fourteen callers (anonymous, every staff role in and out of school 1's ar
 time at the real objects of school 1. Every answer must be no 5xx, a status code the document lists for that
 operation, and a body matching the documented schema. A new endpoint is in the document, so it joins by itself.
 
-Sized for CI: ``LIUSHOU_FUZZ_EXAMPLES`` cases per operation (default 36; ~3,000 in all). Longer runs:
-``python -m bench.fuzz_api --examples N``.
+Sized for CI: ``LIUSHOU_FUZZ_EXAMPLES`` cases per operation (default 36; ~2,500 in all, as operations without
+parameters run out of cases sooner). Longer runs: ``python -m bench.fuzz_api --examples N``.
 """
 
 import asyncio
