@@ -66,10 +66,15 @@ def summarise(rows: list[dict], elapsed: float, examples: int) -> str:
         lines += [
             "",
             f"- **{f['operation']}** as {f['who']}: {f['title']} ({f['check']}, {f['status']})",
-            f"  - sent: `{f['request'][:200]}`",
-            f"  - got: `{f['response'][:200]}`",
+            f"  - sent: `{printable(f['request'][:200])}`",
+            f"  - got: `{printable(f['response'][:200])}`",
         ]
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """Generated input is full of control characters and stray bytes: show them escaped, not raw."""
+    return "".join(c if c.isprintable() and c != "`" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 if __name__ == "__main__":
