@@ -74,7 +74,9 @@ def summarise(rows: list[dict], elapsed: float, examples: int) -> str:
 
 def printable(text: str) -> str:
     """Generated input is full of control characters and stray bytes: show them escaped, not raw."""
-    return "".join(c if c.isprintable() and c != "`" else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(
+        "\\x60" if c == "`" else c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 if __name__ == "__main__":
