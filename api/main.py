@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import metrics
@@ -35,6 +35,7 @@ from api.routers import (
 )
 from api.security import Passwords
 from api.settings import Settings, get_settings
+from api.text_input import refuse_nul_text
 
 log = logging.getLogger("liushou")
 
@@ -89,6 +90,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         swagger_ui_parameters={"persistAuthorization": True},
+        dependencies=[Depends(refuse_nul_text)],
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()

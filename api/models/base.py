@@ -3,10 +3,10 @@
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
 
 # Stable constraint names so that Alembic migrations can drop and rename them.
@@ -102,3 +102,19 @@ class Page(BaseModel, Generic[T]):
 
     data: list[T]
     count: int
+
+
+def _on_the_calendar(value: datetime) -> datetime:
+    """An instant must still be a date once converted to UTC: year 1 at +19:04 is year 0 in UTC, 9999-12-31 at
+    -19:04 is year 10000, and Python and PostgreSQL both fail on those instead of refusing them."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("时间超出日历范围 (instant out of range)") from None
+    return value
+
+
+# Datetimes a client sends (query filters, body fields): refused with 422 when they fall off the calendar in UTC.
+Instant = Annotated[datetime, AfterValidator(_on_the_calendar)]
+AwareInstant = Annotated[AwareDatetime, AfterValidator(_on_the_calendar)]

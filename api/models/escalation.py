@@ -14,12 +14,12 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.base import SENSITIVE, AwareInstant, audited, enum_type, fk_field, id_field, timestamp_field
 
 # The school plans' maxima (应急机制): nobody may configure a later deadline than these.
 LEGAL_DEADLINE_MINUTES = {1: 30, 2: 60, 3: 120}
@@ -458,7 +458,7 @@ class StaffCall(BaseModel):
     contact_id: uuid.UUID | None = PydanticField(default=None, description="联系卡上的联系人 (ContactPublic.id)")
     contact_label: str | None = PydanticField(default=None, max_length=64, description="不在联系卡上时: 关系/职务")
     contact_name: str | None = PydanticField(default=None, max_length=64)
-    called_at: AwareDatetime = PydanticField(description="通话时间")
+    called_at: AwareInstant = PydanticField(description="通话时间")
     note: str | None = PydanticField(default=None, max_length=1000)
 
 

@@ -12,12 +12,12 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.base import SENSITIVE, AwareInstant, audited, enum_type, fk_field, id_field, timestamp_field
 from api.models.escalation import AckRoute, Audience, Channel, PartyStatus, StepStatus
 
 
@@ -254,7 +254,7 @@ class IncidentCreate(BaseModel):
     severity: Severity = PydanticField(description="一般/较重/严重/特别严重")
     summary: str = PydanticField(min_length=1, max_length=2000, description="事件经过")
     location: str = PydanticField(min_length=1, max_length=256, description="地点")
-    occurred_at: AwareDatetime = PydanticField(
+    occurred_at: AwareInstant = PydanticField(
         description="发生时间 (或发现时间), with a time zone; the clock starts here"
     )
     time_basis: TimeBasis = TimeBasis.occurred

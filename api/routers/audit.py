@@ -1,13 +1,12 @@
 """审计日志 — who read or changed what, when, from where."""
 
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, Query
 
 from api.deps import Managers, Offset, SessionDep
 from api.models.audit import AuditEntryPublic
-from api.models.base import Page
+from api.models.base import Instant, Page
 from api.services import audit as service
 
 router = APIRouter(tags=["审计 audit"])
@@ -22,8 +21,8 @@ async def list_audit(
     resource_type: str | None = Query(None, max_length=64),
     resource_id: str | None = Query(None, max_length=64),
     action: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
 ) -> Page[AuditEntryPublic]:

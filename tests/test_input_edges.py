@@ -1,0 +1,97 @@
+"""Input the database cannot hold is refused with a clear 422, never a 500: a NUL character in any text, and an
+instant that falls off the calendar once converted to UTC (year 1 at +19:04 is year 0 in UTC). Both were found
+by the API fuzz (``bench.fuzz_api``)."""
+
+import pytest
+
+from tests.objects import Objects, add_families
+
+NUL_REQUESTS = [
+    ("POST", "/auth/login", {"json": {"username": "admin1\x00", "password": "x"}}, "body"),
+    ("POST", "/auth/token", {"data": {"username": "admin1\x00", "password": "x"}}, "body"),
+    ("GET", "/children?q=%E5%BC%A0%00", {}, "query"),
+    ("POST", "/children", {"json": {"name": "张\x00三", "sex": "male", "birth_date": "2016-03-01"}}, "body"),
+    ("PATCH", "/children/{child_id}", {"json": {"notes": "奶奶\x00腿脚不便"}}, "body"),
+    ("PATCH", "/children/{child_id}", {"json": {"notes\x00": "x"}}, "body"),
+    ("GET", "/audit?action=%00", {}, "query"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "where"), NUL_REQUESTS)
+async def test_text_with_a_nul_character_is_refused(method, path, kwargs, where, app, client, world, clock):
+    await add_families(app, world, clock.now())
+    path = path.format(child_id=world["family1_child"])
+    r = await client.request(method, path, headers=world.headers("admin1"), **kwargs)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "nul_character" and error["fields"][0]["loc"] == [where]
+    assert error["request_id"]
+
+
+async def test_an_escaped_backslash_before_u0000_is_ordinary_text(app, client, world, clock):
+    await add_families(app, world, clock.now())
+    notes = "路径 C:\\u0000 是文字，不是空字符"
+    r = await client.patch(
+        f"/children/{world['family1_child']}", json={"notes": notes}, headers=world.headers("admin1")
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["notes"] == notes
+
+
+async def test_a_roster_file_with_nul_bytes_is_still_read_as_a_file(client, world):
+    # Uploaded files are not text: an XLSX (a zip) is full of NUL bytes and must reach the roster parser.
+    r = await client.get("/roster/template.xlsx", headers=world.headers("admin1"))
+    assert r.status_code == 200 and b"\x00" in r.content
+    files = {"file": ("花名册.xlsx", r.content, r.headers["content-type"])}
+    r = await client.post(
+        f"/schools/{world['school1']}/roster/import?dry_run=true", files=files, headers=world.headers("admin1")
+    )
+    assert r.status_code != 422 or r.json()["error"]["code"] != "nul_character", r.text
+    assert r.status_code < 500
+
+
+async def test_a_form_body_stays_readable_for_an_endpoint_that_reads_it_raw(client):
+    # The provider callbacks check a signature over the raw body after the NUL check has looked at it.
+    r = await client.post(
+        "/inbound/sms", content=b"event=delivered&id=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "callback_signature_invalid", r.text
+    r = await client.post(
+        "/inbound/sms", content=b"event=%00", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "nul_character", r.text
+
+
+OFF_THE_CALENDAR = ["0001-01-01T00:04:00+19:04", "9999-12-31T23:59:00-19:04"]
+
+
+@pytest.mark.parametrize("instant", OFF_THE_CALENDAR)
+@pytest.mark.parametrize("name", ["since", "until"])
+async def test_an_audit_filter_off_the_calendar_is_refused(instant, name, client, world):
+    r = await client.get("/audit", params={name: instant}, headers=world.headers("admin1"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["fields"][0]["loc"] == ["query", name]
+
+
+@pytest.mark.parametrize("instant", OFF_THE_CALENDAR)
+async def test_an_incident_or_a_call_off_the_calendar_is_refused(instant, app, client, world, clock):
+    await add_families(app, world, clock.now())
+    objects = Objects(app, client, world, clock.now())
+    incident, party = await objects.get("incident_id"), await objects.get("party_id")
+    report = {
+        "child_id": str(world["family1_child"]),
+        "category": "missing",
+        "severity": "severe",
+        "summary": "午休后未回教室",
+        "location": "学校及周边",
+        "occurred_at": instant,
+        "first_actions": "分组寻找",
+        "time_basis": "discovered",
+    }
+    r = await client.post("/incidents", json=report, headers=world.headers("teacher1"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["fields"][0]["loc"] == ["body", "occurred_at"]
+    call = {"party_id": party, "contact_label": "父亲", "called_at": instant}
+    r = await client.post(f"/incidents/{incident}/calls", json=call, headers=world.headers("teacher1"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["fields"][0]["loc"] == ["body", "called_at"]
