@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from api import embedded_pg
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
 from api.fake_providers import FakeProviderServer
 from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
 from api.security import Passwords
 from api.settings import Settings, get_settings
+from api.shutdown import Server, Shutdown
 
 app = typer.Typer(help="liushou 留守 — backend for schools caring for left-behind children.", no_args_is_help=True)
 
@@ -27,7 +29,11 @@ def _logging() -> None:
 
 
 async def _migrate() -> str:
-    url = await resolve_database_url(get_settings())
+    try:
+        url = await resolve_database_url(get_settings())
+    except embedded_pg.EmbeddedPostgresError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     await upgrade_to_head(url)
     return url
 
@@ -48,6 +54,7 @@ async def _seed(url: str) -> None:
 def migrate() -> None:
     """Apply every Alembic migration (the embedded database is started if no DATABASE_URL is set)."""
     _logging()
+    Shutdown().install()
     asyncio.run(_migrate())
     typer.echo("database is at the latest migration")
 
@@ -56,6 +63,7 @@ def migrate() -> None:
 def seed_demo() -> None:
     """Load the deterministic demo county (青山县). Safe to run twice."""
     _logging()
+    Shutdown().install()
 
     async def run() -> None:
         await _seed(await _migrate())
@@ -70,8 +78,10 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     demo: Annotated[bool, typer.Option(help="load the demo county and print its accounts")] = False,
 ) -> None:
-    """Run the API (migrates first). With --demo, also the demo data."""
+    """Run the API (migrates first). With --demo, also the demo data. SIGINT, SIGTERM and SIGHUP drain it, then
+    stop the embedded database it started; a second signal stops at once."""
     _logging()
+    shutdown = Shutdown().install()
     from api.demo import demo_accounts_text
     from api.main import create_app
 
@@ -89,17 +99,21 @@ def serve(
         typer.echo(demo_accounts_text(f"http://{host}:{port}"))
         typer.echo(f"Fake WeChat/SMS/voice providers at {fake.base_url} (what was sent: {fake.base_url}/_fake/outbox)")
         typer.echo("WeChat login in the demo: any js_code 'demo-<name>' logs in as openid 'o-demo-<name>'.")
+    config = uvicorn.Config(
+        create_app(settings, database_url=url, migrate=False),
+        host=host,
+        port=port,
+        proxy_headers=False,
+        log_level="info",
+    )
+    server = Server(config)
+    server.stop_on(shutdown)
     try:
-        uvicorn.run(
-            create_app(settings, database_url=url, migrate=False),
-            host=host,
-            port=port,
-            proxy_headers=False,
-            log_level="info",
-        )
+        server.run()
     finally:
         if fake is not None:
             fake.stop()
+        embedded_pg.release_all()
 
 
 def _demo_providers(settings: Settings, host: str, port: int) -> tuple[Settings, FakeProviderServer]:
@@ -136,6 +150,7 @@ def create_user(
 ) -> None:
     """Create a staff account with a password (the first platform admin, for example)."""
     _logging()
+    Shutdown().install()
     from api.errors import LiushouError
     from api.scoping import SYSTEM
     from api.services.accounts import create_account
@@ -173,11 +188,11 @@ def worker(
         int | None, typer.Option(help="serve this worker's Prometheus counters on this port")
     ] = None,
 ) -> None:
-    """Run the escalation worker (the 30/60/120-minute chain). Several may run side by side; SIGTERM stops it
-    cleanly, and a worker killed outright loses nothing (its leases expire and another takes over)."""
+    """Run the escalation worker (the 30/60/120-minute chain). Several may run side by side; SIGINT, SIGTERM and
+    SIGHUP stop it cleanly (a second one at once), and a worker killed outright loses nothing (its leases expire
+    and another takes over)."""
     _logging()
-    import signal
-
+    shutdown = Shutdown().install()
     import httpx
     import prometheus_client
 
@@ -191,8 +206,11 @@ def worker(
         engine = make_engine(url, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.current_task()
+        assert task is not None
+        # Signal handlers run between bytecodes of this thread: hand the work to the loop, which they wake.
+        shutdown.drain = lambda: loop.call_soon_threadsafe(stop.set)
+        shutdown.hurry = lambda: loop.call_soon_threadsafe(task.cancel)
         try:
             # Keep as many connections alive as sends may run at once: no reconnecting under a burst.
             concurrency = settings.escalation_send_concurrency
@@ -204,7 +222,12 @@ def worker(
 
     if metrics_port:
         prometheus_client.start_http_server(metrics_port, registry=metrics.REGISTRY)
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        pass  # a second signal: stopped at once
+    finally:
+        embedded_pg.release_all()
 
 
 if __name__ == "__main__":
