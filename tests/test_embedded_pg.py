@@ -423,3 +423,35 @@ def test_the_worker_stops_its_database_too(data_dir):
     assert drained is not None and drained.start() < out.index(f"embedded PostgreSQL for {data_dir} stopped")
     assert not running(postmaster.pid)
     assert_no_postgres(data_dir)
+
+
+def test_ctrl_c_on_dev_py_serve_stops_the_database(data_dir):
+    """A Ctrl+C in the terminal reaches dev.py and serve together; dev.py used to kill serve 0.25 s later."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = data_dir.parent / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "dev.py", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=_env(data_dir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's foreground job is
+        )
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            assert dev.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        os.killpg(dev.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
+        assert dev.wait(60) == 0, log.read_text()
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+    assert f"embedded PostgreSQL for {data_dir} stopped" in log.read_text()
+    assert_no_postgres(data_dir)
