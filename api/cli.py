@@ -208,9 +208,10 @@ def worker(
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        # Signal handlers run between bytecodes of this thread: hand the work to the loop, which they wake.
-        shutdown.drain = lambda: loop.call_soon_threadsafe(stop.set)
-        shutdown.hurry = lambda: loop.call_soon_threadsafe(task.cancel)
+        # Signal handlers run between bytecodes of this thread: hand the work to the loop, which they wake
+        # (once it is closed, a later signal only hurries the database's stop).
+        shutdown.drain = lambda: loop.is_closed() or loop.call_soon_threadsafe(stop.set)
+        shutdown.hurry = lambda: loop.is_closed() or loop.call_soon_threadsafe(task.cancel)
         try:
             # Keep as many connections alive as sends may run at once: no reconnecting under a burst.
             concurrency = settings.escalation_send_concurrency
