@@ -396,6 +396,9 @@ async def ensure_database(libpq_uri: str, database: str, *, template: str | None
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
             tmpl = f' TEMPLATE "{template}"' if template else ""
-            await conn.execute(f'CREATE DATABASE "{database}"{tmpl}')
+            try:
+                await conn.execute(f'CREATE DATABASE "{database}"{tmpl}')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another process sharing the server created it at the same moment
     finally:
         await conn.close()

@@ -5,6 +5,7 @@ SIGKILL; servers started from a copy of the pgserver installation that is then d
 """
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -119,16 +120,20 @@ def wait_no_postgres(data_dir: Path, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "pgdata"
+def data_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: each pytest session on the machine makes pytest-of-<user> private again,
+    # and as root the server runs as pgserver's own user, which must reach its folder.
+    folder = Path(tempfile.mkdtemp(prefix="liushou-pgtest-")) / "pgdata"
     yield folder
     # Whatever a failing test left running is stopped, so it does not outlive the run.
-    for proc in postgres_processes(folder):
-        proc.send_signal(signal.SIGCONT)
-    found = read_postmaster(folder)
-    if found and psutil.pid_exists(found.pid):
-        psutil.Process(found.pid).send_signal(signal.SIGQUIT)
+    with contextlib.suppress(psutil.NoSuchProcess):  # they may be exiting as we look
+        for proc in postgres_processes(folder):
+            proc.send_signal(signal.SIGCONT)
+        found = read_postmaster(folder)
+        if found and running(found.pid):
+            psutil.Process(found.pid).send_signal(signal.SIGQUIT)
     wait_no_postgres(folder)
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
@@ -240,9 +245,9 @@ async def _connect_as_the_app(data_dir: Path) -> None:
     await conn.close()
 
 
-def test_a_leftover_from_a_deleted_installation_is_replaced(data_dir, tmp_path):
+def test_a_leftover_from_a_deleted_installation_is_replaced(data_dir):
     _initialise(data_dir)
-    copy = tmp_path / "old-install"
+    copy = data_dir.parent / "old-install"
     shutil.copytree(embedded_pg.our_postgres().parents[1], copy, symlinks=True)
     old_pid = _start_server_from(copy, data_dir)
     shutil.rmtree(copy)  # the virtualenv rebuilt, the package upgraded, a throwaway install removed
@@ -262,9 +267,9 @@ def test_a_leftover_from_a_deleted_installation_is_replaced(data_dir, tmp_path):
     assert_no_postgres(data_dir)
 
 
-def test_a_healthy_server_from_another_installation_is_replaced_too(data_dir, tmp_path, caplog):
+def test_a_healthy_server_from_another_installation_is_replaced_too(data_dir, caplog):
     _initialise(data_dir)
-    copy = tmp_path / "other-install"
+    copy = data_dir.parent / "other-install"
     shutil.copytree(embedded_pg.our_postgres().parents[1], copy, symlinks=True)
     old_pid = _start_server_from(copy, data_dir)
     asyncio.run(_connect_as_the_app(data_dir))  # it answers: only where it was started from tells
@@ -358,13 +363,13 @@ def test_two_serves_on_one_folder_share_the_server_and_the_last_one_stops_it(dat
     assert_no_postgres(data_dir)
 
 
-def test_the_test_harness_stops_its_server_when_the_run_is_killed(tmp_path, request):
+def test_the_test_harness_stops_its_server_when_the_run_is_killed(request):
     # A temporary folder of its own (short: the server's Unix socket path must stay under ~100 bytes).
     private_tmp = Path(tempfile.mkdtemp(prefix="lsh-"))
     request.addfinalizer(lambda: shutil.rmtree(private_tmp, ignore_errors=True))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["TMPDIR"] = str(private_tmp)
-    with (tmp_path / "pytest.log").open("wb") as out:
+    with (private_tmp / "pytest.log").open("wb") as out:
         run = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cli.py"],
             cwd=ROOT,
@@ -382,7 +387,7 @@ def test_the_test_harness_stops_its_server_when_the_run_is_killed(tmp_path, requ
             if folders:
                 break
             time.sleep(0.1)
-        assert folders, (tmp_path / "pytest.log").read_text()
+        assert folders, (private_tmp / "pytest.log").read_text()
         time.sleep(1)  # into the run
         run.send_signal(signal.SIGTERM)
         run.wait(60)
@@ -396,7 +401,7 @@ def test_the_test_harness_stops_its_server_when_the_run_is_killed(tmp_path, requ
         found = read_postmaster(folder)
         if found and running(found.pid):
             os.kill(found.pid, signal.SIGQUIT)  # do not outlive this run either
-    assert left == [], (tmp_path / "pytest.log").read_text()
+    assert left == [], (private_tmp / "pytest.log").read_text()
 
 
 def test_the_worker_stops_its_database_too(data_dir):
