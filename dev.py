@@ -10,6 +10,7 @@ Anything after the command is passed on: ``python3 dev.py test -k escalation``, 
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -45,8 +46,20 @@ def ensure_venv() -> None:
 
 
 def run(*cmd: str) -> int:
+    """Run ``cmd`` and wait for it to end, whatever signal we get (``subprocess.run`` kills its child 0.25 s
+    after a Ctrl+C, which left the embedded database running). A Ctrl+C in the terminal reaches the child
+    directly (same process group), so we ignore ours; SIGTERM and SIGHUP sent to us are passed on. When both
+    of us get one (a closed terminal), the child sees it twice and stops at once — the database too."""
     print("$", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    child = subprocess.Popen(cmd, cwd=ROOT)
+    forwarded = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig]
+    previous = {sig: signal.signal(sig, lambda sig, _frame: child.send_signal(sig)) for sig in forwarded}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import uvicorn
 
+from api import embedded_pg
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
 from api.fake_providers import FakeProviderServer
 from api.logs import configure_logging
@@ -15,6 +16,7 @@ from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
 from api.security import Passwords
 from api.settings import Settings, get_settings
+from api.shutdown import Server, Shutdown
 
 if TYPE_CHECKING:
     from api.demo import DemoFamilyAccount
@@ -28,7 +30,11 @@ def _logging() -> None:
 
 
 async def _migrate() -> str:
-    url = await resolve_database_url(get_settings())
+    try:
+        url = await resolve_database_url(get_settings())
+    except embedded_pg.EmbeddedPostgresError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     await upgrade_to_head(url)
     return url
 
@@ -51,6 +57,7 @@ async def _seed(url: str) -> "DemoFamilyAccount | None":
 def migrate() -> None:
     """Apply every Alembic migration (the embedded database is started if no DATABASE_URL is set)."""
     _logging()
+    Shutdown().install()
     asyncio.run(_migrate())
     typer.echo("database is at the latest migration")
 
@@ -59,6 +66,7 @@ def migrate() -> None:
 def seed_demo() -> None:
     """Load the deterministic demo county (青山县). Safe to run twice."""
     _logging()
+    Shutdown().install()
 
     async def run() -> None:
         await _seed(await _migrate())
@@ -73,8 +81,10 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     demo: Annotated[bool, typer.Option(help="load the demo county and print its accounts")] = False,
 ) -> None:
-    """Run the API (migrates first). With --demo, also the demo data."""
+    """Run the API (migrates first). With --demo, also the demo data. SIGINT, SIGTERM and SIGHUP drain it, then
+    stop the embedded database it started; a second signal stops at once."""
     _logging()
+    shutdown = Shutdown().install()
     from api.demo import demo_accounts_text
     from api.main import create_app
 
@@ -91,18 +101,23 @@ def serve(
         typer.echo(demo_accounts_text(f"http://{host}:{port}", family=family))
         for line in channels:
             typer.echo(line)
+        _logging()  # the fakes' own uvicorn config took over uvicorn's loggers (and turned the access log off)
+    config = uvicorn.Config(
+        create_app(settings, database_url=url, migrate=False),
+        host=host,
+        port=port,
+        proxy_headers=False,
+        log_level="info",
+        log_config=None,  # keep _logging()'s handler: uvicorn's own would write raw paths and exceptions
+    )
+    server = Server(config)
+    server.stop_on(shutdown)
     try:
-        uvicorn.run(
-            create_app(settings, database_url=url, migrate=False),
-            host=host,
-            port=port,
-            proxy_headers=False,
-            log_level="info",
-            log_config=None,  # keep _logging()'s handler: uvicorn's own would write raw paths and exceptions
-        )
+        server.run()
     finally:
         if fake is not None:
             fake.stop()
+        embedded_pg.release_all()
 
 
 # The channels the demo may replace with its fakes: setting, label, the fake's URL attribute.
@@ -157,6 +172,7 @@ def create_user(
 ) -> None:
     """Create a staff account with a password (the first platform admin, for example)."""
     _logging()
+    Shutdown().install()
     from api.errors import LiushouError
     from api.scoping import SYSTEM
     from api.services.accounts import create_account
@@ -194,11 +210,11 @@ def worker(
         int | None, typer.Option(help="serve this worker's Prometheus counters on this port")
     ] = None,
 ) -> None:
-    """Run the escalation worker (the 30/60/120-minute chain). Several may run side by side; SIGTERM stops it
-    cleanly, and a worker killed outright loses nothing (its leases expire and another takes over)."""
+    """Run the escalation worker (the 30/60/120-minute chain). Several may run side by side; SIGINT, SIGTERM and
+    SIGHUP stop it cleanly (a second one at once), and a worker killed outright loses nothing (its leases expire
+    and another takes over)."""
     _logging()
-    import signal
-
+    shutdown = Shutdown().install()
     import httpx
     import prometheus_client
 
@@ -212,8 +228,12 @@ def worker(
         engine = make_engine(url, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.current_task()
+        assert task is not None
+        # Signal handlers run between bytecodes of this thread: hand the work to the loop, which they wake
+        # (once it is closed, a later signal only hurries the database's stop).
+        shutdown.drain = lambda: loop.is_closed() or loop.call_soon_threadsafe(stop.set)
+        shutdown.hurry = lambda: loop.is_closed() or loop.call_soon_threadsafe(task.cancel)
         try:
             # Keep as many connections alive as sends may run at once: no reconnecting under a burst.
             concurrency = settings.escalation_send_concurrency
@@ -225,7 +245,12 @@ def worker(
 
     if metrics_port:
         prometheus_client.start_http_server(metrics_port, registry=metrics.REGISTRY)
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        pass  # a second signal: stopped at once
+    finally:
+        embedded_pg.release_all()
 
 
 if __name__ == "__main__":

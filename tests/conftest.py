@@ -6,7 +6,10 @@ from the migrated template (~30 ms), so tests commit for real, run several sessi
 never see each other's rows.
 """
 
+import asyncio
 import os
+import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.clock import FrozenClock
 from api.db import scoped_session
-from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
+from api.embedded_pg import asyncpg_url, release, socket_dir, start_embedded
 from api.fake_providers import FakeProviderServer
 from api.main import create_app
 from api.migrations import upgrade_to_head
@@ -69,9 +72,17 @@ class PgServer:
             await conn.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest winds down on Ctrl+C (fixtures torn down, the embedded server stopped); let `kill` and a closed
+    # terminal do the same instead of leaving the server running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 async def pg() -> AsyncIterator[PgServer]:
     url = os.environ.get("DATABASE_URL")
+    data_dir: Path | None = None
     if url:
         libpq = url.replace("postgresql+asyncpg://", "postgresql://")
         parts = urlsplit(libpq)
@@ -79,13 +90,16 @@ async def pg() -> AsyncIterator[PgServer]:
         base = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, parts.query, ""))
         server = PgServer(admin_dsn=admin, base_url=base)
     else:
-        data_dir = Path(tempfile.mkdtemp(prefix="liushou-test-pg-"))
+        data_dir = Path(tempfile.mkdtemp(prefix="liushou-test-pg-")) / "pgdata"
         server = PgServer(socket=socket_dir(start_embedded(data_dir)))
     await server.drop(TEMPLATE)
     await server.create(TEMPLATE)
     await upgrade_to_head(server.url(TEMPLATE))
     yield server
     await server.drop(TEMPLATE)
+    if data_dir is not None:  # if the run is cut short before this, the exit hook still stops the server
+        await asyncio.to_thread(release, data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture
