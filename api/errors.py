@@ -271,10 +271,9 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, _database)
 
 
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _DESCRIPTIONS = {
-    400: "Malformed form body (bad_request)",
+    400: "Malformed body: bytes that cannot be read as this body (bad_request)",
     401: "Not signed in, or the token is invalid, expired or revoked",
     403: "Signed in, but this role (or this account) may not do it",
     422: "Invalid input: `fields` says which and why",
@@ -285,8 +284,9 @@ _DESCRIPTIONS = {
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Add to every operation of an OpenAPI schema the errors the plumbing answers, in the one error shape:
     401 where it needs a token, 403 where it also needs a role, 422 where it takes parameters or a body,
-    400 where the body is a form, 503 everywhere (database unavailable or busy). Routers document only the
-    errors of their own (404, 409, …); these follow from the dependencies, so a new endpoint gets them."""
+    400 where it takes a body (bytes that cannot be read as that body), 503 everywhere (database unavailable or
+    busy). Routers document only the errors of their own (404, 409, …); these follow from the dependencies, so a
+    new endpoint gets them."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     if "ErrorResponse" not in schemas:
         from pydantic.json_schema import models_json_schema
@@ -307,7 +307,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 wanted.add(403)
             if operation.get("parameters") or body_types:
                 wanted.add(422)
-            if any(t in body_types for t in _FORM_TYPES):
+            if body_types:
                 wanted.add(400)
             responses = operation.setdefault("responses", {})
             for status in sorted(wanted):
