@@ -102,6 +102,17 @@ class UpstreamUnavailable(LiushouError):
     message = "外部服务暂时不可用，请稍后再试 (upstream service unavailable)"
 
 
+class Busy(LiushouError):
+    """The rows this request needs are held by other work longer than we wait; retrying shortly works."""
+
+    status_code = 503
+    code = "busy_retry"
+    message = "正在处理同一事件的其他操作，请稍后重试 (busy, retry shortly)"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting the error shape for the given status codes."""
     return {code: {"model": ErrorResponse} for code in status_codes}
