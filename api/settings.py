@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     run_worker_in_process: bool = True
     # The escalation engine (docs/escalation.md).
     escalation_poll_seconds: float = Field(default=1.0, gt=0, le=30)
-    # Claimed per pass; keep batch / send_concurrency × http_timeout well under the lease.
+    # Claimed per pass; a message still waiting for a send slot at its deadline is released unsent.
     escalation_batch_size: int = Field(default=100, ge=1, le=5000)
     escalation_send_concurrency: int = Field(default=50, ge=1, le=1000)
     # A claimed message not recorded within this time is taken over by another worker; longer than a send.
