@@ -114,6 +114,15 @@ AUDIT = {
           ON s.message_id = d.message_id AND s.kind = 'message_sent'
         WHERE d.kind IN ('message_delivered', 'call_answered') AND d.id < s.id""",
     "wechat_unconfirmed": "SELECT count(*) FROM outbound_message WHERE channel = 'wechat' AND status = 'unconfirmed'",
+    # Why: its worker was killed (or could not record during the outage) before WeChat's answer was recorded,
+    # or the send ran into its deadline / WeChat did not answer in time.
+    "wechat_unconfirmed_worker_lost": """
+        SELECT count(*) FROM outbound_message
+        WHERE channel = 'wechat' AND status = 'unconfirmed' AND error_code = 'lease_expired'""",
+    "wechat_unconfirmed_no_answer_in_time": """
+        SELECT count(*) FROM outbound_message
+        WHERE channel = 'wechat' AND status = 'unconfirmed' AND error_code <> 'lease_expired'""",
+    "wechat_sent": "SELECT count(*) FROM outbound_message WHERE channel = 'wechat' AND sent_at IS NOT NULL",
     "wechat_failed_lease_expired": """
         SELECT count(*) FROM outbound_message
         WHERE channel = 'wechat' AND status = 'failed' AND error_code = 'lease_expired'""",
