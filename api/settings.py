@@ -82,11 +82,14 @@ class Settings(BaseSettings):
     run_worker_in_process: bool = True
     # The escalation engine (docs/escalation.md).
     escalation_poll_seconds: float = Field(default=1.0, gt=0, le=30)
-    # Claimed per pass; keep batch / send_concurrency × http_timeout well under the lease.
+    # Claimed per pass; a message still waiting for a send slot at its deadline is released unsent.
     escalation_batch_size: int = Field(default=100, ge=1, le=5000)
     escalation_send_concurrency: int = Field(default=50, ge=1, le=1000)
     # A claimed message not recorded within this time is taken over by another worker; longer than a send.
     escalation_lease_seconds: int = Field(default=60, ge=5, le=3600)
+    # Everything one send may take — waiting for a free slot, the WeChat token, every HTTP phase — counted
+    # from the claim; unset: half the lease. Must end well inside the lease (validated below).
+    escalation_send_deadline_seconds: float | None = Field(default=None, gt=0, le=3600)
     worker_heartbeat_seconds: int = Field(default=5, ge=1, le=60)
     worker_stale_seconds: int = Field(default=60, ge=5, le=3600)
     # Readiness wants a fresh worker heartbeat; None: in production always, elsewhere when the worker runs here.
@@ -108,6 +111,28 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)  # raises ValueError: a typo must not trust the world
         return value
+
+    @property
+    def send_deadline_seconds(self) -> float:
+        if self.escalation_send_deadline_seconds is not None:
+            return self.escalation_send_deadline_seconds
+        return self.escalation_lease_seconds / 2
+
+    @property
+    def send_deadline_margin_seconds(self) -> float:
+        """What the lease must keep after a send's deadline: the time to record its outcome."""
+        return max(2.0, self.escalation_lease_seconds / 4)
+
+    @model_validator(mode="after")
+    def _send_deadline_fits_the_lease(self) -> Self:
+        latest = self.escalation_lease_seconds - self.send_deadline_margin_seconds
+        if self.send_deadline_seconds > latest:
+            raise ValueError(
+                f"LIUSHOU_ESCALATION_SEND_DEADLINE_SECONDS ({self.send_deadline_seconds:g}) must end at least"
+                f" {self.send_deadline_margin_seconds:g} s before the lease (LIUSHOU_ESCALATION_LEASE_SECONDS"
+                f" {self.escalation_lease_seconds}): at most {latest:g}, else a second worker could send again"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Self:

@@ -9,8 +9,13 @@ Three short steps, never a transaction held across the network:
    message re-claimed after a crash is re-sent with the same key and goes out once. WeChat has no key: a
    WeChat message re-claimed after a crash, or whose send timed out, is *ambiguous* — it is failed without
    resending and the party falls back to SMS/voice.
-3. **record** — one short transaction: ``sent`` (with the provider id), back to ``pending`` with backoff for
-   a temporary error, or ``failed``; a failure nudges the party so the scheduler moves on at once.
+   Each send has a deadline well inside the lease (``send_deadline_seconds``), covering the wait for a free
+   slot and every HTTP phase: a message not handed to the provider by then is released unsent, and no send
+   outlives its lease (else a second worker would send it again).
+3. **record** — as soon as each answer is in, one short transaction: ``sent`` (with the provider id), back
+   to ``pending`` with backoff for a temporary error, ``failed``, or ``unconfirmed`` (WeChat, answer lost); a
+   failure nudges the party so the scheduler moves on at once. A receipt that arrived first has recorded
+   the send already: the answer then adds nothing to the timeline.
 """
 
 import asyncio
@@ -41,7 +46,7 @@ from api.models.escalation import (
     PartyStatus,
 )
 from api.models.incidents import EventKind, IncidentEvent
-from api.services.escalation import DEAD_ADDRESS_CODES, masked_address
+from api.services.escalation import DEAD_ADDRESS_CODES, lock_chain, masked_address
 from api.settings import Settings
 
 log = logging.getLogger("liushou.escalation.dispatcher")
@@ -80,7 +85,7 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # sent | retry | failed
+    kind: str  # sent | retry | failed | unconfirmed (WeChat, answer lost) | release (deadline before sending)
     provider_message_id: str | None = None
     code: str | None = None
     text: str | None = None
@@ -169,96 +174,105 @@ async def claim_due(
     return [Claimed(**{**row, "channel": Channel(row["channel"])}) for row in rows]
 
 
-async def record_outcomes(
-    session: AsyncSession, results: list[tuple[Claimed, Outcome]], *, now: datetime, worker_id: str
-) -> None:
-    """Write send outcomes and their timeline lines. Parties are locked first (to nudge those whose message
-    failed), then messages: the engine's lock order."""
-    if not results:
-        return
+def _sent_record(msg: Claimed, out: Outcome, now: datetime) -> sa.Update:
+    """The provider accepted it. Whoever holds the lease now: a provider id is worth keeping, a receipt that
+    arrived before this answer (delivered, failed) is not overwritten, and a WeChat message another worker
+    gave up on as unconfirmed is now known to be out. Returns the ``sent_at`` before, from the locked row."""
     m = MESSAGES.c
-    failed = [msg for msg, out in results if out.kind == "failed" and msg.party_id is not None]
-    sent = [(msg, out) for msg, out in results if out.kind == "sent"]
-    retries = [(msg, out) for msg, out in results if out.kind == "retry"]
-    failures = [(msg, out) for msg, out in results if out.kind == "failed"]
-    if failed:
+    before = (
+        sa.select(m.id.label("id"), m.sent_at.label("was_sent_at"), m.status.label("was_status"))
+        .where(m.id == msg.id)
+        .with_for_update()
+        .subquery("before")
+    )
+    first_known = sa.func.coalesce(m.sent_at, m.delivered_at, now)
+    waiting = sa.or_(m.status == MessageStatus.sending.value, m.status == MessageStatus.unconfirmed.value)
+    return (
+        sa.update(MESSAGES)
+        .where(m.id == before.c.id)
+        .values(
+            status=sa.case((waiting, MessageStatus.sent.value), else_=m.status),
+            provider_message_id=sa.func.coalesce(m.provider_message_id, out.provider_message_id),
+            sent_at=sa.func.coalesce(m.sent_at, now),
+            # The wait is anchored to the first of sent / delivered, whichever event came first.
+            ack_wait_until=sa.func.coalesce(m.ack_wait_until, first_known + timedelta(seconds=msg.ack_wait_seconds)),
+            lease_until=sa.case((waiting, None), else_=m.lease_until),
+            error_code=sa.case((waiting, None), else_=m.error_code),
+            error_message=sa.case((waiting, None), else_=m.error_message),
+        )
+        .returning(before.c.was_sent_at, before.c.was_status)
+    )
+
+
+async def record_outcome(session: AsyncSession, msg: Claimed, out: Outcome, *, now: datetime, worker_id: str) -> bool:
+    """Write one send outcome and its timeline line, if it still tells something new: a receipt may have
+    recorded the send first, and a message whose lease another worker took over is not ours to change.
+    Returns whether anything was written."""
+    m = MESSAGES.c
+    owned = sa.and_(m.id == msg.id, m.status == MessageStatus.sending.value, m.leased_by == worker_id)
+    if out.kind == "sent":
+        row = (await session.execute(_sent_record(msg, out, now))).first()
+        if row is None or row.was_sent_at is not None:
+            return False  # the receipt told the story already: the send, then the delivery
+        await session.execute(sa.insert(EVENTS), [_event(msg, out, now)])
+        return True
+    if out.kind == "release":
+        # Its deadline passed before it was handed to the provider: not sent, not an attempt.
+        released = await session.execute(
+            sa.update(MESSAGES)
+            .where(owned)
+            .values(status=MessageStatus.pending.value, lease_until=None, leased_by=None, attempts=m.attempts - 1)
+            .returning(m.id)
+        )
+        return released.first() is not None
+    if out.kind in ("failed", "unconfirmed") and msg.party_id is not None:
+        # The party is nudged so the scheduler moves on at once: locked before the message (the engine's order).
+        await lock_chain(session, party_ids=[msg.party_id])
+    if out.kind == "retry":
+        values: dict[str, Any] = {
+            "status": MessageStatus.pending.value,
+            "next_attempt_at": out.retry_at,
+            "lease_until": None,
+            "leased_by": None,
+        }
+    elif out.kind == "unconfirmed":
+        values = {"status": MessageStatus.unconfirmed.value, "lease_until": None}
+    else:
+        values = {"status": MessageStatus.failed.value, "failed_at": now, "lease_until": None}
+    changed = await session.execute(
+        sa.update(MESSAGES)
+        .where(owned)
+        .values(**values, error_code=out.code, error_message=(out.text or "")[:256])
+        .returning(m.id)
+    )
+    if changed.first() is None:
+        return False
+    if out.kind in ("failed", "unconfirmed") and msg.party_id is not None:
         await session.execute(
             sa.update(PARTIES)
             .where(
-                PARTIES.c.id.in_(sorted({msg.party_id for msg in failed if msg.party_id is not None})),
-                PARTIES.c.current_message_id.in_([msg.id for msg in failed]),
+                PARTIES.c.id == msg.party_id,
+                PARTIES.c.current_message_id == msg.id,
                 PARTIES.c.status == PartyStatus.notifying.value,
             )
             .values(next_check_at=now)
         )
-    if sent:
-        # Whoever holds the lease now: a provider id is worth keeping, and a receipt that arrived before
-        # this answer (delivered, failed) is not overwritten.
+    if out.kind == "failed" and out.dead_address and msg.target_id is not None:
         await session.execute(
-            sa.update(MESSAGES)
-            .where(m.id == sa.bindparam("b_id"))
-            .values(
-                status=sa.case((m.status == MessageStatus.sending.value, MessageStatus.sent.value), else_=m.status),
-                provider_message_id=sa.func.coalesce(m.provider_message_id, sa.bindparam("b_pid")),
-                sent_at=sa.func.coalesce(m.sent_at, sa.bindparam("b_now")),
-                ack_wait_until=sa.func.coalesce(m.ack_wait_until, sa.bindparam("b_ack")),
-                lease_until=None,
-                error_code=None,
-                error_message=None,
-            ),
-            [
-                {
-                    "b_id": msg.id,
-                    "b_pid": out.provider_message_id,
-                    "b_now": now,
-                    "b_ack": now + timedelta(seconds=msg.ack_wait_seconds),
-                }
-                for msg, out in sent
-            ],
+            sa.update(TARGETS)
+            .where(TARGETS.c.id == msg.target_id, TARGETS.c.dead_at.is_(None))
+            .values(dead_at=now, dead_reason=out.code)
         )
-    owned = sa.and_(m.id == sa.bindparam("b_id"), m.status == MessageStatus.sending.value, m.leased_by == worker_id)
-    if retries:
-        await session.execute(
-            sa.update(MESSAGES)
-            .where(owned)
-            .values(
-                status=MessageStatus.pending.value,
-                next_attempt_at=sa.bindparam("b_at"),
-                lease_until=None,
-                leased_by=None,
-                error_code=sa.bindparam("b_code"),
-                error_message=sa.bindparam("b_text"),
-            ),
-            [
-                {"b_id": msg.id, "b_at": out.retry_at, "b_code": out.code, "b_text": (out.text or "")[:256]}
-                for msg, out in retries
-            ],
-        )
-    if failures:
-        await session.execute(
-            sa.update(MESSAGES)
-            .where(owned)
-            .values(
-                status=MessageStatus.failed.value,
-                failed_at=sa.bindparam("b_now"),
-                lease_until=None,
-                error_code=sa.bindparam("b_code"),
-                error_message=sa.bindparam("b_text"),
-            ),
-            [
-                {"b_id": msg.id, "b_now": now, "b_code": out.code, "b_text": (out.text or "")[:256]}
-                for msg, out in failures
-            ],
-        )
-        dead = [(msg, out) for msg, out in failures if out.dead_address and msg.target_id is not None]
-        if dead:
-            await session.execute(
-                sa.update(TARGETS)
-                .where(TARGETS.c.id == sa.bindparam("b_id"), TARGETS.c.dead_at.is_(None))
-                .values(dead_at=sa.bindparam("b_now"), dead_reason=sa.bindparam("b_code")),
-                [{"b_id": msg.target_id, "b_now": now, "b_code": out.code} for msg, out in dead],
-            )
-    await session.execute(sa.insert(EVENTS), [_event(msg, out, now) for msg, out in results])
+    await session.execute(sa.insert(EVENTS), [_event(msg, out, now)])
+    return True
+
+
+async def record_outcomes(
+    session: AsyncSession, results: list[tuple[Claimed, Outcome]], *, now: datetime, worker_id: str
+) -> None:
+    """Write several outcomes in the caller's transaction (the demo replays a batch this way)."""
+    for msg, out in sorted(results, key=lambda r: r[0].id):
+        await record_outcome(session, msg, out, now=now, worker_id=worker_id)
 
 
 def _event(msg: Claimed, out: Outcome, now: datetime) -> dict[str, Any]:
@@ -274,6 +288,9 @@ def _event(msg: Claimed, out: Outcome, now: datetime) -> dict[str, Any]:
     elif out.kind == "retry":
         kind = EventKind.message_retry
         detail.update(error=out.code, retry_at=out.retry_at.isoformat() if out.retry_at else None)
+    elif out.kind == "unconfirmed":
+        kind = EventKind.message_unconfirmed
+        detail.update(error=out.code, resent=False)
     else:
         kind = EventKind.message_failed
         detail.update(error=out.code, failure=out.failure, address_unusable=out.dead_address or None)
@@ -324,7 +341,7 @@ class Dispatcher:
 
     # ---- 2. send -----------------------------------------------------------------------------------------
 
-    async def _call_provider(self, message: Claimed) -> SendResult:
+    async def _call_provider(self, message: Claimed, timeout: float) -> SendResult:  # noqa: ASYNC109
         s = self.settings
         base = s.public_base_url.rstrip("/")
         if message.channel == Channel.sms:
@@ -336,7 +353,7 @@ class Dispatcher:
                 text=message.body,
                 idempotency_key=message.idempotency_key,
                 callback_url=f"{base}/inbound/sms",
-                timeout=s.http_timeout_seconds,
+                timeout=timeout,
             )
         if message.channel == Channel.voice:
             return await place_call(
@@ -347,7 +364,7 @@ class Dispatcher:
                 tts_text=message.body,
                 idempotency_key=message.idempotency_key,
                 callback_url=f"{base}/inbound/voice",
-                timeout=s.http_timeout_seconds,
+                timeout=timeout,
             )
         return await send_subscribe_message(
             self.http,
@@ -357,38 +374,58 @@ class Dispatcher:
             template_id=s.wechat_subscribe_template_id,
             data=message.template_data or {},
             page=message.wechat_page,
-            timeout=s.http_timeout_seconds,
+            timeout=timeout,
         )
 
-    async def send(self, message: Claimed) -> Outcome:
-        """Send one claimed message and say what happened; never raises."""
+    def deadline_after_claim(self, claim_started: float) -> float:
+        """The event-loop time by which a message claimed at ``claim_started`` must have its answer: well
+        inside its lease, so that no other worker can take it over while this one may still send it."""
+        return claim_started + self.settings.send_deadline_seconds
+
+    async def send(self, message: Claimed, *, deadline: float | None = None) -> Outcome:
+        """Send one claimed message and say what happened; never raises. ``deadline`` (event-loop time,
+        :meth:`deadline_after_claim`) bounds everything: the wait for a free slot, the WeChat token, every
+        HTTP phase. A message still waiting for a slot at its deadline is released unsent."""
         if message.channel == Channel.wechat and message.prev_status == MessageStatus.sending.value:
-            # Its worker died mid-send: WeChat may have delivered it, and resending could deliver it twice.
-            return Outcome(kind="failed", failure="ambiguous", code="lease_expired", text="worker lost mid-send")
+            # Its worker stopped mid-send: WeChat may have shown it, and resending could show it twice.
+            return Outcome(
+                kind="unconfirmed", code="lease_expired", text="the worker sending it stopped before its answer"
+            )
         if message.attempts > message.max_attempts:
             return Outcome(kind="failed", failure="exhausted", code="max_attempts", text="attempts used up")
-        async with self._limit:
-            try:
-                result = await self._call_provider(message)
-            except ChannelPermanentError as exc:
-                return Outcome(
-                    kind="failed",
-                    failure="permanent",
-                    code=exc.code,
-                    text=exc.message,
-                    dead_address=exc.code in DEAD_ADDRESS_CODES,
-                )
-            except ChannelTemporaryError as exc:
-                return self._temporary(message, exc.code, exc.message, exc.retry_after)
-            except Exception as exc:  # a bug or an unexpected answer: retried like a temporary error
-                log.exception("unexpected error sending message %s", message.id)
-                return self._temporary(message, "unexpected", type(exc).__name__, None)
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = self.deadline_after_claim(loop.time())
+        handed_over = False
+        try:
+            async with asyncio.timeout_at(deadline), self._limit:
+                handed_over = True
+                timeout = max(0.001, min(self.settings.http_timeout_seconds, deadline - loop.time()))
+                try:
+                    result = await self._call_provider(message, timeout)
+                except ChannelPermanentError as exc:
+                    return Outcome(
+                        kind="failed",
+                        failure="permanent",
+                        code=exc.code,
+                        text=exc.message,
+                        dead_address=exc.code in DEAD_ADDRESS_CODES,
+                    )
+                except ChannelTemporaryError as exc:
+                    return self._temporary(message, exc.code, exc.message, exc.retry_after)
+                except Exception as exc:  # a bug or an unexpected answer: retried like a temporary error
+                    log.exception("unexpected error sending message %s", message.id)
+                    return self._temporary(message, "unexpected", type(exc).__name__, None)
+        except TimeoutError:
+            if not handed_over:
+                return Outcome(kind="release", code="deadline", text="no free slot before the send deadline")
+            return self._temporary(message, "deadline", "no answer before the send deadline", None)
         return Outcome(kind="sent", provider_message_id=result.provider_message_id)
 
     def _temporary(self, message: Claimed, code: str, text: str, retry_after: float | None) -> Outcome:
-        if message.channel == Channel.wechat and code in ("unavailable", "unexpected"):
+        if message.channel == Channel.wechat and code in ("unavailable", "unexpected", "deadline"):
             # No idempotency key on WeChat: after a timeout the message may be out. Fall back, do not resend.
-            return Outcome(kind="failed", failure="ambiguous", code=code, text=text)
+            return Outcome(kind="unconfirmed", code=code, text=text)
         if message.attempts >= message.max_attempts:
             return Outcome(kind="failed", failure="exhausted", code=code, text=text)
         return Outcome(kind="retry", code=code, text=text, retry_at=self.clock.now() + _backoff(message, retry_after))
@@ -396,24 +433,34 @@ class Dispatcher:
     # ---- 3. record ---------------------------------------------------------------------------------------
 
     async def record(self, results: list[tuple[Claimed, Outcome]]) -> None:
-        """Write the outcomes in one short transaction."""
-        if not results:
-            return
-        async with scoped_session(self.sessionmaker) as session:
-            await record_outcomes(session, results, now=self.clock.now(), worker_id=self.worker_id)
+        """Write each outcome in a short transaction of its own."""
         for msg, out in results:
+            async with scoped_session(self.sessionmaker) as session:
+                await record_outcome(session, msg, out, now=self.clock.now(), worker_id=self.worker_id)
             if out.kind == "sent":
                 metrics.MESSAGES_SENT.labels(channel=msg.channel.value, purpose=msg.purpose).inc()
-            else:
+            elif out.kind != "release":
                 metrics.SEND_ERRORS.labels(channel=msg.channel.value, outcome=out.failure or out.kind).inc()
 
     # ---- all three -------------------------------------------------------------------------------------
 
+    async def _send_and_record(self, message: Claimed, deadline: float) -> None:
+        outcome = await self.send(message, deadline=deadline)
+        try:
+            # At once, not after the whole batch: the shorter the time between the provider's answer and
+            # its record, the fewer answers a crash can lose.
+            await self.record([(message, outcome)])
+        except Exception:
+            # The database went away: the lease runs out and another pass takes the message over (SMS and
+            # voice are re-sent with the same key; WeChat is recorded unconfirmed, never resent).
+            log.exception("could not record the outcome of message %s", message.id)
+
     async def run_once(self, limit: int) -> int:
         """Claim, send and record one batch; returns how many messages were handled."""
+        claim_started = asyncio.get_running_loop().time()
         claimed = await self.claim(limit)
         if not claimed:
             return 0
-        outcomes = await asyncio.gather(*(self.send(message) for message in claimed))
-        await self.record(list(zip(claimed, outcomes, strict=True)))
+        deadline = self.deadline_after_claim(claim_started)
+        await asyncio.gather(*(self._send_and_record(message, deadline) for message in claimed))
         return len(claimed)

@@ -81,6 +81,9 @@ class MessageStatus(StrEnum):
     sent = "sent"  # accepted by the provider
     delivered = "delivered"  # handset received it / call answered
     failed = "failed"  # not sent, bounced, or call not reached
+    # The send's answer was lost (its worker stopped mid-send, or it timed out) on a channel without an
+    # idempotency key (WeChat): it may have been shown. Never resent there; the party moves on at once.
+    unconfirmed = "unconfirmed"
     cancelled = "cancelled"  # no longer needed: the party was told first
 
 

@@ -142,6 +142,7 @@ class EventKind(StrEnum):
     message_sent = "message_sent"
     message_retry = "message_retry"
     message_failed = "message_failed"
+    message_unconfirmed = "message_unconfirmed"
     message_delivered = "message_delivered"
     message_cancelled = "message_cancelled"
     call_answered = "call_answered"
@@ -177,6 +178,7 @@ EVENT_LABELS = {
     EventKind.message_sent: "已发出",
     EventKind.message_retry: "发送失败，稍后重试",
     EventKind.message_failed: "发送失败",
+    EventKind.message_unconfirmed: "发送结果不明 (可能已送达)，改用下一方式",
     EventKind.message_delivered: "已送达",
     EventKind.message_cancelled: "已取消 (已告知)",
     EventKind.call_answered: "电话已接听",

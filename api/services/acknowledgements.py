@@ -59,6 +59,8 @@ from api.services.escalation import (
     acting_as_system,
     cancel_pending,
     deadline_met,
+    lock_chain,
+    lock_party,
     record_event,
     release_reply_codes,
     wake_workers,
@@ -77,29 +79,11 @@ _CALL_BEFORE_START = timedelta(minutes=5)
 
 
 async def lock_step_and_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty]:
-    """Lock in the engine's order: the step first, then the party."""
-    step_id = (
-        await session.execute(select(EscalationParty.step_id).where(EscalationParty.id == party_id))
-    ).scalar_one_or_none()
-    if step_id is None:
+    """Lock in the engine's order (:func:`api.services.escalation.lock_chain`): the step, then the party."""
+    locked = await lock_party(session, party_id)
+    if locked is None:
         raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
-    step = (
-        await session.execute(
-            select(EscalationStep)
-            .where(EscalationStep.id == step_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    party = (
-        await session.execute(
-            select(EscalationParty)
-            .where(EscalationParty.id == party_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    return step, party
+    return locked
 
 
 async def _mark_told(
@@ -392,6 +376,12 @@ async def acknowledge_in_mini_program(
             raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")
         if incident.status == IncidentStatus.closed:
             raise Conflict(INCIDENT_CLOSED, code="incident_closed")
+        # All their steps, then all the parties, in the engine's one lock order, before acknowledging any.
+        party_ids = [party_id for party_id, _ in parties]
+        step_ids = (
+            await session.execute(select(EscalationParty.step_id).where(col(EscalationParty.id).in_(party_ids)))
+        ).scalars()
+        await lock_chain(session, step_ids=list(step_ids), party_ids=party_ids)
         acks = []
         for party_id, target in sorted(parties, key=lambda p: str(p[0])):
             ack = await acknowledge(
@@ -474,18 +464,20 @@ async def _first_time(session: AsyncSession, event_id: str, type_: str, now: dat
 
 
 async def _message_by_key(session: AsyncSession, key: str) -> OutboundMessage | None:
-    """The message a provider event is about. Its party and step come along in the same query (unlocked;
-    acknowledging locks and re-reads them), so the timeline line's step number costs no further queries."""
+    """The message a provider event is about, locked with its step and party in the engine's order
+    (step → party → message): a callback may then update them in whatever order its story needs."""
     row = (
         await session.execute(
-            select(OutboundMessage, EscalationParty, EscalationStep)
+            select(OutboundMessage.id, OutboundMessage.party_id, EscalationParty.step_id)
             .outerjoin(EscalationParty, col(EscalationParty.id) == OutboundMessage.party_id)
-            .outerjoin(EscalationStep, col(EscalationStep.id) == EscalationParty.step_id)
             .where(OutboundMessage.idempotency_key == key)
-            .execution_options(populate_existing=True)
         )
     ).first()
-    return row[0] if row else None
+    if row is None:
+        return None
+    message_id, party_id, step_id = row
+    locks = await lock_chain(session, step_ids=[step_id], party_ids=[party_id], message_ids=[message_id])
+    return locks.messages.get(message_id)
 
 
 async def nudge_party(session: AsyncSession, message: OutboundMessage, now: datetime) -> None:
@@ -527,18 +519,40 @@ async def _message_event(
     )
 
 
-def _delivered(message: OutboundMessage, provider_id: str, now: datetime) -> bool:
+async def _sent_first(session: AsyncSession, message: OutboundMessage, provider_id: str, now: datetime) -> None:
+    """A receipt about a message whose send answer is not recorded yet (it may never be: its worker may have
+    stopped) proves the provider accepted it: record the send first, so the story reads in its real order,
+    and anchor the acknowledgement wait to it."""
+    if message.status != MessageStatus.sending or message.sent_at is not None:
+        return
+    message.status = MessageStatus.sent
+    message.sent_at = now
+    message.provider_message_id = message.provider_message_id or provider_id
+    message.lease_until = None
+    message.ack_wait_until = message.ack_wait_until or now + timedelta(seconds=message.ack_wait_seconds)
+    await _message_event(
+        session, message, EventKind.message_sent, now, provider_message_id=provider_id, confirmed_by="receipt"
+    )
+
+
+async def _delivered(session: AsyncSession, message: OutboundMessage, provider_id: str, now: datetime) -> bool:
     if message.status not in (MessageStatus.sending, MessageStatus.sent):
         return False
+    await _sent_first(session, message, provider_id, now)
     message.status = MessageStatus.delivered
     message.delivered_at = now
     message.provider_message_id = message.provider_message_id or provider_id
+    # Anchored once, by whichever of the send's answer and the receipt came first.
+    message.ack_wait_until = message.ack_wait_until or now + timedelta(seconds=message.ack_wait_seconds)
     return True
 
 
-async def _not_reached(session: AsyncSession, message: OutboundMessage, *, code: str, text: str, now: datetime) -> bool:
+async def _not_reached(
+    session: AsyncSession, message: OutboundMessage, *, provider_id: str, code: str, text: str, now: datetime
+) -> bool:
     if message.status in (MessageStatus.failed, MessageStatus.cancelled):
         return False
+    await _sent_first(session, message, provider_id, now)
     await nudge_party(session, message, now)
     message.status = MessageStatus.failed
     message.failed_at = now
@@ -601,7 +615,7 @@ async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) 
     if message is None:
         return "unknown_message"
     if event.type == "sms.delivered":
-        if _delivered(message, event.message_id, now):
+        if await _delivered(session, message, event.message_id, now):
             await _message_event(
                 session,
                 message,
@@ -612,7 +626,14 @@ async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) 
             )
         return "delivered"
     error = event.error.code if event.error else "undeliverable"
-    if await _not_reached(session, message, code=error, text=event.error.message if event.error else "", now=now):
+    if await _not_reached(
+        session,
+        message,
+        provider_id=event.message_id,
+        code=error,
+        text=event.error.message if event.error else "",
+        now=now,
+    ):
         await _message_event(
             session,
             message,
@@ -815,7 +836,7 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
     if message is None:
         return "unknown_message"
     if event.type == "voice.answered":
-        if _delivered(message, event.call_id, now):
+        if await _delivered(session, message, event.call_id, now):
             await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
         return "answered"
     if event.type == "voice.dtmf":
@@ -823,7 +844,9 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
         if ACK_DIGIT not in digits or message.party_id is None:
             await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
             return "digits_ignored"
-        # Acknowledge before touching the message: locks go step → party → message.
+        # A keypress proves the call was placed and answered, even if those callbacks have not come yet.
+        if await _delivered(session, message, event.call_id, now):
+            await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
         try:
             await _acknowledge_message(session, message, AckRoute.voice_dtmf, provider_time=event.occurred_at, now=now)
         except Conflict as exc:
@@ -839,9 +862,9 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
                 pressed_at=answered_at(event.occurred_at, message, now).isoformat(),
             )
             return "incident_closed"
-        _delivered(message, event.call_id, now)
         return "acknowledged"
     if event.type == "voice.completed":
+        await _sent_first(session, message, event.call_id, now)
         if message.finished_at is None:
             await nudge_party(session, message, now)
             message.finished_at = now
@@ -849,7 +872,14 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
         return "completed"
     # no_answer, busy, failed: the person was not reached by this call.
     code = event.type.removeprefix("voice.")
-    if await _not_reached(session, message, code=code, text=event.error.message if event.error else "", now=now):
+    if await _not_reached(
+        session,
+        message,
+        provider_id=event.call_id,
+        code=code,
+        text=event.error.message if event.error else "",
+        now=now,
+    ):
         await _message_event(
             session,
             message,

@@ -6,12 +6,14 @@ touch an incident in flight. Moving along is the same code whoever calls it (the
 a staff member's "escalate now"): :func:`advance_party` queues a message to the next target, ends a round,
 or flags the party to the school's leaders when nobody is left to try.
 
-Row locks are always taken in the order step → party → message, by every writer (scheduler, dispatcher,
-acknowledgements), so concurrent workers and callbacks cannot deadlock.
+Row locks are always taken in the order step → party → message, each level by id, by every writer
+(scheduler, dispatcher, escalate-now, acknowledgements, callbacks) through :func:`lock_chain`, so concurrent
+workers, staff and callbacks cannot deadlock; a lock not granted within ``LOCK_TIMEOUT_MS`` is a
+:class:`~api.errors.DatabaseBusy` (503 with ``Retry-After``), never a request hanging behind a worker.
 """
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,11 +21,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.channels.base import mask_phone as mask_e164
-from api.errors import Forbidden, Invalid, NotFound, field_error
+from api.errors import DatabaseBusy, Forbidden, Invalid, NotFound, field_error
 from api.escalation import messages
 from api.models.accounts import Account, Role
 from api.models.children import Child
@@ -104,6 +107,83 @@ def acting_as_system(session: AsyncSession) -> Iterator[None]:
         yield
     finally:
         set_principal(session, before)
+
+
+# ---- the one lock order ---------------------------------------------------------------------------------
+
+# How long a transaction of the engine waits for a row lock: the engine's own transactions are short, so a
+# longer wait means something is wrong; the request answers 503 and the worker looks again shortly.
+LOCK_TIMEOUT_MS = 3000
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """PostgreSQL gave up waiting for a lock (``lock_timeout``)."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+
+@dataclass
+class ChainLocks:
+    """The rows :func:`lock_chain` locked, fresh from the database, by id."""
+
+    steps: dict[uuid.UUID, EscalationStep]
+    parties: dict[uuid.UUID, EscalationParty]
+    messages: dict[uuid.UUID, OutboundMessage]
+
+
+async def _lock_rows(session: AsyncSession, model: Any, ids: Collection[uuid.UUID | None]) -> dict[uuid.UUID, Any]:
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = (
+        await session.execute(
+            select(model)
+            .where(col(model.id).in_(wanted))
+            .order_by(col(model.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    return {row.id: row for row in rows}
+
+
+async def lock_chain(
+    session: AsyncSession,
+    *,
+    step_ids: Collection[uuid.UUID | None] = (),
+    party_ids: Collection[uuid.UUID | None] = (),
+    message_ids: Collection[uuid.UUID | None] = (),
+) -> ChainLocks:
+    """Lock rows of the chain in the engine's one order — steps, then parties, then messages, each by id —
+    and return them re-read. Every writer of these tables goes through here, and a transaction that already
+    holds a lock of one level only asks for rows of the same or a later level afterwards (re-asking for a
+    row it holds is free), so no two transactions can wait on each other in a cycle.
+
+    Sets ``lock_timeout`` for the rest of the transaction; a lock not granted in time raises
+    :class:`~api.errors.DatabaseBusy`.
+    """
+    await session.execute(sa.text(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}"))
+    try:
+        return ChainLocks(
+            steps=await _lock_rows(session, EscalationStep, step_ids),
+            parties=await _lock_rows(session, EscalationParty, party_ids),
+            messages=await _lock_rows(session, OutboundMessage, message_ids),
+        )
+    except DBAPIError as exc:
+        if is_lock_timeout(exc):
+            raise DatabaseBusy() from None
+        raise
+
+
+async def lock_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty] | None:
+    """Lock a party and its step (in the engine's order); ``None`` when there is no such party."""
+    step_id = (
+        await session.execute(select(EscalationParty.step_id).where(EscalationParty.id == party_id))
+    ).scalar_one_or_none()
+    if step_id is None:
+        return None
+    locks = await lock_chain(session, step_ids=[step_id], party_ids=[party_id])
+    return locks.steps[step_id], locks.parties[party_id]
 
 
 # ---- policy -------------------------------------------------------------------------------------------
@@ -945,27 +1025,33 @@ async def rearm_party(
 
 
 async def check_party(session: AsyncSession, party: EscalationParty, *, settings: Settings, now: datetime) -> None:
-    """The scheduler's look at a notifying party: wait, or move on to the next channel / contact."""
+    """The scheduler's look at a notifying party: wait, or move on to the next channel / contact.
+    The caller holds the party's lock (and its step's); the message it waits on is locked here."""
     if party.status != PartyStatus.notifying:
         party.next_check_at = None
         return
     if party.current_message_id is None:
         await advance_party(session, party, settings=settings, now=now, reason="next_round")
         return
-    message = await session.get(OutboundMessage, party.current_message_id)
+    message = (await lock_chain(session, message_ids=[party.current_message_id])).messages.get(party.current_message_id)
     step = await session.get(EscalationStep, party.step_id)
     assert message is not None and step is not None
     wait = timedelta(seconds=step.ack_wait_seconds)
     if message.status in (MessageStatus.pending, MessageStatus.sending):
         party.next_check_at = max(message.next_attempt_at, now) + wait
         return
-    if message.status in (MessageStatus.failed, MessageStatus.cancelled):
+    if message.status in (MessageStatus.failed, MessageStatus.cancelled, MessageStatus.unconfirmed):
         await advance_party(session, party, settings=settings, now=now, reason="previous_failed")
         return
     if message.finished_at is not None:
         await advance_party(session, party, settings=settings, now=now, reason="call_ended_without_ack")
         return
-    wait_until = message.ack_wait_until or (message.sent_at or now) + wait
+    if message.ack_wait_until is None:
+        # Whichever of the send's answer and the receipt came first sets it; should neither have (an older
+        # row), anchor it once to what is stored, never to "now" again on every look.
+        known = [t for t in (message.sent_at, message.delivered_at) if t is not None]
+        message.ack_wait_until = min(known, default=now) + timedelta(seconds=message.ack_wait_seconds)
+    wait_until = message.ack_wait_until
     if now < wait_until:
         party.next_check_at = wait_until
         return
@@ -984,17 +1070,9 @@ async def check_party(session: AsyncSession, party: EscalationParty, *, settings
 
 
 async def lock_parties(session: AsyncSession, step_id: uuid.UUID) -> list[EscalationParty]:
-    return list(
-        (
-            await session.execute(
-                select(EscalationParty)
-                .where(EscalationParty.step_id == step_id)
-                .order_by(col(EscalationParty.id))
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-        ).scalars()
-    )
+    """Lock the parties of a step whose lock the caller holds (by id, through :func:`lock_chain`)."""
+    ids = (await session.execute(select(EscalationParty.id).where(EscalationParty.step_id == step_id))).scalars()
+    return list((await lock_chain(session, party_ids=list(ids))).parties.values())
 
 
 async def start_step(session: AsyncSession, step: EscalationStep, *, settings: Settings, now: datetime) -> None:

@@ -569,16 +569,15 @@ async def escalate_now(
 ) -> Incident:
     """Do not wait: start held steps now, and move every untold party to its next contact at once."""
     incident = await get_incident(session, incident_id)
-    stmt = (
-        select(EscalationStep)
-        .where(EscalationStep.incident_id == incident.id, EscalationStep.status != StepStatus.told)
-        .order_by(col(EscalationStep.id))
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    stmt = select(EscalationStep.id).where(EscalationStep.incident_id == incident.id)
     if data.step_no is not None:
         stmt = stmt.where(EscalationStep.step_no == data.step_no)
-    steps = list((await session.execute(stmt)).scalars())
+    step_ids = list((await session.execute(stmt)).scalars())
+    of_steps = select(EscalationParty.id).where(col(EscalationParty.step_id).in_(step_ids))
+    party_ids = list((await session.execute(of_steps)).scalars()) if step_ids else []
+    # Every step, then every party, in the engine's one lock order, before anything is decided.
+    locks = await chain.lock_chain(session, step_ids=step_ids, party_ids=party_ids)
+    steps = [step for step in locks.steps.values() if step.status != StepStatus.told]
     if not steps:
         raise Conflict("没有需要升级的步骤 (every step is already told)", code="nothing_to_escalate")
     _audit_action(session, incident, "incident.escalate", step_no=data.step_no)
