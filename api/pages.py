@@ -27,9 +27,10 @@ h1{margin:0 0 12px;font-size:30px;line-height:1.3}
 p{margin:0 0 14px}
 .lead{font-size:24px}
 .facts{margin:0 0 8px;padding:12px 14px;border:2px solid #444;border-radius:8px;background:#f4f4f4}
-.facts div{margin:0 0 8px}
-.facts span.k{display:block;font-size:18px;color:#333}
-.facts span.v{display:block;font-weight:bold}
+.facts div{margin:0 0 4px}
+.facts span.k{color:#333}
+.facts span.v{font-weight:bold}
+.small{font-size:18px;font-weight:normal}
 .code{white-space:nowrap;word-break:keep-all;letter-spacing:1px}
 .sev{display:inline-block;padding:0 10px;border-radius:6px;color:#fff;background:#333}
 .sev-severe,.sev-critical{background:#b00020}
@@ -135,10 +136,10 @@ def _facts(page: AckPage) -> str:
         ("发生了什么", _e(page.category_label)),
         ("严重程度", f"<span class='sev sev-{severity}'>{_e(page.severity_label)}</span>"),
         ("学校", _e(page.school_name)),
-        (page.time_label, f"{_e(local_time(page.occurred_at))}<br>（北京时间）"),
+        (page.time_label, f"{_e(local_time(page.occurred_at))} <span class='small'>北京时间</span>"),
         ("事件编号", f"<span class='code' id='case-code'>{_e(page.case_code)}</span>"),
     ]
-    inner = "".join(f"<div><span class='k'>{_e(k)}</span><span class='v'>{v}</span></div>" for k, v in rows)
+    inner = "".join(f"<div><span class='k'>{_e(k)}：</span><span class='v'>{v}</span></div>" for k, v in rows)
     return f"<div class='facts'>{inner}</div>"
 
 
