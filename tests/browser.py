@@ -55,6 +55,10 @@ class Page:
     session_id: str
     requests: list[str] = field(default_factory=list)
     loads: int = 0
+    # Requests the browser refused to send (a Content-Security-Policy, say), by request id.
+    blocked: dict[str, str] = field(default_factory=dict)
+    _urls: dict[str, str] = field(default_factory=dict)
+    _last_request_at: float = 0.0
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         return await self.browser.send(method, session_id=self.session_id, **params)
@@ -62,6 +66,10 @@ class Page:
     def on_event(self, method: str, params: dict[str, Any]) -> None:
         if method == "Network.requestWillBeSent":
             self.requests.append(params["request"]["url"])
+            self._urls[params["requestId"]] = params["request"]["url"]
+            self._last_request_at = time.monotonic()
+        elif method == "Network.loadingFailed" and params.get("blockedReason"):
+            self.blocked[self._urls.get(params["requestId"], params["requestId"])] = params["blockedReason"]
         elif method == "Page.loadEventFired":
             self.loads += 1
 
@@ -86,6 +94,19 @@ class Page:
             if time.monotonic() > deadline:
                 raise BrowserError("page did not load")
             await asyncio.sleep(0.02)
+
+    @property
+    def sent(self) -> list[str]:
+        """The requests that left the browser (those it blocked itself never did)."""
+        return [url for url in self.requests if url not in self.blocked]
+
+    async def idle(self, quiet: float = 0.5, within: float = 10) -> None:
+        """Wait until the page has started no request for ``quiet`` seconds (late images, workers)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_request_at >= quiet:
+                return
+            await asyncio.sleep(0.05)
 
     async def evaluate(self, expression: str) -> Any:
         answer = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

@@ -46,6 +46,13 @@ async def test_the_docs_pages_load_only_the_services_own_assets(client, page):
         assert len(got.content) > 1000
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_docs_pages_may_load_nothing_from_elsewhere(client, page):
+    csp = (await client.get(page)).headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "img-src 'self' data:" in csp and "frame-ancestors 'none'" in csp
+    assert "http" not in csp and "*" not in csp
+
+
 async def test_swagger_ui_is_told_not_to_ask_the_public_validator(client):
     r = await client.get("/docs")
     assert '"validatorUrl": null' in r.text

@@ -3,7 +3,8 @@
 Swagger UI and ReDoc load their scripts and styles from this service (``/docs-assets``, the files of the
 ``fastapi-offline`` package: Swagger UI, Apache-2.0; ReDoc, MIT), never from a CDN or Google Fonts, which
 many county networks cannot reach. Those files change only with the package, so they are cached for a day and
-their URLs carry the package's version; everything else stays ``no-store`` (``api.middleware``).
+their URLs carry the package's version; everything else stays ``no-store`` (``api.middleware``). The docs
+pages' CSP allows nothing but the service itself.
 """
 
 from importlib import metadata, resources
@@ -21,6 +22,13 @@ from api import pages
 ASSETS = "/docs-assets"
 ASSETS_VERSION = metadata.version("fastapi-offline")
 ASSETS_CACHE_CONTROL = "public, max-age=86400"
+# Nothing but the service itself, whatever the assets try: ReDoc's side menu, for one, shows a logo from its
+# vendor's CDN. Swagger UI is started by an inline script; ReDoc searches in a blob: worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "child-src 'self' blob:; base-uri 'none'; form-action 'self'"
+)
 # The validator badge would fetch an image from the public validator.
 SWAGGER_UI_PARAMETERS: dict[str, Any] = {"persistAuthorization": True, "validatorUrl": None}
 
@@ -94,7 +102,7 @@ async def home(request: Request) -> Response:
 async def swagger_ui(request: Request) -> HTMLResponse:
     app = request.app
     root = _root(request)
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} — Swagger UI",
         oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
@@ -103,6 +111,8 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_favicon_url=_asset(request, "favicon.png"),
         swagger_ui_parameters=app.swagger_ui_parameters,
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 @router.get("/docs/oauth2-redirect", include_in_schema=False)
@@ -113,13 +123,15 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc", include_in_schema=False)
 async def redoc(request: Request) -> HTMLResponse:
     app = request.app
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{_root(request)}{app.openapi_url}",
         title=f"{app.title} — ReDoc",
         redoc_js_url=_asset(request, "redoc.standalone.js"),
         redoc_favicon_url=_asset(request, "favicon.png"),
         with_google_fonts=False,
     )
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
 
 
 def install(app: FastAPI) -> None:
