@@ -139,6 +139,7 @@ async def grandma_link(kit: Kit) -> tuple[dict, str]:
 
 
 async def test_the_school_admin_sets_a_duty_phone_that_the_page_card_and_notices_use(kit):
+    await kit.leader_phone("13900001111")  # the admin's own phone: what the card and notices borrowed before
     assert (await set_duty_phone(kit, "0739 522 0000"))["duty_phone"] == "0739-5220000"
     incident, text = await grandma_link(kit)
     assert "学校电话0739-5220000" in text
@@ -160,6 +161,35 @@ async def test_the_school_admin_sets_a_duty_phone_that_the_page_card_and_notices
     child = (await kit.incident(incident["id"]))["child_id"]
     card = await kit.client.get(f"/children/{child}/contact-card", headers=await kit.headers("teacher1"))
     assert card.json()["school_phone"] == "0739-5220000"
+
+
+async def test_without_a_duty_phone_the_admins_phone_is_still_offered(kit):
+    await kit.leader_phone("13900001111")
+    _, text = await grandma_link(kit)
+    assert "学校电话13900001111" in text
+    page = await kit.client.get(f"/ack/{LINK.search(text).group(1)}")
+    assert "tel:13900001111" in page.text
+
+
+def test_the_officials_sms_and_the_familys_call_give_the_schools_number():
+    facts = messages.CaseFacts(
+        incident_id=uuid.uuid4(),
+        case_code="261130-K7Q2MX",
+        school_name="石桥镇中心小学",
+        school_phone="0739-5220000",
+        child_name="刘小明",
+        category_label="意外受伤",
+        severity_label="严重",
+        occurred_at=datetime(2026, 11, 30, 6, 5, tzinfo=UTC),
+    )
+    official = messages.notification(
+        facts, audience=Audience.township, channel=Channel.sms, link="L", reply_code="1234", token="t"
+    )
+    call = messages.notification(
+        facts, audience=Audience.entrusted_guardian, channel=Channel.voice, link="L", reply_code="1234", token="t"
+    )
+    assert "学校电话0739-5220000" in official.body and "刘小明" not in official.body
+    assert "学校电话0739-5220000" in call.body
 
 
 @pytest.mark.parametrize(
