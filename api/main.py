@@ -28,6 +28,7 @@ from api.routers import (
     family,
     guardians,
     health,
+    home,
     inbound,
     incidents,
     organisations,
@@ -89,7 +90,10 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        swagger_ui_parameters=home.SWAGGER_UI_PARAMETERS,
+        # Served by api.routers.home from the service's own copies of the assets (offline networks).
+        docs_url=None,
+        redoc_url=None,
         dependencies=[Depends(refuse_nul_text)],
     )
     app.state.settings = settings
@@ -116,6 +120,7 @@ def create_app(
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
     escalation_worker.install(app)
+    home.install(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,7 +1,7 @@
 """login throttle: per-bucket failure counters locked while an attempt is admitted (replaces login_attempt)
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30 15:10:00.000000
 """
 

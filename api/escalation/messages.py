@@ -173,7 +173,7 @@ def notification(
         if family:
             body = (
                 f"您好，这里是{facts.school_name}。{facts.child_name}在学校发生{facts.category_label}，"
-                f"学校正在处置，请尽快与学校联系。听清楚请按{ACK_DIGIT}确认。"
+                f"学校正在处置，请尽快与学校联系{call_school}。听清楚请按{ACK_DIGIT}确认。"
             )
         else:
             body = (
@@ -190,7 +190,8 @@ def notification(
     else:
         body = (
             f"【留守儿童应急】{facts.school_name}报告：学生于{when}在校发生{facts.category_label}"
-            f"（{facts.severity_label}），事件编号{facts.case_code}。回复{reply_code}确认收到，或点击 {link}"
+            f"（{facts.severity_label}），事件编号{facts.case_code}{call_school}。"
+            f"回复{reply_code}确认收到，或点击 {link}"
         )
     return Rendered(body=_clip(body, 500))
 

@@ -498,3 +498,7 @@ class AckPage(BaseModel):
     acknowledged: bool
     acknowledged_at: datetime | None
     closed: bool = PydanticField(default=False, description="事件已结案: nothing left to acknowledge")
+    severity: str = PydanticField(default="", description="minor / moderate / severe / critical")
+    severity_label: str = PydanticField(default="", description="一般 / 较重 / 严重 / 特别严重")
+    time_label: str = PydanticField(default="发生时间", description="发生时间, or 发现时间 when only that is known")
+    school_phone: str | None = PydanticField(default=None, description="学校值班电话 (to call the school)")

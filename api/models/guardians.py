@@ -269,7 +269,9 @@ class ContactCard(BaseModel):
     age: int
     school_id: uuid.UUID
     school_name: str
-    school_phone: str | None = Field(description="学校值班电话 (the duty phone of the school's admins)")
+    school_phone: str | None = Field(
+        description="学校值班电话 (the school's duty phone; without one, the phone of the school's admins)"
+    )
     class_id: uuid.UUID | None
     class_label: str | None
     head_teacher_name: str | None

@@ -39,6 +39,7 @@ class School(SQLModel, table=True):
     name: str = Field(max_length=128, description="学校名, e.g. 石桥镇中心小学")
     kind: str = Field(default="完小", max_length=32, description="中心小学 / 完小 / 初级中学 / 九年一贯制 …")
     pupil_count: int = Field(default=0, ge=0, description="在校学生总数 (all pupils, for the left-behind share)")
+    duty_phone: str | None = Field(default=None, max_length=32, description="值班电话 (normalised, api.phones)")
     created_at: datetime = timestamp_field(default_now=True)
 
 
@@ -86,6 +87,12 @@ class TownshipPublic(BaseModel):
     name: str
 
 
+DUTY_PHONE = (
+    "学校值班电话: the number families call — on the acknowledgement page, the contact card and the notices "
+    "(mobile or landline with area code, e.g. 0739-5220000; 422 phone_format / phone_area_code)"
+)
+
+
 class SchoolCreate(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -104,12 +111,14 @@ class SchoolCreate(BaseModel):
     name: str = Field(min_length=2, max_length=128)
     kind: str = Field(default="完小", max_length=32)
     pupil_count: int = Field(default=0, ge=0, le=100_000)
+    duty_phone: str | None = Field(default=None, max_length=40, description=DUTY_PHONE)
 
 
 class SchoolUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=2, max_length=128)
     kind: str | None = Field(default=None, max_length=32)
     pupil_count: int | None = Field(default=None, ge=0, le=100_000)
+    duty_phone: str | None = Field(default=None, max_length=40, description=f"{DUTY_PHONE}; null or empty clears it")
 
 
 class SchoolPublic(BaseModel):
@@ -119,6 +128,7 @@ class SchoolPublic(BaseModel):
     name: str
     kind: str
     pupil_count: int
+    duty_phone: str | None = Field(description="学校值班电话 (normalised)")
 
 
 class ClassCreate(BaseModel):

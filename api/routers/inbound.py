@@ -6,7 +6,6 @@ as the system (it must find the message whatever school it belongs to). Signatur
 against the real wall clock, not the injected one: it is about the network, not about the chain's deadlines.
 """
 
-import html
 import time
 
 from fastapi import APIRouter, Request
@@ -14,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
+from api import pages
 from api.channels.base import (
     SIGNATURE_HEADER,
     SmsInbound,
@@ -24,7 +24,7 @@ from api.channels.base import (
 )
 from api.deps import NowDep, SessionDep, SettingsDep
 from api.errors import Conflict, Invalid, NotFound, Unauthorized, error_responses
-from api.models.escalation import AUDIENCE_LABELS, AckPage
+from api.models.escalation import AckPage
 from api.scoping import SYSTEM, set_principal
 from api.services import acknowledgements as service
 
@@ -75,44 +75,21 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:28em;margin:2em auto;padding:0 1em;line-height:1.6}"
-        "button{font-size:1.3em;padding:.6em 1.6em}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
-        status_code=status,
-    )
+def _html(content: str, *, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status, headers={"Content-Security-Policy": pages.ACK_PAGE_CSP})
 
 
 def _render(page: AckPage, token: str, *, status: int = 200) -> HTMLResponse:
-    facts = (
-        f"<p>{html.escape(page.school_name)}：学生在校发生{html.escape(page.category_label)}，"
-        f"时间 {html.escape(page.occurred_at_local)}。事件编号 {html.escape(page.case_code)}。</p>"
-    )
-    if page.closed:
-        return _closed_page(facts, status=status)
-    if page.acknowledged:
-        return _page("已确认收到", facts + "<p>谢谢。请尽快与学校联系。</p>")
-    audience = html.escape(AUDIENCE_LABELS[page.audience])
-    form = (
-        f"<form method='post' action='/ack/{html.escape(token)}'>"
-        f"<p>请{audience}确认已收到本通知：</p><button type='submit'>确认收到</button></form>"
-    )
-    return _page("紧急通知", facts + form)
+    # Relative: the page is at .../ack/{token}, so the form posts back to it whatever prefix the public
+    # address has (a reverse proxy under /liushou/, say).
+    return _html(pages.ack_page(page, action=token), status=status)
 
 
-def _closed_page(facts: str, *, status: int = 200) -> HTMLResponse:
-    done = "<p>该事件已处理完毕并结案，无需再确认。如有疑问请直接与学校联系。</p>"
-    return _page("事件已结案", facts + done, status=status)
-
-
-def _not_found(request: Request) -> Response:
+async def _not_found(request: Request, session: SessionDep, settings: SettingsDep, token: str) -> Response:
     if _wants_json(request):
         raise NotFound(service.LINK_NOT_FOUND, code="ack_link_invalid")
-    return _page("链接无效", "<p>该链接无效或已失效，请直接与学校联系。</p>", status=404)
+    school = await service.school_of_link(session, secret=settings.ack_link_keys, token=token)
+    return _html(pages.invalid_link_page(school), status=404)
 
 
 @router.get(
@@ -126,7 +103,7 @@ async def ack_page(token: str, request: Request, session: SessionDep, settings: 
     try:
         page = await service.ack_page(session, secret=settings.ack_link_keys, token=token)
     except NotFound:
-        return _not_found(request)
+        return await _not_found(request, session, settings, token)
     if _wants_json(request):
         return JSONResponse(page.model_dump(mode="json"))
     return _render(page, token)
@@ -143,7 +120,7 @@ async def ack(token: str, request: Request, session: SessionDep, settings: Setti
     try:
         page = await service.acknowledge_link(session, secret=settings.ack_link_keys, token=token, now=now)
     except NotFound:
-        return _not_found(request)
+        return await _not_found(request, session, settings, token)
     except Conflict:
         if _wants_json(request):
             raise

@@ -51,13 +51,14 @@ from api.models.escalation import (
     StepStatus,
 )
 from api.models.guardians import Guardian
-from api.models.incidents import CATEGORY_LABELS, EventKind, Incident, IncidentStatus
+from api.models.incidents import CATEGORY_LABELS, SEVERITY_LABELS, EventKind, Incident, IncidentStatus, TimeBasis
 from api.models.organisations import School
 from api.phones import PhoneError, normalize_phone
 from api.scoping import Principal
 from api.services.escalation import (
     acting_as_system,
     cancel_pending,
+    case_facts,
     deadline_met,
     lock_chain,
     lock_party,
@@ -429,7 +430,23 @@ async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage
         acknowledged=party.status == PartyStatus.told,
         acknowledged_at=party.told_at,
         closed=incident.status == IncidentStatus.closed,
+        severity=incident.severity.value,
+        severity_label=SEVERITY_LABELS[incident.severity],
+        time_label="发现时间" if incident.time_basis == TimeBasis.discovered else "发生时间",
+        school_phone=(await case_facts(session, incident)).school_phone,
     )
+
+
+async def school_of_link(session: AsyncSession, *, secret: str, token: str) -> tuple[str, str | None] | None:
+    """The school (name, phone to call) behind a link that is genuine but leads nowhere the page can show —
+    for its "link not valid" page. None when the token is not one of ours or its message is gone."""
+    message_id = messages.read_ack_token(secret, token)
+    message = await session.get(OutboundMessage, message_id) if message_id else None
+    incident = await session.get(Incident, message.incident_id) if message else None
+    if incident is None:
+        return None
+    facts = await case_facts(session, incident)
+    return facts.school_name, facts.school_phone
 
 
 async def acknowledge_link(session: AsyncSession, *, secret: str, token: str, now: datetime) -> AckPage:

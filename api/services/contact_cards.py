@@ -100,7 +100,13 @@ async def _collect(session: AsyncSession, children: Sequence[Any], *, now: datet
     if not children:
         return CardRows(children, {}, {}, {}, {}, {}, now)
 
-    schools = dict((await session.execute(select(School.id, School.name).where(col(School.id).in_(school_ids)))).all())
+    school_rows = (
+        await session.execute(select(School.id, School.name, School.duty_phone).where(col(School.id).in_(school_ids)))
+    ).all()
+    schools = {row.id: row.name for row in school_rows}
+    # The school's duty phone as the school admin sets it; a school without one falls back to the number its
+    # admins keep on their accounts (值班/联系电话), oldest first.
+    school_phones: dict[uuid.UUID, str] = {row.id: row.duty_phone for row in school_rows if row.duty_phone}
     classes = {
         row.id: row
         for row in await session.execute(
@@ -110,7 +116,6 @@ async def _collect(session: AsyncSession, children: Sequence[Any], *, now: datet
         )
     }
     head_ids = {k.head_teacher_id for k in classes.values() if k.head_teacher_id is not None}
-    # The school's duty phone: the number its admins keep on their accounts (值班/联系电话), oldest first.
     staff = await session.execute(
         sa.select(
             col(Account.id), col(Account.role), col(Account.display_name), col(Account.phone), col(Account.school_id)
@@ -129,7 +134,6 @@ async def _collect(session: AsyncSession, children: Sequence[Any], *, now: datet
         .order_by(col(Account.created_at))
     )
     heads: dict[uuid.UUID, Any] = {}
-    school_phones: dict[uuid.UUID, str] = {}
     for account in staff:
         if account.id in head_ids:
             heads[account.id] = account

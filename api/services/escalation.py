@@ -628,22 +628,25 @@ async def case_facts(session: AsyncSession, incident: Incident) -> messages.Case
     school = await session.get(School, incident.school_id)
     child = await session.get(Child, incident.child_id)
     assert school is not None and child is not None
-    # The school's phone as the contact card prints it: the reporter's, else a school admin's.
+    # The school's duty phone; a school without one: the reporter's phone, else a school admin's.
     phone = (
-        await session.execute(
-            select(Account.phone)
-            .where(
-                col(Account.phone).is_not(None),
-                col(Account.is_active),
-                sa.or_(
-                    col(Account.id) == incident.reported_by_id,
-                    sa.and_(col(Account.school_id) == incident.school_id, col(Account.role) == Role.school_admin),
-                ),
+        school.duty_phone
+        or (
+            await session.execute(
+                select(Account.phone)
+                .where(
+                    col(Account.phone).is_not(None),
+                    col(Account.is_active),
+                    sa.or_(
+                        col(Account.id) == incident.reported_by_id,
+                        sa.and_(col(Account.school_id) == incident.school_id, col(Account.role) == Role.school_admin),
+                    ),
+                )
+                .order_by((col(Account.id) == incident.reported_by_id).desc(), col(Account.created_at))
+                .limit(1)
             )
-            .order_by((col(Account.id) == incident.reported_by_id).desc(), col(Account.created_at))
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+        ).scalar_one_or_none()
+    )
     facts = messages.CaseFacts(
         incident_id=incident.id,
         case_code=incident.case_code,

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api.errors import Forbidden, Invalid, NotFound
+from api.errors import Forbidden, Invalid, NotFound, field_error
 from api.models.accounts import Account, Role
 from api.models.base import Page
 from api.models.organisations import (
@@ -23,6 +23,7 @@ from api.models.organisations import (
     Township,
     class_label,
 )
+from api.phones import PhoneError, normalize_phone
 from api.scoping import Principal
 
 
@@ -71,6 +72,21 @@ async def get_school(session: AsyncSession, school_id: uuid.UUID) -> School:
     return school
 
 
+def duty_phone(raw: str | None) -> str | None:
+    """The school's duty phone as dialled (``api.phones``); empty or null clears it. 422 with the phone
+    validator's stable code (``phone_format`` / ``phone_area_code``) when it cannot be dialled."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return normalize_phone(raw).normalized
+    except PhoneError as exc:
+        raise Invalid(
+            f"学校值班电话无效：{exc.message_zh} (the duty phone cannot be dialled)",
+            code=exc.code,
+            fields=[field_error(["body", "duty_phone"], exc.message_zh, exc.code)],
+        ) from None
+
+
 async def create_school(session: AsyncSession, principal: Principal, *, data: SchoolCreate) -> School:
     if principal.role not in (Role.platform_admin, Role.county_bureau):
         raise Forbidden("只有县教育局可以新建学校 (only the county bureau creates schools)")
@@ -83,6 +99,7 @@ async def create_school(session: AsyncSession, principal: Principal, *, data: Sc
         name=data.name,
         kind=data.kind,
         pupil_count=data.pupil_count,
+        duty_phone=duty_phone(data.duty_phone),
     )
     session.add(school)
     await session.flush()
@@ -96,7 +113,9 @@ async def update_school(
     if principal.role not in (Role.platform_admin, Role.county_bureau, Role.school_admin):
         raise Forbidden()
     for key, value in data.model_dump(exclude_unset=True).items():
-        if value is not None:
+        if key == "duty_phone":
+            school.duty_phone = duty_phone(value)
+        elif value is not None:
             setattr(school, key, value)
     return school
 

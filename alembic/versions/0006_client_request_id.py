@@ -1,7 +1,7 @@
 """audit log: the client's own request id, kept apart from ours
 
-Revision ID: 0007
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30 15:30:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 
 from alembic import op
 
-revision: str = "0007"
+revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
