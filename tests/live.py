@@ -2,7 +2,10 @@
 
 ``httpx.ASGITransport`` waits for everything the app does after the response (a yield dependency's exit,
 background tasks) before it hands the response back, so it cannot show what a client sees when it sends its
-next request the moment the previous answer arrives. A real server over a socket can.
+next request the moment the previous answer arrives. A real server over a socket can: requests travel over
+TCP from real client sockets, concurrently, as in production — and, through ``client(source=...)``, from any
+127.x.y.z source address, so a test can be several clients. uvicorn is configured as ``liushou serve``
+configures it: its own X-Forwarded-For handling off, the process's logging left as it is.
 """
 
 import socket
@@ -10,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -28,6 +32,7 @@ class LiveServer:
     def start(self, timeout: float = 20.0) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Listening on 127.0.0.1 accepts connections from every 127.x source address.
         sock.bind(("127.0.0.1", 0))
         self._socket = sock
         # log_config=None: keep the process's logging as it is (the tests capture it), as `liushou serve` does.
@@ -38,6 +43,8 @@ class LiveServer:
             access_log=self.access_log,
             loop="asyncio",
             lifespan="on",
+            proxy_headers=False,
+            backlog=512,  # parallel bursts of connections must wait in the queue, not be refused
         )
         server = self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-app", daemon=True)
@@ -59,6 +66,13 @@ class LiveServer:
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = None
+
+    def client(self, source: str = "127.0.0.1", **kwargs: Any) -> httpx.AsyncClient:
+        """An HTTP client whose connections leave from ``source`` (a 127.x address): one client address."""
+        transport = httpx.AsyncHTTPTransport(
+            local_address=source, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        )
+        return httpx.AsyncClient(transport=transport, base_url=self.base_url, timeout=60, **kwargs)
 
     def __enter__(self) -> "LiveServer":
         self.start()
