@@ -166,6 +166,18 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ask every process to end (SIGTERM), then kill those that have not within 15 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def wait_http(url: str, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     async with httpx.AsyncClient() as client:
@@ -181,19 +193,43 @@ async def wait_http(url: str, within: float = 60.0) -> None:
 # ---- the run -------------------------------------------------------------------------------------------
 
 
+async def report_one(
+    sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], i: int, *, summary: str
+) -> None:
+    """Report incident number ``i``: about the ``i``-th child of ``pairs`` (round and round), by its teacher, in a
+    category that turns with ``i``, through the incident service in a transaction of its own."""
+    clock = SystemClock()
+    principal, child_id = pairs[i % len(pairs)]
+    categories = list(IncidentCategory)
+    async with scoped_session(sessionmaker, principal) as session:
+        await report_incident(
+            session,
+            principal,
+            data=IncidentCreate(
+                child_id=child_id,
+                category=categories[i % len(categories)],
+                severity=Severity.moderate,
+                summary=summary,
+                location="操场",
+                occurred_at=clock.now(),
+                first_actions="已处置",
+            ),
+            settings=settings,
+            now=clock.now(),
+        )
+
+
 async def report_all(
     sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], *, count: int, seconds: float,
     reporters: int, part: int = 0, parts: int = 1, start_at: float | None = None,
 ) -> tuple[float, list[float]]:  # fmt: skip
     """Report incidents ``part``, ``part + parts``, … of ``count`` spread evenly over ``seconds`` from ``start_at``
     (a ``time.time()``); returns the wall time and each report's time."""
-    clock = SystemClock()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(part, count, parts):
         queue.put_nowait(i)
     durations: list[float] = []
     start = time.monotonic() - (time.time() - start_at if start_at is not None else 0.0)
-    categories = list(IncidentCategory)
 
     async def reporter() -> None:
         while True:
@@ -204,24 +240,8 @@ async def report_all(
             due = start + i * seconds / count
             if (pause := due - time.monotonic()) > 0:
                 await asyncio.sleep(pause)
-            principal, child_id = pairs[i % len(pairs)]
             began = time.monotonic()
-            async with scoped_session(sessionmaker, principal) as session:
-                await report_incident(
-                    session,
-                    principal,
-                    data=IncidentCreate(
-                        child_id=child_id,
-                        category=categories[i % len(categories)],
-                        severity=Severity.moderate,
-                        summary="基准测试事件",
-                        location="操场",
-                        occurred_at=clock.now(),
-                        first_actions="已处置",
-                    ),
-                    settings=settings,
-                    now=clock.now(),
-                )
+            await report_one(sessionmaker, settings, pairs, i, summary="基准测试事件")
             durations.append(time.monotonic() - began)
 
     await asyncio.gather(*(reporter() for _ in range(reporters)))
@@ -440,13 +460,7 @@ async def main() -> None:
                 await conn.execute(sa.text("SELECT count(*) FROM escalation_step WHERE breached_at IS NOT NULL"))
             ).scalar_one()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         await engine.dispose()
 
     span = (last_sent - first_sent).total_seconds() if sent else 0.0

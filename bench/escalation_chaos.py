@@ -50,24 +50,16 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.clock import SystemClock
 from api.db import make_engine, make_sessionmaker, scoped_session
 from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
 from api.migrations import upgrade_to_head
 from api.models.escalation import EscalationPolicy
-from api.models.incidents import IncidentCategory, IncidentCreate, Severity
 from api.models.organisations import County
 from api.scoping import Principal
-from api.services.incidents import report_incident
 from api.settings import Environment, Settings
-from bench.escalation import ROOT, SECRET, free_port, seed, spawn, wait_http
+from bench.escalation import FAKE, ROOT, SECRET, free_port, report_one, seed, spawn, stop_processes, wait_http
 
 RESULTS = ROOT / "bench" / "results" / "escalation-chaos.md"
-FAKE = (
-    "import sys, uvicorn; from api.fake_providers import create_fake_app; "
-    "uvicorn.run(create_fake_app(callback_secret=sys.argv[2], callback_concurrency=int(sys.argv[3])),"
-    " host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)"
-)
 
 # ---- what counts as stopped, lost, duplicated ------------------------------------------------------------
 
@@ -232,14 +224,7 @@ class Workers:
             self.procs[i] = self._spawn(i)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -285,33 +270,15 @@ async def report_storm(
 ) -> tuple[int, int]:
     """Report ``count`` incidents evenly over ``seconds``; a report refused while PostgreSQL is down is
     retried until it goes through. Returns (reported, retries)."""
-    clock = SystemClock()
     start = time.monotonic()
     retries = 0
     reported = 0
-    categories = list(IncidentCategory)
     for i in range(count):
         if (pause := start + i * seconds / count - time.monotonic()) > 0:
             await asyncio.sleep(pause)
-        principal, child_id = pairs[i % len(pairs)]
         while True:
             try:
-                async with scoped_session(sessionmaker, principal) as session:
-                    await report_incident(
-                        session,
-                        principal,
-                        data=IncidentCreate(
-                            child_id=child_id,
-                            category=categories[i % len(categories)],
-                            severity=Severity.moderate,
-                            summary="混沌测试事件",
-                            location="操场",
-                            occurred_at=clock.now(),
-                            first_actions="已处置",
-                        ),
-                        settings=settings,
-                        now=clock.now(),
-                    )
+                await report_one(sessionmaker, settings, pairs, i, summary="混沌测试事件")
                 reported += 1
                 break
             except Exception:
@@ -442,13 +409,7 @@ async def main() -> None:
         counts = await audit(engine, outboxes, slack_seconds=60)
     finally:
         workers.stop()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         await engine.dispose()
 
     zero = all(counts[name] == 0 for name in MUST_BE_ZERO)
