@@ -162,6 +162,35 @@ async def seed(sessionmaker: Any, *, schools: int, children_per_school: int) -> 
 # ---- processes -------------------------------------------------------------------------------------------
 
 
+async def embedded_database(pgdata: Path, name: str) -> str:
+    """Start an embedded PostgreSQL in ``pgdata`` and create the (empty) database ``name``; its URL."""
+    uri = start_embedded(pgdata)
+    admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return asyncpg_url(uri, name)
+
+
+def service_env(url: str, fake_ports: dict[str, int], api_port: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the API and worker processes: the database at ``url``, the fake provider of each
+    channel on its port, callbacks to the API on ``api_port``, the worker in processes of its own; ``extra``:
+    more settings."""
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LIUSHOU_ENVIRONMENT": "development",
+        "LIUSHOU_CALLBACK_SECRET": SECRET,
+        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fake_ports['sms']}/sms",
+        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fake_ports['voice']}/voice",
+        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fake_ports['wechat']}/wechat",
+        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
+        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
+        "LIUSHOU_DB_POOL_SIZE": "10",
+        **extra,
+    }
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -321,33 +350,23 @@ async def main() -> None:
         await admin.close()
         url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
     else:
-        uri = start_embedded(workdir / "pg")
-        admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
-        await admin.execute("CREATE DATABASE liushou_bench")
-        await admin.close()
-        url = asyncpg_url(uri, "liushou_bench")
+        url = await embedded_database(workdir / "pg", "liushou_bench")
     await upgrade_to_head(url)
 
     # One fake provider process per channel, as they are separate services in life (each keeps its own
     # idempotency keys), without access logs.
     fake_ports = {channel: free_port() for channel in ("sms", "voice", "wechat")}
     api_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "LIUSHOU_ENVIRONMENT": "development",
-        "LIUSHOU_CALLBACK_SECRET": SECRET,
-        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fake_ports['sms']}/sms",
-        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fake_ports['voice']}/voice",
-        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fake_ports['wechat']}/wechat",
-        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
-        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
-        "LIUSHOU_DB_POOL_SIZE": "10",
-        "LIUSHOU_ESCALATION_SEND_CONCURRENCY": str(args.concurrency),
-        "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(args.http_timeout),
-        "LIUSHOU_ESCALATION_LEASE_SECONDS": str(max(60, int(args.http_timeout * 6))),
-    }
+    env = service_env(
+        url,
+        fake_ports,
+        api_port,
+        {
+            "LIUSHOU_ESCALATION_SEND_CONCURRENCY": str(args.concurrency),
+            "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(args.http_timeout),
+            "LIUSHOU_ESCALATION_LEASE_SECONDS": str(max(60, int(args.http_timeout * 6))),
+        },
+    )
     settings = Settings(
         environment=Environment.development,
         callback_secret=SECRET,

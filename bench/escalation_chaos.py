@@ -45,19 +45,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db import make_engine, make_sessionmaker, scoped_session
-from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
 from api.migrations import upgrade_to_head
 from api.models.escalation import EscalationPolicy
 from api.models.organisations import County
 from api.scoping import Principal
 from api.settings import Environment, Settings
-from bench.escalation import FAKE, ROOT, SECRET, free_port, report_one, seed, spawn, stop_processes, wait_http
+from bench.escalation import (
+    FAKE,
+    ROOT,
+    SECRET,
+    embedded_database,
+    free_port,
+    report_one,
+    seed,
+    service_env,
+    spawn,
+    stop_processes,
+    wait_http,
+)
 
 RESULTS = ROOT / "bench" / "results" / "escalation-chaos.md"
 
@@ -320,30 +330,20 @@ async def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-chaos-"))
     pgdata = workdir / "pg"
-    uri = start_embedded(pgdata)
-    admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
-    await admin.execute("CREATE DATABASE liushou_chaos")
-    await admin.close()
-    url = asyncpg_url(uri, "liushou_chaos")
+    url = await embedded_database(pgdata, "liushou_chaos")
     await upgrade_to_head(url)
 
     fakes = {channel: free_port() for channel in ("sms", "voice", "wechat")}
     api_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "LIUSHOU_ENVIRONMENT": "development",
-        "LIUSHOU_CALLBACK_SECRET": SECRET,
-        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fakes['sms']}/sms",
-        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fakes['voice']}/voice",
-        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fakes['wechat']}/wechat",
-        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
-        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
-        "LIUSHOU_ESCALATION_LEASE_SECONDS": str(args.lease),
-        "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(max(1.0, args.lease / 4)),
-        "LIUSHOU_DB_POOL_SIZE": "10",
-    }
+    env = service_env(
+        url,
+        fakes,
+        api_port,
+        {
+            "LIUSHOU_ESCALATION_LEASE_SECONDS": str(args.lease),
+            "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(max(1.0, args.lease / 4)),
+        },
+    )
     settings = Settings(
         environment=Environment.development, callback_secret=SECRET, public_base_url=env["LIUSHOU_PUBLIC_BASE_URL"]
     )
