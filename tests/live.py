@@ -8,64 +8,34 @@ TCP from real client sockets, concurrently, as in production — and, through ``
 configures it: its own X-Forwarded-For handling off, the process's logging left as it is.
 """
 
-import socket
-import threading
-import time
 from typing import Any
 
 import httpx
-import uvicorn
+
+from api.fake_providers import LoopbackServer
 
 
-class LiveServer:
+class LiveServer(LoopbackServer):
     """Serve ``app`` (lifespan included) with uvicorn on 127.0.0.1; ``base_url`` once started."""
 
     def __init__(self, app: Any, *, access_log: bool = False, log_level: str = "warning") -> None:
-        self.app = app
-        self.access_log = access_log
-        self.log_level = log_level
-        self.base_url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-
-    def start(self, timeout: float = 20.0) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Listening on 127.0.0.1 accepts connections from every 127.x source address.
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        # log_config=None: keep the process's logging as it is (the tests capture it), as `liushou serve` does.
-        config = uvicorn.Config(
-            self.app,
+        super().__init__(
+            app,
+            # log_config=None: keep the process's logging as it is (the tests capture it), as `liushou serve` does.
             log_config=None,
-            log_level=self.log_level,
-            access_log=self.access_log,
-            loop="asyncio",
-            lifespan="on",
+            log_level=log_level,
+            access_log=access_log,
             proxy_headers=False,
             backlog=512,  # parallel bursts of connections must wait in the queue, not be refused
         )
-        server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-app", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("live server did not start")
-            time.sleep(0.01)
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        return self.base_url
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=20.0)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+    # The whole app (its lifespan opens and closes the database) may start and stop slower than a fake.
+    def start(self, timeout: float = 20.0) -> str:
+        return super().start(timeout)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        super().stop(timeout)
 
     def client(self, source: str = "127.0.0.1", **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client whose connections leave from ``source`` (a 127.x address): one client address."""
@@ -77,6 +47,3 @@ class LiveServer:
     def __enter__(self) -> "LiveServer":
         self.start()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
