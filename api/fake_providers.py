@@ -787,12 +787,14 @@ def create_fake_app(
 
 
 class LoopbackServer:
-    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (tests, `serve --demo`)."""
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a background thread (tests, `serve --demo`);
+    ``uvicorn_options`` go to ``uvicorn.Config`` (default: warnings only, no access log)."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.uvicorn_options: dict[str, Any] = {"log_level": "warning", "access_log": False, **uvicorn_options}
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -804,7 +806,7 @@ class LoopbackServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self._socket = sock
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, loop="asyncio", lifespan="on")
+        config = uvicorn.Config(self.app, loop="asyncio", lifespan="on", **self.uvicorn_options)
         server = self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="loopback-server", daemon=True
@@ -820,12 +822,12 @@ class LoopbackServer:
         self.base_url = f"http://{self.host}:{self.port}"
         return self.base_url
 
-    def stop(self) -> None:
-        """Ask uvicorn to exit, wait for the thread, release the port."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask uvicorn to exit, wait for the thread (up to ``timeout`` s), release the port."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=10.0)
+            self._thread.join(timeout=timeout)
         if self._socket is not None:
             self._socket.close()
         self._server = self._thread = self._socket = None

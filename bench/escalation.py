@@ -162,8 +162,49 @@ async def seed(sessionmaker: Any, *, schools: int, children_per_school: int) -> 
 # ---- processes -------------------------------------------------------------------------------------------
 
 
+async def embedded_database(pgdata: Path, name: str) -> str:
+    """Start an embedded PostgreSQL in ``pgdata`` and create the (empty) database ``name``; its URL."""
+    uri = start_embedded(pgdata)
+    admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return asyncpg_url(uri, name)
+
+
+def service_env(url: str, fake_ports: dict[str, int], api_port: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the API and worker processes: the database at ``url``, the fake provider of each
+    channel on its port, callbacks to the API on ``api_port``, the worker in processes of its own; ``extra``:
+    more settings."""
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "LIUSHOU_ENVIRONMENT": "development",
+        "LIUSHOU_CALLBACK_SECRET": SECRET,
+        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fake_ports['sms']}/sms",
+        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fake_ports['voice']}/voice",
+        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fake_ports['wechat']}/wechat",
+        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
+        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
+        "LIUSHOU_DB_POOL_SIZE": "10",
+        **extra,
+    }
+
+
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Ask every process to end (SIGTERM), then kill those that have not within 15 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def wait_http(url: str, within: float = 60.0) -> None:
@@ -181,19 +222,43 @@ async def wait_http(url: str, within: float = 60.0) -> None:
 # ---- the run -------------------------------------------------------------------------------------------
 
 
+async def report_one(
+    sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], i: int, *, summary: str
+) -> None:
+    """Report incident number ``i``: about the ``i``-th child of ``pairs`` (round and round), by its teacher, in a
+    category that turns with ``i``, through the incident service in a transaction of its own."""
+    clock = SystemClock()
+    principal, child_id = pairs[i % len(pairs)]
+    categories = list(IncidentCategory)
+    async with scoped_session(sessionmaker, principal) as session:
+        await report_incident(
+            session,
+            principal,
+            data=IncidentCreate(
+                child_id=child_id,
+                category=categories[i % len(categories)],
+                severity=Severity.moderate,
+                summary=summary,
+                location="操场",
+                occurred_at=clock.now(),
+                first_actions="已处置",
+            ),
+            settings=settings,
+            now=clock.now(),
+        )
+
+
 async def report_all(
     sessionmaker: Any, settings: Settings, pairs: list[tuple[Principal, uuid.UUID]], *, count: int, seconds: float,
     reporters: int, part: int = 0, parts: int = 1, start_at: float | None = None,
 ) -> tuple[float, list[float]]:  # fmt: skip
     """Report incidents ``part``, ``part + parts``, … of ``count`` spread evenly over ``seconds`` from ``start_at``
     (a ``time.time()``); returns the wall time and each report's time."""
-    clock = SystemClock()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(part, count, parts):
         queue.put_nowait(i)
     durations: list[float] = []
     start = time.monotonic() - (time.time() - start_at if start_at is not None else 0.0)
-    categories = list(IncidentCategory)
 
     async def reporter() -> None:
         while True:
@@ -204,24 +269,8 @@ async def report_all(
             due = start + i * seconds / count
             if (pause := due - time.monotonic()) > 0:
                 await asyncio.sleep(pause)
-            principal, child_id = pairs[i % len(pairs)]
             began = time.monotonic()
-            async with scoped_session(sessionmaker, principal) as session:
-                await report_incident(
-                    session,
-                    principal,
-                    data=IncidentCreate(
-                        child_id=child_id,
-                        category=categories[i % len(categories)],
-                        severity=Severity.moderate,
-                        summary="基准测试事件",
-                        location="操场",
-                        occurred_at=clock.now(),
-                        first_actions="已处置",
-                    ),
-                    settings=settings,
-                    now=clock.now(),
-                )
+            await report_one(sessionmaker, settings, pairs, i, summary="基准测试事件")
             durations.append(time.monotonic() - began)
 
     await asyncio.gather(*(reporter() for _ in range(reporters)))
@@ -301,33 +350,23 @@ async def main() -> None:
         await admin.close()
         url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
     else:
-        uri = start_embedded(workdir / "pg")
-        admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
-        await admin.execute("CREATE DATABASE liushou_bench")
-        await admin.close()
-        url = asyncpg_url(uri, "liushou_bench")
+        url = await embedded_database(workdir / "pg", "liushou_bench")
     await upgrade_to_head(url)
 
     # One fake provider process per channel, as they are separate services in life (each keeps its own
     # idempotency keys), without access logs.
     fake_ports = {channel: free_port() for channel in ("sms", "voice", "wechat")}
     api_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "LIUSHOU_ENVIRONMENT": "development",
-        "LIUSHOU_CALLBACK_SECRET": SECRET,
-        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fake_ports['sms']}/sms",
-        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fake_ports['voice']}/voice",
-        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fake_ports['wechat']}/wechat",
-        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
-        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
-        "LIUSHOU_DB_POOL_SIZE": "10",
-        "LIUSHOU_ESCALATION_SEND_CONCURRENCY": str(args.concurrency),
-        "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(args.http_timeout),
-        "LIUSHOU_ESCALATION_LEASE_SECONDS": str(max(60, int(args.http_timeout * 6))),
-    }
+    env = service_env(
+        url,
+        fake_ports,
+        api_port,
+        {
+            "LIUSHOU_ESCALATION_SEND_CONCURRENCY": str(args.concurrency),
+            "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(args.http_timeout),
+            "LIUSHOU_ESCALATION_LEASE_SECONDS": str(max(60, int(args.http_timeout * 6))),
+        },
+    )
     settings = Settings(
         environment=Environment.development,
         callback_secret=SECRET,
@@ -440,13 +479,7 @@ async def main() -> None:
                 await conn.execute(sa.text("SELECT count(*) FROM escalation_step WHERE breached_at IS NOT NULL"))
             ).scalar_one()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         await engine.dispose()
 
     span = (last_sent - first_sent).total_seconds() if sent else 0.0

@@ -45,29 +45,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.clock import SystemClock
 from api.db import make_engine, make_sessionmaker, scoped_session
-from api.embedded_pg import asyncpg_url, socket_dir, start_embedded
 from api.migrations import upgrade_to_head
 from api.models.escalation import EscalationPolicy
-from api.models.incidents import IncidentCategory, IncidentCreate, Severity
 from api.models.organisations import County
 from api.scoping import Principal
-from api.services.incidents import report_incident
 from api.settings import Environment, Settings
-from bench.escalation import ROOT, SECRET, free_port, seed, spawn, wait_http
+from bench.escalation import (
+    FAKE,
+    ROOT,
+    SECRET,
+    embedded_database,
+    free_port,
+    report_one,
+    seed,
+    service_env,
+    spawn,
+    stop_processes,
+    wait_http,
+)
 
 RESULTS = ROOT / "bench" / "results" / "escalation-chaos.md"
-FAKE = (
-    "import sys, uvicorn; from api.fake_providers import create_fake_app; "
-    "uvicorn.run(create_fake_app(callback_secret=sys.argv[2], callback_concurrency=int(sys.argv[3])),"
-    " host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)"
-)
 
 # ---- what counts as stopped, lost, duplicated ------------------------------------------------------------
 
@@ -232,14 +234,7 @@ class Workers:
             self.procs[i] = self._spawn(i)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -285,33 +280,15 @@ async def report_storm(
 ) -> tuple[int, int]:
     """Report ``count`` incidents evenly over ``seconds``; a report refused while PostgreSQL is down is
     retried until it goes through. Returns (reported, retries)."""
-    clock = SystemClock()
     start = time.monotonic()
     retries = 0
     reported = 0
-    categories = list(IncidentCategory)
     for i in range(count):
         if (pause := start + i * seconds / count - time.monotonic()) > 0:
             await asyncio.sleep(pause)
-        principal, child_id = pairs[i % len(pairs)]
         while True:
             try:
-                async with scoped_session(sessionmaker, principal) as session:
-                    await report_incident(
-                        session,
-                        principal,
-                        data=IncidentCreate(
-                            child_id=child_id,
-                            category=categories[i % len(categories)],
-                            severity=Severity.moderate,
-                            summary="混沌测试事件",
-                            location="操场",
-                            occurred_at=clock.now(),
-                            first_actions="已处置",
-                        ),
-                        settings=settings,
-                        now=clock.now(),
-                    )
+                await report_one(sessionmaker, settings, pairs, i, summary="混沌测试事件")
                 reported += 1
                 break
             except Exception:
@@ -353,30 +330,20 @@ async def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-chaos-"))
     pgdata = workdir / "pg"
-    uri = start_embedded(pgdata)
-    admin = await asyncpg.connect(host=socket_dir(uri), user="postgres", database="postgres")
-    await admin.execute("CREATE DATABASE liushou_chaos")
-    await admin.close()
-    url = asyncpg_url(uri, "liushou_chaos")
+    url = await embedded_database(pgdata, "liushou_chaos")
     await upgrade_to_head(url)
 
     fakes = {channel: free_port() for channel in ("sms", "voice", "wechat")}
     api_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "LIUSHOU_ENVIRONMENT": "development",
-        "LIUSHOU_CALLBACK_SECRET": SECRET,
-        "LIUSHOU_SMS_BASE_URL": f"http://127.0.0.1:{fakes['sms']}/sms",
-        "LIUSHOU_VOICE_BASE_URL": f"http://127.0.0.1:{fakes['voice']}/voice",
-        "LIUSHOU_WECHAT_BASE_URL": f"http://127.0.0.1:{fakes['wechat']}/wechat",
-        "LIUSHOU_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
-        "LIUSHOU_RUN_WORKER_IN_PROCESS": "false",
-        "LIUSHOU_ESCALATION_POLL_SECONDS": "0.2",
-        "LIUSHOU_ESCALATION_LEASE_SECONDS": str(args.lease),
-        "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(max(1.0, args.lease / 4)),
-        "LIUSHOU_DB_POOL_SIZE": "10",
-    }
+    env = service_env(
+        url,
+        fakes,
+        api_port,
+        {
+            "LIUSHOU_ESCALATION_LEASE_SECONDS": str(args.lease),
+            "LIUSHOU_HTTP_TIMEOUT_SECONDS": str(max(1.0, args.lease / 4)),
+        },
+    )
     settings = Settings(
         environment=Environment.development, callback_secret=SECRET, public_base_url=env["LIUSHOU_PUBLIC_BASE_URL"]
     )
@@ -442,13 +409,7 @@ async def main() -> None:
         counts = await audit(engine, outboxes, slack_seconds=60)
     finally:
         workers.stop()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         await engine.dispose()
 
     zero = all(counts[name] == 0 for name in MUST_BE_ZERO)

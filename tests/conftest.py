@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -31,6 +32,9 @@ from api.main import create_app
 from api.migrations import upgrade_to_head
 from api.settings import Environment, Settings
 from tests.factories import World, build_world
+
+if TYPE_CHECKING:
+    from tests.test_escalation_support import Kit
 
 TEMPLATE = f"liushou_tmpl_{os.getpid()}"
 TEST_CALLBACK_SECRET = "test-callback-secret"
@@ -194,3 +198,20 @@ async def live_url(settings: Settings, clock: FrozenClock, database_url: str, ap
         yield server.base_url
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def kit(
+    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, world: World, settings: Settings
+) -> AsyncIterator["Kit"]:
+    """The escalation harness (:class:`tests.test_escalation_support.Kit`) on ``app``. A module that uses it
+    overrides ``settings`` with ``escalation_settings(...)``, which points the app at the kit's providers and
+    callback relay."""
+    from tests.test_escalation_support import Kit, servers
+
+    _, relay_server, _ = servers()
+    if settings.public_base_url != relay_server.base_url:
+        pytest.fail("the kit needs this module's `settings` fixture to return escalation_settings(...)")
+    harness = await Kit.create(app, client, clock, world)
+    yield harness
+    await harness.close()

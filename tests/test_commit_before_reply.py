@@ -16,7 +16,7 @@ from api.db import scoped_session
 from api.models.children import Child
 from tests.factories import PASSWORD
 from tests.test_children import child_body
-from tests.test_escalation_support import Kit, escalation_settings
+from tests.test_escalation_support import escalation_settings
 
 
 def fresh_connections(base_url: str, **kwargs: object) -> httpx.AsyncClient:
@@ -44,22 +44,18 @@ async def test_a_login_is_usable_by_the_very_next_request(live_url, world):
             assert me.json()["username"] == who
 
 
-async def test_a_note_is_on_the_timeline_read_right_after(app, client, clock, world, live_url):
-    kit = await Kit.create(app, client, clock, world)
-    try:
-        family = await kit.family()
-        incident = await kit.report(family.child_id)
-        headers = await kit.headers("teacher1")
-        async with fresh_connections(live_url, headers=headers) as c:
-            for i in range(40):
-                note = f"第{i}次情况更新"
-                r = await c.post(f"/incidents/{incident['id']}/updates", json={"note": note})
-                assert r.status_code == 200, r.text
-                t = await c.get(f"/incidents/{incident['id']}/timeline")
-                notes = [e["detail"].get("note") for e in t.json()["entries"] if e["kind"] == "update"]
-                assert note in notes, f"try {i}: the note just added is missing from the timeline"
-    finally:
-        await kit.close()
+async def test_a_note_is_on_the_timeline_read_right_after(kit, live_url):
+    family = await kit.family()
+    incident = await kit.report(family.child_id)
+    headers = await kit.headers("teacher1")
+    async with fresh_connections(live_url, headers=headers) as c:
+        for i in range(40):
+            note = f"第{i}次情况更新"
+            r = await c.post(f"/incidents/{incident['id']}/updates", json={"note": note})
+            assert r.status_code == 200, r.text
+            t = await c.get(f"/incidents/{incident['id']}/timeline")
+            notes = [e["detail"].get("note") for e in t.json()["entries"] if e["kind"] == "update"]
+            assert note in notes, f"try {i}: the note just added is missing from the timeline"
 
 
 async def _refuse_at_commit(session, name: str, sqlstate: str) -> None:

@@ -27,13 +27,6 @@ def settings():
     return escalation_settings()
 
 
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
-
-
 async def silent_grandparents(kit: Kit) -> None:
     """Neither grandparent picks up, and their phones never confirm an SMS."""
     for number in (GRANDMA, GRANDPA):

@@ -15,6 +15,7 @@ from api.models.guardians import GuardianRole
 from tests.test_escalation_support import (
     FATHER,
     MOTHER,
+    MOTHER_ONLY,
     Kit,
     attempts,
     e164,
@@ -22,7 +23,6 @@ from tests.test_escalation_support import (
     kinds,
 )
 
-MOTHER_ONLY = [{"key": "mother", "role": GuardianRole.parent_away, "relation": "母亲", "name": "张丽", "phone": MOTHER}]
 FATHER_ON_WECHAT = [
     {
         "key": "father",
@@ -39,13 +39,6 @@ FATHER_ON_WECHAT = [
 def settings():
     # Short client timeouts so that "the provider did not answer in time" takes a fraction of a second.
     return escalation_settings(http_timeout_seconds=0.4, escalation_batch_size=4)
-
-
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
 
 
 async def messages(kit: Kit, channel: str | None = None) -> list[OutboundMessage]:

@@ -8,20 +8,13 @@ import httpx
 import pytest
 
 from api.main import create_app
-from tests.test_escalation_support import GRANDMA, Kit, attempts, escalation_settings
+from tests.test_escalation_support import GRANDMA, attempts, escalation_settings
 
 
 @pytest.fixture
 def settings():
     # As in production: readiness wants a fresh worker heartbeat.
     return escalation_settings(worker_heartbeat_check=True)
-
-
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
 
 
 def metric(text: str, name: str, default: float | None = None) -> float:

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from api.db import scoped_session
 from api.models.escalation import EscalationStep, MessageStatus, OutboundMessage
-from api.models.guardians import GuardianRole
 from api.settings import Settings
 from tests.test_escalation_support import (
     GRANDMA,
     GRANDPA,
     MOTHER,
+    MOTHER_ONLY,
     SIGNATURE_HEADER,
     Kit,
     attempts,
@@ -28,19 +28,10 @@ from tests.test_escalation_support import (
     kinds,
 )
 
-MOTHER_ONLY = [{"key": "mother", "role": GuardianRole.parent_away, "relation": "母亲", "name": "张丽", "phone": MOTHER}]
-
 
 @pytest.fixture
 def settings():
     return escalation_settings(db_pool_size=20)
-
-
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
 
 
 async def sms_to(kit: Kit, national: str) -> list[OutboundMessage]:

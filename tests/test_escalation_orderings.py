@@ -9,22 +9,14 @@ import sqlalchemy as sa
 from api.db import scoped_session
 from api.models.escalation import MessageStatus, OutboundMessage
 from api.models.guardians import GuardianRole
-from tests.test_escalation_support import MOTHER, Kit, attempts, e164, escalation_settings, kinds
+from tests.test_escalation_support import MOTHER, MOTHER_ONLY, Kit, attempts, e164, escalation_settings, kinds
 
-MOTHER_ONLY = [{"key": "mother", "role": GuardianRole.parent_away, "relation": "母亲", "name": "张丽", "phone": MOTHER}]
 STORY = ("message_queued", "message_sent", "message_delivered", "message_failed", "no_ack_within_wait")
 
 
 @pytest.fixture
 def settings():
     return escalation_settings()
-
-
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
 
 
 async def messages(kit: Kit) -> list[OutboundMessage]:

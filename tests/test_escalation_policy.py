@@ -14,13 +14,6 @@ def settings():
     return escalation_settings()
 
 
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
-
-
 def policy_path(kit: Kit, county: str = "county") -> str:
     return f"/counties/{kit.world[county]}/escalation-policy"
 

@@ -5,6 +5,9 @@ on loopback, and :class:`Kit`, which reports incidents through the API and steps
 Providers post their signed callbacks to the relay (the messages' callback URLs point at it); the test then
 forwards them, byte for byte with their signature, to the app's real ``/inbound/*`` endpoints. So the whole
 path is real HTTP and real PostgreSQL, but the test decides when callbacks land.
+
+A test gets its ``Kit`` from the ``kit`` fixture (``tests/conftest.py``); its module overrides ``settings``
+with ``escalation_settings(...)``, so that the app sends to these providers and its callbacks reach the relay.
 """
 
 import asyncio
@@ -119,6 +122,10 @@ STANDARD_FAMILY: list[dict[str, Any]] = [
         "wechat": "o-father",
     },
     {"key": "mother", "role": GuardianRole.parent_away, "relation": "母亲", "name": "张丽", "phone": MOTHER},
+]
+# A child whose only guardian is the mother, working away.
+MOTHER_ONLY: list[dict[str, Any]] = [
+    {"key": "mother", "role": GuardianRole.parent_away, "relation": "母亲", "name": "张丽", "phone": MOTHER}
 ]
 
 

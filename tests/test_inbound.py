@@ -32,13 +32,6 @@ def settings():
     return escalation_settings()
 
 
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
-
-
 def voice_event(key: str, type_: str = "voice.dtmf", digits: str | None = "1", event_id: str | None = None) -> bytes:
     event = {
         "event_id": event_id or f"evt_{uuid.uuid4().hex[:12]}",

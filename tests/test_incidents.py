@@ -19,13 +19,6 @@ def settings():
     return escalation_settings()
 
 
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
-
-
 def body(kit: Kit, child_id, **overrides) -> dict:
     payload = {
         "child_id": str(child_id),

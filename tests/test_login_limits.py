@@ -18,14 +18,14 @@ from api.models.accounts import LoginSession
 from api.proxies import client_behind_proxies
 from api.services.login_limits import Bucket, buckets_for, decide
 from tests.factories import PASSWORD
-from tests.uvicorn_thread import ThreadedApp
+from tests.live import LiveServer
 
 ATTACKER = "127.0.0.2"
 OWNER_ELSEWHERE = "127.0.0.3"
 
 
 def serve(settings, clock, database_url, **overrides):
-    return ThreadedApp(
+    return LiveServer(
         create_app(settings.model_copy(update=overrides), clock=clock, database_url=database_url, migrate=False)
     )
 

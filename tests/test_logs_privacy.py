@@ -14,13 +14,13 @@ from datetime import date
 from urllib.parse import quote
 
 import httpx
-import sqlalchemy as sa
 
 from api.db import scoped_session
 from api.logs import configure_logging, redact_target
 from api.main import create_app
 from tests.live import LiveServer
 from tests.test_children import child_body, id_number
+from tests.test_request_plumbing import fail_inserts_of_child_named
 
 NAME = "欧阳雨桐"
 SEARCH = "欧阳雨"
@@ -62,22 +62,7 @@ async def test_no_personal_data_or_secret_reaches_the_logs(app, world, settings,
     number = id_number(date(2016, 5, 9), seed=11)
     token = secrets.token_urlsafe(32)
     async with scoped_session(app.state.sessionmaker) as s:
-        await s.execute(
-            sa.text(
-                f"""
-                CREATE FUNCTION fail_loudly() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    IF NEW.name = '{FAILING_NAME}' THEN
-                        RAISE EXCEPTION 'cannot file %', NEW.name USING DETAIL = 'child ' || NEW.name;
-                    END IF;
-                    RETURN NEW;
-                END $$
-                """
-            )
-        )
-        await s.execute(
-            sa.text("CREATE TRIGGER fail_loudly BEFORE INSERT ON child FOR EACH ROW EXECUTE FUNCTION fail_loudly()")
-        )
+        await fail_inserts_of_child_named(s, FAILING_NAME)
     server = LiveServer(
         create_app(settings, clock=clock, database_url=database_url, migrate=False), access_log=True, log_level="info"
     )

@@ -73,10 +73,10 @@ async def test_huge_integers_in_any_parameter_never_answer_500(client, world, wh
     assert tried >= 6 * len(HUGE)
 
 
-def _trigger(name: str) -> list[str]:
+async def fail_inserts_of_child_named(session, name: str) -> None:
     """A trigger that fails an insert of a child called ``name`` with an error that quotes the name, as
     database errors do (an unhandled error: the app can only answer 500)."""
-    return [
+    for statement in [
         f"""
         CREATE FUNCTION fail_loudly() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -87,14 +87,14 @@ def _trigger(name: str) -> list[str]:
         END $$
         """,
         "CREATE TRIGGER fail_loudly BEFORE INSERT ON child FOR EACH ROW EXECUTE FUNCTION fail_loudly()",
-    ]
+    ]:
+        await session.execute(sa.text(statement))
 
 
 async def test_an_unhandled_error_answers_500_with_its_request_id_and_keeps_the_connection(app, world, live_url):
     name = "未处理错误"
     async with scoped_session(app.state.sessionmaker) as s:
-        for statement in _trigger(name):
-            await s.execute(sa.text(statement))
+        await fail_inserts_of_child_named(s, name)
     body = child_body(world, name=name, id_number=None, sex="female", birth_date="2016-03-08")
 
     def two_requests_on_one_connection() -> tuple[int, dict, str, int]:

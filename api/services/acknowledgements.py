@@ -565,10 +565,19 @@ async def _delivered(session: AsyncSession, message: OutboundMessage, provider_i
 
 
 async def _not_reached(
-    session: AsyncSession, message: OutboundMessage, *, provider_id: str, code: str, text: str, now: datetime
-) -> bool:
+    session: AsyncSession,
+    message: OutboundMessage,
+    *,
+    provider_id: str,
+    code: str,
+    text: str,
+    failure: str,
+    now: datetime,
+) -> None:
+    """The provider says ``message`` did not reach the person (``failure``: how): the message fails, its party
+    is looked at again, and the timeline tells it — once; a message already failed or cancelled stays so."""
     if message.status in (MessageStatus.failed, MessageStatus.cancelled):
-        return False
+        return
     await _sent_first(session, message, provider_id, now)
     await nudge_party(session, message, now)
     message.status = MessageStatus.failed
@@ -576,7 +585,9 @@ async def _not_reached(
     message.finished_at = message.finished_at or now
     message.error_code = code[:64]
     message.error_message = text[:256]
-    return True
+    await _message_event(
+        session, message, EventKind.message_failed, now, provider_message_id=provider_id, error=code, failure=failure
+    )
 
 
 def _utc(moment: datetime) -> datetime:
@@ -642,24 +653,15 @@ async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) 
                 provider_time=event.occurred_at.isoformat(),
             )
         return "delivered"
-    error = event.error.code if event.error else "undeliverable"
-    if await _not_reached(
+    await _not_reached(
         session,
         message,
         provider_id=event.message_id,
-        code=error,
+        code=event.error.code if event.error else "undeliverable",
         text=event.error.message if event.error else "",
+        failure="bounced",
         now=now,
-    ):
-        await _message_event(
-            session,
-            message,
-            EventKind.message_failed,
-            now,
-            provider_message_id=event.message_id,
-            error=error,
-            failure="bounced",
-        )
+    )
     return "failed"
 
 
@@ -889,23 +891,15 @@ async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str
         return "completed"
     # no_answer, busy, failed: the person was not reached by this call.
     code = event.type.removeprefix("voice.")
-    if await _not_reached(
+    await _not_reached(
         session,
         message,
         provider_id=event.call_id,
         code=code,
         text=event.error.message if event.error else "",
+        failure="not_reached",
         now=now,
-    ):
-        await _message_event(
-            session,
-            message,
-            EventKind.message_failed,
-            now,
-            provider_message_id=event.call_id,
-            error=code,
-            failure="not_reached",
-        )
+    )
     return code
 
 
