@@ -22,13 +22,6 @@ def settings():
     return escalation_settings()
 
 
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
-
-
 def notice(audience: Audience = Audience.entrusted_guardian, **changes) -> AckPage:
     values = {
         "case_code": "261130-K7Q2MX",

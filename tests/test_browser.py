@@ -21,7 +21,7 @@ from tests.browser import NO_BROWSER, Page, chromium, find_chromium
 from tests.live import LiveServer
 from tests.test_ack_page import LINK, grandma_link, set_duty_phone
 from tests.test_acknowledgements import close
-from tests.test_escalation_support import Kit, escalation_settings
+from tests.test_escalation_support import escalation_settings
 
 PREFIX = "/liushou"
 PHONE = {"width": 360, "height": 740}
@@ -30,13 +30,6 @@ PHONE = {"width": 360, "height": 740}
 @pytest.fixture
 def settings():
     return escalation_settings()
-
-
-@pytest.fixture
-async def kit(app, client, clock, world):
-    kit = await Kit.create(app, client, clock, world)
-    yield kit
-    await kit.close()
 
 
 @pytest.fixture
