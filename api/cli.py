@@ -9,8 +9,8 @@ import typer
 import uvicorn
 
 from api import embedded_pg
+from api.channels.fakes import FakeProviderServer
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
-from api.fake_providers import FakeProviderServer
 from api.logs import configure_logging
 from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
