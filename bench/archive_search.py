@@ -26,8 +26,8 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from api import demo_people
 from api.crypto import FieldCipher
+from api.demo import people as demo_people
 from api.embedded_pg import asyncpg_url, ensure_database, socket_dir, start_embedded
 from api.idcard import Sex
 from api.migrations import upgrade_to_head

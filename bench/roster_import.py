@@ -4,7 +4,7 @@ and how long the event loop stalls meanwhile (parsing and workbook building run 
     .venv/bin/python -m bench.roster_import [--children 10000]
 
 Starts an embedded PostgreSQL in a temporary folder, creates one school with 24 classes and a school admin,
-generates the roster from deterministic demo families (api.demo_people: siblings share their guardians),
+generates the roster from deterministic demo families (api.demo.people: siblings share their guardians),
 and calls the real endpoints over ASGI. Prints timings; the target is "well under a minute" for 10,000 rows.
 """
 

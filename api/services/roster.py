@@ -39,10 +39,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api import audit, demo_people
+from api import audit
 from api.audit import REDACTED
 from api.clock import SHANGHAI
 from api.crypto import FieldCipher
+from api.demo import people as demo_people
 from api.errors import Conflict, FieldError, Forbidden, Invalid, LiushouError, NotFound, field_error
 from api.idcard import IdNumber, IdNumberError, mask_id_number, validate_id_number
 from api.models.accounts import Role
@@ -2163,7 +2164,7 @@ def template_csv() -> bytes:
 def demo_roster(
     rng: random.Random, count: int, *, classes: Sequence[tuple[int, str]], today: date
 ) -> list[dict[str, Any]]:
-    """``count`` roster rows of made-up families from :mod:`api.demo_people`, spread over ``classes``
+    """``count`` roster rows of made-up families from :mod:`api.demo.people`, spread over ``classes``
     ((grade, class name) pairs), as a clerk would type them. For demos, tests and benchmarks."""
     rows: list[dict[str, Any]] = []
     for family in demo_people.families(rng, count):
