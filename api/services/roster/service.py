@@ -316,6 +316,33 @@ async def list_imports(
     return Page(data=[ImportBatchPublic.model_validate(b, from_attributes=True) for b in rows.scalars()], count=count)
 
 
+async def _export_rows(
+    session: AsyncSession, filters: list[Any]
+) -> tuple[list[ChildRow], dict[uuid.UUID, dict[str, tuple[LinkRow, GuardianRow]]]]:
+    """The children an export holds, and for each the link and guardian filling each of its slots (father,
+    mother, entrusted guardian: the first active link in contact order)."""
+    children = await _stream_rows(session, select(*_columns(Child)).where(*filters))
+    links = await _stream_rows(
+        session,
+        select(*_columns(ChildGuardian))
+        .where(col(ChildGuardian.child_id).in_(select(Child.id).where(*filters)), col(ChildGuardian.is_active))
+        .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at)),
+    )
+    guardian_ids = select(ChildGuardian.guardian_id).where(
+        col(ChildGuardian.child_id).in_(select(Child.id).where(*filters)), col(ChildGuardian.is_active)
+    )
+    guardians = {
+        g.id: g
+        for g in await _stream_rows(session, select(*_columns(Guardian)).where(col(Guardian.id).in_(guardian_ids)))
+    }
+    slots: dict[uuid.UUID, dict[str, tuple[LinkRow, GuardianRow]]] = {}
+    for link in links:
+        slot = slot_of(link)
+        if slot is not None and link.guardian_id in guardians:
+            slots.setdefault(link.child_id, {}).setdefault(slot, (link, guardians[link.guardian_id]))
+    return children, slots
+
+
 async def export_roster(
     session: AsyncSession,
     principal: Principal,
@@ -351,25 +378,7 @@ async def export_roster(
         c.id: c
         for c in (await session.execute(select(SchoolClass).where(SchoolClass.school_id == school.id))).scalars()
     }
-    children = await _stream_rows(session, select(*_columns(Child)).where(*filters))
-    links = await _stream_rows(
-        session,
-        select(*_columns(ChildGuardian))
-        .where(col(ChildGuardian.child_id).in_(select(Child.id).where(*filters)), col(ChildGuardian.is_active))
-        .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at)),
-    )
-    guardian_ids = select(ChildGuardian.guardian_id).where(
-        col(ChildGuardian.child_id).in_(select(Child.id).where(*filters)), col(ChildGuardian.is_active)
-    )
-    guardians = {
-        g.id: g
-        for g in await _stream_rows(session, select(*_columns(Guardian)).where(col(Guardian.id).in_(guardian_ids)))
-    }
-    slots: dict[uuid.UUID, dict[str, tuple[LinkRow, GuardianRow]]] = {}
-    for link in links:
-        slot = slot_of(link)
-        if slot is not None and link.guardian_id in guardians:
-            slots.setdefault(link.child_id, {}).setdefault(slot, (link, guardians[link.guardian_id]))
+    children, slots = await _export_rows(session, filters)
 
     def sort_key(child: ChildRow) -> tuple[Any, ...]:
         return (
