@@ -45,7 +45,7 @@ from api.models.organisations import School, SchoolClass, class_label
 from api.phones import PhoneError, mask_phone, normalize_phone
 from api.scoping import Principal
 from api.services.accounts import create_invite
-from api.services.children import sees_full_detail, today_in_china
+from api.services.children.rules import sees_full_detail, today_in_china
 from api.settings import Settings
 
 # Families cannot read school, class or staff rows through scope (they see only their own children). The
@@ -261,7 +261,7 @@ async def list_guardians(
     session: AsyncSession, principal: Principal, *, child_id: uuid.UUID, now: datetime
 ) -> list[GuardianLinkPublic]:
     """A child's guardians in emergency call order (ended links last). Teachers of other classes see masked
-    phones (the rule of the child's file, :func:`api.services.children.sees_full_detail`); full reads are
+    phones (the rule of the child's file, :func:`api.services.children.rules.sees_full_detail`); full reads are
     audited."""
     child = await get_child(session, child_id)
     result = await _read_links(session, principal, child, now=now)
