@@ -33,8 +33,9 @@ from api.models.children import (
 )
 from api.models.guardians import ChildReadView, FamilyChildView
 from api.scoping import Principal
-from api.services import completeness, guardians
+from api.services import completeness
 from api.services.children import history, lifecycle, promotion, records, search
+from api.services.guardians import family
 
 router = APIRouter(tags=["一人一档 children"])
 ERRORS = error_responses(403, 404, 409, 422)
@@ -92,7 +93,7 @@ async def get_child(
     (``child.read``)."""
     if principal.role == Role.family:
         return FamilyChildView(
-            **(await guardians.family_child(session, principal, child_id=child_id, now=now)).model_dump()
+            **(await family.family_child(session, principal, child_id=child_id, now=now)).model_dump()
         )
     return await records.read_child(session, principal, child_id=child_id, now=now)
 

@@ -21,8 +21,6 @@ from api.scoping import Principal
 from api.services.children.records import event_public, get_child
 from api.services.children.rules import UNSCOPED, sees_full_detail, shanghai
 
-# ---- history ----------------------------------------------------------------------------------------------
-
 # Columns whose changes say nothing to a person (derived keys, bookkeeping) or are shown through another.
 _HIDDEN_IN_HISTORY = {"id", "created_at", "updated_at", "name_pinyin", "name_initials", "id_number_index"}
 

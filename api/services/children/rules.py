@@ -24,7 +24,7 @@ UNSCOPED = {"skip_scope": True}
 
 # Roles that see a child's full file whenever they can see the child at all. Never families: the file holds
 # the school's rating of the family's own care and teachers' notes; they get the family view
-# (api.services.guardians.family_child).
+# (api.services.guardians.family.family_child).
 FULL_DETAIL_ROLES = frozenset({Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin})
 SCHOOL_ADMINS = frozenset({Role.platform_admin, Role.school_admin})
 # A child of the archive is at most this old when entered (初中 ends around 15–16; repeaters, late starters).

@@ -37,9 +37,6 @@ from api.services.completeness import (
 _HAN = re.compile("[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
-# ---- search and lists -------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ChildFilters:
     q: str | None = None

@@ -165,6 +165,9 @@ def detect_format(content: bytes) -> str:
     return "csv"
 
 
+# ---- writing: template, export, CSV --------------------------------------------------------------------
+
+
 def export_row(
     child: ChildRow,
     klass: SchoolClass | None,
@@ -213,8 +216,6 @@ def export_row(
     row["委托监护人住址"] = guardian.address if guardian else None
     return {header: row.get(header) for header in HEADERS}
 
-
-# ---- files: template, export, CSV ----------------------------------------------------------------------
 
 GENERAL_NOTES = (
     "每名学生一行。第一行是列名，请不要改动列名；不用的选填列可以删去，列的顺序可以调整。",
