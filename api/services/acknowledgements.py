@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -37,21 +36,17 @@ from api.models.escalation import (
     AckPage,
     AckRoute,
     Audience,
-    Channel,
     EscalationParty,
     EscalationStep,
     EscalationTarget,
-    MessagePurpose,
-    MessageStatus,
-    OutboundMessage,
     PartyStatus,
-    ProviderEvent,
     ReplyCode,
     StaffCall,
     StepStatus,
 )
 from api.models.guardians import Guardian
 from api.models.incidents import CATEGORY_LABELS, SEVERITY_LABELS, EventKind, Incident, IncidentStatus, TimeBasis
+from api.models.notifications import Channel, MessagePurpose, OutboundMessage, Topic
 from api.models.organisations import School
 from api.phones import PhoneError, normalize_phone
 from api.scoping import Principal
@@ -64,8 +59,10 @@ from api.services.escalation import (
     lock_party,
     record_event,
     release_reply_codes,
-    wake_workers,
 )
+from api.services.notifications import receipts
+from api.services.notifications.outbox import Route, new_message, wake_workers
+from api.services.notifications.topics import Change
 
 log = logging.getLogger("liushou.escalation")
 
@@ -470,126 +467,6 @@ async def acknowledge_link(session: AsyncSession, *, secret: str, token: str, no
 # ---- provider callbacks --------------------------------------------------------------------------------
 
 
-async def _first_time(session: AsyncSession, event_id: str, type_: str, now: datetime) -> bool:
-    inserted = await session.execute(
-        pg_insert(ProviderEvent)
-        .values(event_id=event_id, type=type_, received_at=now)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(col(ProviderEvent.event_id))
-    )
-    return inserted.first() is not None
-
-
-async def _message_by_key(session: AsyncSession, key: str) -> OutboundMessage | None:
-    """The message a provider event is about, locked with its step and party in the engine's order
-    (step → party → message): a callback may then update them in whatever order its story needs."""
-    row = (
-        await session.execute(
-            select(OutboundMessage.id, OutboundMessage.party_id, EscalationParty.step_id)
-            .outerjoin(EscalationParty, col(EscalationParty.id) == OutboundMessage.party_id)
-            .where(OutboundMessage.idempotency_key == key)
-        )
-    ).first()
-    if row is None:
-        return None
-    message_id, party_id, step_id = row
-    locks = await lock_chain(session, step_ids=[step_id], party_ids=[party_id], message_ids=[message_id])
-    return locks.messages.get(message_id)
-
-
-async def nudge_party(session: AsyncSession, message: OutboundMessage, now: datetime) -> None:
-    """Ask the scheduler to look at the party now, if this message is the one it is waiting on."""
-    if message.party_id is None:
-        return
-    await session.execute(
-        sa.update(EscalationParty)
-        .where(
-            col(EscalationParty.id) == message.party_id,
-            col(EscalationParty.current_message_id) == message.id,
-            col(EscalationParty.status) == PartyStatus.notifying,
-        )
-        .values(next_check_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def _message_event(
-    session: AsyncSession, message: OutboundMessage, kind: EventKind, now: datetime, **detail: Any
-) -> None:
-    """A line of the timeline about one message, under its step."""
-    step_no = None
-    if message.party_id is not None:
-        party = await session.get(EscalationParty, message.party_id)
-        step = await session.get(EscalationStep, party.step_id) if party else None
-        step_no = step.step_no if step else None
-    record_event(
-        session,
-        message.incident_id,
-        kind,
-        at=now,
-        step_no=step_no,
-        party_id=message.party_id,
-        message_id=message.id,
-        channel=message.channel,
-        recipient=message.recipient_label,
-        **detail,
-    )
-
-
-async def _sent_first(session: AsyncSession, message: OutboundMessage, provider_id: str, now: datetime) -> None:
-    """A receipt about a message whose send answer is not recorded yet (it may never be: its worker may have
-    stopped) proves the provider accepted it: record the send first, so the story reads in its real order,
-    and anchor the acknowledgement wait to it."""
-    if message.status != MessageStatus.sending or message.sent_at is not None:
-        return
-    message.status = MessageStatus.sent
-    message.sent_at = now
-    message.provider_message_id = message.provider_message_id or provider_id
-    message.lease_until = None
-    message.ack_wait_until = message.ack_wait_until or now + timedelta(seconds=message.ack_wait_seconds)
-    await _message_event(
-        session, message, EventKind.message_sent, now, provider_message_id=provider_id, confirmed_by="receipt"
-    )
-
-
-async def _delivered(session: AsyncSession, message: OutboundMessage, provider_id: str, now: datetime) -> bool:
-    if message.status not in (MessageStatus.sending, MessageStatus.sent):
-        return False
-    await _sent_first(session, message, provider_id, now)
-    message.status = MessageStatus.delivered
-    message.delivered_at = now
-    message.provider_message_id = message.provider_message_id or provider_id
-    # Anchored once, by whichever of the send's answer and the receipt came first.
-    message.ack_wait_until = message.ack_wait_until or now + timedelta(seconds=message.ack_wait_seconds)
-    return True
-
-
-async def _not_reached(
-    session: AsyncSession,
-    message: OutboundMessage,
-    *,
-    provider_id: str,
-    code: str,
-    text: str,
-    failure: str,
-    now: datetime,
-) -> None:
-    """The provider says ``message`` did not reach the person (``failure``: how): the message fails, its party
-    is looked at again, and the timeline tells it — once; a message already failed or cancelled stays so."""
-    if message.status in (MessageStatus.failed, MessageStatus.cancelled):
-        return
-    await _sent_first(session, message, provider_id, now)
-    await nudge_party(session, message, now)
-    message.status = MessageStatus.failed
-    message.failed_at = now
-    message.finished_at = message.finished_at or now
-    message.error_code = code[:64]
-    message.error_message = text[:256]
-    await _message_event(
-        session, message, EventKind.message_failed, now, provider_message_id=provider_id, error=code, failure=failure
-    )
-
-
 def _utc(moment: datetime) -> datetime:
     # The contract says UTC: a provider that drops the offset still means UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
@@ -636,33 +513,6 @@ async def _acknowledge_message(
 
 def _closed(exc: Conflict) -> bool:
     return exc.code == "incident_closed"
-
-
-async def _sms_receipt(session: AsyncSession, event: SmsReceipt, now: datetime) -> str:
-    message = await _message_by_key(session, event.idempotency_key)
-    if message is None:
-        return "unknown_message"
-    if event.type == "sms.delivered":
-        if await _delivered(session, message, event.message_id, now):
-            await _message_event(
-                session,
-                message,
-                EventKind.message_delivered,
-                now,
-                provider_message_id=event.message_id,
-                provider_time=event.occurred_at.isoformat(),
-            )
-        return "delivered"
-    await _not_reached(
-        session,
-        message,
-        provider_id=event.message_id,
-        code=event.error.code if event.error else "undeliverable",
-        text=event.error.message if event.error else "",
-        failure="bounced",
-        now=now,
-    )
-    return "failed"
 
 
 @dataclass(frozen=True)
@@ -742,23 +592,19 @@ async def _answer_reply(
         return False
     incident = await session.get(Incident, incident_id)
     assert incident is not None
-    message_id = uuid.uuid4()
     session.add(
-        OutboundMessage(
-            id=message_id,
-            incident_id=incident.id,
+        new_message(
+            topic=Topic.incident,
+            subject_id=incident.id,
             purpose=MessagePurpose.reply_help,
-            channel=Channel.sms,
-            address=sender,
-            recipient_label=recipient_label[:128],
-            status=MessageStatus.pending,
-            idempotency_key=f"liushou-{message_id.hex}",
-            body=body,
+            route=Route(Channel.sms, sender, body),
+            recipient_label=recipient_label,
+            now=now,
             max_attempts=int(incident.policy["max_send_attempts"]),
             retry_backoff_seconds=int(incident.policy["retry_backoff_seconds"]),
-            ack_wait_seconds=0,
-            next_attempt_at=now,
-            created_at=now,
+            school_id=incident.school_id,
+            incident_id=incident.id,
+            priority=0,
         )
     )
     await wake_workers(session)
@@ -850,65 +696,50 @@ async def _sms_reply(session: AsyncSession, event: SmsInbound, now: datetime) ->
     return "ambiguous_reply" if reason == "ambiguous" else "reply_not_matched"
 
 
+async def _message_event(
+    session: AsyncSession, message: OutboundMessage, kind: EventKind, now: datetime, **detail: Any
+) -> None:
+    """A line of the timeline about one message, under its step."""
+    await receipts.tell(session, message, Change(kind.value, detail), now)
+
+
 async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str:
-    message = await _message_by_key(session, event.idempotency_key)
+    message = await receipts.message_by_key(session, event.idempotency_key)
     if message is None:
         return "unknown_message"
-    if event.type == "voice.answered":
-        if await _delivered(session, message, event.call_id, now):
-            await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
-        return "answered"
-    if event.type == "voice.dtmf":
-        digits = event.digits or ""
-        if ACK_DIGIT not in digits or message.party_id is None:
-            await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
-            return "digits_ignored"
-        # A keypress proves the call was placed and answered, even if those callbacks have not come yet.
-        if await _delivered(session, message, event.call_id, now):
-            await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
-        try:
-            await _acknowledge_message(session, message, AckRoute.voice_dtmf, provider_time=event.occurred_at, now=now)
-        except Conflict as exc:
-            if not _closed(exc):
-                raise
-            # Too late to count: on the timeline for the record, the party stays as it was.
-            await _message_event(
-                session,
-                message,
-                EventKind.ack_after_close,
-                now,
-                digits=digits,
-                pressed_at=answered_at(event.occurred_at, message, now).isoformat(),
-            )
-            return "incident_closed"
-        return "acknowledged"
-    if event.type == "voice.completed":
-        await _sent_first(session, message, event.call_id, now)
-        if message.finished_at is None:
-            await nudge_party(session, message, now)
-            message.finished_at = now
-            await _message_event(session, message, EventKind.call_ended, now, provider_message_id=event.call_id)
-        return "completed"
-    # no_answer, busy, failed: the person was not reached by this call.
-    code = event.type.removeprefix("voice.")
-    await _not_reached(
-        session,
-        message,
-        provider_id=event.call_id,
-        code=code,
-        text=event.error.message if event.error else "",
-        failure="not_reached",
-        now=now,
-    )
-    return code
+    if event.type != "voice.dtmf":
+        return await receipts.voice_progress(session, message, event, now)
+    digits = event.digits or ""
+    if ACK_DIGIT not in digits or message.party_id is None:
+        await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
+        return "digits_ignored"
+    # A keypress proves the call was placed and answered, even if those callbacks have not come yet.
+    if await receipts.delivered(session, message, event.call_id, now):
+        await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
+    try:
+        await _acknowledge_message(session, message, AckRoute.voice_dtmf, provider_time=event.occurred_at, now=now)
+    except Conflict as exc:
+        if not _closed(exc):
+            raise
+        # Too late to count: on the timeline for the record, the party stays as it was.
+        await _message_event(
+            session,
+            message,
+            EventKind.ack_after_close,
+            now,
+            digits=digits,
+            pressed_at=answered_at(event.occurred_at, message, now).isoformat(),
+        )
+        return "incident_closed"
+    return "acknowledged"
 
 
 async def handle_callback(session: AsyncSession, event: SmsReceipt | SmsInbound | VoiceEvent, *, now: datetime) -> str:
     """Apply one provider event (its signature already checked); a repeated ``event_id`` changes nothing."""
-    if not await _first_time(session, event.event_id, event.type, now):
+    if not await receipts.first_time(session, event.event_id, event.type, now):
         return "duplicate"
     if isinstance(event, SmsReceipt):
-        outcome = await _sms_receipt(session, event, now)
+        outcome = await receipts.sms_receipt(session, event, now)
     elif isinstance(event, SmsInbound):
         outcome = await _sms_reply(session, event, now)
     else:

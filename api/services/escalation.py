@@ -25,18 +25,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api.channels.base import mask_phone as mask_e164
 from api.errors import DatabaseBusy, Forbidden, Invalid, NotFound, field_error
 from api.escalation import messages
 from api.models.accounts import Account, Role
 from api.models.children import Child
 from api.models.escalation import (
     AUDIENCE_LABELS,
-    CHANNEL_LABELS,
     DEFAULT_POLICY,
     LEGAL_DEADLINE_MINUTES,
     Audience,
-    Channel,
     DutyContact,
     DutyContactCreate,
     DutyContactPublic,
@@ -45,9 +42,6 @@ from api.models.escalation import (
     EscalationPolicy,
     EscalationStep,
     EscalationTarget,
-    MessagePurpose,
-    MessageStatus,
-    OutboundMessage,
     PartyStatus,
     PolicyPublic,
     PolicyValues,
@@ -63,12 +57,15 @@ from api.models.incidents import (
     IncidentEvent,
     StepHold,
 )
+from api.models.notifications import CHANNEL_LABELS, Channel, MessagePurpose, MessageStatus, OutboundMessage, Topic
 from api.models.organisations import County, School, Township
 from api.phones import PhoneError, PhoneKind, normalize_phone
 from api.scoping import Principal, get_principal, set_principal
+from api.services.notifications.delivery import masked_address
+from api.services.notifications.outbox import Route, new_message
+from api.services.notifications.topics import Change, MessageRef, TopicHooks, register
 from api.settings import Settings
 
-WAKE_CHANNEL = "liushou_escalation"
 STEP_AUDIENCES: dict[int, tuple[Audience, ...]] = {
     1: (Audience.entrusted_guardian,),
     2: (Audience.parents_away,),
@@ -81,8 +78,6 @@ _FAMILY_ORDER = {
     Audience.parents_away: (Channel.wechat, Channel.sms, Channel.voice),
 }
 _OFFICIAL_ORDER = (Channel.wechat, Channel.sms, Channel.voice)
-# Provider errors that say the address itself is unusable: later rounds skip it.
-DEAD_ADDRESS_CODES = frozenset({"invalid_number", "blocked", "43101", "40003"})
 
 
 def step_deadline_minutes(policy: PolicyValues, step_no: int) -> int:
@@ -600,10 +595,6 @@ def record_event(
     )
 
 
-def masked_address(channel: Channel, address: str) -> str:
-    return "微信" if channel == Channel.wechat else mask_e164(address)
-
-
 def target_detail(target: EscalationTarget) -> dict[str, Any]:
     return {
         "contact": target.contact_label,
@@ -611,11 +602,6 @@ def target_detail(target: EscalationTarget) -> dict[str, Any]:
         "address": masked_address(target.channel, target.address),
         "channel_label": CHANNEL_LABELS[target.channel],
     }
-
-
-async def wake_workers(session: AsyncSession) -> None:
-    """Wake idle workers when the transaction commits (PostgreSQL delivers NOTIFY on commit)."""
-    await session.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, "")))
 
 
 # ---- messages ----------------------------------------------------------------------------------------
@@ -676,6 +662,7 @@ def _message(
     account_id: uuid.UUID | None = None,
     round_: int = 1,
     reply_code: str | None = None,
+    due_by: datetime | None = None,
     settings: Settings,
 ) -> OutboundMessage:
     message_id = uuid.uuid4()
@@ -683,28 +670,27 @@ def _message(
     link = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
     rendered: messages.Rendered = rendered_for(link=link, reply_code=reply_code or "", token=token)
     policy = incident.policy
-    return OutboundMessage(
-        id=message_id,
+    return new_message(
+        topic=Topic.incident,
+        subject_id=incident.id,
+        purpose=purpose,
+        route=Route(channel, address, rendered.body, rendered.template_data, wechat_page=rendered.wechat_page),
+        recipient_label=recipient_label,
+        now=now,
+        max_attempts=int(policy["max_send_attempts"]),
+        retry_backoff_seconds=int(policy["retry_backoff_seconds"]),
+        ack_wait_seconds=ack_wait_seconds,
+        message_id=message_id,
+        school_id=incident.school_id,
         incident_id=incident.id,
         party_id=party_id,
         target_id=target_id,
         account_id=account_id,
-        purpose=purpose,
-        channel=channel,
-        address=address,
-        recipient_label=recipient_label[:128],
         round=round_,
-        status=MessageStatus.pending,
-        idempotency_key=f"liushou-{message_id.hex}",
-        body=rendered.body,
-        template_data=rendered.template_data,
-        wechat_page=rendered.wechat_page,
         reply_code=reply_code,
-        max_attempts=int(policy["max_send_attempts"]),
-        retry_backoff_seconds=int(policy["retry_backoff_seconds"]),
-        ack_wait_seconds=ack_wait_seconds,
-        next_attempt_at=now,
-        created_at=now,
+        # Alerts to the leaders go first under a backlog; a party's message by its step's deadline.
+        priority=1 if purpose == MessagePurpose.notify else 0,
+        due_by=due_by,
     )
 
 
@@ -806,6 +792,7 @@ async def queue_notification(
         account_id=target.account_id,
         round_=party.round,
         reply_code=reply_code,
+        due_by=step.deadline_at,
         settings=settings,
     )
     session.add(message)
@@ -1317,3 +1304,77 @@ async def cancel_pending(session: AsyncSession, party: EscalationParty, *, now: 
             channel=Channel(channel),
         )
     return len(cancelled)
+
+
+# ---- what the outbox tells the chain -----------------------------------------------------------------
+
+
+async def nudge_party(session: AsyncSession, message: MessageRef, now: datetime) -> None:
+    """Ask the scheduler to look at the party now, if this message is the one it is waiting on."""
+    if message.party_id is None:
+        return
+    await session.execute(
+        sa.update(EscalationParty)
+        .where(
+            col(EscalationParty.id) == message.party_id,
+            col(EscalationParty.current_message_id) == message.id,
+            col(EscalationParty.status) == PartyStatus.notifying,
+        )
+        .values(next_check_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class IncidentMessages(TopicHooks):
+    """An incident's messages: locked after their step and party (the one lock order); when one is out of
+    the running its party is nudged; a dead address is not tried again; every change is on the timeline."""
+
+    async def lock_message(self, session: AsyncSession, message_id: uuid.UUID) -> OutboundMessage | None:
+        row = (
+            await session.execute(
+                select(OutboundMessage.party_id, EscalationParty.step_id)
+                .outerjoin(EscalationParty, col(EscalationParty.id) == OutboundMessage.party_id)
+                .where(OutboundMessage.id == message_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        party_id, step_id = row
+        locks = await lock_chain(session, step_ids=[step_id], party_ids=[party_id], message_ids=[message_id])
+        return locks.messages.get(message_id)
+
+    async def before_failure(self, session: AsyncSession, message: MessageRef) -> None:
+        if message.party_id is not None:
+            # The party is nudged after the message changes: locked before it (the engine's order).
+            await lock_chain(session, party_ids=[message.party_id])
+
+    async def changed(self, session: AsyncSession, message: MessageRef, change: Change, *, now: datetime) -> None:
+        if change.moved_on:
+            await nudge_party(session, message, now)
+        if change.dead_address and message.target_id is not None:
+            await session.execute(
+                sa.update(EscalationTarget)
+                .where(col(EscalationTarget.id) == message.target_id, col(EscalationTarget.dead_at).is_(None))
+                .values(dead_at=now, dead_reason=change.detail.get("error"))
+                .execution_options(synchronize_session=False)
+            )
+        step_no = None
+        if message.party_id is not None:
+            party = await session.get(EscalationParty, message.party_id)
+            step = await session.get(EscalationStep, party.step_id) if party else None
+            step_no = step.step_no if step else None
+        assert message.incident_id is not None
+        record_event(
+            session,
+            message.incident_id,
+            EventKind(change.kind),
+            at=now,
+            step_no=step_no,
+            party_id=message.party_id,
+            message_id=message.id,
+            channel=message.channel,
+            **change.detail,
+        )
+
+
+register(Topic.incident, IncidentMessages())

@@ -27,13 +27,11 @@ from api.models.escalation import (
     PARTY_STATUS_OPEN,
     STEP_LABELS,
     Audience,
-    Channel,
     ContactAdd,
     Escalate,
     EscalationParty,
     EscalationStep,
     EscalationTarget,
-    OutboundMessage,
     PartyStatus,
     Resend,
     StepStatus,
@@ -59,11 +57,17 @@ from api.models.incidents import (
     Timeline,
     TimelineEntry,
 )
+from api.models.notifications import (
+    Channel,
+    OutboundMessage,
+)
 from api.models.organisations import School
 from api.phones import PhoneError, PhoneKind, normalize_phone
 from api.scoping import Principal
 from api.services import escalation as chain
 from api.services.acknowledgements import lock_step_and_party
+from api.services.notifications.delivery import masked_address
+from api.services.notifications.outbox import wake_workers
 from api.settings import Settings
 
 NOT_FOUND = "找不到该事件 (incident not found)"
@@ -180,7 +184,7 @@ async def report_incident(
     with chain.acting_as_system(session):
         await chain.freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
         await session.flush()
-    await chain.wake_workers(session)
+    await wake_workers(session)
     return incident
 
 
@@ -224,7 +228,7 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
     by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
     full = _full_numbers(principal)
     for t in targets:
-        address = t.address if full and t.channel != Channel.wechat else chain.masked_address(t.channel, t.address)
+        address = t.address if full and t.channel != Channel.wechat else masked_address(t.channel, t.address)
         by_party[t.party_id].append(
             ContactPublic(
                 id=t.id,
@@ -599,7 +603,7 @@ async def escalate_now(
                         await chain.rearm_party(session, party, settings=settings, now=now, reason="escalated")
             step.next_check_at = chain.next_step_check(step)
         await session.flush()
-    await chain.wake_workers(session)
+    await wake_workers(session)
     return incident
 
 
@@ -656,7 +660,7 @@ async def add_contact(
             actor_account_id=principal.account_id,
             contact=data.label,
             name=data.name,
-            address=chain.masked_address(Channel.voice, phone.e164),
+            address=masked_address(Channel.voice, phone.e164),
         )
         _audit_action(session, incident, "incident.contact_add", party_id=str(party.id))
         if step.status != StepStatus.held:
@@ -666,7 +670,7 @@ async def add_contact(
             party.cursor = added[0].seq - 1
             await chain.advance_party(session, party, settings=settings, now=now, reason="contact_added")
         await session.flush()
-    await chain.wake_workers(session)
+    await wake_workers(session)
     return incident
 
 
@@ -728,5 +732,5 @@ async def resend(
         party.current_message_id = message.id
         party.next_check_at = now + timedelta(seconds=step.ack_wait_seconds)
         await session.flush()
-    await chain.wake_workers(session)
+    await wake_workers(session)
     return incident
