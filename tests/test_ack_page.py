@@ -9,7 +9,6 @@ import pytest
 
 from api import pages
 from api.db import scoped_session
-from api.escalation import messages
 from api.models.escalation import (
     AckPage,
     Audience,
@@ -20,6 +19,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.services.emergency import texts as messages
 from tests.test_acknowledgements import close
 from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, e164, escalation_settings
 

@@ -16,7 +16,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
-from api.services.incidents import timeline
+from api.services.emergency.timeline import timeline
 
 
 async def counts(session) -> dict[str, int]:

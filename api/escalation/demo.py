@@ -44,8 +44,9 @@ from api.models.notifications import (
     OutboundMessage,
 )
 from api.scoping import Principal
-from api.services import incidents
-from api.services.acknowledgements import acknowledge_in_mini_program, handle_callback
+from api.services.emergency import incidents
+from api.services.emergency.acknowledgements import acknowledge_in_mini_program
+from api.services.emergency.callbacks import handle_callback
 from api.services.notifications.delivery import Outcome
 from api.services.notifications.dispatch import claim_due, record_outcomes
 from api.settings import get_settings

@@ -1,33 +1,21 @@
-"""Acknowledgements — the only thing that counts as told — and the provider callbacks that lead to them.
+"""Acknowledgements — the only thing that counts as told.
 
 A person acknowledges in the mini-program, by the link in a message, by replying the message's code by SMS,
 by pressing 1 on a call, or a staff member records that they reached the person by phone (who, when, and
-who recorded it). A sent message, a delivered SMS or an answered call is *not* told: those only update the
-message and tell the engine when to move on. Callbacks are deduplicated by ``event_id`` and matched by
-idempotency key (they may arrive before the send's own answer).
-
-An SMS reply or a keypress is told at the moment the person answered — the provider's ``occurred_at``,
-clamped to when the message can have reached them and when we received it — not when its callback
-arrived (in a burst callbacks land minutes late). An SMS reply is matched only against the reply codes of
-parties still open on that number (unique among them, see ``reserve_reply_code``); a reply that matches
-none, or several, is answered by SMS and acknowledges nothing. A closed incident takes no acknowledgement
-(409 ``incident_closed``; a keypress or reply after closure is only written on the timeline).
+who recorded it). A sent message, a delivered SMS or an answered call is *not* told. The party is told at
+its earliest acknowledgement, the step once every one of its parties is. A closed incident takes no
+acknowledgement (409 ``incident_closed``). Reading replies and keypresses from the providers' callbacks is
+:mod:`.callbacks`'.
 """
 
-import logging
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
-from api.channels.voice import ACK_DIGIT
 from api.errors import Conflict, Invalid, NotFound, field_error
-from api.escalation import messages
 from api.models.accounts import Role
 from api.models.escalation import (
     ACK_ROUTE_LABELS,
@@ -40,48 +28,30 @@ from api.models.escalation import (
     EscalationStep,
     EscalationTarget,
     PartyStatus,
-    ReplyCode,
     StaffCall,
     StepStatus,
 )
 from api.models.guardians import Guardian
 from api.models.incidents import CATEGORY_LABELS, SEVERITY_LABELS, EventKind, Incident, IncidentStatus, TimeBasis
-from api.models.notifications import Channel, MessagePurpose, OutboundMessage, Topic
+from api.models.notifications import MessagePurpose, OutboundMessage
 from api.models.organisations import School
-from api.phones import PhoneError, normalize_phone
 from api.scoping import Principal
-from api.services.escalation import (
-    acting_as_system,
-    cancel_pending,
-    case_facts,
-    deadline_met,
-    lock_chain,
-    lock_party,
-    record_event,
-    release_reply_codes,
-)
-from api.services.notifications import receipts
-from api.services.notifications.outbox import Route, new_message, wake_workers
-from api.services.notifications.topics import Change
-
-log = logging.getLogger("liushou.escalation")
+from api.services.emergency import texts
+from api.services.emergency.chain import acting_as_system, lock_chain, lock_step_and_party
+from api.services.emergency.decide import deadline_met
+from api.services.emergency.notify import cancel_pending, case_facts, release_reply_codes
+from api.services.emergency.timeline import record_event
 
 INCIDENT_NOT_FOUND = "找不到该事件 (incident not found)"
+
 LINK_NOT_FOUND = "链接无效或已过期 (unknown acknowledgement link)"
+
+
 INCIDENT_CLOSED = "事件已结案，无需再确认 (the incident is closed)"
+
+
 # Staff may have phoned before typing the report, but not long before the clock started.
 _CALL_BEFORE_START = timedelta(minutes=5)
-
-
-# ---- told ------------------------------------------------------------------------------------------------
-
-
-async def lock_step_and_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty]:
-    """Lock in the engine's order (:func:`api.services.escalation.lock_chain`): the step, then the party."""
-    locked = await lock_party(session, party_id)
-    if locked is None:
-        raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
-    return locked
 
 
 async def _mark_told(
@@ -252,9 +222,6 @@ async def _public(session: AsyncSession, ack: Acknowledgement) -> Acknowledgemen
     return acknowledgement_public(ack, step, party)
 
 
-# ---- staff: a call made by hand ----------------------------------------------------------------------
-
-
 async def record_staff_call(
     session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: StaffCall, now: datetime
 ) -> AcknowledgementPublic:
@@ -305,9 +272,6 @@ async def record_staff_call(
         note=data.note,
     )
     return await _public(session, ack)
-
-
-# ---- mini-program: the bound family account or an official acknowledges ---------------------------------
 
 
 async def _parties_of_family(
@@ -397,12 +361,9 @@ async def acknowledge_in_mini_program(
         return acks
 
 
-# ---- the link in a message ------------------------------------------------------------------------------
-
-
 async def _message_for_token(session: AsyncSession, *, secret: str, token: str) -> OutboundMessage:
     """``secret`` is the acknowledgement-link key ring (``Settings.ack_link_keys``)."""
-    message_id = messages.read_ack_token(secret, token)
+    message_id = texts.read_ack_token(secret, token)
     message = await session.get(OutboundMessage, message_id) if message_id else None
     if message is None or message.purpose != MessagePurpose.notify or message.party_id is None:
         raise NotFound(LINK_NOT_FOUND, code="ack_link_invalid")
@@ -422,7 +383,7 @@ async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage
         school_name=school.name,
         category_label=CATEGORY_LABELS[incident.category],
         occurred_at=incident.occurred_at,
-        occurred_at_local=messages.local_time(incident.occurred_at),
+        occurred_at_local=texts.local_time(incident.occurred_at),
         audience=party.audience,
         acknowledged=party.status == PartyStatus.told,
         acknowledged_at=party.told_at,
@@ -437,7 +398,7 @@ async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage
 async def school_of_link(session: AsyncSession, *, secret: str, token: str) -> tuple[str, str | None] | None:
     """The school (name, phone to call) behind a link that is genuine but leads nowhere the page can show —
     for its "link not valid" page. None when the token is not one of ours or its message is gone."""
-    message_id = messages.read_ack_token(secret, token)
+    message_id = texts.read_ack_token(secret, token)
     message = await session.get(OutboundMessage, message_id) if message_id else None
     incident = await session.get(Incident, message.incident_id) if message else None
     if incident is None:
@@ -464,10 +425,7 @@ async def acknowledge_link(session: AsyncSession, *, secret: str, token: str, no
     return await ack_page(session, secret=secret, token=token)
 
 
-# ---- provider callbacks --------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     # The contract says UTC: a provider that drops the offset still means UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
@@ -479,12 +437,12 @@ def answered_at(provider_time: datetime, message: OutboundMessage, now: datetime
     The floor is the send time when the message went out at its first attempt; otherwise (a retried send, or
     a callback ahead of the send's answer) the time it was queued — an earlier attempt whose answer was lost
     may be the one that went out, and no attempt can go out before the message exists."""
-    provider_time = _utc(provider_time)
+    provider_time = utc(provider_time)
     floor = message.sent_at if message.sent_at is not None and message.attempts <= 1 else message.created_at
     return min(max(provider_time, floor), now)
 
 
-async def _acknowledge_message(
+async def acknowledge_message(
     session: AsyncSession,
     message: OutboundMessage,
     route: AckRoute,
@@ -511,239 +469,5 @@ async def _acknowledge_message(
     return at
 
 
-def _closed(exc: Conflict) -> bool:
+def is_closed(exc: Conflict) -> bool:
     return exc.code == "incident_closed"
-
-
-@dataclass(frozen=True)
-class _OpenCode:
-    code: str
-    party_id: uuid.UUID
-    incident_id: uuid.UUID
-    case_code: str
-
-
-async def _open_codes(session: AsyncSession, sender: str) -> list[_OpenCode]:
-    """The reply codes of the parties still open on this number (not told, incident not closed)."""
-    rows = await session.execute(
-        select(ReplyCode.code, ReplyCode.party_id, ReplyCode.incident_id, Incident.case_code)
-        .join(EscalationParty, col(EscalationParty.id) == ReplyCode.party_id)
-        .join(Incident, col(Incident.id) == ReplyCode.incident_id)
-        .where(
-            ReplyCode.address == sender,
-            col(ReplyCode.released_at).is_(None),
-            EscalationParty.status != PartyStatus.told,
-            Incident.status == IncidentStatus.open,
-        )
-        .order_by(col(ReplyCode.created_at))
-    )
-    return [_OpenCode(*row) for row in rows.all()]
-
-
-async def _message_with_code(session: AsyncSession, sender: str, held: _OpenCode) -> OutboundMessage | None:
-    """The newest SMS that gave this party its code on this number (the party keeps one code per number)."""
-    return (
-        await session.execute(
-            select(OutboundMessage)
-            .where(
-                OutboundMessage.party_id == held.party_id,
-                OutboundMessage.channel == Channel.sms,
-                OutboundMessage.purpose == MessagePurpose.notify,
-                OutboundMessage.address == sender,
-                OutboundMessage.reply_code == held.code,
-            )
-            .order_by(col(OutboundMessage.created_at).desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-
-
-# A help answer identical to one sent to the same number this recently is not sent again (a handset's
-# auto-reply must not start a ping-pong, and a grandmother who replies twice needs one answer).
-_HELP_REPEAT_AFTER = timedelta(minutes=10)
-
-
-async def _answer_reply(
-    session: AsyncSession,
-    sender: str,
-    *,
-    incident_id: uuid.UUID,
-    recipient_label: str,
-    reason: str,
-    open_codes: list[_OpenCode],
-    now: datetime,
-) -> bool:
-    """Queue an SMS answer to a reply we could not match to exactly one open party (the dispatcher sends it,
-    like every message). Returns whether one was queued."""
-    body = messages.reply_help(reason, [(c.case_code, c.code) for c in open_codes])
-    recent = (
-        await session.execute(
-            select(OutboundMessage.id)
-            .where(
-                OutboundMessage.purpose == MessagePurpose.reply_help,
-                OutboundMessage.address == sender,
-                OutboundMessage.body == body,
-                col(OutboundMessage.created_at) > now - _HELP_REPEAT_AFTER,
-            )
-            .limit(1)
-        )
-    ).first()
-    if recent is not None:
-        return False
-    incident = await session.get(Incident, incident_id)
-    assert incident is not None
-    session.add(
-        new_message(
-            topic=Topic.incident,
-            subject_id=incident.id,
-            purpose=MessagePurpose.reply_help,
-            route=Route(Channel.sms, sender, body),
-            recipient_label=recipient_label,
-            now=now,
-            max_attempts=int(incident.policy["max_send_attempts"]),
-            retry_backoff_seconds=int(incident.policy["retry_backoff_seconds"]),
-            school_id=incident.school_id,
-            incident_id=incident.id,
-            priority=0,
-        )
-    )
-    await wake_workers(session)
-    return True
-
-
-async def _sms_reply(session: AsyncSession, event: SmsInbound, now: datetime) -> str:
-    """Match a reply by its code against the parties still open on the sender's number.
-
-    Exactly one open party named → acknowledged at the reply's time. Otherwise nothing is acknowledged: the
-    reply goes on the timeline (staff should call back) and the sender gets an SMS saying what to do."""
-    try:
-        sender = normalize_phone(event.sender).e164
-    except PhoneError:
-        return "unknown_sender"
-    codes = messages.find_reply_codes(event.text)
-    open_codes = await _open_codes(session, sender)
-    named = {c.party_id: c for c in open_codes if c.code in codes}
-    text = event.text[:200]
-    if len(named) == 1:
-        [held] = named.values()
-        message = await _message_with_code(session, sender, held)
-        if message is not None:
-            try:
-                at = await _acknowledge_message(
-                    session, message, AckRoute.sms_reply, provider_time=event.occurred_at, now=now
-                )
-            except Conflict as exc:
-                if not _closed(exc):
-                    raise
-                # Closed between our look-up and the lock: answered below like any reply to a closed case.
-                open_codes = [c for c in open_codes if c.incident_id != held.incident_id]
-                named = {}
-            else:
-                await _message_event(
-                    session, message, EventKind.reply_received, now, text=text, matched=True, replied_at=at.isoformat()
-                )
-                return "acknowledged"
-    # Not exactly one: which incidents to show the reply on, and what to answer.
-    texted = (
-        await session.execute(
-            select(OutboundMessage.incident_id, OutboundMessage.reply_code, OutboundMessage.recipient_label)
-            .where(
-                OutboundMessage.channel == Channel.sms,
-                OutboundMessage.purpose == MessagePurpose.notify,
-                OutboundMessage.address == sender,
-            )
-            .order_by(col(OutboundMessage.created_at).desc())
-            .limit(50)
-        )
-    ).all()
-    if not texted:
-        return "unknown_sender"  # we never texted this number: no answer to strangers
-    stale = [row.incident_id for row in texted if row.reply_code in codes]
-    if len(named) > 1:
-        reason, incidents = "ambiguous", [c.incident_id for c in named.values()]
-    elif stale:
-        reason, incidents = "no_longer_open", stale
-    elif open_codes:
-        reason, incidents = "no_code" if not codes else "unknown_code", [c.incident_id for c in open_codes]
-    else:
-        reason, incidents = "no_code" if not codes else "unknown_code", [texted[0].incident_id]
-    incidents = list(dict.fromkeys(incidents))
-    answered = False
-    if codes or open_codes:
-        answered = await _answer_reply(
-            session,
-            sender,
-            incident_id=incidents[0],
-            recipient_label=texted[0].recipient_label,
-            reason=reason,
-            open_codes=open_codes,
-            now=now,
-        )
-    for incident_id in incidents:
-        record_event(
-            session,
-            incident_id,
-            EventKind.reply_received,
-            at=now,
-            channel=Channel.sms,
-            recipient=texted[0].recipient_label,
-            text=text,
-            matched=False,
-            reason=reason,
-            replied_at=min(_utc(event.occurred_at), now).isoformat(),
-            answered_by_sms=answered or None,
-        )
-    return "ambiguous_reply" if reason == "ambiguous" else "reply_not_matched"
-
-
-async def _message_event(
-    session: AsyncSession, message: OutboundMessage, kind: EventKind, now: datetime, **detail: Any
-) -> None:
-    """A line of the timeline about one message, under its step."""
-    await receipts.tell(session, message, Change(kind.value, detail), now)
-
-
-async def _voice(session: AsyncSession, event: VoiceEvent, now: datetime) -> str:
-    message = await receipts.message_by_key(session, event.idempotency_key)
-    if message is None:
-        return "unknown_message"
-    if event.type != "voice.dtmf":
-        return await receipts.voice_progress(session, message, event, now)
-    digits = event.digits or ""
-    if ACK_DIGIT not in digits or message.party_id is None:
-        await _message_event(session, message, EventKind.keys_pressed, now, digits=digits)
-        return "digits_ignored"
-    # A keypress proves the call was placed and answered, even if those callbacks have not come yet.
-    if await receipts.delivered(session, message, event.call_id, now):
-        await _message_event(session, message, EventKind.call_answered, now, provider_message_id=event.call_id)
-    try:
-        await _acknowledge_message(session, message, AckRoute.voice_dtmf, provider_time=event.occurred_at, now=now)
-    except Conflict as exc:
-        if not _closed(exc):
-            raise
-        # Too late to count: on the timeline for the record, the party stays as it was.
-        await _message_event(
-            session,
-            message,
-            EventKind.ack_after_close,
-            now,
-            digits=digits,
-            pressed_at=answered_at(event.occurred_at, message, now).isoformat(),
-        )
-        return "incident_closed"
-    return "acknowledged"
-
-
-async def handle_callback(session: AsyncSession, event: SmsReceipt | SmsInbound | VoiceEvent, *, now: datetime) -> str:
-    """Apply one provider event (its signature already checked); a repeated ``event_id`` changes nothing."""
-    if not await receipts.first_time(session, event.event_id, event.type, now):
-        return "duplicate"
-    if isinstance(event, SmsReceipt):
-        outcome = await receipts.sms_receipt(session, event, now)
-    elif isinstance(event, SmsInbound):
-        outcome = await _sms_reply(session, event, now)
-    else:
-        outcome = await _voice(session, event, now)
-    await session.flush()
-    log.info("callback %s %s: %s", event.type, event.event_id, outcome)
-    return outcome
