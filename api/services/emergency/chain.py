@@ -158,7 +158,7 @@ async def lock_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[Escala
 
 
 async def lock_step_and_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty]:
-    """Lock in the engine's order (:func:`api.services.escalation.lock_chain`): the step, then the party."""
+    """Lock in the engine's order (:func:`lock_chain`): the step, then the party."""
     locked = await lock_party(session, party_id)
     if locked is None:
         raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
