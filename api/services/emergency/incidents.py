@@ -1,0 +1,472 @@
+"""突发事件 — reporting an emergency and reading it, its outcome and its closure.
+
+Reporting freezes the chain onto the incident (:func:`.chain.freeze_chain`) in the same transaction, so an
+incident never exists without its chain; the first messages are queued before the request returns and the
+workers are woken on commit. An incident is never deleted, and it can only be closed once every step of
+the chain is told and the child's outcome is recorded.
+"""
+
+import secrets
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from api import audit
+from api.clock import SHANGHAI
+from api.errors import Conflict, Invalid, NotFound, field_error
+from api.models.accounts import Role
+from api.models.base import Page
+from api.models.children import Child, ChildStatus
+from api.models.escalation import (
+    AUDIENCE_LABELS,
+    STEP_LABELS,
+    EscalationParty,
+    EscalationStep,
+    EscalationTarget,
+    PartyStatus,
+    StepStatus,
+)
+from api.models.incidents import (
+    CATEGORY_LABELS,
+    SEVERITY_LABELS,
+    ContactPublic,
+    EventKind,
+    Incident,
+    IncidentClose,
+    IncidentCreate,
+    IncidentNote,
+    IncidentPublic,
+    IncidentStatus,
+    IncidentSummary,
+    OutcomeRecord,
+    PartyPublic,
+    StepPublic,
+    StepSummary,
+)
+from api.models.notifications import (
+    Channel,
+)
+from api.models.organisations import School
+from api.scoping import Principal
+from api.services.emergency.chain import acting_as_system, freeze_chain
+from api.services.emergency.decide import deadline_met, plan_steps
+from api.services.emergency.notify import release_reply_codes
+from api.services.emergency.policy import effective_policy, snapshot_policy
+from api.services.emergency.timeline import NOT_FOUND, get_incident, incident_steps, record_event, step_summary
+from api.services.notifications.delivery import masked_address
+from api.services.notifications.outbox import wake_workers
+from api.settings import Settings
+
+_CASE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+# A report may be typed a little after the fact, but an occurred_at in the future is a mistake, and one
+# weeks back is most likely a wrong date (the chain would be breached before it starts).
+_FUTURE_SKEW = timedelta(minutes=2)
+
+
+_OLDEST_REPORT = timedelta(days=7)
+
+
+_SCHOOL_STAFF = (Role.school_admin, Role.teacher)
+
+
+def _case_code(now: datetime) -> str:
+    suffix = "".join(secrets.choice(_CASE_ALPHABET) for _ in range(6))
+    return f"{now.astimezone(SHANGHAI):%y%m%d}-{suffix}"
+
+
+def _require_open(incident: Incident) -> None:
+    if incident.status == IncidentStatus.closed:
+        raise Conflict("事件已结案 (the incident is closed)", code="incident_closed")
+
+
+async def _insert_with_case_code(
+    session: AsyncSession, draft: Incident, *, draw_code: bool, draw_id: bool, now: datetime
+) -> Incident | None:
+    """Insert the incident under a random case code, drawing again when one is taken (the demo seeder fixes
+    its id and code: ``draw_id`` / ``draw_code`` false). ``None`` when five draws were all taken."""
+    values = draft.model_dump()
+    for _ in range(5):
+        drawn: dict[str, object] = {}
+        if draw_code:
+            drawn["case_code"] = _case_code(now)
+        if draw_id:
+            drawn["id"] = uuid.uuid4()
+        candidate = Incident(**{**values, **drawn})
+        try:
+            async with session.begin_nested():
+                session.add(candidate)
+                await session.flush()
+        except IntegrityError:
+            continue  # the random case code was taken: draw another
+        return candidate
+    return None
+
+
+async def report_incident(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    data: IncidentCreate,
+    settings: Settings,
+    now: datetime,
+    incident_id: uuid.UUID | None = None,
+    case_code: str | None = None,
+) -> Incident:
+    """Report an emergency: the chain is frozen onto it and every step that is due starts at once.
+    (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)"""
+    assert principal.account_id is not None
+    child = await session.get(Child, data.child_id)
+    if child is None:
+        raise NotFound("学生不存在 (child not found)", code="child_not_found")
+    if child.status != ChildStatus.enrolled:
+        raise Invalid(
+            "该学生已不在册 (the child is no longer on the roster)",
+            code="child_not_enrolled",
+            fields=[field_error(["body", "child_id"], "该学生已不在册", "child_not_enrolled")],
+        )
+    occurred_at = data.occurred_at.astimezone(now.tzinfo)
+    if occurred_at > now + _FUTURE_SKEW:
+        raise Invalid(
+            "发生时间不能晚于现在 (occurred_at is in the future)",
+            code="occurred_in_future",
+            fields=[field_error(["body", "occurred_at"], "发生时间不能晚于现在", "occurred_in_future")],
+        )
+    if occurred_at < now - _OLDEST_REPORT:
+        raise Invalid(
+            "发生时间早于7天前，请核对日期 (occurred_at is more than 7 days ago)",
+            code="occurred_too_long_ago",
+            fields=[field_error(["body", "occurred_at"], "发生时间早于7天前", "occurred_too_long_ago")],
+        )
+    occurred_at = min(occurred_at, now)
+    school = await session.get(School, child.school_id)
+    assert school is not None
+    policy, policy_row = await effective_policy(session, school.county_id)
+    # Holds are checked before anything is written, so a refused hold leaves no trace.
+    plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
+    draft = Incident(
+        id=incident_id or uuid.uuid4(),
+        case_code=case_code or "",
+        county_id=school.county_id,
+        township_id=school.township_id,
+        school_id=school.id,
+        child_id=child.id,
+        class_id=child.class_id,
+        category=data.category,
+        severity=data.severity,
+        summary=data.summary,
+        location=data.location,
+        occurred_at=occurred_at,
+        time_basis=data.time_basis,
+        first_actions=data.first_actions,
+        reported_at=now,
+        reported_by_id=principal.account_id,
+        policy=snapshot_policy(policy, policy_row),
+        updated_at=now,
+    )
+    incident = await _insert_with_case_code(
+        session, draft, draw_code=case_code is None, draw_id=incident_id is None, now=now
+    )
+    if incident is None:
+        raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
+    record_event(
+        session,
+        incident.id,
+        EventKind.reported,
+        at=now,
+        actor_account_id=principal.account_id,
+        category=incident.category.value,
+        severity=incident.severity.value,
+        occurred_at=incident.occurred_at.isoformat(),
+        time_basis=incident.time_basis.value,
+        minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
+    )
+    with acting_as_system(session):
+        await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
+        await session.flush()
+    await wake_workers(session)
+    return incident
+
+
+def _full_numbers(principal: Principal) -> bool:
+    """The school's own staff dial the numbers; the bureau and township see them masked."""
+    return principal.role in _SCHOOL_STAFF
+
+
+async def _parties_by_step(
+    session: AsyncSession, incident_id: uuid.UUID, *, full: bool
+) -> dict[uuid.UUID, list[PartyPublic]]:
+    """Each step's parties with their frozen contacts (numbers masked unless ``full``)."""
+    parties = (
+        await session.execute(
+            select(EscalationParty)
+            .where(EscalationParty.incident_id == incident_id)
+            .order_by(col(EscalationParty.audience))
+        )
+    ).scalars()
+    targets = (
+        await session.execute(
+            select(EscalationTarget)
+            .where(EscalationTarget.incident_id == incident_id)
+            .order_by(col(EscalationTarget.party_id), col(EscalationTarget.seq))
+        )
+    ).scalars()
+    by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
+    for t in targets:
+        address = t.address if full and t.channel != Channel.wechat else masked_address(t.channel, t.address)
+        by_party[t.party_id].append(
+            ContactPublic(
+                id=t.id,
+                seq=t.seq,
+                contact_no=t.contact_no,
+                label=t.contact_label,
+                name=t.contact_name,
+                channel=t.channel,
+                address=address,
+                usable=t.dead_at is None,
+                unusable_reason=t.dead_reason,
+            )
+        )
+    by_step: dict[uuid.UUID, list[PartyPublic]] = defaultdict(list)
+    order = {a: i for i, a in enumerate(AUDIENCE_LABELS)}
+    for p in sorted(parties, key=lambda p: order[p.audience]):
+        by_step[p.step_id].append(
+            PartyPublic(
+                id=p.id,
+                audience=p.audience,
+                label=AUDIENCE_LABELS[p.audience],
+                status=p.status,
+                told_at=p.told_at,
+                told_route=p.told_route,
+                round=p.round,
+                contacts=by_party[p.id],
+            )
+        )
+    return by_step
+
+
+async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
+    steps = await incident_steps(session, incident.id)
+    full = _full_numbers(principal)
+    by_step = await _parties_by_step(session, incident.id, full=full)
+    child = await session.get(Child, incident.child_id)
+    if full:
+        audit.record(
+            session,
+            action="incident.contacts.read",
+            resource_type="incident",
+            resource_id=incident.id,
+            school_id=incident.school_id,
+            county_id=incident.county_id,
+        )
+    return IncidentPublic(
+        id=incident.id,
+        case_code=incident.case_code,
+        county_id=incident.county_id,
+        township_id=incident.township_id,
+        school_id=incident.school_id,
+        child_id=incident.child_id,
+        child_name=child.name if child else "",
+        class_id=incident.class_id,
+        category=incident.category,
+        category_label=CATEGORY_LABELS[incident.category],
+        severity=incident.severity,
+        severity_label=SEVERITY_LABELS[incident.severity],
+        summary=incident.summary,
+        location=incident.location,
+        occurred_at=incident.occurred_at,
+        time_basis=incident.time_basis,
+        first_actions=incident.first_actions,
+        reported_at=incident.reported_at,
+        reported_by_id=incident.reported_by_id,
+        status=incident.status,
+        outcome=incident.outcome,
+        outcome_note=incident.outcome_note,
+        closed_at=incident.closed_at,
+        closure_summary=incident.closure_summary,
+        steps=[
+            StepPublic(
+                step_no=s.step_no,
+                label=STEP_LABELS[s.step_no],
+                deadline_minutes=s.deadline_minutes,
+                deadline_at=s.deadline_at,
+                hold_until=s.hold_until,
+                starts_at=s.starts_at,
+                status=s.status,
+                told_at=s.told_at,
+                breached_at=s.breached_at,
+                deadline_met=deadline_met(s),
+                parties=by_step[s.id],
+            )
+            for s in steps
+        ],
+    )
+
+
+async def list_incidents(
+    session: AsyncSession,
+    *,
+    status: IncidentStatus | None,
+    school_id: uuid.UUID | None,
+    needs_attention: bool | None,
+    offset: int,
+    limit: int,
+) -> Page[IncidentSummary]:
+    """Incidents in scope, newest first, with how each step of the chain is doing."""
+    attention = sa.or_(
+        sa.exists().where(
+            col(EscalationStep.incident_id) == Incident.id,
+            col(EscalationStep.status) != StepStatus.told,
+            sa.or_(col(EscalationStep.breached_at).is_not(None), col(EscalationStep.near_alerted_at).is_not(None)),
+        ),
+        sa.exists().where(
+            col(EscalationParty.incident_id) == Incident.id,
+            col(EscalationParty.status).in_([PartyStatus.unreachable, PartyStatus.exhausted]),
+        ),
+    )
+    filters = []
+    if status is not None:
+        filters.append(col(Incident.status) == status)
+    if school_id is not None:
+        filters.append(col(Incident.school_id) == school_id)
+    if needs_attention is not None:
+        filters.append(attention if needs_attention else sa.not_(attention))
+    total = (await session.execute(select(sa.func.count()).select_from(Incident).where(*filters))).scalar_one()
+    rows = (
+        await session.execute(
+            select(Incident, attention.label("attention"))
+            .where(*filters)
+            .order_by(col(Incident.occurred_at).desc(), col(Incident.id))
+            .offset(offset)
+            .limit(limit)
+        )
+    ).all()
+    ids = [incident.id for incident, _ in rows]
+    steps: dict[uuid.UUID, list[StepSummary]] = defaultdict(list)
+    if ids:
+        for step in (
+            await session.execute(
+                select(EscalationStep)
+                .where(col(EscalationStep.incident_id).in_(ids))
+                .order_by(col(EscalationStep.step_no))
+            )
+        ).scalars():
+            steps[step.incident_id].append(step_summary(step))
+    return Page(
+        data=[
+            IncidentSummary(
+                id=incident.id,
+                case_code=incident.case_code,
+                school_id=incident.school_id,
+                child_id=incident.child_id,
+                category=incident.category,
+                severity=incident.severity,
+                occurred_at=incident.occurred_at,
+                reported_at=incident.reported_at,
+                status=incident.status,
+                needs_attention=bool(flag),
+                steps=steps[incident.id],
+            )
+            for incident, flag in rows
+        ],
+        count=int(total),
+    )
+
+
+async def add_update(
+    session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: IncidentNote, now: datetime
+) -> Incident:
+    """A note on how things stand (appended, never edited); may adjust the severity."""
+    incident = await get_incident(session, incident_id)
+    _require_open(incident)
+    before = incident.severity
+    if data.severity is not None:
+        incident.severity = data.severity
+    incident.updated_at = now
+    record_event(
+        session,
+        incident.id,
+        EventKind.update,
+        at=now,
+        actor_account_id=principal.account_id,
+        note=data.note,
+        severity_from=before.value if data.severity and data.severity != before else None,
+        severity_to=data.severity.value if data.severity and data.severity != before else None,
+    )
+    await session.flush()
+    return incident
+
+
+async def record_outcome(
+    session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: OutcomeRecord, now: datetime
+) -> Incident:
+    incident = await get_incident(session, incident_id)
+    _require_open(incident)
+    incident.outcome = data.outcome
+    incident.outcome_note = data.note
+    incident.updated_at = now
+    record_event(
+        session,
+        incident.id,
+        EventKind.outcome_recorded,
+        at=now,
+        actor_account_id=principal.account_id,
+        outcome=data.outcome.value,
+        note=data.note,
+    )
+    await session.flush()
+    return incident
+
+
+async def close_incident(
+    session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: IncidentClose, now: datetime
+) -> Incident:
+    """Close with a summary — only once every step is told and the child's outcome is recorded."""
+    incident = (
+        await session.execute(select(Incident).where(Incident.id == incident_id).with_for_update())
+    ).scalar_one_or_none()
+    if incident is None:
+        raise NotFound(NOT_FOUND, code="incident_not_found")
+    _require_open(incident)
+    # Share-lock the steps: an acknowledgement in flight (it holds its step) lands before the closure, and one
+    # that comes after waits, then finds the incident closed (409 incident_closed), never a row after closure.
+    await session.execute(
+        select(EscalationStep.id)
+        .where(EscalationStep.incident_id == incident.id)
+        .order_by(col(EscalationStep.id))
+        .with_for_update(read=True)
+    )
+    open_steps = (
+        await session.execute(
+            select(EscalationStep.step_no)
+            .where(EscalationStep.incident_id == incident.id, EscalationStep.status != StepStatus.told)
+            .order_by(col(EscalationStep.step_no))
+        )
+    ).scalars()
+    untold = [STEP_LABELS[n] for n in open_steps]
+    if untold:
+        raise Conflict(
+            f"尚未完成：{'、'.join(untold)}。每一步都必须告知到位后才能结案 (every step must be told first)",
+            code="incident_chain_open",
+        )
+    if incident.outcome is None:
+        raise Invalid(
+            "请先登记孩子的情况 (record the child's outcome first)",
+            code="outcome_missing",
+            fields=[field_error(["body"], "请先登记孩子的情况", "outcome_missing")],
+        )
+    incident.status = IncidentStatus.closed
+    incident.closed_at = now
+    incident.closed_by_id = principal.account_id
+    incident.closure_summary = data.summary
+    incident.updated_at = now
+    record_event(session, incident.id, EventKind.closed, at=now, actor_account_id=principal.account_id)
+    await release_reply_codes(session, incident_id=incident.id, now=now)
+    await session.flush()
+    return incident
