@@ -1,0 +1,280 @@
+"""结对帮扶 and care records: who is paired with a child, and what was done for the child (谈心, 家访…).
+
+Pairings end with a reason and are never deleted. Care records are tamper-evident: one ``care_record`` row per
+real event holds the current content; corrections within the edit window keep the superseded versions in
+``care_record_version``, later changes are ``care_record_amendment`` rows with a reason. Every one of those rows
+is a link of its school's hash chain (``chain_seq``, ``prev_hash``, ``content_hash``, ``row_hash``); the head
+of each chain is kept apart in ``care_chain_head`` so that a deleted newest row is noticed too.
+"""
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
+
+
+class PairingKind(StrEnum):
+    proxy_parent = "proxy_parent"  # 代理家长 / 爱心妈妈 / 爱心爸爸
+    study_buddy = "study_buddy"  # 学习伙伴 (手拉手)
+    mentor = "mentor"  # 导师 (党员包扶, 志愿者)
+
+
+PAIRING_KIND_LABELS = {
+    PairingKind.proxy_parent: "代理家长",
+    PairingKind.study_buddy: "学习伙伴",
+    PairingKind.mentor: "导师",
+}
+
+
+class PairingEndReason(StrEnum):
+    transferred = "transferred"  # 儿童转学
+    graduated = "graduated"  # 儿童毕业
+    left_school = "left_school"  # 儿童离校
+    staff_left = "staff_left"  # 教师离校/账号停用
+    reassigned = "reassigned"  # 调整结对
+    completed = "completed"  # 帮扶完成
+    other = "other"  # 其他
+
+
+PAIRING_END_REASON_LABELS = {
+    PairingEndReason.transferred: "儿童转学",
+    PairingEndReason.graduated: "儿童毕业",
+    PairingEndReason.left_school: "儿童离校",
+    PairingEndReason.staff_left: "教师离校",
+    PairingEndReason.reassigned: "调整结对",
+    PairingEndReason.completed: "帮扶完成",
+    PairingEndReason.other: "其他",
+}
+
+
+class CareKind(StrEnum):
+    talk = "talk"  # 谈心
+    home_visit = "home_visit"  # 家访
+    guardian_contact = "guardian_contact"  # 与监护人沟通
+    parent_contact = "parent_contact"  # 与外出家长联系 (电话、视频、书信)
+    counselling = "counselling"  # 心理咨询 (仅心理辅导教师与学校管理员可见)
+    aid = "aid"  # 资助
+    award = "award"  # 表彰
+
+
+CARE_KIND_LABELS = {
+    CareKind.talk: "谈心",
+    CareKind.home_visit: "家访",
+    CareKind.guardian_contact: "与监护人沟通",
+    CareKind.parent_contact: "与家长联系",
+    CareKind.counselling: "心理咨询",
+    CareKind.aid: "资助",
+    CareKind.award: "表彰",
+}
+
+
+@audited("care_setting")
+class CareSetting(SQLModel, table=True):
+    """A school's own limits for care work; a school without a row uses the defaults."""
+
+    __tablename__ = "care_setting"
+    __table_args__ = (
+        sa.CheckConstraint("proxy_parent_cap BETWEEN 1 AND 50", name="proxy_parent_cap"),
+        sa.CheckConstraint("mentor_cap BETWEEN 1 AND 20", name="mentor_cap"),
+        sa.CheckConstraint("edit_window_minutes BETWEEN 0 AND 10080", name="edit_window"),
+    )
+
+    school_id: uuid.UUID = Field(foreign_key="school.id", primary_key=True, ondelete="CASCADE")
+    proxy_parent_cap: int = Field(default=5, description="每位代理家长最多结对的儿童数")
+    mentor_cap: int = Field(default=2, description="每位导师最多结对的儿童数 (党员包扶 1–2 名)")
+    edit_window_minutes: int = Field(default=24 * 60, description="记录作者可直接更正的时限 (分钟)")
+    updated_at: datetime = timestamp_field(default_now=True)
+    updated_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+@audited("care_pairing")
+class CarePairing(SQLModel, table=True):
+    """结对帮扶: a child paired with a proxy parent (staff), a study buddy (a classmate) or a mentor (staff or an
+    outside person). Active while ``ended_on`` is null; ended with a reason, never deleted."""
+
+    __tablename__ = "care_pairing"
+    __table_args__ = (
+        # 一对一: at most one active proxy parent per child, held by the database.
+        sa.Index(
+            "uq_care_pairing_active_proxy_parent",
+            "child_id",
+            unique=True,
+            postgresql_where=sa.text("kind = 'proxy_parent' AND ended_on IS NULL"),
+        ),
+        sa.Index("ix_care_pairing_child_active", "child_id", "ended_on"),
+        sa.Index("ix_care_pairing_staff_active", "staff_id", "kind", postgresql_where=sa.text("ended_on IS NULL")),
+        sa.CheckConstraint(
+            "(kind <> 'proxy_parent' OR (staff_id IS NOT NULL AND buddy_child_id IS NULL AND outside_name IS NULL))"
+            " AND (kind <> 'study_buddy' OR (buddy_child_id IS NOT NULL AND staff_id IS NULL"
+            " AND outside_name IS NULL AND buddy_child_id <> child_id))"
+            " AND (kind <> 'mentor' OR (buddy_child_id IS NULL AND"
+            " ((staff_id IS NOT NULL AND outside_name IS NULL AND outside_phone IS NULL)"
+            " OR (staff_id IS NULL AND outside_name IS NOT NULL AND outside_phone IS NOT NULL))))",
+            name="partner_of_kind",
+        ),
+        sa.CheckConstraint(
+            "(ended_on IS NULL) = (end_reason IS NULL) AND (ended_on IS NULL OR ended_on >= started_on)",
+            name="ended_with_reason",
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id")
+    child_id: uuid.UUID = fk_field("child.id", index=False)
+    kind: PairingKind = Field(sa_type=enum_type(PairingKind, 16))
+    staff_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+    buddy_child_id: uuid.UUID | None = fk_field("child.id", nullable=True)
+    outside_name: str | None = Field(default=None, max_length=64, description="校外导师姓名")
+    outside_phone: str | None = Field(default=None, max_length=32, description="校外导师电话 (normalised)")
+    started_on: date
+    ended_on: date | None = None
+    end_reason: PairingEndReason | None = Field(default=None, sa_type=enum_type(PairingEndReason, 16))
+    end_note: str | None = Field(default=None, max_length=256)
+    ended_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+    created_at: datetime = timestamp_field(default_now=True)
+    created_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+@audited("care_help_plan")
+class CareHelpPlan(SQLModel, table=True):
+    """帮扶计划 of one pairing: goals, content, schedule and milestones (帮扶时间、内容和阶段性效果)."""
+
+    __tablename__ = "care_help_plan"
+
+    pairing_id: uuid.UUID = Field(foreign_key="care_pairing.id", primary_key=True, ondelete="RESTRICT")
+    goals: str = Field(max_length=2048, description="帮扶目标")
+    content: str = Field(max_length=4096, description="帮扶内容")
+    schedule: str = Field(max_length=1024, description="帮扶时间安排")
+    milestones: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_type=postgresql.JSONB,
+        description="阶段性目标: [{due_on, description, achieved_on}]",
+    )
+    updated_at: datetime = timestamp_field(default_now=True)
+    updated_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+@audited("care_progress_note")
+class CareProgressNote(SQLModel, table=True):
+    """进步档案: a dated note on the child's progress within a pairing."""
+
+    __tablename__ = "care_progress_note"
+    __table_args__ = (sa.Index("ix_care_progress_note_pairing", "pairing_id", "noted_on"),)
+
+    id: uuid.UUID = id_field()
+    pairing_id: uuid.UUID = fk_field("care_pairing.id", index=False)
+    noted_on: date
+    text: str = Field(max_length=4096)
+    author_id: uuid.UUID = fk_field("account.id", index=False)
+    created_at: datetime = timestamp_field(default_now=True)
+
+
+class CareChainHead(SQLModel, table=True):
+    """The head of a school's chain of care records, kept apart from the rows: the last link's number and
+    hash. Locked for every new link, so links of one school are numbered one after another."""
+
+    __tablename__ = "care_chain_head"
+
+    school_id: uuid.UUID = Field(foreign_key="school.id", primary_key=True, ondelete="RESTRICT")
+    seq: int = Field(sa_type=sa.BigInteger, default=0)
+    head_hash: str = Field(max_length=64)
+    updated_at: datetime = timestamp_field(default_now=True)
+
+
+# Content is personal data about a child (and counselling notes): the audit log marks it changed without
+# copying it, so the log's readers (the bureau among them) do not read records they may not see.
+_CONTENT = {**SENSITIVE}
+
+
+@audited("care_record")
+class CareRecord(SQLModel, table=True):
+    """One real event of care work for a child (a talk, a home visit…), with its current content."""
+
+    __tablename__ = "care_record"
+    __table_args__ = (
+        sa.Index("ix_care_record_school_child_kind_on", "school_id", "child_id", "kind", "occurred_on"),
+        sa.Index("ix_care_record_child_on", "child_id", "occurred_on"),
+        sa.UniqueConstraint("school_id", "chain_seq", name="uq_care_record_chain_seq"),
+        sa.CheckConstraint("version >= 1", name="version"),
+    )
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id", index=False)
+    child_id: uuid.UUID = fk_field("child.id", index=False)
+    kind: CareKind = Field(sa_type=enum_type(CareKind, 24))
+    occurred_on: date = Field(description="Asia/Shanghai calendar date, never in the future")
+    author_id: uuid.UUID = fk_field("account.id")
+    created_at: datetime = timestamp_field()
+    content: dict[str, Any] = Field(sa_type=postgresql.JSONB, sa_column_kwargs=_CONTENT)
+    version: int = Field(default=1)
+    updated_at: datetime = timestamp_field()
+    chain_seq: int = Field(sa_type=sa.BigInteger)
+    prev_hash: str = Field(max_length=64)
+    content_hash: str = Field(max_length=64)
+    row_hash: str = Field(max_length=64)
+
+
+@audited("care_record_version")
+class CareRecordVersion(SQLModel, table=True):
+    """A superseded version of a record, kept when its author corrected it within the edit window. The link
+    hashes the superseded content and the content that replaced it."""
+
+    __tablename__ = "care_record_version"
+    __table_args__ = (
+        sa.UniqueConstraint("record_id", "version", name="uq_care_record_version_record_version"),
+        sa.UniqueConstraint("school_id", "chain_seq", name="uq_care_record_version_chain_seq"),
+    )
+
+    id: uuid.UUID = id_field()
+    record_id: uuid.UUID = fk_field("care_record.id", index=False)
+    school_id: uuid.UUID = fk_field("school.id", index=False)
+    version: int = Field(description="the version this row keeps (the record moved on to version + 1)")
+    occurred_on: date
+    content: dict[str, Any] = Field(sa_type=postgresql.JSONB, sa_column_kwargs=_CONTENT)
+    replaced_by_hash: str = Field(max_length=64, description="hash of the content that replaced this version")
+    corrected_by_id: uuid.UUID = fk_field("account.id", index=False)
+    corrected_at: datetime = timestamp_field()
+    chain_seq: int = Field(sa_type=sa.BigInteger)
+    prev_hash: str = Field(max_length=64)
+    content_hash: str = Field(max_length=64)
+    row_hash: str = Field(max_length=64)
+
+
+@audited("care_record_amendment")
+class CareRecordAmendment(SQLModel, table=True):
+    """A later addition to a record whose edit window has passed: what is added or corrected, and why."""
+
+    __tablename__ = "care_record_amendment"
+    __table_args__ = (
+        sa.Index("ix_care_record_amendment_record", "record_id", "created_at"),
+        sa.UniqueConstraint("school_id", "chain_seq", name="uq_care_record_amendment_chain_seq"),
+    )
+
+    id: uuid.UUID = id_field()
+    record_id: uuid.UUID = fk_field("care_record.id", index=False)
+    school_id: uuid.UUID = fk_field("school.id", index=False)
+    reason: str = Field(max_length=512, sa_column_kwargs=_CONTENT)
+    text: str = Field(max_length=4096, sa_column_kwargs=_CONTENT)
+    author_id: uuid.UUID = fk_field("account.id", index=False)
+    created_at: datetime = timestamp_field()
+    chain_seq: int = Field(sa_type=sa.BigInteger)
+    prev_hash: str = Field(max_length=64)
+    content_hash: str = Field(max_length=64)
+    row_hash: str = Field(max_length=64)
+
+
+class ChainBreak(BaseModel):
+    """The first link of a chain that does not hold."""
+
+    seq: int | None = Field(description="the link's position (null: the head itself)")
+    table: str | None
+    row_id: uuid.UUID | None
+    problem: str = Field(description="content_changed | link_changed | missing_link | head_mismatch | …")
+    message: str
