@@ -10,3 +10,6 @@ __all__ += ["roster"]
 from api.models import care  # noqa: E402  (结对帮扶, care records)
 
 __all__ += ["care"]
+from api.models import care_rhythm  # noqa: E402  (the rhythm of care work: rules, term calendar)
+
+__all__ += ["care_rhythm"]

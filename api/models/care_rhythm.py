@@ -1,0 +1,238 @@
+"""The rhythm of care work as data: each school's rules (谈心 monthly, 家访 期初/期中/期末 …), its term
+calendar with holidays, and the bookkeeping of the weekly digest and of the leaders' overdue alerts.
+
+A school without rule rows follows :data:`DEFAULT_RULES` (DOMAIN.md's defaults); a row overrides one kind.
+What the rules mean — periods, done, due and overdue — is in :mod:`api.services.care.rules`.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Self
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, model_validator
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
+from sqlmodel import Field, SQLModel
+
+from api.models.base import audited, enum_type, fk_field, id_field, timestamp_field
+
+
+class RhythmKind(StrEnum):
+    """What a rule asks to be done for each left-behind child."""
+
+    talk = "talk"  # 谈心 (谈心记录卡)
+    home_visit = "home_visit"  # 家访
+    guardian_contact = "guardian_contact"  # 与委托监护人沟通
+    family_call = "family_call"  # 亲情电话 (the child talks with the parents away)
+
+
+RHYTHM_LABELS = {
+    RhythmKind.talk: "谈心",
+    RhythmKind.home_visit: "家访",
+    RhythmKind.guardian_contact: "监护人沟通",
+    RhythmKind.family_call: "亲情电话",
+}
+
+
+class Cadence(StrEnum):
+    """How often: calendar weeks (Mon–Sun), fortnights, calendar months (Asia/Shanghai dates), or the start,
+    middle and end thirds of each term (期初、期中、期末)."""
+
+    weekly = "weekly"  # 每周
+    fortnightly = "fortnightly"  # 每两周
+    monthly = "monthly"  # 每月
+    term_points = "term_points"  # 每学期期初、期中、期末
+
+
+CADENCE_LABELS = {
+    Cadence.weekly: "每周",
+    Cadence.fortnightly: "每两周",
+    Cadence.monthly: "每月",
+    Cadence.term_points: "期初、期中、期末",
+}
+
+DEFAULT_INCIDENT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as the services read it: the default, or a school's own row. ``strict_cadence`` is for children
+    flagged special (特困, 单亲, 个别教育) or with an incident in the last ``incident_days`` days."""
+
+    kind: RhythmKind
+    cadence: Cadence
+    strict_cadence: Cadence
+    incident_days: int = DEFAULT_INCIDENT_DAYS
+    is_active: bool = True
+
+
+DEFAULT_RULES: dict[RhythmKind, RuleSpec] = {
+    RhythmKind.talk: RuleSpec(kind=RhythmKind.talk, cadence=Cadence.monthly, strict_cadence=Cadence.fortnightly),
+    RhythmKind.home_visit: RuleSpec(
+        kind=RhythmKind.home_visit, cadence=Cadence.term_points, strict_cadence=Cadence.monthly
+    ),
+    RhythmKind.guardian_contact: RuleSpec(
+        kind=RhythmKind.guardian_contact, cadence=Cadence.monthly, strict_cadence=Cadence.fortnightly
+    ),
+    RhythmKind.family_call: RuleSpec(
+        kind=RhythmKind.family_call, cadence=Cadence.weekly, strict_cadence=Cadence.weekly
+    ),
+}
+
+
+@audited("care_rule")
+class CareRule(SQLModel, table=True):
+    """A school's own version of one rule (no row: the default)."""
+
+    __tablename__ = "care_rule"
+    __table_args__ = (
+        sa.UniqueConstraint("school_id", "kind", name="uq_care_rule_school_kind"),
+        sa.CheckConstraint("incident_days BETWEEN 0 AND 365", name="incident_days"),
+    )
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id", index=False)
+    kind: RhythmKind = Field(sa_type=enum_type(RhythmKind, 24))
+    cadence: Cadence = Field(sa_type=enum_type(Cadence, 16))
+    strict_cadence: Cadence = Field(sa_type=enum_type(Cadence, 16))
+    incident_days: int = Field(default=DEFAULT_INCIDENT_DAYS)
+    is_active: bool = Field(default=True)
+    updated_at: datetime = timestamp_field(default_now=True)
+    updated_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+@audited("school_term")
+class SchoolTerm(SQLModel, table=True):
+    """学期: a term of one school; terms of a school never overlap (the database refuses it)."""
+
+    __tablename__ = "school_term"
+    __table_args__ = (
+        sa.CheckConstraint("ends_on >= starts_on", name="dates"),
+        ExcludeConstraint(
+            (sa.column("school_id"), "="),
+            (sa.func.daterange(sa.column("starts_on"), sa.column("ends_on"), sa.literal_column("'[]'")), "&&"),
+            name="ex_school_term_overlap",
+            using="gist",
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id")
+    name: str = Field(max_length=64, description="e.g. 2026年秋季学期")
+    starts_on: date
+    ends_on: date
+    created_at: datetime = timestamp_field(default_now=True)
+
+
+@audited("school_holiday")
+class SchoolHoliday(SQLModel, table=True):
+    """A holiday inside (or beside) a term — 国庆, 春节 — when weekly and monthly rules pause."""
+
+    __tablename__ = "school_holiday"
+    __table_args__ = (sa.CheckConstraint("ends_on >= starts_on", name="dates"),)
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id")
+    name: str = Field(max_length=64, description="e.g. 国庆节")
+    starts_on: date
+    ends_on: date
+    created_at: datetime = timestamp_field(default_now=True)
+
+
+class CareDigestRun(SQLModel, table=True):
+    """A school's weekly digest that was queued (one row per school and ISO week): the worker looks for schools
+    without this week's row. The messages themselves are deduplicated by the outbox."""
+
+    __tablename__ = "care_digest_run"
+
+    school_id: uuid.UUID = Field(foreign_key="school.id", primary_key=True)
+    week_start: date = Field(primary_key=True, description="the Monday of the ISO week (Asia/Shanghai)")
+    finished_at: datetime = timestamp_field()
+    digests: int = Field(default=0)
+    flagged: int = Field(default=0)
+
+
+class CareOverdueFlag(SQLModel, table=True):
+    """An item overdue by more than a week, told to the school's leaders once: one row per child, rule and
+    period, so the same missed period is never flagged twice."""
+
+    __tablename__ = "care_overdue_flag"
+    __table_args__ = (sa.UniqueConstraint("child_id", "kind", "due_on", name="uq_care_overdue_flag_item"),)
+
+    id: uuid.UUID = id_field()
+    school_id: uuid.UUID = fk_field("school.id")
+    child_id: uuid.UUID = fk_field("child.id", index=False)
+    kind: RhythmKind = Field(sa_type=enum_type(RhythmKind, 24))
+    due_on: date
+    flagged_at: datetime = timestamp_field()
+
+
+# ---- API schemas -------------------------------------------------------------------------------------------
+
+
+class RulePublic(BaseModel):
+    kind: RhythmKind
+    label: str
+    cadence: Cadence
+    cadence_label: str
+    strict_cadence: Cadence
+    incident_days: int
+    is_active: bool
+    is_default: bool
+
+
+class RuleUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"cadence": "fortnightly", "strict_cadence": "weekly", "incident_days": 30}]},
+    )
+
+    cadence: Cadence
+    strict_cadence: Cadence | None = Field(default=None, description="null: the same as cadence")
+    incident_days: int = Field(default=DEFAULT_INCIDENT_DAYS, ge=0, le=365)
+    is_active: bool = True
+
+
+class DateSpan(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    starts_on: date
+    ends_on: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.ends_on < self.starts_on:
+            raise ValueError("结束日期早于开始日期 (ends_on is before starts_on)")
+        if (self.ends_on - self.starts_on).days > 366:
+            raise ValueError("时间跨度超过一年 (a span is at most a year)")
+        if self.starts_on.year < 2000 or self.ends_on.year > 2100:
+            raise ValueError("日期超出范围 (dates between 2000 and 2100)")
+        return self
+
+
+class TermCreate(DateSpan):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "2026年秋季学期", "starts_on": "2026-09-01", "ends_on": "2027-01-20"}]}
+    )
+
+
+class HolidayCreate(DateSpan):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "国庆节", "starts_on": "2026-10-01", "ends_on": "2026-10-07"}]}
+    )
+
+
+class SpanPublic(BaseModel):
+    id: uuid.UUID
+    name: str
+    starts_on: date
+    ends_on: date
+
+
+class CalendarPublic(BaseModel):
+    school_id: uuid.UUID
+    terms: list[SpanPublic]
+    holidays: list[SpanPublic]
