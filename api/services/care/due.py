@@ -137,6 +137,9 @@ _PERIOD_COLUMNS = (
 )
 
 
+_NO_PERIOD = (uuid.UUID(int=0), "", False, 0, "", False, date(2000, 1, 1), date(2000, 1, 1), date(2000, 1, 1), "")
+
+
 def period_rows(
     rhythms: Iterable[SchoolRhythm], lo: date, hi: date, *, kinds: Iterable[RhythmKind] | None = None
 ) -> list[tuple[Any, ...]]:
@@ -230,7 +233,8 @@ def judged_periods(kid: Any, rows: list[tuple[Any, ...]], *, today: date, judged
 
     Columns: the child's (``child_id``, ``school_id``, ``class_id``, ``teacher_id``), the period's (``kind``,
     ``starts_on``, ``ends_on``, ``due_on``, ``label``), ``strict``, ``done``, ``status`` and ``days``."""
-    p = sa.values(*_PERIOD_COLUMNS, name="p").data(rows)
+    # VALUES cannot be empty: with no period at all, one that belongs to no school stands in.
+    p = sa.values(*_PERIOD_COLUMNS, name="p").data(rows or [_NO_PERIOD])
     r = _record.alias("r")
     done = sa.exists().where(
         r.c.school_id == kid.c.school_id,
