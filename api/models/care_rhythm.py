@@ -236,3 +236,93 @@ class CalendarPublic(BaseModel):
     school_id: uuid.UUID
     terms: list[SpanPublic]
     holidays: list[SpanPublic]
+
+
+class TodoEntry(BaseModel):
+    """One thing to do for one child: a rule overdue (since its earliest missed period) or due within a week."""
+
+    child_id: uuid.UUID
+    child_name: str
+    class_id: uuid.UUID | None
+    class_label: str | None
+    kind: RhythmKind
+    label: str = Field(description="谈心 / 家访 / 监护人沟通 / 亲情电话")
+    status: str = Field(description="overdue (已逾期) | due (待完成)")
+    days: int = Field(description="overdue: days late; due: days left")
+    due_on: date
+    period: str = Field(description="the period asked for, e.g. 2026-11, 2026-W48, 2026年秋季学期 期中")
+    missed: int = Field(description="periods missed since the last done one")
+    last_done_on: date | None
+    teacher_id: uuid.UUID | None = Field(description="the proxy parent, else the head teacher")
+
+
+class StaffOverdue(BaseModel):
+    teacher_id: uuid.UUID | None
+    teacher_name: str | None = Field(description="null: no proxy parent and no head teacher (unpaired)")
+    overdue: int
+    items: list[TodoEntry]
+
+
+class TodoList(BaseModel):
+    today: date
+    items: list[TodoEntry] = Field(description="the caller's own children, most urgent first")
+    staff: list[StaffOverdue] = Field(description="head teachers and school admins: their staff's overdue items")
+
+
+class StatusGroup(StrEnum):
+    child = "child"
+    teacher = "teacher"
+    class_ = "class"
+    school = "school"
+
+
+class KindCounts(BaseModel):
+    kind: RhythmKind
+    done: int
+    due: int
+    overdue: int
+    max_overdue_days: int | None
+
+
+class StatusRow(BaseModel):
+    key: uuid.UUID | None = Field(description="the child, teacher, class or school (null: no teacher / no class)")
+    label: str | None
+    children: int
+    kinds: list[KindCounts]
+
+
+class StatusReport(BaseModel):
+    group: StatusGroup
+    starts_on: date
+    ends_on: date
+    today: date
+    rows: list[StatusRow]
+
+
+class KindCompliance(BaseModel):
+    kind: RhythmKind
+    expected: int = Field(description="periods due in the span and already past, over all children")
+    done: int
+    rate: float | None
+
+
+class CoverageRow(BaseModel):
+    """One school (``class_id`` null) or one class of it: what the bureau's statistics read."""
+
+    school_id: uuid.UUID
+    school_name: str
+    township_id: uuid.UUID
+    class_id: uuid.UUID | None
+    class_label: str | None
+    children: int = Field(description="在册留守儿童")
+    paired: int = Field(description="有代理家长的")
+    paired_rate: float | None
+    special: int = Field(description="特困、单亲或需个别教育的")
+    kinds: list[KindCompliance]
+
+
+class CoverageReport(BaseModel):
+    starts_on: date
+    ends_on: date
+    judged_until: date = Field(description="periods due up to this day are counted (yesterday at most)")
+    rows: list[CoverageRow]
