@@ -24,6 +24,9 @@ from api.routers import (
     auth,
     care_pairings,
     care_records,
+    care_rhythm,
+    care_todo,
+    child_timeline,
     children,
     escalation_policy,
     family,
@@ -122,6 +125,8 @@ def create_app(
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
     for module in (care_pairings, care_records):
+        app.include_router(module.router)
+    for module in (care_rhythm, care_todo, child_timeline):
         app.include_router(module.router)
     escalation_worker.install(app)
     home.install(app)

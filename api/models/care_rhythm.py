@@ -326,3 +326,27 @@ class CoverageReport(BaseModel):
     ends_on: date
     judged_until: date = Field(description="periods due up to this day are counted (yesterday at most)")
     rows: list[CoverageRow]
+
+
+class TimelineKind(StrEnum):
+    care_record = "care_record"  # 关爱记录 (谈心, 家访 …)
+    pairing = "pairing"  # 结对
+    pairing_ended = "pairing_ended"  # 结对结束
+    status = "status"  # 学籍变动 (转学, 升级, 父母返乡 …)
+    archive = "archive"  # 档案变更
+    incident = "incident"  # 突发事件
+
+
+class TimelineEntry(BaseModel):
+    day: date = Field(description="the day it happened (Asia/Shanghai)")
+    at: datetime = Field(description="when it was recorded (Asia/Shanghai)")
+    kind: TimelineKind
+    sub_kind: str | None = Field(description="the record's kind, the event's kind, the change …")
+    label: str
+    ref_id: str = Field(description="the record, pairing, event, audit entry or incident to open")
+    actor_name: str | None
+
+
+class TimelinePage(BaseModel):
+    data: list[TimelineEntry]
+    next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null: no more")

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api.models.care import CareKind, CarePairing, CareRecord, PairingKind
+from api.models.care import CareKind, CarePairing, CareRecord, ContactChannel, PairingKind
 from api.models.care_rhythm import DEFAULT_RULES, CareRule, RhythmKind, RuleSpec, SchoolHoliday, SchoolTerm
 from api.models.children import Child, ChildStatus
 from api.models.incidents import Incident
@@ -38,7 +38,7 @@ RECORD_KIND: dict[RhythmKind, CareKind] = {
     RhythmKind.guardian_contact: CareKind.guardian_contact,
     RhythmKind.family_call: CareKind.parent_contact,
 }
-CALL_CHANNELS = ("call", "video")
+CALL_CHANNELS = (ContactChannel.phone.value, ContactChannel.video.value)
 CALLS_ONLY = frozenset({RhythmKind.family_call})
 
 # The flags that make a child's rules strict (特困, 单亲, 需个别教育管理方案).
@@ -193,6 +193,15 @@ def responsible_teacher_expr() -> Any:
     )
     head = sa.select(_class.c.head_teacher_id).where(_class.c.id == Child.class_id).scalar_subquery()
     return sa.func.coalesce(proxy, head)
+
+
+def has_proxy_parent(child_id: Any) -> Any:
+    """Whether the child has an active proxy parent (代理家长)."""
+    return sa.exists().where(
+        _pairing.c.child_id == child_id,
+        _pairing.c.kind == PairingKind.proxy_parent.value,
+        _pairing.c.ended_on.is_(None),
+    )
 
 
 def teacher_children(teacher_id: uuid.UUID) -> Any:
