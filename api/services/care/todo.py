@@ -58,6 +58,11 @@ async def _rows(
     return todo_rows(result.all(), today=today)
 
 
+async def school_todo_rows(session: AsyncSession, school_id: uuid.UUID, *, today: date) -> list[TodoRow]:
+    """Every to-do item of a school (overdue, or due within the week), most urgent first."""
+    return await _rows(session, [school_id], [], today=today, overdue_only=False)
+
+
 async def _entries(session: AsyncSession, rows: list[TodoRow], *, today: date) -> list[TodoEntry]:
     if not rows:
         return []
