@@ -2,9 +2,9 @@
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -60,29 +60,28 @@ async def set_rule(
     data: RuleUpdate,
     now: datetime,
 ) -> list[RulePublic]:
-    """Set one of the school's rules (an upsert: two admins saving at once leave one row, the later one)."""
+    """Set one of the school's rules (two admins saving at once leave one row, the later one's)."""
     require_school_admin(principal)
     await get_school(session, school_id)
-    values = {
-        "cadence": data.cadence.value,
-        "strict_cadence": (data.strict_cadence or data.cadence).value,
+    values: dict[str, Any] = {
+        "cadence": data.cadence,
+        "strict_cadence": data.strict_cadence or data.cadence,
         "incident_days": data.incident_days,
         "is_active": data.is_active,
         "updated_at": now,
         "updated_by_id": principal.account_id,
     }
-    existing = (
-        await session.execute(
-            sa.select(CareRule)
-            .where(col(CareRule.school_id) == school_id, col(CareRule.kind) == kind)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    mine = (col(CareRule.school_id) == school_id, col(CareRule.kind) == kind)
+    existing = (await session.execute(sa.select(CareRule).where(*mine).with_for_update())).scalar_one_or_none()
     if existing is None:
-        # ON CONFLICT: a concurrent first save of the same rule updates instead of failing.
-        stmt = pg_insert(CareRule).values(id=uuid.uuid4(), school_id=school_id, kind=kind.value, **values)
-        await session.execute(stmt.on_conflict_do_update(constraint="uq_care_rule_school_kind", set_=values))
-    else:
+        try:
+            async with session.begin_nested():
+                session.add(CareRule(school_id=school_id, kind=kind, **values))
+                await session.flush()
+        except IntegrityError:
+            # Another admin saved this rule's first version meanwhile: update theirs (the later save wins).
+            existing = (await session.execute(sa.select(CareRule).where(*mine).with_for_update())).scalar_one()
+    if existing is not None:
         for key, value in values.items():
             setattr(existing, key, value)
     await session.flush()
