@@ -3,7 +3,7 @@ and school; the to-do items; the records that count.
 
 The rule is :mod:`api.services.care.rules` (its Python form); here it is the same rule as one query, so that a
 school's 2,000 children are judged in the database in one statement: the periods of each school's rules
-(computed from its calendar by :mod:`api.services.care.calendar`) go in as a ``VALUES`` list, each child is
+(computed from its calendar by :mod:`api.services.care.calendar`) go in as arrays unnested into rows, each child is
 joined with the periods of its own strictness, and a period is done when a matching record lies inside it.
 ``tests/test_care_rhythm_agree.py`` checks over generated cases that both forms judge alike.
 
@@ -18,8 +18,8 @@ from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -123,27 +123,40 @@ async def school_rhythms(session: AsyncSession, school_ids: Sequence[uuid.UUID])
 
 # ---- the rule in SQL ---------------------------------------------------------------------------------------
 
-_PERIOD_COLUMNS = (
-    sa.column("school_id", PG_UUID(as_uuid=True)),
-    sa.column("kind", sa.String),
-    sa.column("strict", sa.Boolean),
-    sa.column("incident_days", sa.Integer),
-    sa.column("record_kind", sa.String),
-    sa.column("calls_only", sa.Boolean),
-    sa.column("starts_on", sa.Date),
-    sa.column("ends_on", sa.Date),
-    sa.column("due_on", sa.Date),
-    sa.column("label", sa.String),
+# The periods go in as one array per column, unnested into rows: ten parameters whatever their number, so the
+# statement's text (and its compiled form, and PostgreSQL's prepared statement) is the same every time.
+_PERIOD_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("school_id", PG_UUID(as_uuid=True)),
+    ("kind", sa.String),
+    ("strict", sa.Boolean),
+    ("incident_days", sa.Integer),
+    ("record_kind", sa.String),
+    ("calls_only", sa.Boolean),
+    ("starts_on", sa.Date),
+    ("ends_on", sa.Date),
+    ("due_on", sa.Date),
+    ("label", sa.String),
 )
 
 
-_NO_PERIOD = (uuid.UUID(int=0), "", False, 0, "", False, date(2000, 1, 1), date(2000, 1, 1), date(2000, 1, 1), "")
+def periods_table(rows: list[tuple[Any, ...]]) -> Any:
+    """The periods as a table ``p`` (``unnest`` of one array per column)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _PERIOD_COLUMNS]
+    arrays = [
+        sa.bindparam(f"p_{name}", value=list(values), type_=ARRAY(kind))
+        for (name, kind), values in zip(_PERIOD_COLUMNS, columns, strict=True)
+    ]
+    return (
+        sa.func.unnest(*arrays)
+        .table_valued(*[sa.column(name, kind) for name, kind in _PERIOD_COLUMNS], name="p")
+        .render_derived()
+    )
 
 
 def period_rows(
     rhythms: Iterable[SchoolRhythm], lo: date, hi: date, *, kinds: Iterable[RhythmKind] | None = None
 ) -> list[tuple[Any, ...]]:
-    """Every (school, rule, strictness) period due in ``[lo, hi]``: the ``VALUES`` of the SQL form."""
+    """Every (school, rule, strictness) period due in ``[lo, hi]``: the rows of the SQL form's period table."""
     wanted = set(kinds) if kinds is not None else set(RhythmKind)
     rows: list[tuple[Any, ...]] = []
     for rhythm in rhythms:
@@ -216,7 +229,7 @@ def teacher_children(teacher_id: uuid.UUID) -> Any:
 
 
 def cared_children(*where: Any, judged_on: date) -> Any:
-    """The enrolled left-behind children (scoped through the ``child`` entity) with what the rule reads."""
+    """The enrolled left-behind children (scoped through the ``child`` entity) with what the rule reads (a CTE)."""
     last_incident = (
         sa.select(sa.func.max(shanghai_day(_incident.c.occurred_at)))
         .where(_incident.c.child_id == Child.id, shanghai_day(_incident.c.occurred_at) <= judged_on)
@@ -233,7 +246,9 @@ def cared_children(*where: Any, judged_on: date) -> Any:
             responsible_teacher_expr().label("teacher_id"),
         )
         .where(col(Child.status) == ChildStatus.enrolled, col(Child.is_left_behind), *where)
-        .subquery("kid")
+        # Computed once (each child's incident and teacher look-ups), not once per period it is joined with.
+        .cte("kid")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
 
 
@@ -242,8 +257,7 @@ def judged_periods(kid: Any, rows: list[tuple[Any, ...]], *, today: date, judged
 
     Columns: the child's (``child_id``, ``school_id``, ``class_id``, ``teacher_id``), the period's (``kind``,
     ``starts_on``, ``ends_on``, ``due_on``, ``label``), ``strict``, ``done``, ``status`` and ``days``."""
-    # VALUES cannot be empty: with no period at all, one that belongs to no school stands in.
-    p = sa.values(*_PERIOD_COLUMNS, name="p").data(rows or [_NO_PERIOD])
+    p = periods_table(rows)
     r = _record.alias("r")
     done = sa.exists().where(
         r.c.school_id == kid.c.school_id,
@@ -277,7 +291,9 @@ def judged_periods(kid: Any, rows: list[tuple[Any, ...]], *, today: date, judged
         .select_from(
             kid.join(p, sa.and_(p.c.school_id == kid.c.school_id, p.c.strict == strict, p.c.due_on >= kid.c.created_on))
         )
-        .subquery("judged_raw")
+        # Materialized: ``done`` is probed once per child and period, however often the outer queries read it.
+        .cte("judged_raw")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     return sa.select(
         *judged.c,

@@ -120,11 +120,12 @@ async def todo_list(session: AsyncSession, principal: Principal, *, today: date)
     if principal.role == Role.school_admin:
         staff_rows = await _rows(session, school_ids, [], today=today, overdue_only=True)
     else:
-        headed = sa.select(col(SchoolClass.id)).where(col(SchoolClass.head_teacher_id) == me)
-        staff_rows = await _rows(session, school_ids, [col(Child.class_id).in_(headed)], today=today, overdue_only=True)
+        # A teacher's own children are those they are proxy parent of (they answer for them) and those of the
+        # class they head: the class's children another teacher answers for are already among them.
+        staff_rows = [r for r in own if r.status == Status.overdue]
     staff_rows = [r for r in staff_rows if r.teacher_id != me]
-    items = await _entries(session, own, today=today)
-    staff_entries = await _entries(session, staff_rows, today=today)
+    entries = await _entries(session, [*own, *staff_rows], today=today)
+    items, staff_entries = entries[: len(own)], entries[len(own) :]
     by_teacher: dict[uuid.UUID | None, list[TodoEntry]] = defaultdict(list)
     for entry in staff_entries:
         by_teacher[entry.teacher_id].append(entry)
