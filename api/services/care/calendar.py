@@ -7,6 +7,7 @@ three thirds, each due on its last day, holidays or not (a home visit may well h
 All dates are Asia/Shanghai calendar dates.
 """
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -55,6 +56,13 @@ def _days(lo: date, hi: date) -> Iterator[date]:
         day += _DAY
 
 
+def _days_back(hi: date, lo: date) -> Iterator[date]:
+    day = hi
+    while day >= lo:
+        yield day
+        day -= _DAY
+
+
 def _month_end(day: date) -> date:
     nxt = date(day.year + (day.month == 12), day.month % 12 + 1, 1)
     return nxt - _DAY
@@ -98,21 +106,29 @@ def periods(
 ) -> list[Period]:
     """The periods of ``cadence`` whose due date falls in ``[lo, hi]``, in order.
 
-    ``term_names`` name the calendar's terms in the same order (for labels; default 第n学期)."""
+    ``term_names`` name the calendar's terms in the same order (for labels; default 第n学期). Every request
+    of a school asks the same questions on the same day: the answers are kept (a calendar is immutable)."""
+    return list(_periods(cadence, calendar, lo, hi, tuple(term_names)))
+
+
+@functools.lru_cache(maxsize=512)
+def _periods(
+    cadence: Cadence, calendar: Calendar, lo: date, hi: date, term_names: tuple[str, ...]
+) -> tuple[Period, ...]:
     if lo > hi:
-        return []
+        return ()
     if cadence == Cadence.term_points:
         out: list[Period] = []
         for i, term in enumerate(calendar.terms):
             name = term_names[i] if i < len(term_names) else f"第{i + 1}学期"
             out.extend(p for p in term_thirds(term, name) if lo <= p.due_on <= hi)
-        return sorted(out, key=lambda p: p.due_on)
+        return tuple(sorted(out, key=lambda p: p.due_on))
     found: list[Period] = []
     start, end, label = calendar_span(cadence, lo)
     # A period whose last school day is on or after lo may start weeks before it: begin at lo's own period.
     while start <= hi:
-        school_days = [d for d in _days(start, end) if calendar.is_school_day(d)]
-        if school_days and lo <= school_days[-1] <= hi:
-            found.append(Period(start, end, school_days[-1], label))
+        last = next((d for d in _days_back(end, start) if calendar.is_school_day(d)), None)
+        if last is not None and lo <= last <= hi:
+            found.append(Period(start, end, last, label))
         start, end, label = calendar_span(cadence, end + _DAY)
-    return found
+    return tuple(found)
