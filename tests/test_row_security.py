@@ -5,6 +5,10 @@ The policies are declared beside the models (``row_security`` in api/models/*.py
 say why not.
 """
 
+import uuid
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -13,12 +17,15 @@ from sqlmodel import SQLModel
 
 import api.models  # noqa: F401  (every table on the metadata)
 from api.db import scoped_session
+from api.main import create_app
+from api.migrations import upgrade_to_head
 from api.models.accounts import Role
 from api.models.children import Child
 from api.models.row_security import APP_ROLE, PLATFORM_ROLE, POLICIES, UNSCOPED, create_statements
 from api.scoping import ANONYMOUS, SYSTEM, Principal, as_system, get_principal, set_principal
 from api.security import read_access_token
 from api.services.auth import load_principal
+from tests.factories import build_world
 from tests.objects import add_families
 
 CHILD_NAMES = sa.text("SELECT name, school_id FROM child ORDER BY name")
@@ -217,3 +224,41 @@ async def test_a_platform_admin_sees_every_row_without_bypassing_row_security(ap
     rows = await _as(app, platform, sa.text("SELECT current_user, count(*) FROM child GROUP BY 1"))
     assert rows == [(PLATFORM_ROLE, 2)]
     assert platform.role == Role.platform_admin
+
+
+async def test_an_owner_that_is_not_a_superuser_gets_the_same_limits(pg, settings, clock):
+    """As with a DATABASE_URL user that owns the schema but is no superuser: migrating and serving as that
+    owner, a request is still limited by the policies (SET ROLE to a role that owns nothing)."""
+    suffix = uuid.uuid4().hex[:10]
+    owner, database = f"liushou_owner_{suffix}", f"liushou_t_{suffix}"
+    admin = await pg.connect()
+    try:
+        await admin.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER CREATEROLE PASSWORD 'owner-pw'")
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER {owner}')
+        # The roles already exist on this server (another database made them): the administrator's one step.
+        await admin.execute(f"GRANT {APP_ROLE}, {PLATFORM_ROLE} TO {owner}")
+        if pg.socket:
+            url = f"postgresql+asyncpg://{owner}:owner-pw@/{database}?host={quote(pg.socket, safe='/')}"
+        else:
+            parts = urlsplit(pg.url(database))
+            host = parts.netloc.rsplit("@", 1)[-1]
+            url = urlunsplit((parts.scheme, f"{owner}:owner-pw@{host}", parts.path, parts.query, ""))
+        await upgrade_to_head(url)
+        application = create_app(settings, clock=clock, database_url=url, migrate=False)
+        async with application.router.lifespan_context(application):
+            world = await build_world(application, clock.now())
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                r = await client.get("/schools", headers=world.headers("admin1"))
+                assert [s["id"] for s in r.json()["data"]] == [str(world["school1"])]
+            async with scoped_session(application.state.sessionmaker, SYSTEM) as s:
+                who = (
+                    await s.execute(sa.text("SELECT current_user, usesuper FROM pg_user WHERE usename = current_user"))
+                ).one()
+                assert who == (owner, False)
+            async with application.state.sessionmaker() as s:
+                assert (await s.execute(sa.text("SELECT count(*) FROM school"))).scalar_one() == 0
+    finally:
+        await pg.drop(database)
+        await admin.execute(f"DROP ROLE IF EXISTS {owner}")
+        await admin.close()

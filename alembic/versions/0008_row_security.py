@@ -149,7 +149,11 @@ def upgrade() -> None:
             f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN"
             f" CREATE ROLE {role} NOLOGIN NOINHERIT NOBYPASSRLS; END IF; END $$"
         )
-        op.execute(f"GRANT {role} TO CURRENT_USER")
+        # (On a server where another owner made the roles, an administrator grants them once beforehand.)
+        op.execute(
+            f"DO $$ BEGIN IF NOT pg_has_role(current_user, '{role}', 'SET') THEN"
+            f" GRANT {role} TO CURRENT_USER; END IF; END $$"
+        )
         op.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
         op.execute(f"REVOKE ALL ON alembic_version FROM {role}")
@@ -187,6 +191,6 @@ def downgrade() -> None:
         # The role goes with its last database: while another database on the server still grants it
         # something, it stays (and this database no longer mentions it).
         op.execute(
-            f"DO $$ BEGIN DROP ROLE {role}; EXCEPTION WHEN dependent_objects_still_exist THEN"
+            f"DO $$ BEGIN DROP ROLE {role}; EXCEPTION WHEN dependent_objects_still_exist OR insufficient_privilege THEN"
             f" RAISE NOTICE 'role {role} kept: other databases on this server still use it'; END $$"
         )
