@@ -262,3 +262,21 @@ async def test_an_owner_that_is_not_a_superuser_gets_the_same_limits(pg, setting
         await pg.drop(database)
         await admin.execute(f"DROP ROLE IF EXISTS {owner}")
         await admin.close()
+
+
+async def test_a_request_checks_its_token_and_sets_its_scope_in_one_round_trip(app, client, world):
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    engine = app.state.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = await client.get("/auth/me", headers=world.headers("teacher1"))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 200 and r.json()["id"] == str(world["teacher1"])
+    work = [s for s in statements if not s.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", ";"))]
+    assert "login_session" in work[0] and "set_config('role'" in work[0] and "teaching_assignment" in work[0]
+    assert len(work) == 2, work  # the look-up, then the account itself (as the teacher)
