@@ -69,12 +69,12 @@ async def _names(
             sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(staff_ids)),
             execution_options=UNSCOPED,
         )
-        staff = {i: n for i, n in rows.tuples()}
+        staff = {i: n for i, n in rows.all()}
     if child_ids:
         rows = await session.execute(
             sa.select(col(Child.id), col(Child.name)).where(col(Child.id).in_(child_ids)), execution_options=UNSCOPED
         )
-        children = {i: n for i, n in rows.tuples()}
+        children = {i: n for i, n in rows.all()}
     return staff, children
 
 
@@ -252,7 +252,7 @@ async def unpaired_children(
                 last_proxy_parent_ended_on=ended_on,
                 last_end_reason=PairingEndReason(reason) if reason else None,
             )
-            for child_id, name, class_id, grade, class_name, ended_on, reason in rows.tuples()
+            for child_id, name, class_id, grade, class_name, ended_on, reason in rows.all()
         ],
         count=count,
     )

@@ -269,7 +269,7 @@ async def _account_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uui
         sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids)),
         execution_options=UNSCOPED,
     )
-    return {i: n for i, n in rows.tuples()}
+    return {i: n for i, n in rows.all()}
 
 
 async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list[CareRecordPublic]:
@@ -284,7 +284,7 @@ async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list
             .where(col(CareRecordAmendment.record_id).in_([r.id for r in records]))
             .group_by(col(CareRecordAmendment.record_id))
         )
-        counts = {i: int(n) for i, n in rows.tuples()}
+        counts = {i: int(n) for i, n in rows.all()}
     return [
         CareRecordPublic(
             id=r.id,
