@@ -409,6 +409,11 @@ async def list_records(
 # ---- verification ----------------------------------------------------------------------------------------------
 
 
+def _table(model: type) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def _record_links(
     records: Sequence[Any], versions: dict[uuid.UUID, list[Any]]
 ) -> tuple[list[chain.Link], dict[uuid.UUID, list[str]]]:
@@ -445,34 +450,26 @@ async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: date
     if await session.get(School, school_id) is None:
         raise NotFound("学校不存在 (school not found)", code="school_not_found")
     # Unscoped: the chain holds records of children who have since moved to other schools; nothing of their
-    # content leaves this function.
+    # content leaves this function. Plain rows, not ORM objects: a school's chain may be a hundred thousand.
     records = (
-        (await session.execute(select(CareRecord).where(CareRecord.school_id == school_id), execution_options=UNSCOPED))
-        .scalars()
-        .all()
-    )
+        await session.execute(
+            sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id), execution_options=UNSCOPED
+        )
+    ).all()
     version_rows = (
-        (
-            await session.execute(
-                select(CareRecordVersion)
-                .where(CareRecordVersion.school_id == school_id)
-                .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
-                execution_options=UNSCOPED,
-            )
+        await session.execute(
+            sa.select(_table(CareRecordVersion))
+            .where(col(CareRecordVersion.school_id) == school_id)
+            .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
+            execution_options=UNSCOPED,
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     amendments = (
-        (
-            await session.execute(
-                select(CareRecordAmendment).where(CareRecordAmendment.school_id == school_id),
-                execution_options=UNSCOPED,
-            )
+        await session.execute(
+            sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id),
+            execution_options=UNSCOPED,
         )
-        .scalars()
-        .all()
-    )
+    ).all()
     head_row = (
         await session.execute(
             sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
@@ -481,7 +478,7 @@ async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: date
             execution_options=UNSCOPED,
         )
     ).one_or_none()
-    versions: dict[uuid.UUID, list[CareRecordVersion]] = {}
+    versions: dict[uuid.UUID, list[Any]] = {}
     for v in version_rows:
         versions.setdefault(v.record_id, []).append(v)
     links, states = _record_links(records, versions)
