@@ -122,7 +122,9 @@ async def create_record(
     await _require_kind_allowed(session, principal, data.kind)
     occurred_on = check_occurred_on(data.occurred_on, today=today_in_china(now), birth_date=child.birth_date)
     content = canonical_content(data.kind, data.content)
+    window = timedelta(minutes=(await care_setting(session, child.school_id)).edit_window_minutes)
     record_id = uuid.uuid4()
+    # The chain head is locked from here to the commit: everything that can be done before is done before.
     seq, prev_hash = await _next_link(session, child.school_id, now)
     content_hash = chain.record_content_hash(
         record_id=record_id,
@@ -134,27 +136,28 @@ async def create_record(
         first_state_hash=chain.state_hash(occurred_on, content),
     )
     row_hash = chain.link_hash(seq, prev_hash, content_hash)
-    session.add(
-        CareRecord(
-            id=record_id,
-            school_id=child.school_id,
-            child_id=child.id,
-            kind=data.kind,
-            occurred_on=occurred_on,
-            author_id=author_id,
-            created_at=now,
-            content=content,
-            version=1,
-            updated_at=now,
-            chain_seq=seq,
-            prev_hash=prev_hash,
-            content_hash=content_hash,
-            row_hash=row_hash,
-        )
+    made = CareRecord(
+        id=record_id,
+        school_id=child.school_id,
+        child_id=child.id,
+        kind=data.kind,
+        occurred_on=occurred_on,
+        author_id=author_id,
+        created_at=now,
+        content=content,
+        version=1,
+        updated_at=now,
+        chain_seq=seq,
+        prev_hash=prev_hash,
+        content_hash=content_hash,
+        row_hash=row_hash,
     )
+    session.add(made)
     await _advance_head(session, child.school_id, seq, row_hash, now)
     await session.flush()
-    return await _detail(session, await _get_record(session, principal, record_id))
+    # A new record has no versions or amendments yet: its answer needs no further query under the lock.
+    public = _public(made, author_name=principal.display_name or None, window=window, amendments=0)
+    return CareRecordDetail(**public.model_dump(), versions=[], amendments=[])
 
 
 async def correct_record(
@@ -274,9 +277,9 @@ async def _account_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uui
 
 async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list[CareRecordPublic]:
     names = await _account_names(session, {r.author_id for r in records})
-    windows: dict[uuid.UUID, int] = {}
+    windows: dict[uuid.UUID, timedelta] = {}
     for school_id in {r.school_id for r in records}:
-        windows[school_id] = (await care_setting(session, school_id)).edit_window_minutes
+        windows[school_id] = timedelta(minutes=(await care_setting(session, school_id)).edit_window_minutes)
     counts: dict[uuid.UUID, int] = {}
     if records:
         rows = await session.execute(
@@ -286,23 +289,27 @@ async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list
         )
         counts = {i: int(n) for i, n in rows.all()}
     return [
-        CareRecordPublic(
-            id=r.id,
-            school_id=r.school_id,
-            child_id=r.child_id,
-            kind=r.kind,
-            kind_label=CARE_KIND_LABELS[r.kind],
-            occurred_on=r.occurred_on,
-            author_id=r.author_id,
-            author_name=names.get(r.author_id),
-            created_at=r.created_at,
-            content=r.content,
-            version=r.version,
-            editable_until=r.created_at + timedelta(minutes=windows[r.school_id]),
-            amendment_count=counts.get(r.id, 0),
-        )
+        _public(r, author_name=names.get(r.author_id), window=windows[r.school_id], amendments=counts.get(r.id, 0))
         for r in records
     ]
+
+
+def _public(r: CareRecord, *, author_name: str | None, window: timedelta, amendments: int) -> CareRecordPublic:
+    return CareRecordPublic(
+        id=r.id,
+        school_id=r.school_id,
+        child_id=r.child_id,
+        kind=r.kind,
+        kind_label=CARE_KIND_LABELS[r.kind],
+        occurred_on=r.occurred_on,
+        author_id=r.author_id,
+        author_name=author_name,
+        created_at=r.created_at,
+        content=r.content,
+        version=r.version,
+        editable_until=r.created_at + window,
+        amendment_count=amendments,
+    )
 
 
 async def _detail(session: AsyncSession, record: CareRecord) -> CareRecordDetail:
