@@ -7,6 +7,7 @@ Every new row — a record, the version a correction supersedes, an amendment �
 numbered one after another even when teachers save at the same moment.
 """
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from api.models.care import (
     CareRecordPublic,
     CareRecordVersion,
     CareRecordVersionPublic,
+    ChainBreak,
     ChainReport,
 )
 from api.models.organisations import School
@@ -450,41 +452,10 @@ def _record_links(
     return links, states
 
 
-async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: datetime) -> ChainReport:
-    """Check every link of the school's chain — content, order, and the head kept apart — and name the first
-    that does not hold. Reads the whole chain, whatever the caller may read of it; returns only hashes'
-    verdicts. Audited (``care_chain.verify``)."""
-    if await session.get(School, school_id) is None:
-        raise NotFound("学校不存在 (school not found)", code="school_not_found")
-    # Unscoped: the chain holds records of children who have since moved to other schools; nothing of their
-    # content leaves this function. Plain rows, not ORM objects: a school's chain may be a hundred thousand.
-    records = (
-        await session.execute(
-            sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id), execution_options=UNSCOPED
-        )
-    ).all()
-    version_rows = (
-        await session.execute(
-            sa.select(_table(CareRecordVersion))
-            .where(col(CareRecordVersion.school_id) == school_id)
-            .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
-            execution_options=UNSCOPED,
-        )
-    ).all()
-    amendments = (
-        await session.execute(
-            sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id),
-            execution_options=UNSCOPED,
-        )
-    ).all()
-    head_row = (
-        await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
-                col(CareChainHead.school_id) == school_id
-            ),
-            execution_options=UNSCOPED,
-        )
-    ).one_or_none()
+def _check_chain(
+    records: Sequence[Any], version_rows: Sequence[Any], amendments: Sequence[Any], head: chain.Head | None
+) -> tuple[ChainBreak | None, int]:
+    """Recompute every link of a chain from its stored rows and find the first that does not hold. Pure."""
     versions: dict[uuid.UUID, list[Any]] = {}
     for v in version_rows:
         versions.setdefault(v.record_id, []).append(v)
@@ -526,19 +497,58 @@ async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: date
             chain.Link(a.chain_seq, chain.AMENDMENT, a.id, a.prev_hash, a.content_hash, a.row_hash, recomputed)
         )
     links.sort(key=lambda link: link.seq)
+    return chain.first_break(links, head), len(links)
+
+
+async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: datetime) -> ChainReport:
+    """Check every link of the school's chain — content, order, and the head kept apart — and name the first
+    that does not hold. Reads the whole chain, whatever the caller may read of it; returns only hashes'
+    verdicts. Audited (``care_chain.verify``)."""
+    if await session.get(School, school_id) is None:
+        raise NotFound("学校不存在 (school not found)", code="school_not_found")
+    # Unscoped: the chain holds records of children who have since moved to other schools; nothing of their
+    # content leaves this function. Plain rows, not ORM objects: a school's chain may be a hundred thousand.
+    records = (
+        await session.execute(
+            sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id), execution_options=UNSCOPED
+        )
+    ).all()
+    version_rows = (
+        await session.execute(
+            sa.select(_table(CareRecordVersion))
+            .where(col(CareRecordVersion.school_id) == school_id)
+            .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
+            execution_options=UNSCOPED,
+        )
+    ).all()
+    amendments = (
+        await session.execute(
+            sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id),
+            execution_options=UNSCOPED,
+        )
+    ).all()
+    head_row = (
+        await session.execute(
+            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
+                col(CareChainHead.school_id) == school_id
+            ),
+            execution_options=UNSCOPED,
+        )
+    ).one_or_none()
     head = chain.Head(int(head_row[0]), str(head_row[1])) if head_row else None
-    broken = chain.first_break(links, head)
+    # Hashing a large chain takes seconds of CPU: off the event loop, which keeps serving meanwhile.
+    broken, links = await asyncio.to_thread(_check_chain, records, version_rows, amendments, head)
     audit.record(
         session,
         action="care_chain.verify",
         resource_type="school",
         resource_id=school_id,
         school_id=school_id,
-        detail={"links": len(links), "intact": broken is None},
+        detail={"links": links, "intact": broken is None},
     )
     return ChainReport(
         school_id=school_id,
-        links=len(links),
+        links=links,
         head_seq=head.seq if head else 0,
         intact=broken is None,
         first_break=broken,
