@@ -300,9 +300,18 @@ async def test_a_transferred_childs_records_go_with_the_child_and_stay_in_the_ol
     )
     assert r.status_code == 201
     assert (await client.get(f"/care-records/{made['id']}", headers=world.headers("teacher1"))).status_code == 404
-    assert (await client.get(f"/care-records/{made['id']}", headers=world.headers("admin2"))).status_code == 200
+    r = await client.get(f"/care-records/{made['id']}", headers=world.headers("admin2"))
+    assert r.status_code == 200 and r.json()["author_name"] == "李老师"
+    # The new school's admin amends it: the amendment is a link of the chain the record belongs to.
+    r = await client.post(
+        f"/care-records/{made['id']}/amendments",
+        json={"reason": "转入后补充", "text": "已与新班主任交接"},
+        headers=world.headers("admin2"),
+    )
+    assert r.status_code == 201, r.text
     report = await verify(client, world)
-    assert report["intact"] and report["links"] == 1
+    assert report["intact"] and report["links"] == 2
+    assert (await verify(client, world, who="admin2", school="school2"))["links"] == 0
 
 
 async def test_reading_a_records_content_is_audited_and_the_log_keeps_no_content(client, world, app, system_session):

@@ -40,11 +40,11 @@ from api.models.care import (
     ChainReport,
 )
 from api.models.organisations import School
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.care import chain
 from api.services.care.contents import canonical_content, check_occurred_on
 from api.services.care.limits import care_setting
-from api.services.care.scope import UNSCOPED, sees_counselling
+from api.services.care.scope import sees_counselling
 from api.services.children.records import get_child
 from api.services.children.rules import invalid, today_in_china
 
@@ -57,30 +57,32 @@ WRITERS = (Role.teacher, Role.school_admin)
 async def _next_link(session: AsyncSession, school_id: uuid.UUID, now: datetime) -> tuple[int, str]:
     """Lock the school's chain head (made on first use) and return the next position and the hash it follows.
     The lock is held until the transaction ends: concurrent links of a school wait for each other."""
-    await session.execute(
-        insert(CareChainHead)
-        .values(school_id=school_id, seq=0, head_hash=chain.GENESIS, updated_at=now)
-        .on_conflict_do_nothing(),
-        execution_options=UNSCOPED,
-    )
-    seq, head_hash = (
+    # SYSTEM: the chain is the record's school's, which may no longer be the caller's (an amendment by the
+    # school a child moved to); the head holds no personal data, only a position and a hash.
+    async with as_system(session):
         await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash))
-            .where(col(CareChainHead.school_id) == school_id)
-            .with_for_update(),
-            execution_options=UNSCOPED,
+            insert(CareChainHead)
+            .values(school_id=school_id, seq=0, head_hash=chain.GENESIS, updated_at=now)
+            .on_conflict_do_nothing()
         )
-    ).one()
+        seq, head_hash = (
+            await session.execute(
+                sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash))
+                .where(col(CareChainHead.school_id) == school_id)
+                .with_for_update()
+            )
+        ).one()
     return int(seq) + 1, str(head_hash)
 
 
 async def _advance_head(session: AsyncSession, school_id: uuid.UUID, seq: int, row_hash: str, now: datetime) -> None:
-    await session.execute(
-        sa.update(CareChainHead)
-        .where(col(CareChainHead.school_id) == school_id)
-        .values(seq=seq, head_hash=row_hash, updated_at=now),
-        execution_options=UNSCOPED,
-    )
+    # SYSTEM: as in _next_link — the head of the record's school, locked there.
+    async with as_system(session):
+        await session.execute(
+            sa.update(CareChainHead)
+            .where(col(CareChainHead.school_id) == school_id)
+            .values(seq=seq, head_hash=row_hash, updated_at=now)
+        )
 
 
 # ---- who may do what ----------------------------------------------------------------------------------------
@@ -269,11 +271,12 @@ async def amend_record(
 async def _account_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
-    # Unscoped: the names of the authors of records the caller already found in scope.
-    rows = await session.execute(
-        sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids)),
-        execution_options=UNSCOPED,
-    )
+    # SYSTEM: the names of the authors of records the caller already found in scope (a transferred child's
+    # records were written by teachers of another school).
+    async with as_system(session):
+        rows = await session.execute(
+            sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids))
+        )
     return {i: n for i, n in rows.all()}
 
 
@@ -506,35 +509,32 @@ async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: date
     verdicts. Audited (``care_chain.verify``)."""
     if await session.get(School, school_id) is None:
         raise NotFound("学校不存在 (school not found)", code="school_not_found")
-    # Unscoped: the chain holds records of children who have since moved to other schools; nothing of their
-    # content leaves this function. Plain rows, not ORM objects: a school's chain may be a hundred thousand.
-    records = (
-        await session.execute(
-            sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id), execution_options=UNSCOPED
-        )
-    ).all()
-    version_rows = (
-        await session.execute(
-            sa.select(_table(CareRecordVersion))
-            .where(col(CareRecordVersion.school_id) == school_id)
-            .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
-            execution_options=UNSCOPED,
-        )
-    ).all()
-    amendments = (
-        await session.execute(
-            sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id),
-            execution_options=UNSCOPED,
-        )
-    ).all()
-    head_row = (
-        await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
-                col(CareChainHead.school_id) == school_id
-            ),
-            execution_options=UNSCOPED,
-        )
-    ).one_or_none()
+    # SYSTEM: the chain holds records of children who have since moved to other schools, and counselling
+    # records; nothing of their content leaves this function, only the verdict. Plain rows, not ORM objects: a
+    # school's chain may be a hundred thousand links.
+    async with as_system(session):
+        records = (
+            await session.execute(sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id))
+        ).all()
+        version_rows = (
+            await session.execute(
+                sa.select(_table(CareRecordVersion))
+                .where(col(CareRecordVersion.school_id) == school_id)
+                .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version))
+            )
+        ).all()
+        amendments = (
+            await session.execute(
+                sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id)
+            )
+        ).all()
+        head_row = (
+            await session.execute(
+                sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
+                    col(CareChainHead.school_id) == school_id
+                )
+            )
+        ).one_or_none()
     head = chain.Head(int(head_row[0]), str(head_row[1])) if head_row else None
     # Hashing a large chain takes seconds of CPU: off the event loop, which keeps serving meanwhile.
     broken, links = await asyncio.to_thread(_check_chain, records, version_rows, amendments, head)
