@@ -1,5 +1,6 @@
 """care records: 结对帮扶 pairings with help plans and progress notes; tamper-evident care records (谈心, 家访…)
-hash-chained per school with the chain head kept apart; a counsellor flag on accounts
+hash-chained per school with the chain head kept apart; a counsellor flag on accounts; the care tables' row-level
+security
 
 Revision ID: 0011
 Revises: 0009
@@ -101,6 +102,71 @@ DROP_TRIGGERS = (
     ),
     "DROP FUNCTION care_record_refuse_change()",
     "DROP FUNCTION care_record_refuse_delete()",
+)
+
+
+# Row-level security: a frozen copy of the declarations beside the models (api/models/care.py); the grants come
+# from the default privileges migration 0008 set for tables made later.
+ROW_SECURITY = (
+    # care_setting
+    "ALTER TABLE care_setting ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_setting_staff ON care_setting AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY care_setting_platform ON care_setting FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_chain_head
+    "ALTER TABLE care_chain_head ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_chain_head_staff ON care_chain_head AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY care_chain_head_platform ON care_chain_head FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_pairing
+    "ALTER TABLE care_pairing ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_pairing_staff ON care_pairing AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY care_pairing_platform ON care_pairing FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_help_plan
+    "ALTER TABLE care_help_plan ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_help_plan_staff ON care_help_plan AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM care_pairing p WHERE p.id = care_help_plan.pairing_id AND p.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY care_help_plan_platform ON care_help_plan FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_progress_note
+    "ALTER TABLE care_progress_note ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_progress_note_staff ON care_progress_note AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM care_pairing p WHERE p.id = care_progress_note.pairing_id AND p.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY care_progress_note_platform ON care_progress_note FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_record
+    "ALTER TABLE care_record ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_record_staff ON care_record AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM child c WHERE c.id = care_record.child_id AND c.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY care_record_platform ON care_record FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_record_version
+    "ALTER TABLE care_record_version ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_record_version_staff ON care_record_version AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM care_record r JOIN child c ON c.id = r.child_id WHERE r.id = care_record_version.record_id AND c.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY care_record_version_platform ON care_record_version FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # care_record_amendment
+    "ALTER TABLE care_record_amendment ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY care_record_amendment_staff ON care_record_amendment AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM care_record r JOIN child c ON c.id = r.child_id WHERE r.id = care_record_amendment.record_id AND c.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY care_record_amendment_platform ON care_record_amendment FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+)
+
+DROP_ROW_SECURITY = (
+    "DROP POLICY IF EXISTS care_setting_staff ON care_setting",
+    "DROP POLICY IF EXISTS care_setting_platform ON care_setting",
+    "ALTER TABLE care_setting DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_chain_head_staff ON care_chain_head",
+    "DROP POLICY IF EXISTS care_chain_head_platform ON care_chain_head",
+    "ALTER TABLE care_chain_head DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_pairing_staff ON care_pairing",
+    "DROP POLICY IF EXISTS care_pairing_platform ON care_pairing",
+    "ALTER TABLE care_pairing DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_help_plan_staff ON care_help_plan",
+    "DROP POLICY IF EXISTS care_help_plan_platform ON care_help_plan",
+    "ALTER TABLE care_help_plan DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_progress_note_staff ON care_progress_note",
+    "DROP POLICY IF EXISTS care_progress_note_platform ON care_progress_note",
+    "ALTER TABLE care_progress_note DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_record_staff ON care_record",
+    "DROP POLICY IF EXISTS care_record_platform ON care_record",
+    "ALTER TABLE care_record DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_record_version_staff ON care_record_version",
+    "DROP POLICY IF EXISTS care_record_version_platform ON care_record_version",
+    "ALTER TABLE care_record_version DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY IF EXISTS care_record_amendment_staff ON care_record_amendment",
+    "DROP POLICY IF EXISTS care_record_amendment_platform ON care_record_amendment",
+    "ALTER TABLE care_record_amendment DISABLE ROW LEVEL SECURITY",
 )
 
 
@@ -343,9 +409,13 @@ def upgrade() -> None:
     op.alter_column("account", "is_counsellor", server_default=None)
     for statement in TRIGGERS:
         op.execute(statement)
+    for statement in ROW_SECURITY:
+        op.execute(statement)
 
 
 def downgrade() -> None:
+    for statement in DROP_ROW_SECURITY:
+        op.execute(statement)
     for statement in DROP_TRIGGERS:
         op.execute(statement)
     op.drop_column("account", "is_counsellor")

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, FormInput, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import SCHOOLS, Policy, of_school, of_staff_child, row_security
 
 
 class PairingKind(StrEnum):
@@ -632,3 +633,23 @@ class ChainReport(BaseModel):
     intact: bool
     first_break: ChainBreak | None
     verified_at: datetime
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Pairings and a school's care settings and chain head are the school's: its staff and those above it. Care
+# records follow the child (staff who see the child's school see them — a transferred child's records go with
+# the file); versions and amendments follow their record. Families see none of it. Counselling records are
+# narrowed further in the service (api/services/care/scope.py): that depends on a flag of the caller's account.
+_OF_PAIRING = "EXISTS (SELECT 1 FROM care_pairing p WHERE p.id = {table}.pairing_id AND p.school_id = ANY ({schools}))"
+_OF_RECORD = (
+    "EXISTS (SELECT 1 FROM care_record r JOIN child c ON c.id = r.child_id"
+    " WHERE r.id = {table}.record_id AND c.school_id = ANY ({schools}))"
+)
+row_security("care_setting", Policy("staff", using=of_school()))
+row_security("care_chain_head", Policy("staff", using=of_school()))
+row_security("care_pairing", Policy("staff", using=of_school()))
+for _table in ("care_help_plan", "care_progress_note"):
+    row_security(_table, Policy("staff", using=_OF_PAIRING.format(table=_table, schools=SCHOOLS)))
+row_security("care_record", Policy("staff", using=of_staff_child("care_record")))
+for _table in ("care_record_version", "care_record_amendment"):
+    row_security(_table, Policy("staff", using=_OF_RECORD.format(table=_table, schools=SCHOOLS)))

@@ -27,23 +27,21 @@ VERSION = "care_record_version"
 AMENDMENT = "care_record_amendment"
 
 
-def _plain(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
+    """What JSON cannot say by itself: ids, instants (in UTC, to the microsecond) and dates."""
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} has no canonical form")
 
 
 def canonical(payload: dict[str, Any]) -> bytes:
-    """One byte string per value: sorted keys, no spaces, UTF-8, times in UTC to the microsecond."""
-    return json.dumps(_plain(payload), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    """One byte string per value: sorted keys, no spaces, UTF-8, times in UTC to the microsecond. (The C
+    encoder walks the payload; only ids and times come back to Python.)"""
+    return json.dumps(payload, default=_json_value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def sha256(data: bytes) -> str:

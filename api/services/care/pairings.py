@@ -43,9 +43,8 @@ from api.models.care import (
 from api.models.children import Child, ChildStatus
 from api.models.organisations import School, SchoolClass, class_label
 from api.phones import PhoneError, normalize_phone
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.care.limits import care_setting
-from api.services.care.scope import UNSCOPED
 from api.services.children.records import get_child, heads_class, require_writer
 from api.services.children.rules import invalid, today_in_china
 
@@ -59,22 +58,21 @@ _ARCHIVE_REASONS = {PairingEndReason.transferred, PairingEndReason.graduated, Pa
 async def _names(
     session: AsyncSession, pairings: Sequence[CarePairing]
 ) -> tuple[dict[uuid.UUID, str], dict[uuid.UUID, str]]:
-    # Unscoped: only the names of the people of pairings the caller already found in scope.
     staff_ids = {p.staff_id for p in pairings if p.staff_id is not None}
     child_ids = {p.child_id for p in pairings} | {p.buddy_child_id for p in pairings if p.buddy_child_id}
     staff: dict[uuid.UUID, str] = {}
     children: dict[uuid.UUID, str] = {}
-    if staff_ids:
-        rows = await session.execute(
-            sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(staff_ids)),
-            execution_options=UNSCOPED,
-        )
-        staff = {i: n for i, n in rows.tuples()}
-    if child_ids:
-        rows = await session.execute(
-            sa.select(col(Child.id), col(Child.name)).where(col(Child.id).in_(child_ids)), execution_options=UNSCOPED
-        )
-        children = {i: n for i, n in rows.tuples()}
+    # SYSTEM: only the names of the people of pairings the caller already found in scope (a transferred
+    # child's name on the old school's ended pairing, a teacher's name for the township's view).
+    async with as_system(session):
+        if staff_ids:
+            rows = await session.execute(
+                sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(staff_ids))
+            )
+            staff = {i: n for i, n in rows.all()}
+        if child_ids:
+            rows = await session.execute(sa.select(col(Child.id), col(Child.name)).where(col(Child.id).in_(child_ids)))
+            children = {i: n for i, n in rows.all()}
     return staff, children
 
 
@@ -122,18 +120,30 @@ async def pairing_detail(session: AsyncSession, *, pairing_id: uuid.UUID) -> Pai
     (public,) = await publish(session, [pairing])
     plan = await session.get(CareHelpPlan, pairing.id)
     notes = (
-        await session.execute(
-            select(CareProgressNote, Account.display_name)
-            .join(Account, col(Account.id) == CareProgressNote.author_id, isouter=True)
-            .where(CareProgressNote.pairing_id == pairing.id)
-            .order_by(col(CareProgressNote.noted_on).desc(), col(CareProgressNote.created_at).desc()),
-            execution_options=UNSCOPED,
+        (
+            await session.execute(
+                select(CareProgressNote)
+                .where(CareProgressNote.pairing_id == pairing.id)
+                .order_by(col(CareProgressNote.noted_on).desc(), col(CareProgressNote.created_at).desc())
+            )
         )
-    ).all()
+        .scalars()
+        .all()
+    )
+    authors: dict[uuid.UUID, str] = {}
+    if notes:
+        # SYSTEM: the names of the authors of notes the caller already found in scope.
+        async with as_system(session):
+            rows = await session.execute(
+                sa.select(col(Account.id), col(Account.display_name)).where(
+                    col(Account.id).in_({n.author_id for n in notes})
+                )
+            )
+            authors = {i: n for i, n in rows.all()}
     return PairingDetail(
         **public.model_dump(),
         plan=_plan_public(plan) if plan is not None else None,
-        progress_notes=[_note_public(note, name) for note, name in notes],
+        progress_notes=[_note_public(note, authors.get(note.author_id)) for note in notes],
     )
 
 
@@ -252,7 +262,7 @@ async def unpaired_children(
                 last_proxy_parent_ended_on=ended_on,
                 last_end_reason=PairingEndReason(reason) if reason else None,
             )
-            for child_id, name, class_id, grade, class_name, ended_on, reason in rows.tuples()
+            for child_id, name, class_id, grade, class_name, ended_on, reason in rows.all()
         ],
         count=count,
     )
@@ -288,7 +298,7 @@ async def _lock_outside_mentor(session: AsyncSession, school_id: uuid.UUID, phon
 
 async def _active_count(session: AsyncSession, *conditions: sa.ColumnElement[bool]) -> int:
     stmt = sa.select(sa.func.count()).select_from(CarePairing).where(col(CarePairing.ended_on).is_(None), *conditions)
-    return int((await session.execute(stmt, execution_options=UNSCOPED)).scalar_one())
+    return int((await session.execute(stmt)).scalar_one())
 
 
 def _cap_reached(kind: PairingKind, cap: int) -> Conflict:

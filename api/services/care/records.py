@@ -7,6 +7,7 @@ Every new row — a record, the version a correction supersedes, an amendment �
 numbered one after another even when teachers save at the same moment.
 """
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -35,14 +36,15 @@ from api.models.care import (
     CareRecordPublic,
     CareRecordVersion,
     CareRecordVersionPublic,
+    ChainBreak,
     ChainReport,
 )
 from api.models.organisations import School
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.care import chain
 from api.services.care.contents import canonical_content, check_occurred_on
 from api.services.care.limits import care_setting
-from api.services.care.scope import UNSCOPED, sees_counselling
+from api.services.care.scope import sees_counselling
 from api.services.children.records import get_child
 from api.services.children.rules import invalid, today_in_china
 
@@ -55,30 +57,32 @@ WRITERS = (Role.teacher, Role.school_admin)
 async def _next_link(session: AsyncSession, school_id: uuid.UUID, now: datetime) -> tuple[int, str]:
     """Lock the school's chain head (made on first use) and return the next position and the hash it follows.
     The lock is held until the transaction ends: concurrent links of a school wait for each other."""
-    await session.execute(
-        insert(CareChainHead)
-        .values(school_id=school_id, seq=0, head_hash=chain.GENESIS, updated_at=now)
-        .on_conflict_do_nothing(),
-        execution_options=UNSCOPED,
-    )
-    seq, head_hash = (
+    # SYSTEM: the chain is the record's school's, which may no longer be the caller's (an amendment by the
+    # school a child moved to); the head holds no personal data, only a position and a hash.
+    async with as_system(session):
         await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash))
-            .where(col(CareChainHead.school_id) == school_id)
-            .with_for_update(),
-            execution_options=UNSCOPED,
+            insert(CareChainHead)
+            .values(school_id=school_id, seq=0, head_hash=chain.GENESIS, updated_at=now)
+            .on_conflict_do_nothing()
         )
-    ).one()
+        seq, head_hash = (
+            await session.execute(
+                sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash))
+                .where(col(CareChainHead.school_id) == school_id)
+                .with_for_update()
+            )
+        ).one()
     return int(seq) + 1, str(head_hash)
 
 
 async def _advance_head(session: AsyncSession, school_id: uuid.UUID, seq: int, row_hash: str, now: datetime) -> None:
-    await session.execute(
-        sa.update(CareChainHead)
-        .where(col(CareChainHead.school_id) == school_id)
-        .values(seq=seq, head_hash=row_hash, updated_at=now),
-        execution_options=UNSCOPED,
-    )
+    # SYSTEM: as in _next_link — the head of the record's school, locked there.
+    async with as_system(session):
+        await session.execute(
+            sa.update(CareChainHead)
+            .where(col(CareChainHead.school_id) == school_id)
+            .values(seq=seq, head_hash=row_hash, updated_at=now)
+        )
 
 
 # ---- who may do what ----------------------------------------------------------------------------------------
@@ -122,7 +126,9 @@ async def create_record(
     await _require_kind_allowed(session, principal, data.kind)
     occurred_on = check_occurred_on(data.occurred_on, today=today_in_china(now), birth_date=child.birth_date)
     content = canonical_content(data.kind, data.content)
+    window = timedelta(minutes=(await care_setting(session, child.school_id)).edit_window_minutes)
     record_id = uuid.uuid4()
+    # The chain head is locked from here to the commit: everything that can be done before is done before.
     seq, prev_hash = await _next_link(session, child.school_id, now)
     content_hash = chain.record_content_hash(
         record_id=record_id,
@@ -134,27 +140,28 @@ async def create_record(
         first_state_hash=chain.state_hash(occurred_on, content),
     )
     row_hash = chain.link_hash(seq, prev_hash, content_hash)
-    session.add(
-        CareRecord(
-            id=record_id,
-            school_id=child.school_id,
-            child_id=child.id,
-            kind=data.kind,
-            occurred_on=occurred_on,
-            author_id=author_id,
-            created_at=now,
-            content=content,
-            version=1,
-            updated_at=now,
-            chain_seq=seq,
-            prev_hash=prev_hash,
-            content_hash=content_hash,
-            row_hash=row_hash,
-        )
+    made = CareRecord(
+        id=record_id,
+        school_id=child.school_id,
+        child_id=child.id,
+        kind=data.kind,
+        occurred_on=occurred_on,
+        author_id=author_id,
+        created_at=now,
+        content=content,
+        version=1,
+        updated_at=now,
+        chain_seq=seq,
+        prev_hash=prev_hash,
+        content_hash=content_hash,
+        row_hash=row_hash,
     )
+    session.add(made)
     await _advance_head(session, child.school_id, seq, row_hash, now)
     await session.flush()
-    return await _detail(session, await _get_record(session, principal, record_id))
+    # A new record has no versions or amendments yet: its answer needs no further query under the lock.
+    public = _public(made, author_name=principal.display_name or None, window=window, amendments=0)
+    return CareRecordDetail(**public.model_dump(), versions=[], amendments=[])
 
 
 async def correct_record(
@@ -264,19 +271,20 @@ async def amend_record(
 async def _account_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
-    # Unscoped: the names of the authors of records the caller already found in scope.
-    rows = await session.execute(
-        sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids)),
-        execution_options=UNSCOPED,
-    )
-    return {i: n for i, n in rows.tuples()}
+    # SYSTEM: the names of the authors of records the caller already found in scope (a transferred child's
+    # records were written by teachers of another school).
+    async with as_system(session):
+        rows = await session.execute(
+            sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids))
+        )
+    return {i: n for i, n in rows.all()}
 
 
 async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list[CareRecordPublic]:
     names = await _account_names(session, {r.author_id for r in records})
-    windows: dict[uuid.UUID, int] = {}
+    windows: dict[uuid.UUID, timedelta] = {}
     for school_id in {r.school_id for r in records}:
-        windows[school_id] = (await care_setting(session, school_id)).edit_window_minutes
+        windows[school_id] = timedelta(minutes=(await care_setting(session, school_id)).edit_window_minutes)
     counts: dict[uuid.UUID, int] = {}
     if records:
         rows = await session.execute(
@@ -284,25 +292,29 @@ async def _publish(session: AsyncSession, records: Sequence[CareRecord]) -> list
             .where(col(CareRecordAmendment.record_id).in_([r.id for r in records]))
             .group_by(col(CareRecordAmendment.record_id))
         )
-        counts = {i: int(n) for i, n in rows.tuples()}
+        counts = {i: int(n) for i, n in rows.all()}
     return [
-        CareRecordPublic(
-            id=r.id,
-            school_id=r.school_id,
-            child_id=r.child_id,
-            kind=r.kind,
-            kind_label=CARE_KIND_LABELS[r.kind],
-            occurred_on=r.occurred_on,
-            author_id=r.author_id,
-            author_name=names.get(r.author_id),
-            created_at=r.created_at,
-            content=r.content,
-            version=r.version,
-            editable_until=r.created_at + timedelta(minutes=windows[r.school_id]),
-            amendment_count=counts.get(r.id, 0),
-        )
+        _public(r, author_name=names.get(r.author_id), window=windows[r.school_id], amendments=counts.get(r.id, 0))
         for r in records
     ]
+
+
+def _public(r: CareRecord, *, author_name: str | None, window: timedelta, amendments: int) -> CareRecordPublic:
+    return CareRecordPublic(
+        id=r.id,
+        school_id=r.school_id,
+        child_id=r.child_id,
+        kind=r.kind,
+        kind_label=CARE_KIND_LABELS[r.kind],
+        occurred_on=r.occurred_on,
+        author_id=r.author_id,
+        author_name=author_name,
+        created_at=r.created_at,
+        content=r.content,
+        version=r.version,
+        editable_until=r.created_at + window,
+        amendment_count=amendments,
+    )
 
 
 async def _detail(session: AsyncSession, record: CareRecord) -> CareRecordDetail:
@@ -409,6 +421,11 @@ async def list_records(
 # ---- verification ----------------------------------------------------------------------------------------------
 
 
+def _table(model: type) -> sa.Table:
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def _record_links(
     records: Sequence[Any], versions: dict[uuid.UUID, list[Any]]
 ) -> tuple[list[chain.Link], dict[uuid.UUID, list[str]]]:
@@ -438,50 +455,11 @@ def _record_links(
     return links, states
 
 
-async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: datetime) -> ChainReport:
-    """Check every link of the school's chain — content, order, and the head kept apart — and name the first
-    that does not hold. Reads the whole chain, whatever the caller may read of it; returns only hashes'
-    verdicts. Audited (``care_chain.verify``)."""
-    if await session.get(School, school_id) is None:
-        raise NotFound("学校不存在 (school not found)", code="school_not_found")
-    # Unscoped: the chain holds records of children who have since moved to other schools; nothing of their
-    # content leaves this function.
-    records = (
-        (await session.execute(select(CareRecord).where(CareRecord.school_id == school_id), execution_options=UNSCOPED))
-        .scalars()
-        .all()
-    )
-    version_rows = (
-        (
-            await session.execute(
-                select(CareRecordVersion)
-                .where(CareRecordVersion.school_id == school_id)
-                .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version)),
-                execution_options=UNSCOPED,
-            )
-        )
-        .scalars()
-        .all()
-    )
-    amendments = (
-        (
-            await session.execute(
-                select(CareRecordAmendment).where(CareRecordAmendment.school_id == school_id),
-                execution_options=UNSCOPED,
-            )
-        )
-        .scalars()
-        .all()
-    )
-    head_row = (
-        await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
-                col(CareChainHead.school_id) == school_id
-            ),
-            execution_options=UNSCOPED,
-        )
-    ).one_or_none()
-    versions: dict[uuid.UUID, list[CareRecordVersion]] = {}
+def _check_chain(
+    records: Sequence[Any], version_rows: Sequence[Any], amendments: Sequence[Any], head: chain.Head | None
+) -> tuple[ChainBreak | None, int]:
+    """Recompute every link of a chain from its stored rows and find the first that does not hold. Pure."""
+    versions: dict[uuid.UUID, list[Any]] = {}
     for v in version_rows:
         versions.setdefault(v.record_id, []).append(v)
     links, states = _record_links(records, versions)
@@ -522,19 +500,55 @@ async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: date
             chain.Link(a.chain_seq, chain.AMENDMENT, a.id, a.prev_hash, a.content_hash, a.row_hash, recomputed)
         )
     links.sort(key=lambda link: link.seq)
+    return chain.first_break(links, head), len(links)
+
+
+async def verify_chain(session: AsyncSession, *, school_id: uuid.UUID, now: datetime) -> ChainReport:
+    """Check every link of the school's chain — content, order, and the head kept apart — and name the first
+    that does not hold. Reads the whole chain, whatever the caller may read of it; returns only hashes'
+    verdicts. Audited (``care_chain.verify``)."""
+    if await session.get(School, school_id) is None:
+        raise NotFound("学校不存在 (school not found)", code="school_not_found")
+    # SYSTEM: the chain holds records of children who have since moved to other schools, and counselling
+    # records; nothing of their content leaves this function, only the verdict. Plain rows, not ORM objects: a
+    # school's chain may be a hundred thousand links.
+    async with as_system(session):
+        records = (
+            await session.execute(sa.select(_table(CareRecord)).where(col(CareRecord.school_id) == school_id))
+        ).all()
+        version_rows = (
+            await session.execute(
+                sa.select(_table(CareRecordVersion))
+                .where(col(CareRecordVersion.school_id) == school_id)
+                .order_by(col(CareRecordVersion.record_id), col(CareRecordVersion.version))
+            )
+        ).all()
+        amendments = (
+            await session.execute(
+                sa.select(_table(CareRecordAmendment)).where(col(CareRecordAmendment.school_id) == school_id)
+            )
+        ).all()
+        head_row = (
+            await session.execute(
+                sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash)).where(
+                    col(CareChainHead.school_id) == school_id
+                )
+            )
+        ).one_or_none()
     head = chain.Head(int(head_row[0]), str(head_row[1])) if head_row else None
-    broken = chain.first_break(links, head)
+    # Hashing a large chain takes seconds of CPU: off the event loop, which keeps serving meanwhile.
+    broken, links = await asyncio.to_thread(_check_chain, records, version_rows, amendments, head)
     audit.record(
         session,
         action="care_chain.verify",
         resource_type="school",
         resource_id=school_id,
         school_id=school_id,
-        detail={"links": len(links), "intact": broken is None},
+        detail={"links": links, "intact": broken is None},
     )
     return ChainReport(
         school_id=school_id,
-        links=len(links),
+        links=links,
         head_seq=head.seq if head else 0,
         intact=broken is None,
         first_break=broken,
