@@ -234,7 +234,7 @@ async def time_call(
     timings, result = [], None
     for i in range(runs + 3):
         async with maker() as session:
-            set_principal(session, principal)
+            await set_principal(session, principal)
             t0 = time.perf_counter()
             result = await call(session)
             elapsed = time.perf_counter() - t0
@@ -364,7 +364,7 @@ async def main() -> None:
 
 async def call_once(maker: async_sessionmaker[AsyncSession], principal: Principal, call: Call) -> None:
     async with maker() as session:
-        set_principal(session, principal)
+        await set_principal(session, principal)
         await call(session)
         await session.rollback()
 

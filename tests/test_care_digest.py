@@ -30,7 +30,7 @@ def settings():
 async def school(kit):
     """Three children of class 3(1), on file since 20 August with nothing recorded; 李老师 (teacher1) on WeChat
     and SMS, 王老师 (teacher1b) the proxy parent of one of them on SMS only; the principal (admin1) on SMS."""
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         children = []
         for name in NAMES:
             child = Child(
@@ -60,7 +60,7 @@ async def school(kit):
 
 
 async def care_messages(kit) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).where(OutboundMessage.topic == Topic.care_digest)
         return list((await s.execute(stmt.order_by(OutboundMessage.created_at))).scalars())
 
@@ -105,7 +105,7 @@ async def test_no_subscription_left_falls_back_to_sms(kit, school):
 async def test_a_crash_before_commit_leaves_nothing_and_the_next_pass_sends_once(kit, school):
     now = kit.clock.now()
     async with kit.app.state.sessionmaker() as s:
-        set_principal(s, SYSTEM)  # as the worker's sessions are
+        await set_principal(s, SYSTEM)  # as the worker's sessions are
         outcome = await send_school_digest(
             s, school_id=kit.world["school1"], monday=date(2026, 11, 23), now=now, settings=kit.app.state.settings
         )
@@ -114,7 +114,7 @@ async def test_a_crash_before_commit_leaves_nothing_and_the_next_pass_sends_once
     assert await care_messages(kit) == []
     await kit.settle()
     assert len(await care_messages(kit)) == 3
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         again = await send_school_digest(
             s, school_id=kit.world["school1"], monday=date(2026, 11, 23), now=now, settings=kit.app.state.settings
         )
@@ -123,14 +123,14 @@ async def test_a_crash_before_commit_leaves_nothing_and_the_next_pass_sends_once
 
 async def test_leaders_hear_of_an_overdue_item_once_not_every_week(kit, school):
     await kit.settle()
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         flags = (await s.execute(sa.select(sa.func.count()).select_from(CareOverdueFlag))).scalar_one()
     assert flags > 0
     kit.clock.advance(timedelta(days=7))  # the next Tuesday: the same items are still overdue
     await kit.settle()
     assert len(await kit.sent_to(LEADER)) == 1  # no second alert
     assert len(await kit.sent_to(TEACHER_B_PHONE)) == 2  # but a new weekly digest
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         runs = (await s.execute(sa.select(CareDigestRun).order_by(CareDigestRun.week_start))).scalars().all()
         assert [r.week_start for r in runs if r.school_id == kit.world["school1"]] == [
             date(2026, 11, 23),

@@ -20,6 +20,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Row-level security: a frozen copy of the declarations beside the models (api/models/care_rhythm.py); every
+# table is the school's. tests/test_row_security.py compares the two.
+SCOPED = ("care_rule", "school_term", "school_holiday", "care_digest_run", "care_overdue_flag")
+STAFF_POLICY = (
+    "CREATE POLICY {table}_staff ON {table} AS PERMISSIVE FOR ALL TO liushou_app"
+    " USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))"
+)
+PLATFORM_POLICY = "CREATE POLICY {table}_platform ON {table} FOR ALL TO liushou_platform USING (true) WITH CHECK (true)"
+
+
 def upgrade() -> None:
     op.create_table(
         "care_rule",
@@ -99,9 +109,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("child_id", "kind", "due_on", name="uq_care_overdue_flag_item"),
     )
     op.create_index(op.f("ix_care_overdue_flag_school_id"), "care_overdue_flag", ["school_id"], unique=False)
+    for table in SCOPED:
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(STAFF_POLICY.format(table=table))
+        op.execute(PLATFORM_POLICY.format(table=table))
 
 
 def downgrade() -> None:
+    for table in SCOPED:
+        op.execute(f"DROP POLICY IF EXISTS {table}_staff ON {table}")
+        op.execute(f"DROP POLICY IF EXISTS {table}_platform ON {table}")
+        op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.drop_index(op.f("ix_care_overdue_flag_school_id"), table_name="care_overdue_flag")
     op.drop_table("care_overdue_flag")
     op.drop_table("care_digest_run")

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 from api.models.base import audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import Policy, of_school, row_security
 
 
 class RhythmKind(StrEnum):
@@ -167,6 +168,13 @@ class CareOverdueFlag(SQLModel, table=True):
     kind: RhythmKind = Field(sa_type=enum_type(RhythmKind, 24))
     due_on: date
     flagged_at: datetime = timestamp_field()
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# All of it is the school's: its staff and those above it read the rules and the calendar (only school admins
+# change them, in the service); the digest's runs and flags are written by the worker as the system.
+for _table in ("care_rule", "school_term", "school_holiday", "care_digest_run", "care_overdue_flag"):
+    row_security(_table, Policy("staff", using=of_school()))
 
 
 # ---- API schemas -------------------------------------------------------------------------------------------

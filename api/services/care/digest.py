@@ -34,6 +34,7 @@ from api.models.children import Child
 from api.models.notifications import Channel, MessagePurpose, Topic
 from api.models.organisations import School
 from api.phones import PhoneError, PhoneKind, normalize_phone
+from api.scoping import SYSTEM
 from api.services.care.rules import LEADER_FLAG_DAYS, Status
 from api.services.care.todo import school_todo_rows
 from api.services.notifications.outbox import Outgoing, Route, enqueue
@@ -280,12 +281,14 @@ async def run_digests(
     monday = digest_week(now)
     if monday is None:
         return []
-    async with scoped_session(sessionmaker) as session:
+    # SYSTEM: the worker looks at every school's week.
+    async with scoped_session(sessionmaker, SYSTEM) as session:
         waiting = await schools_waiting(session, monday)
     outcomes: list[DigestOutcome] = []
     for school_id in waiting:
         try:
-            async with scoped_session(sessionmaker, clock=clock) as session:
+            # SYSTEM: the worker judges the whole school and queues its staff's messages.
+            async with scoped_session(sessionmaker, SYSTEM, clock=clock) as session:
                 outcome = await send_school_digest(
                     session, school_id=school_id, monday=monday, now=clock.now(), settings=settings
                 )

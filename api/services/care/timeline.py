@@ -29,11 +29,11 @@ from api.models.care import CARE_KIND_LABELS, PAIRING_KIND_LABELS, CareKind, Car
 from api.models.care_rhythm import TimelineEntry, TimelineKind, TimelinePage
 from api.models.children import CHILD_EVENT_LABELS, ChildEvent, ChildEventKind
 from api.models.incidents import CATEGORY_LABELS, Incident, IncidentCategory
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.care.due import shanghai_day
 from api.services.care.scope import sees_counselling
 from api.services.children.records import get_child
-from api.services.children.rules import UNSCOPED, sees_full_detail, shanghai
+from api.services.children.rules import sees_full_detail, shanghai
 
 _record: Any = CareRecord.__table__  # type: ignore[attr-defined]
 _pairing: Any = CarePairing.__table__  # type: ignore[attr-defined]
@@ -228,21 +228,25 @@ async def child_timeline(
             sa.literal(ref, sa.String),
         )
         stmt = stmt.where(key < after)
-    rows = (await session.execute(stmt)).all()
+    # SYSTEM: the child was found in scope and the caller's right to its timeline checked above; the audit log
+    # (archive changes, for full-detail readers only) is otherwise the admins' and the bureau's, and the
+    # pairings and records of a transferred child were the former school's. Only this child's rows are read.
+    async with as_system(session):
+        rows = (await session.execute(stmt)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     names: dict[uuid.UUID, str] = {}
     if actor_ids:
-        # Unscoped: an entry may be by the bureau or by staff of the child's former school; names only.
-        names = dict(
-            (
-                await session.execute(
-                    sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids)),
-                    execution_options=UNSCOPED,
-                )
-            ).all()
-        )
+        # SYSTEM: an entry may be by the bureau or by staff of the child's former school; names only.
+        async with as_system(session):
+            names = dict(
+                (
+                    await session.execute(
+                        sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids))
+                    )
+                ).all()
+            )
     entries = [
         TimelineEntry(
             day=r.day,

@@ -25,7 +25,7 @@ from api.models.care_rhythm import (
 )
 from api.models.children import Child
 from api.models.organisations import School, SchoolClass, class_label
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.care.due import (
     TodoRow,
     cared_children,
@@ -42,7 +42,6 @@ from api.services.care.rules import TODO_HORIZON_DAYS, Status
 # How far back the to-do looks for missed periods: a term and a bit (older misses are compliance history).
 TODO_LOOKBACK_DAYS = 150
 MAX_SPAN_DAYS = 366
-UNSCOPED = {"skip_scope": True}
 
 
 async def _rows(
@@ -99,9 +98,10 @@ async def _entries(session: AsyncSession, rows: list[TodoRow], *, today: date) -
 async def teacher_names(session: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
-    # Unscoped: a proxy parent may since have left the school; only the display name is read.
     stmt = sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(ids))
-    return dict((await session.execute(stmt, execution_options=UNSCOPED)).all())
+    # SYSTEM: a proxy parent may since have left the school; only the display names of these ids are read.
+    async with as_system(session):
+        return dict((await session.execute(stmt)).all())
 
 
 async def todo_list(session: AsyncSession, principal: Principal, *, today: date) -> TodoList:
