@@ -54,7 +54,7 @@ DAYS = [
     date(2026, 12, 1),
     date(2027, 1, 1),
 ]
-CHANNELS = ["call", "video", "letter", None]
+CHANNELS = ["phone", "video", "letter", "in_person", None]
 
 
 def near_shanghai_midnight(rng: random.Random, day: date) -> datetime:
