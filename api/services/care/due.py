@@ -228,8 +228,9 @@ def teacher_children(teacher_id: uuid.UUID) -> Any:
     return sa.or_(col(Child.id).in_(proxied), col(Child.class_id).in_(headed))
 
 
-def cared_children(*where: Any, judged_on: date) -> Any:
-    """The enrolled left-behind children (scoped through the ``child`` entity) with what the rule reads (a CTE)."""
+def cared_children(*where: Any, judged_on: date, with_teacher: bool = True) -> Any:
+    """The enrolled left-behind children with what the rule reads (a CTE); ``with_teacher``: also the teacher
+    who answers for each (the statistics do without those two look-ups per child)."""
     last_incident = (
         sa.select(sa.func.max(shanghai_day(_incident.c.occurred_at)))
         .where(_incident.c.child_id == Child.id, shanghai_day(_incident.c.occurred_at) <= judged_on)
@@ -243,7 +244,7 @@ def cared_children(*where: Any, judged_on: date) -> Any:
             flagged_expr().label("flagged"),
             shanghai_day(col(Child.created_at)).label("created_on"),
             last_incident.label("last_incident_on"),
-            responsible_teacher_expr().label("teacher_id"),
+            (responsible_teacher_expr() if with_teacher else sa.null().cast(PG_UUID(as_uuid=True))).label("teacher_id"),
         )
         .where(col(Child.status) == ChildStatus.enrolled, col(Child.is_left_behind), *where)
         # Computed once (each child's incident and teacher look-ups), not once per period it is joined with.
