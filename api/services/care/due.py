@@ -40,6 +40,11 @@ RECORD_KIND: dict[RhythmKind, CareKind] = {
 }
 CALL_CHANNELS = (ContactChannel.phone.value, ContactChannel.video.value)
 CALLS_ONLY = frozenset({RhythmKind.family_call})
+# The seam for the family-call domain (亲情电话 bookings): until its completed calls are on this branch, the
+# family-call rule counts the calls and videos with the parents that staff record (parent_contact records). A
+# completed booked call will count too: its Shanghai date joins the record dates in three places marked
+# "family calls" — the ``done`` probe of :func:`judged_periods`, :func:`last_done`, and the Python form's
+# dates (``counts_for``'s callers).
 
 # The flags that make a child's rules strict (特困, 单亲, 需个别教育管理方案).
 STRICT_FLAGS = ("special_hardship", "single_parent", "needs_individual_plan")
@@ -260,6 +265,7 @@ def judged_periods(kid: Any, rows: list[tuple[Any, ...]], *, today: date, judged
     ``starts_on``, ``ends_on``, ``due_on``, ``label``), ``strict``, ``done``, ``status`` and ``days``."""
     p = periods_table(rows)
     r = _record.alias("r")
+    # family calls: a completed booked call will be a second EXISTS here, OR-ed, for the family-call rule.
     done = sa.exists().where(
         r.c.school_id == kid.c.school_id,
         r.c.child_id == kid.c.child_id,
@@ -391,7 +397,8 @@ def todo_rows(rows: Iterable[Any], *, today: date) -> list[TodoRow]:
 async def last_done(
     session: AsyncSession, child_ids: Sequence[uuid.UUID], *, today: date
 ) -> dict[tuple[uuid.UUID, RhythmKind], date]:
-    """When each rule was last done for each of these children (records dated up to ``today``)."""
+    """When each rule was last done for each of these children (records dated up to ``today``; family calls:
+    completed booked calls will join the family-call rule's dates here)."""
     if not child_ids:
         return {}
     r = _record
