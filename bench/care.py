@@ -184,7 +184,8 @@ async def load(socket: str, database: str, tables: dict[str, list[tuple[Any, ...
         for table, rows in tables.items():
             if rows:
                 await conn.copy_records_to_table(table, records=rows, columns=list(COLUMNS[table]))
-        await conn.execute("ANALYZE")
+        # As a table autovacuum has visited: statistics, and the visibility map index-only scans rely on.
+        await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
 
