@@ -109,6 +109,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("child_id", "kind", "due_on", name="uq_care_overdue_flag_item"),
     )
     op.create_index(op.f("ix_care_overdue_flag_school_id"), "care_overdue_flag", ["school_id"], unique=False)
+    # The family-call rule's probe: calls and videos with the parents, answered from the index alone.
+    op.create_index(
+        "ix_care_record_calls",
+        "care_record",
+        ["school_id", "child_id", "occurred_on"],
+        unique=False,
+        postgresql_where=sa.text("kind = 'parent_contact' AND (content ->> 'channel') IN ('phone', 'video')"),
+    )
     for table in SCOPED:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(STAFF_POLICY.format(table=table))
@@ -116,6 +124,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_care_record_calls", table_name="care_record")
     for table in SCOPED:
         op.execute(f"DROP POLICY IF EXISTS {table}_staff ON {table}")
         op.execute(f"DROP POLICY IF EXISTS {table}_platform ON {table}")

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 from api.models.base import audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.care import CareRecord
 from api.models.row_security import Policy, of_school, row_security
 
 
@@ -168,6 +169,24 @@ class CareOverdueFlag(SQLModel, table=True):
     kind: RhythmKind = Field(sa_type=enum_type(RhythmKind, 24))
     due_on: date
     flagged_at: datetime = timestamp_field()
+
+
+# The family-call rule probes, for every child and week, whether a call or video with the parents was recorded:
+# an index of exactly those records answers from the index alone (the general one would read each record's
+# content for its channel). On care_record (api/models/care.py), declared here beside the rule that needs it.
+def call_records_where(table: str = "") -> str:
+    """The records of calls and videos with the parents (constants: the planner matches the partial index)."""
+    at = f"{table}." if table else ""
+    return f"{at}kind = 'parent_contact' AND ({at}content ->> 'channel') IN ('phone', 'video')"
+
+
+sa.Index(
+    "ix_care_record_calls",
+    CareRecord.__table__.c.school_id,  # type: ignore[attr-defined]
+    CareRecord.__table__.c.child_id,  # type: ignore[attr-defined]
+    CareRecord.__table__.c.occurred_on,  # type: ignore[attr-defined]
+    postgresql_where=sa.text(call_records_where()),
+)
 
 
 # ---- row-level security (api/models/row_security.py) ----
