@@ -76,7 +76,6 @@ async def test_what_must_i_do_this_week(client, world, kids):
     assert body["today"] == "2026-11-24"
     jia = items_of(body, kids["甲"])
     # November's talk is due on the 30th (6 days) — October's was done on the 10th
-    assert jia["talk"] | {} == jia["talk"]
     assert (jia["talk"]["status"], jia["talk"]["days"], jia["talk"]["period"]) == ("due", 6, "2026-11")
     assert jia["talk"]["last_done_on"] == "2026-10-10"
     # guardian contact never done: overdue since August's (31 Aug, the file exists since the 20th), 3 missed
@@ -89,6 +88,19 @@ async def test_what_must_i_do_this_week(client, world, kids):
     assert {i["child_name"] for i in body["items"]} == {"甲", "乙", "丙"}
     # a teacher heads no staff: nothing of others'
     assert body["staff"] == []
+
+
+async def test_reading_the_todo_is_audited_with_the_children_named(client, world, kids, system_session):
+    r = await client.get("/care/todo", headers=world.headers("teacher1"))
+    assert r.status_code == 200
+    entry = (
+        await system_session.execute(
+            sa.select(AuditEntry).where(
+                AuditEntry.action == "care.todo.read", AuditEntry.account_id == world["teacher1"]
+            )
+        )
+    ).scalar_one()
+    assert set(entry.changes["child_ids"]) == set(kids.values()) and entry.school_id == world["school1"]
 
 
 async def test_another_schools_teacher_sees_none_of_it(client, world, kids):

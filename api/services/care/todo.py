@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api import audit
 from api.errors import Forbidden, Invalid, NotFound, field_error
 from api.models.accounts import Account, Role
 from api.models.care_rhythm import (
@@ -135,6 +136,14 @@ async def todo_list(session: AsyncSession, principal: Principal, *, today: date)
         for t, entries in by_teacher.items()
     ]
     staff.sort(key=lambda s: (-s.overdue, s.teacher_name or ""))
+    # A list of named children and their care: audited like a list of files (child.list).
+    audit.record(
+        session,
+        action="care.todo.read",
+        resource_type="child",
+        school_id=principal.school_id,
+        detail={"child_ids": sorted({str(e.child_id) for e in entries}), "items": len(entries)},
+    )
     return TodoList(today=today, items=items, staff=staff)
 
 
@@ -223,6 +232,14 @@ async def status_report(
         for k, kinds in grouped.items()
     ]
     rows.sort(key=lambda r: (-sum(k.overdue for k in r.kinds), r.label or ""))
+    if group == StatusGroup.child:
+        audit.record(
+            session,
+            action="care.status.read",
+            resource_type="child",
+            school_id=school_id,
+            detail={"child_ids": sorted(str(r.key) for r in rows), "from": str(starts_on), "to": str(ends_on)},
+        )
     return StatusReport(group=group, starts_on=starts_on, ends_on=ends_on, today=today, rows=rows)
 
 
