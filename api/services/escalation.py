@@ -713,24 +713,34 @@ _REPLY_CODE_DRAWS = 8
 
 
 async def reserve_reply_code(
-    session: AsyncSession, *, incident_id: uuid.UUID, party_id: uuid.UUID, address: str, now: datetime
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    party_id: uuid.UUID,
+    address: str,
+    now: datetime,
+    new_party: bool = False,
 ) -> str:
     """The SMS reply code of a party on a number: the one it already holds there, else a fresh one that no
     other open party of the number holds.
 
     The partial unique index on open codes decides, not a read beforehand: a concurrent report that drew the
     same code waits for ours to commit, finds the conflict and draws again. After a few collisions in a row
-    (the number has thousands of open parties) the code gets two digits longer."""
-    held = (
-        await session.execute(
-            select(ReplyCode.code).where(
-                ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+    (the number has thousands of open parties) the code gets two digits longer.
+
+    ``new_party``: the party was written moments ago in this transaction (the report freezing its chain), so
+    it holds no code yet and needs no flush before one refers to it."""
+    if not new_party:
+        held = (
+            await session.execute(
+                select(ReplyCode.code).where(
+                    ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+                )
             )
-        )
-    ).first()
-    if held is not None:
-        return held[0]
-    await session.flush()  # the party the code refers to
+        ).first()
+        if held is not None:
+            return held[0]
+        await session.flush()  # the party the code refers to
     for digits in range(messages.REPLY_CODE_DIGITS, messages.REPLY_CODE_MAX_DIGITS + 1, 2):
         for _ in range(_REPLY_CODE_DRAWS):
             code = messages.new_reply_code(digits)
@@ -778,13 +788,15 @@ async def queue_notification(
     settings: Settings,
     now: datetime,
     reason: str,
+    new_party: bool = False,
 ) -> OutboundMessage:
-    """Queue one notification to one target; the dispatcher sends it."""
+    """Queue one notification to one target; the dispatcher sends it. (``new_party``: see
+    :func:`reserve_reply_code`.)"""
     facts = await case_facts(session, incident)
     reply_code = None
     if target.channel == Channel.sms:
         reply_code = await reserve_reply_code(
-            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now
+            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now, new_party=new_party
         )
 
     def render(*, link: str, reply_code: str, token: str) -> messages.Rendered:
@@ -986,8 +998,9 @@ async def advance_party(
         target = next((t for t in targets if t.seq > party.cursor and t.dead_at is None), None)
     if target is not None:
         message = await queue_notification(
-            session, incident, step, party, target, settings=settings, now=now, reason=reason
-        )
+            session, incident, step, party, target, settings=settings, now=now, reason=reason,
+            new_party=targets is not None and party.cursor == 0 and party.round == 1,
+        )  # fmt: skip
         party.cursor = target.seq
         party.current_message_id = message.id
         # A safety net: the dispatcher and callbacks nudge the party sooner when something happens.
@@ -1188,6 +1201,15 @@ def plan_steps(
     return plan
 
 
+@dataclass(frozen=True)
+class FrozenChain:
+    """What :func:`freeze_chain` wrote: the steps in order, their parties, and every party's targets."""
+
+    steps: list[EscalationStep]
+    parties: list[EscalationParty]
+    targets: list[EscalationTarget]
+
+
 async def freeze_chain(
     session: AsyncSession,
     incident: Incident,
@@ -1196,7 +1218,7 @@ async def freeze_chain(
     holds: Sequence[StepHold],
     settings: Settings,
     now: datetime,
-) -> list[EscalationStep]:
+) -> FrozenChain:
     """Create the incident's steps, parties and targets, and start every step that is not held."""
     steps: list[EscalationStep] = []
     parties: list[tuple[EscalationStep, EscalationParty]] = []
@@ -1279,7 +1301,11 @@ async def freeze_chain(
         for step in steps:
             await check_step(session, step, settings=settings, now=now)
         await session.flush()
-    return steps
+    return FrozenChain(
+        steps=steps,
+        parties=[party for _, party in parties],
+        targets=[target for targets in party_targets.values() for target in targets],
+    )
 
 
 def snapshot_policy(policy: PolicyValues, row: EscalationPolicy | None) -> dict[str, Any]:

@@ -73,6 +73,8 @@ _CASE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _FUTURE_SKEW = timedelta(minutes=2)
 _OLDEST_REPORT = timedelta(days=7)
 _SCHOOL_STAFF = (Role.school_admin, Role.teacher)
+# session.info: incident id → (the chain frozen by its report in this transaction, the child's name).
+_JUST_REPORTED = "liushou_just_reported"
 
 
 def _case_code(now: datetime) -> str:
@@ -178,9 +180,14 @@ async def report_incident(
         minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
     )
     with chain.acting_as_system(session):
-        await chain.freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
+        frozen = await chain.freeze_chain(
+            session, incident, policy=policy, holds=data.holds, settings=settings, now=now
+        )
         await session.flush()
     await chain.wake_workers(session)
+    # The answer to the report shows this chain: kept for incident_public, which need not read back what this
+    # transaction has just written.
+    session.info.setdefault(_JUST_REPORTED, {})[incident.id] = (frozen, child.name)
     return incident
 
 
@@ -206,21 +213,33 @@ async def _steps(session: AsyncSession, incident_id: uuid.UUID) -> list[Escalati
 
 
 async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
-    steps = await _steps(session, incident.id)
-    parties = (
-        await session.execute(
-            select(EscalationParty)
-            .where(EscalationParty.incident_id == incident.id)
-            .order_by(col(EscalationParty.audience))
+    just_reported = session.info.get(_JUST_REPORTED, {}).pop(incident.id, None)
+    child_name: str | None
+    if just_reported is not None:
+        frozen, child_name = just_reported
+        steps, parties, targets = frozen.steps, frozen.parties, sorted(frozen.targets, key=lambda t: t.seq)
+    else:
+        steps = await _steps(session, incident.id)
+        parties = list(
+            (
+                await session.execute(
+                    select(EscalationParty)
+                    .where(EscalationParty.incident_id == incident.id)
+                    .order_by(col(EscalationParty.audience))
+                )
+            ).scalars()
         )
-    ).scalars()
-    targets = (
-        await session.execute(
-            select(EscalationTarget)
-            .where(EscalationTarget.incident_id == incident.id)
-            .order_by(col(EscalationTarget.party_id), col(EscalationTarget.seq))
+        targets = list(
+            (
+                await session.execute(
+                    select(EscalationTarget)
+                    .where(EscalationTarget.incident_id == incident.id)
+                    .order_by(col(EscalationTarget.party_id), col(EscalationTarget.seq))
+                )
+            ).scalars()
         )
-    ).scalars()
+        child = await session.get(Child, incident.child_id)
+        child_name = child.name if child else None
     by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
     full = _full_numbers(principal)
     for t in targets:
@@ -253,7 +272,6 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
                 contacts=by_party[p.id],
             )
         )
-    child = await session.get(Child, incident.child_id)
     if full:
         audit.record(
             session,
@@ -270,7 +288,7 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
         township_id=incident.township_id,
         school_id=incident.school_id,
         child_id=incident.child_id,
-        child_name=child.name if child else "",
+        child_name=child_name or "",
         class_id=incident.class_id,
         category=incident.category,
         category_label=CATEGORY_LABELS[incident.category],
