@@ -51,6 +51,7 @@ import httpx
 from api.db import make_engine, make_sessionmaker, scoped_session
 from api.demo import DEMO_PASSWORD, seed_demo
 from api.migrations import upgrade_to_head
+from api.scoping import SYSTEM
 from api.security import Passwords
 from api.settings import Environment, Settings
 from bench.escalation import embedded_database, free_port, percentile, service_env, spawn, stop_processes, wait_http
@@ -194,7 +195,7 @@ async def seed(url: str) -> None:
     settings = Settings(environment=Environment.development)
     engine = make_engine(url, settings)
     try:
-        async with scoped_session(make_sessionmaker(engine)) as session:
+        async with scoped_session(make_sessionmaker(engine), SYSTEM) as session:
             await seed_demo(session, Passwords(settings))
     finally:
         await engine.dispose()

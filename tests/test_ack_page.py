@@ -11,6 +11,7 @@ from api import pages
 from api.db import scoped_session
 from api.escalation import messages
 from api.models.escalation import AckPage, Audience, Channel, MessagePurpose, MessageStatus, OutboundMessage
+from api.scoping import SYSTEM
 from tests.test_acknowledgements import close
 from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, e164, escalation_settings
 
@@ -230,7 +231,7 @@ async def test_an_invalid_link_explains_itself_and_gives_the_schools_number_wher
     # A genuine token whose message asks for no acknowledgement (an answer to an SMS reply): the school is known.
     incident, _ = await grandma_link(kit)
     message_id = uuid.uuid4()
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         s.add(
             OutboundMessage(
                 id=message_id,

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from api.db import make_engine, scoped_session
 from api.models.escalation import MessageStatus, OutboundMessage
 from api.models.guardians import GuardianRole
+from api.scoping import SYSTEM
 from tests.test_escalation_support import (
     FATHER,
     MOTHER,
@@ -42,7 +43,7 @@ def settings():
 
 
 async def messages(kit: Kit, channel: str | None = None) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).order_by(OutboundMessage.created_at)
         if channel:
             stmt = stmt.where(OutboundMessage.channel == channel)

@@ -46,6 +46,7 @@ from api.models.escalation import (
     PartyStatus,
 )
 from api.models.incidents import EventKind, IncidentEvent
+from api.scoping import SYSTEM
 from api.services.escalation import DEAD_ADDRESS_CODES, lock_chain, masked_address
 from api.settings import Settings
 
@@ -330,7 +331,8 @@ class Dispatcher:
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Take the lease of up to ``limit`` due messages (committed before anything is sent)."""
-        async with scoped_session(self.sessionmaker) as session:
+        # SYSTEM: the dispatcher sends for every school's incidents.
+        async with scoped_session(self.sessionmaker, SYSTEM) as session:
             return await claim_due(
                 session,
                 now=self.clock.now(),
@@ -435,7 +437,7 @@ class Dispatcher:
     async def record(self, results: list[tuple[Claimed, Outcome]]) -> None:
         """Write each outcome in a short transaction of its own."""
         for msg, out in results:
-            async with scoped_session(self.sessionmaker) as session:
+            async with scoped_session(self.sessionmaker, SYSTEM) as session:  # SYSTEM: the dispatcher, as above
                 await record_outcome(session, msg, out, now=self.clock.now(), worker_id=self.worker_id)
             if out.kind == "sent":
                 metrics.MESSAGES_SENT.labels(channel=msg.channel.value, purpose=msg.purpose).inc()

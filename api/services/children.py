@@ -59,7 +59,7 @@ from api.models.children import (
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import School, SchoolClass, class_label
 from api.pinyin import normalize_query
-from api.scoping import Principal
+from api.scoping import Principal, as_system, get_principal
 from api.services import identity
 from api.services.completeness import (
     incomplete_condition,
@@ -74,7 +74,6 @@ from api.services.completeness import (
 )
 
 # Look-ups that deliberately cross scope; each use says why.
-UNSCOPED = {"skip_scope": True}
 
 # Roles that see a child's full file whenever they can see the child at all. Never families: the file holds
 # the school's rating of the family's own care and teachers' notes; they get the family view
@@ -149,20 +148,17 @@ class _Place:
 
 
 async def _place_of(session: AsyncSession, child: Child) -> _Place:
-    # Unscoped: a family may read its own child's file but not School/SchoolClass rows; only the names of
-    # the child's own school and class are read here, for a child already found in scope.
+    # Whoever sees the child sees its school and class rows (a family: those of its own children only).
     school = (
         await session.execute(
-            sa.select(col(School.name), col(School.county_id)).where(col(School.id) == child.school_id),
-            execution_options=UNSCOPED,
+            sa.select(col(School.name), col(School.county_id)).where(col(School.id) == child.school_id)
         )
     ).one_or_none()
     klass = None
     if child.class_id is not None:
         klass = (
             await session.execute(
-                sa.select(col(SchoolClass.grade), col(SchoolClass.name)).where(col(SchoolClass.id) == child.class_id),
-                execution_options=UNSCOPED,
+                sa.select(col(SchoolClass.grade), col(SchoolClass.name)).where(col(SchoolClass.id) == child.class_id)
             )
         ).one_or_none()
     return _Place(
@@ -174,15 +170,19 @@ async def _place_of(session: AsyncSession, child: Child) -> _Place:
 
 
 async def _missing_of(session: AsyncSession, child: Child) -> list[MissingItem]:
-    # Unscoped: completeness needs every guardian's phone, which a family may not read (it sees only its own
-    # guardian record); only the yes/no facts for this child, already found in scope, come out of it.
-    rows = await session.execute(
+    stmt = (
         select(ChildGuardian, Guardian)
         .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-        .where(ChildGuardian.child_id == child.id),
-        execution_options=UNSCOPED,
+        .where(ChildGuardian.child_id == child.id)
     )
-    return missing_items(child, [link_facts(link, guardian) for link, guardian in rows.all()])
+    if get_principal(session).role != Role.family:  # staff see every guardian of a child they see
+        rows = (await session.execute(stmt)).all()
+    else:
+        # SYSTEM: completeness needs every guardian's phone, which a family may not read (it sees only its own
+        # guardian record); only the yes/no facts for this child, already found in scope, come out of it.
+        async with as_system(session):
+            rows = (await session.execute(stmt)).all()
+    return missing_items(child, [link_facts(link, guardian) for link, guardian in rows])
 
 
 def _summary_fields(
@@ -355,12 +355,11 @@ def _agree_with_id(parsed: IdNumber, *, sex: Sex | None, birth_date: date | None
 
 
 async def _refuse_duplicate(session: AsyncSession, index: str, own_id: uuid.UUID | None) -> None:
-    # Unscoped: the same ID number may already be on file in another school; only the fact leaves here.
-    existing = (
-        await session.execute(
-            sa.select(col(Child.id)).where(col(Child.id_number_index) == index), execution_options=UNSCOPED
-        )
-    ).scalar_one_or_none()
+    # SYSTEM: the same ID number may already be on file in another school; only the fact leaves here.
+    async with as_system(session):
+        existing = (
+            await session.execute(sa.select(col(Child.id)).where(col(Child.id_number_index) == index))
+        ).scalar_one_or_none()
     if existing is not None and existing != own_id:
         raise _duplicate()
 
@@ -889,32 +888,32 @@ async def child_history(session: AsyncSession, principal: Principal, *, child_id
     child = await get_child(session, child_id)
     if principal.role == Role.family or not sees_full_detail(principal, child):
         raise Forbidden("无权查看该儿童的档案变更记录 (not your class)", code="detail_forbidden")
-    # Unscoped: the audit log is otherwise readable only by school admins and the bureau; the child was
-    # found in scope and the caller has full detail rights, and only this child's own entries are read.
-    entries = (
-        (
-            await session.execute(
-                select(AuditEntry).where(
-                    AuditEntry.resource_type == "child",
-                    AuditEntry.resource_id == str(child.id),
-                    col(AuditEntry.action).in_(["child.create", "child.update"]),
-                ),
-                execution_options=UNSCOPED,
+    # SYSTEM: the audit log is otherwise readable only by school admins and the bureau, and a change may have
+    # been made by the bureau or by staff of the child's former school; the child was found in scope, the
+    # caller has full detail rights, and only this child's own entries and their authors' names are read.
+    async with as_system(session):
+        entries = (
+            (
+                await session.execute(
+                    select(AuditEntry).where(
+                        AuditEntry.resource_type == "child",
+                        AuditEntry.resource_id == str(child.id),
+                        col(AuditEntry.action).in_(["child.create", "child.update"]),
+                    )
+                )
             )
+            .scalars()
+            .all()
         )
-        .scalars()
-        .all()
-    )
-    events = (await session.execute(select(ChildEvent).where(ChildEvent.child_id == child.id))).scalars().all()
-    actor_ids = {e.account_id for e in entries if e.account_id} | {e.recorded_by_id for e in events if e.recorded_by_id}
-    names: dict[uuid.UUID, str] = {}
-    if actor_ids:
-        # Unscoped: a change may have been made by the bureau or by staff of the child's former school.
-        rows = await session.execute(
-            sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids)),
-            execution_options=UNSCOPED,
-        )
-        names = {account_id: name for account_id, name in rows.all()}
+        events = (await session.execute(select(ChildEvent).where(ChildEvent.child_id == child.id))).scalars().all()
+        actor_ids = {e.account_id for e in entries if e.account_id}
+        actor_ids |= {e.recorded_by_id for e in events if e.recorded_by_id}
+        names: dict[uuid.UUID, str] = {}
+        if actor_ids:
+            rows = await session.execute(
+                sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids))
+            )
+            names = {account_id: name for account_id, name in rows.all()}
     history = [
         HistoryEntry(
             at=_shanghai(e.at),
@@ -959,10 +958,9 @@ async def transfer_child(
     _require_school_admin(principal)
     child = await get_child(session, child_id, for_update=True)
     _require_status(child, ChildStatus.enrolled)
-    # Unscoped: the receiving school is usually outside the sending school's scope; it is named by id.
-    target = (
-        await session.execute(select(School).where(School.id == data.to_school_id), execution_options=UNSCOPED)
-    ).scalar_one_or_none()
+    # SYSTEM: the receiving school is usually outside the sending school's scope; it is named by id.
+    async with as_system(session):
+        target = (await session.execute(select(School).where(School.id == data.to_school_id))).scalar_one_or_none()
     if target is None:
         raise NotFound("转入学校不存在 (receiving school not found)", code="school_not_found")
     if target.id == child.school_id:
@@ -979,11 +977,13 @@ async def transfer_child(
         to_school_id=target.id,
         from_class_id=child.class_id,
     )
-    session.add(event)
-    child.school_id = target.id
-    child.class_id = None
-    child.updated_at = now
-    await session.flush()
+    # SYSTEM: with this write the child leaves the sending school's scope (row security would refuse it).
+    async with as_system(session):
+        session.add(event)
+        child.school_id = target.id
+        child.class_id = None
+        child.updated_at = now
+        await session.flush()
     return event
 
 

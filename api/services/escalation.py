@@ -13,9 +13,8 @@ workers, staff and callbacks cannot deadlock; a lock not granted within ``LOCK_T
 """
 
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,7 +64,7 @@ from api.models.incidents import (
 )
 from api.models.organisations import County, School, Township
 from api.phones import PhoneError, PhoneKind, normalize_phone
-from api.scoping import Principal, get_principal, set_principal
+from api.scoping import Principal
 from api.settings import Settings
 
 WAKE_CHANNEL = "liushou_escalation"
@@ -91,22 +90,6 @@ def step_deadline_minutes(policy: PolicyValues, step_no: int) -> int:
         2: policy.parents_deadline_minutes,
         3: policy.authorities_deadline_minutes,
     }[step_no]
-
-
-@contextmanager
-def acting_as_system(session: AsyncSession) -> Iterator[None]:
-    """Let the chain's own work cross scope, still in the caller's name for the audit log.
-
-    Freezing the chain reads the guardians' family accounts and the county's officials, which a reporting
-    teacher does not see; a family acknowledging touches steps it cannot read. The caller has been
-    authorised for the incident before this is used.
-    """
-    before = get_principal(session)
-    set_principal(session, replace(before, is_system=True))
-    try:
-        yield
-    finally:
-        set_principal(session, before)
 
 
 # ---- the one lock order ---------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.organisations import GRADE_LABELS, School, SchoolClass, class_label
 from api.models.roster import ImportBatch, ImportBatchPublic, RosterImportReport
 from api.phones import PhoneError, normalize_phone
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.identity import ID_NUMBER_CONTEXT, id_number_index, name_keys, reveal_id_number
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -1528,15 +1528,15 @@ async def _indexes_in_other_schools(session: AsyncSession, school_id: uuid.UUID,
     """Which of these ID numbers are on file at another school. The check crosses scope on purpose (a
     child is filed once in the county and beyond) and answers only yes or no, never which school."""
     found: set[str] = set()
-    for start in range(0, len(indexes), 5000):
-        chunk = indexes[start : start + 5000]
-        result = await session.execute(
-            select(Child.id_number_index).where(
-                col(Child.id_number_index).in_(chunk), col(Child.school_id) != school_id
-            ),
-            execution_options={"skip_scope": True},
-        )
-        found.update(value for value in result.scalars() if value is not None)
+    async with as_system(session):  # SYSTEM: the check crosses scope on purpose (above)
+        for start in range(0, len(indexes), 5000):
+            chunk = indexes[start : start + 5000]
+            result = await session.execute(
+                select(Child.id_number_index).where(
+                    col(Child.id_number_index).in_(chunk), col(Child.school_id) != school_id
+                )
+            )
+            found.update(value for value in result.scalars() if value is not None)
     return found
 
 
