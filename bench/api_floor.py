@@ -47,6 +47,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 
 from api.db import make_engine, make_sessionmaker, scoped_session
 from api.demo import DEMO_PASSWORD, seed_demo
@@ -89,6 +90,7 @@ class Outcome:
     cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
     rss_peak_mb: float = 0.0
+    db_cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -96,6 +98,10 @@ class Outcome:
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000
+
+    @property
+    def db_cpu_ms(self) -> float:
+        return self.db_cpu_seconds * 1000 / self.requests if self.requests else float("nan")
 
     @property
     def cpu_ms(self) -> float:
@@ -132,9 +138,31 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def load(port: int, request: Request, *, connections: int, seconds: float, warmup: float, pid: int) -> Outcome:
+def database_cpu(postmaster: int | None) -> float:
+    """User + system CPU seconds so far of PostgreSQL: the postmaster and every process it started."""
+    if postmaster is None:
+        return 0.0
+    total = 0.0
+    try:
+        root = psutil.Process(postmaster)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+    except psutil.NoSuchProcess:
+        return 0.0
+    return total
+
+
+async def load(
+    port: int, request: Request, *, connections: int, seconds: float, warmup: float, pid: int,
+    postmaster: int | None = None,
+) -> Outcome:  # fmt: skip
     """``connections`` keep-alive connections sending ``request`` back to back for ``warmup`` + ``seconds``;
-    what happened in the last ``seconds``, with the CPU and peak RSS of process ``pid`` over them."""
+    what happened in the last ``seconds``, with the CPU and peak RSS of process ``pid`` over them (and the
+    CPU of the PostgreSQL under ``postmaster``, when given and on this machine)."""
     raw = request.raw()
     out = Outcome()
     state = {"recording": False, "running": True}
@@ -172,11 +200,13 @@ async def load(port: int, request: Request, *, connections: int, seconds: float,
     tasks = [asyncio.create_task(connection()) for _ in range(connections)]
     await asyncio.sleep(warmup)
     state["recording"] = True
+    db0 = database_cpu(postmaster)
     cpu0, client0, t0 = process_cpu(pid), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     sampler = asyncio.create_task(sample_rss())
     await asyncio.sleep(seconds)
     state["recording"] = False
     cpu1, client1, t1 = process_cpu(pid), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    db1 = database_cpu(postmaster)
     state["running"] = False
     await sampler
     await asyncio.wait(tasks, timeout=30)
@@ -184,6 +214,7 @@ async def load(port: int, request: Request, *, connections: int, seconds: float,
         task.cancel()
     out.seconds = t1 - t0
     out.cpu_seconds = cpu1 - cpu0
+    out.db_cpu_seconds = db1 - db0
     out.client_cpu_seconds = (client1.ru_utime + client1.ru_stime) - (client0.ru_utime + client0.ru_stime)
     return out
 
@@ -400,7 +431,7 @@ def fmt_row(row: Row, floor: Row | None) -> str:
     return (
         f"| {row.endpoint} | {row.connections} | {row.server} | {o.rate:.0f} | {ratio} | {o.p(0.5):.1f} |"
         f" {o.p(0.99):.1f} | {p99x} | {o.errors}{f' ({statuses})' if statuses else ''} | {o.cpu_ms:.2f} |"
-        f" {o.rss_peak_mb:.0f} |"
+        f" {o.db_cpu_ms:.2f} | {o.rss_peak_mb:.0f} |"
     )
 
 
@@ -434,6 +465,10 @@ async def main() -> None:
     await seed(url)
     conn = await asyncpg.connect(dsn)
     world = await pick(conn)
+    # The PostgreSQL of this run, when it runs on this machine: its CPU per request is measured too.
+    postmaster = None
+    if not os.environ.get("DATABASE_URL"):
+        postmaster = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).ppid()
 
     api_port, floor_port = free_port(), free_port()
     unused = {channel: free_port() for channel in ("sms", "voice", "wechat")}  # nothing is sent: no worker runs
@@ -519,7 +554,13 @@ async def main() -> None:
                 for server, port, pid, request in targets[endpoint]:
                     print(f"{endpoint} · {connections} connections · {server} …", flush=True)
                     outcome = await load(
-                        port, request, connections=connections, seconds=args.seconds, warmup=args.warmup, pid=pid
+                        port,
+                        request,
+                        connections=connections,
+                        seconds=args.seconds,
+                        warmup=args.warmup,
+                        pid=pid,
+                        postmaster=postmaster,
                     )
                     rows.append(Row(endpoint, connections, server, outcome))
                     print(f"  {fmt_row(rows[-1], None)}", flush=True)
@@ -553,11 +594,12 @@ async def main() -> None:
         *([args.note, ""] if args.note else []),
         "`floor + duties` also looks up the login session and account, and writes the audit entry in the read's"
         " transaction, as the service must. `% of floor` is against the bare `floor` row of the same endpoint and"
-        " connections; `p99 ×` likewise. CPU: the server process's CPU time over the measured window ÷ requests.",
+        " connections; `p99 ×` likewise. CPU: the server process's CPU time over the measured window ÷ requests;"
+        " DB CPU: PostgreSQL's (all its processes), likewise.",
         "",
         "| endpoint | connections | server | req/s | % of floor | p50 ms | p99 ms | p99 × floor | errors |"
-        " CPU ms/req | RSS MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " CPU ms/req | DB CPU ms/req | RSS MB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     floors = {(r.endpoint, r.connections): r for r in rows if r.server.startswith("floor") and "duties" not in r.server}
     for r in rows:
