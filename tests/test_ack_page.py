@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api import pages
+from api import ack_links, pages
 from api.db import scoped_session
 from api.models.escalation import (
     AckPage,
@@ -259,7 +259,7 @@ async def test_an_invalid_link_explains_itself_and_gives_the_schools_number_wher
                 created_at=kit.clock.now(),
             )
         )
-    token = messages.ack_token(settings.ack_link_keys, message_id)
+    token = ack_links.ack_token(settings.ack_link_keys, message_id)
     known = await kit.client.get(f"/ack/{token}")
     assert known.status_code == 404
     assert "石桥镇中心小学" in known.text and "tel:07395220000" in known.text
