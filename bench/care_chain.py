@@ -31,6 +31,7 @@ from api.models.accounts import Account, LoginSession, Role
 from api.models.care import CareChainHead, CareKind, CareRecord, CareRecordVersion
 from api.models.children import Child, Sex
 from api.models.organisations import County, School, SchoolClass, Township
+from api.scoping import SYSTEM
 from api.security import issue_access_token
 from api.services.care import chain
 from api.settings import Environment, Settings
@@ -48,7 +49,7 @@ TALK = {
 
 async def seed(app: Any, children: int, records: int) -> dict[str, Any]:
     rng = random.Random(20261124)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # seeding: nobody is signed in
         county = County(name="隆回县", code="430524")
         s.add(county)
         await s.flush()
