@@ -244,10 +244,13 @@ def teacher_children(teacher_id: uuid.UUID) -> Any:
 def cared_children(*where: Any, judged_on: date, with_teacher: bool = True) -> Any:
     """The enrolled left-behind children with what the rule reads (a CTE); ``with_teacher``: also the teacher
     who answers for each (the statistics do without those two look-ups per child)."""
-    last_incident = (
-        sa.select(sa.func.max(shanghai_day(_incident.c.occurred_at)))
-        .where(_incident.c.child_id == Child.id, shanghai_day(_incident.c.occurred_at) <= judged_on)
-        .scalar_subquery()
+    # Each child's latest incident up to the day judged: one aggregate joined by hash (incidents are few), not a
+    # look-up per child.
+    incidents = (
+        sa.select(_incident.c.child_id, sa.func.max(shanghai_day(_incident.c.occurred_at)).label("last_on"))
+        .where(shanghai_day(_incident.c.occurred_at) <= judged_on)
+        .group_by(_incident.c.child_id)
+        .subquery("inc")
     )
     return (
         sa.select(
@@ -256,9 +259,11 @@ def cared_children(*where: Any, judged_on: date, with_teacher: bool = True) -> A
             col(Child.class_id).label("class_id"),
             flagged_expr().label("flagged"),
             shanghai_day(col(Child.created_at)).label("created_on"),
-            last_incident.label("last_incident_on"),
+            incidents.c.last_on.label("last_incident_on"),
             (responsible_teacher_expr() if with_teacher else sa.null().cast(PG_UUID(as_uuid=True))).label("teacher_id"),
         )
+        .select_from(Child)
+        .outerjoin(incidents, incidents.c.child_id == Child.id)
         .where(col(Child.status) == ChildStatus.enrolled, col(Child.is_left_behind), *where)
         # Computed once (each child's incident and teacher look-ups), not once per period it is joined with.
         .cte("kid")
