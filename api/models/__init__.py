@@ -7,3 +7,6 @@ __all__ += ["escalation", "incidents", "notifications"]
 from api.models import roster  # noqa: E402  (花名册 import records)
 
 __all__ += ["roster"]
+from api.models import plan  # noqa: E402  (工作计划, 关爱活动)
+
+__all__ += ["plan"]
