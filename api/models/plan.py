@@ -331,7 +331,8 @@ row_security(
 
 # ---- API schemas -------------------------------------------------------------------------------------
 
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+_MONTH = re.compile(MONTH_PATTERN)
 
 
 def parse_month(value: str) -> date:
@@ -419,7 +420,7 @@ class FulfilledBy(BaseModel):
 
 
 class ItemCreate(FormInput):
-    month: MonthText = PydanticField(description="YYYY-MM", examples=["2026-10"], max_length=7)
+    month: MonthText = PydanticField(description="YYYY-MM", examples=["2026-10"], pattern=MONTH_PATTERN)
     title: str = PydanticField(max_length=128, min_length=1)
     kind: WorkKind
     owner_account_id: uuid.UUID | None = None
@@ -429,7 +430,7 @@ class ItemCreate(FormInput):
 
 
 class ItemUpdate(FormInput):
-    month: MonthText | None = PydanticField(None, description="YYYY-MM", max_length=7)
+    month: MonthText | None = PydanticField(None, description="YYYY-MM", pattern=MONTH_PATTERN)
     title: str | None = PydanticField(None, max_length=128, min_length=1)
     kind: WorkKind | None = None
     owner_account_id: uuid.UUID | None = None

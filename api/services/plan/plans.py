@@ -431,12 +431,15 @@ async def set_progress(
 
     School admins, and the item's owner for their own item. An item fulfilled by an activity changes only
     through the activity (re-link or unlink it there)."""
-    item = await get_item(session, item_id, for_update=True)
+    # Read first (every staff member of the school sees the item), then lock: FOR UPDATE also needs the
+    # update policy, which a teacher who does not own the item lacks — they get 403, not "not found".
+    item = await get_item(session, item_id)
     if principal.role not in ADMINS and item.owner_account_id != principal.account_id:
         raise Forbidden(
             "只有学校管理员或该项目负责人可以登记进度 (only school admins or the item's owner)",
             code="plan_item_not_yours",
         )
+    item = await get_item(session, item_id, for_update=True)
     fulfilled = None
     if data.state == ItemState.done and data.fulfilled_by is not None:
         if principal.role not in ADMINS:
