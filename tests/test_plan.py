@@ -1,8 +1,10 @@
 """工作计划 and 关爱活动 through the API: a plan from the typical plan, its progress across month ends in
 Asia/Shanghai, activities that fulfil its items, 三个优先, a child's activities, scope and audit."""
 
+import asyncio
 from datetime import UTC, date, datetime
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -380,3 +382,40 @@ async def test_every_write_is_audited(client, world, app, system_session):
     dropped = next(e for e in entries if e.action == "care_plan_item.update" and e.resource_id == item["id"])
     assert dropped.changes["state"] == {"old": "planned", "new": "dropped"}
     assert any(e.resource_id == activity["id"] for e in entries if e.action == "activity.create")
+
+
+# ---- races through a real server -----------------------------------------------------------------------
+
+
+async def test_two_activities_racing_for_one_plan_item_one_wins(live_url, client, world, app):
+    kids = await make_children(app, world)
+    plan = await new_plan(client, world)
+    item = item_titled(plan, "开展留守儿童法制教育讲座")
+    url = f"{live_url}/schools/{world['school1']}/activities"
+    headers = world.headers("admin1")
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        answers = await asyncio.gather(
+            *(
+                c.post(url, json=activity_body(kids, plan_item_id=item["id"], title=f"讲座{i}"), headers=headers)
+                for i, c in enumerate((a, b, a, b))
+            )
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201, 409, 409, 409], [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"plan_item_already_fulfilled"}
+    winner = next(r.json() for r in answers if r.status_code == 201)
+    plan = (await client.get(f"/plans/{plan['id']}", headers=headers)).json()
+    assert item_titled(plan, "开展留守儿童法制教育讲座")["fulfilled_by"] == {"kind": "activity", "id": winner["id"]}
+
+
+async def test_two_overlapping_plans_created_at_once_one_is_refused(live_url, client, world):
+    url = f"{live_url}/schools/{world['school1']}/plans"
+    headers = world.headers("admin1")
+    bodies = [{**AUTUMN, "name": f"计划{i}", "template": "autumn_term"} for i in range(3)]
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        answers = await asyncio.gather(
+            *(c.post(url, json=body, headers=headers) for c, body in zip((a, b, a), bodies, strict=True))
+        )
+    assert sorted(r.status_code for r in answers) == [201, 409, 409], [r.text for r in answers]
+    r = await client.get(f"/schools/{world['school1']}/plans", headers=headers)
+    assert len(r.json()) == 1

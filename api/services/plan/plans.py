@@ -484,7 +484,10 @@ async def _fulfilment(
 ) -> tuple[FulfilmentKind, uuid.UUID, date]:
     """The record an item is marked done by: an activity of the same school, not fulfilling another item."""
     assert link.kind == FulfilmentKind.activity
-    activity = await session.get(Activity, link.id)
+    # Locked: two items claiming one activity at once would otherwise both see it free.
+    activity = (
+        await session.execute(select(Activity).where(Activity.id == link.id).with_for_update())
+    ).scalar_one_or_none()
     if activity is None or activity.school_id != item.school_id:
         raise rules.invalid("plan_fulfilment_not_found", "找不到本校的该项活动 (no such activity)", ["fulfilled_by"])
     rules.check_activity_free(activity.plan_item_id, item.id)
