@@ -419,3 +419,45 @@ async def test_two_overlapping_plans_created_at_once_one_is_refused(live_url, cl
     assert sorted(r.status_code for r in answers) == [201, 409, 409], [r.text for r in answers]
     r = await client.get(f"/schools/{world['school1']}/plans", headers=headers)
     assert len(r.json()) == 1
+
+
+async def test_correcting_an_activity_the_list_of_children_and_removing_it(client, world, app, system_session):
+    kids = await make_children(app, world, left_behind=(True, False, True))
+    plan = await new_plan(client, world)
+    item = item_titled(plan, "开展留守儿童法制教育讲座")
+    activity = (await new_activity(client, world, activity_body(kids[:2], plan_item_id=item["id"]))).json()
+    url = f"/activities/{activity['id']}"
+    r = await client.patch(
+        url, json={"child_ids": [kids[1], kids[2]], "held_on": "2026-11-21"}, headers=world.headers("admin1")
+    )
+    assert r.status_code == 200
+    view = r.json()
+    assert sorted(p["child_id"] for p in view["participants"]) == sorted(kids[1:])
+    assert view["children"] == 2 and view["left_behind_children"] == 1 and view["held_on"] == "2026-11-21"
+    r = await client.patch(url, json={"held_on": "2026-11-25"}, headers=world.headers("admin1"))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "activity_in_future"
+    r = await client.patch(url, json={"child_ids": [kids[0], kids[0]]}, headers=world.headers("admin1"))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "activity_duplicate_child"
+    plan_now = (await client.get(f"/plans/{plan['id']}", headers=world.headers("admin1"))).json()
+    assert item_titled(plan_now, "开展留守儿童法制教育讲座")["done_on"] == "2026-11-21"
+    r = await client.get(f"/children/{kids[0]}/activities", headers=world.headers("admin1"))
+    assert r.json()["count"] == 0
+
+    # A plan with work done against it stays; the activity may go, and its item is planned again.
+    r = await client.delete(f"/plans/{plan['id']}", headers=world.headers("admin1"))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "plan_not_deletable"
+    assert (await client.delete(url, headers=world.headers("teacher1"))).status_code == 403
+    assert (await client.delete(url, headers=world.headers("admin1"))).status_code == 204
+    assert (await client.get(url, headers=world.headers("admin1"))).status_code == 404
+    plan_now = (await client.get(f"/plans/{plan['id']}", headers=world.headers("admin1"))).json()
+    assert item_titled(plan_now, "开展留守儿童法制教育讲座")["progress"] == "planned"
+    assert (await client.delete(f"/plans/{plan['id']}", headers=world.headers("admin1"))).status_code == 204
+    assert (await client.get(f"/plans/{plan['id']}", headers=world.headers("admin1"))).status_code == 404
+
+    entries = (await system_session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars().all()
+    removed = next(e for e in entries if e.action == "activity.participants_removed")
+    assert removed.changes == {"child_ids": [kids[0]]}
+    gone = next(e for e in entries if e.action == "activity.removed")
+    assert gone.resource_id == activity["id"] and sorted(gone.changes["child_ids"]) == sorted(kids[1:])
+    assert sum(1 for e in entries if e.action == "care_plan_item.delete") == len(plan["items"])
+    assert any(e.action == "care_plan.delete" and e.resource_id == plan["id"] for e in entries)

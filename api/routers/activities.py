@@ -4,7 +4,7 @@ and 三个优先: the share of activity places that went to left-behind children
 import uuid
 from datetime import date
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import NowDep, Offset, SchoolAdmin, SessionDep, Staff
 from api.errors import error_responses
@@ -72,6 +72,13 @@ async def update_activity(
     and that item is planned again)."""
     await activities.update_activity(session, principal, activity_id=activity_id, data=body, now=now)
     return await activities.activity_view(session, activity_id=activity_id, audit_read=False)
+
+
+@router.delete("/activities/{activity_id}", status_code=204, responses=ERRORS, summary="删除关爱活动")
+async def delete_activity(activity_id: uuid.UUID, principal: SchoolAdmin, session: SessionDep, now: NowDep) -> Response:
+    """An activity entered by mistake; the plan item it fulfilled is planned again. Audited."""
+    await activities.delete_activity(session, principal, activity_id=activity_id, now=now)
+    return Response(status_code=204)
 
 
 @router.get(

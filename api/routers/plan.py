@@ -70,6 +70,13 @@ async def update_plan(
     return await plans.plan_view(session, plan_id, now=now)
 
 
+@router.delete("/plans/{plan_id}", status_code=204, responses=ERRORS, summary="删除工作计划")
+async def delete_plan(plan_id: uuid.UUID, principal: SchoolAdmin, session: SessionDep) -> Response:
+    """Only a plan with no item done (409 ``plan_not_deletable``)."""
+    await plans.delete_plan(session, plan_id=plan_id)
+    return Response(status_code=204)
+
+
 @router.post(
     "/plans/{plan_id}/members",
     response_model=MemberPublic,

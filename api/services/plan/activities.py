@@ -215,10 +215,19 @@ async def update_activity(
         rules.check_no_duplicates(wanted)
         kept = {p.child_id: p for p in current if p.child_id in set(wanted)}
         new = await _children(session, activity.school_id, [c for c in wanted if c not in kept])
-        for p in current:
-            if p.child_id not in kept:
-                await session.delete(p)
+        removed = [p for p in current if p.child_id not in kept]
+        for p in removed:
+            await session.delete(p)
         _add_participants(session, activity, new)
+        if removed:  # a place's delete is audited without its values: say whose
+            audit.record(
+                session,
+                action="activity.participants_removed",
+                resource_type="activity",
+                resource_id=activity.id,
+                school_id=activity.school_id,
+                detail={"child_ids": [str(p.child_id) for p in removed]},
+            )
         current = list(kept.values())
     if "held_on" in fields:
         for p in current:
@@ -234,6 +243,39 @@ async def update_activity(
             item.done_on = activity.held_on
     await _flush(session)
     return activity
+
+
+async def delete_activity(
+    session: AsyncSession, principal: Principal, *, activity_id: uuid.UUID, now: datetime
+) -> None:
+    """An activity entered by mistake goes, with its places; the item it fulfilled is planned again. The
+    audit log keeps what it was."""
+    activity = await get_activity(session, activity_id, for_update=True)
+    await _unlink(session, activity, principal, now)
+    places = (
+        (await session.execute(select(ActivityParticipant).where(ActivityParticipant.activity_id == activity.id)))
+        .scalars()
+        .all()
+    )
+    # The row deletes below are audited without their values; this entry says what went.
+    audit.record(
+        session,
+        action="activity.removed",
+        resource_type="activity",
+        resource_id=activity.id,
+        school_id=activity.school_id,
+        detail={
+            "title": activity.title,
+            "kind": activity.kind.value,
+            "held_on": activity.held_on.isoformat(),
+            "child_ids": [str(p.child_id) for p in places],
+        },
+    )
+    for place in places:
+        await session.delete(place)
+    await session.flush()
+    await session.delete(activity)
+    await session.flush()
 
 
 # ---- reads ----------------------------------------------------------------------------------------------

@@ -317,6 +317,21 @@ async def update_plan(session: AsyncSession, *, plan_id: uuid.UUID, data: PlanUp
     return plan
 
 
+async def delete_plan(session: AsyncSession, *, plan_id: uuid.UUID) -> None:
+    """A plan with nothing done yet goes (one made for the wrong dates), with its group and items, each
+    delete audited; once work is recorded against it, it stays."""
+    plan = await get_plan(session, plan_id, for_update=True)
+    items = await plan_items(session, plan.id)
+    if any(i.state == ItemState.done for i in items):
+        raise Conflict("计划中已有完成的项目，不能删除 (work is recorded against this plan)", code="plan_not_deletable")
+    members = await session.execute(select(CarePlanMember).where(CarePlanMember.plan_id == plan.id))
+    for row in [*items, *members.scalars()]:
+        await session.delete(row)
+    await session.flush()
+    await session.delete(plan)
+    await session.flush()
+
+
 # ---- writes: the 领导小组 ---------------------------------------------------------------------------------
 
 
