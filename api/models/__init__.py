@@ -10,3 +10,7 @@ __all__ += ["roster"]
 from api.models import care  # noqa: E402  (结对帮扶, care records)
 
 __all__ += ["care"]
+
+from api.models import plan  # noqa: E402  (工作计划, 关爱活动)
+
+__all__ += ["plan"]
