@@ -38,6 +38,8 @@ from api.routers import (
     organisations,
     roster,
 )
+from api.routers import activities as care_activities
+from api.routers import plan as care_plan
 from api.security import Passwords
 from api.settings import Settings, get_settings
 from api.text_input import refuse_nul_text
@@ -128,6 +130,8 @@ def create_app(
         app.include_router(module.router)
     for module in (care_rhythm, care_todo, child_timeline):
         app.include_router(module.router)
+    app.include_router(care_plan.router)  # 工作计划
+    app.include_router(care_activities.router)  # 关爱活动
     escalation_worker.install(app)
     home.install(app)
 

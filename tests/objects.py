@@ -210,6 +210,33 @@ async def _care_record(o: Objects) -> str:
     return str((await o.post(f"/children/{o.world['family1_child']}/care-records", "teacher1", body))["id"])
 
 
+async def _plan(o: Objects) -> str:
+    body = {"name": "2026年秋季学期关爱留守儿童工作计划", "starts_on": "2026-09-01", "ends_on": "2027-01-20"}
+    return str((await o.post(f"/schools/{o.world['school1']}/plans", "admin1", body))["id"])
+
+
+async def _plan_member(o: Objects) -> str:
+    body = {"position": "leader", "account_id": str(o.world["admin1"]), "duty": "全面负责"}
+    return str((await o.post(f"/plans/{await o.get('plan_id')}/members", "admin1", body))["id"])
+
+
+async def _plan_item(o: Objects) -> str:
+    body = {"month": "2026-11", "title": "开展留守儿童法制教育讲座", "kind": "activity"}
+    return str((await o.post(f"/plans/{await o.get('plan_id')}/items", "admin1", body))["id"])
+
+
+async def _activity(o: Objects) -> str:
+    body = {
+        "kind": "lecture_law",
+        "title": "法制教育讲座",
+        "held_on": "2026-11-20",
+        "place": "学校多功能室",
+        "organiser": "guan_gong_wei",
+        "child_ids": [str(o.world["family1_child"])],
+    }
+    return str((await o.post(f"/schools/{o.world['school1']}/activities", "admin1", body))["id"])
+
+
 BUILDERS: dict[str, Builder] = {
     "county_id": Builder(Level.county, lambda o: _given(o, "county")),
     "school_id": Builder(Level.school, lambda o: _given(o, "school1")),
@@ -224,6 +251,10 @@ BUILDERS: dict[str, Builder] = {
     "party_id": Builder(Level.child, _party),
     "pairing_id": Builder(Level.child, _pairing),
     "record_id": Builder(Level.child, _care_record),
+    "plan_id": Builder(Level.school, _plan),
+    "plan_member_id": Builder(Level.school, _plan_member),
+    "plan_item_id": Builder(Level.school, _plan_item),
+    "activity_id": Builder(Level.school, _activity),
 }
 
 

@@ -2,7 +2,7 @@
 overdue items already flagged to the leaders
 
 Revision ID: 0012
-Revises: 0011
+Revises: 0013 (0013, the school plan, landed first on main)
 Create Date: 2026-11-30 23:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -13,3 +13,7 @@ __all__ += ["care"]
 from api.models import care_rhythm  # noqa: E402  (the rhythm of care work: rules, term calendar)
 
 __all__ += ["care_rhythm"]
+
+from api.models import plan  # noqa: E402  (工作计划, 关爱活动)
+
+__all__ += ["plan"]
