@@ -26,6 +26,7 @@ from api.routers import (
     children,
     escalation_policy,
     family,
+    family_calls,
     guardians,
     health,
     home,
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(roster.router)
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
+    app.include_router(family_calls.router)
     escalation_worker.install(app)
     home.install(app)
 

@@ -33,6 +33,15 @@ from api.models.escalation import (
     OutboundMessage,
     ReplyCode,
 )
+from api.models.family_calls import (
+    CallLine,
+    CallLineOverride,
+    CallLineWindow,
+    FamilyCall,
+    FamilyCallEvent,
+    FamilyCallSettings,
+    FestivalDay,
+)
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.incidents import Incident, IncidentEvent
 from api.models.organisations import County, School, SchoolClass, TeachingAssignment, Township
@@ -312,6 +321,58 @@ def _duty_contact(p: Principal) -> ColumnElement[bool] | None:
             )
         case _:
             return sa.false()
+
+
+# ---- 亲情电话: lines are school data (families reach them only through their child); calls follow the child ----
+
+
+@scope_rule(CallLine)
+def _call_line(p: Principal) -> ColumnElement[bool] | None:
+    return school_ids_clause(CallLine.school_id, p)
+
+
+def _line_rule(column: Any) -> ScopeRule:
+    def rule(p: Principal) -> ColumnElement[bool] | None:
+        clause = school_ids_clause(CallLine.school_id, p)
+        if clause is None:
+            return None
+        return column.in_(sa.select(col(CallLine.id)).where(clause))
+
+    return rule
+
+
+scope_rule(CallLineWindow)(_line_rule(col(CallLineWindow.line_id)))
+scope_rule(CallLineOverride)(_line_rule(col(CallLineOverride.line_id)))
+
+
+@scope_rule(FamilyCallSettings)
+def _call_settings(p: Principal) -> ColumnElement[bool] | None:
+    return school_ids_clause(FamilyCallSettings.school_id, p)
+
+
+@scope_rule(FestivalDay)
+def _festival_day(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    if p.role in (None, Role.family):
+        return sa.false()
+    return col(FestivalDay.county_id) == p.county_id
+
+
+@scope_rule(FamilyCall)
+def _family_call(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.family:
+        return col(FamilyCall.child_id).in_(visible_child_ids(p))
+    return school_ids_clause(FamilyCall.school_id, p)
+
+
+@scope_rule(FamilyCallEvent)
+def _family_call_event(p: Principal) -> ColumnElement[bool] | None:
+    if p.role == Role.platform_admin:
+        return None
+    clause = _family_call(p)
+    assert clause is not None
+    return col(FamilyCallEvent.call_id).in_(sa.select(col(FamilyCall.id)).where(clause))
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -7,3 +7,6 @@ __all__ += ["escalation", "incidents"]
 from api.models import roster  # noqa: E402  (花名册 import records)
 
 __all__ += ["roster"]
+from api.models import family_calls  # noqa: E402  (亲情电话)
+
+__all__ += ["family_calls"]

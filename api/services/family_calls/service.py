@@ -1,0 +1,1002 @@
+"""The database work of family calls: lines and hours, availability, booking and the call's life.
+
+Booking is one transaction: the idempotency key is claimed, the child's weekly counter raised by one
+conditional upsert (which also queues the same child's other bookings behind this one), then the call is
+inserted on the lowest booth that looks free, each try in a savepoint. The exclusion constraints decide the
+races the reads cannot see: a booth another request took a moment ago answers ``exclusion_violation`` and
+the next booth is tried; none left is ``slot_taken``. A refusal rolls the whole transaction back, quota
+included.
+"""
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from api import audit
+from api.clock import SHANGHAI
+from api.errors import Forbidden, LiushouError, NotFound
+from api.models.accounts import Role
+from api.models.children import Child
+from api.models.family_calls import (
+    LIVE_STATUSES,
+    CallEventKind,
+    CallLine,
+    CallLineCreate,
+    CallLineOverride,
+    CallLinePublic,
+    CallLineUpdate,
+    CallLineWindow,
+    CallSettingsIn,
+    CallSettingsPublic,
+    CallStatus,
+    CancelledBy,
+    FamilyCall,
+    FamilyCallCancel,
+    FamilyCallComplete,
+    FamilyCallCreate,
+    FamilyCallEvent,
+    FamilyCallMissed,
+    FamilyCallPublic,
+    FamilyCallQuota,
+    FamilyCallRequest,
+    FamilyCallReschedule,
+    FamilyCallSettings,
+    FestivalDay,
+    FestivalDayIn,
+    FestivalDayPublic,
+    OverrideIn,
+    OverridePublic,
+    SlotPublic,
+    WeeklyWindowIn,
+    WindowIn,
+)
+from api.models.guardians import ChildGuardian
+from api.models.organisations import School
+from api.scoping import Principal
+from api.services.family_calls import reminders, rules
+from api.services.family_calls.hours import Hours, Window, open_intervals, shanghai_date, week_start
+from api.services.family_calls.slots import Held, LineTimes, free_slots
+
+MAX_RANGE_DAYS = 62
+_NO_SCOPE = {"skip_scope": True}
+
+
+class Refused(LiushouError):
+    """A refusal of :mod:`rules` as an API error (its code, message and status)."""
+
+    def __init__(self, refusal: rules.Refusal) -> None:
+        self.status_code = refusal.status
+        super().__init__(refusal.message, code=refusal.code)
+
+
+# ---- who may do what ----
+
+
+def _manages_school(principal: Principal, school_id: uuid.UUID) -> bool:
+    return principal.role == Role.platform_admin or (
+        principal.role == Role.school_admin and principal.school_id == school_id
+    )
+
+
+def _staff_of_school(principal: Principal, school_id: uuid.UUID) -> bool:
+    return principal.role == Role.platform_admin or (
+        principal.role in (Role.school_admin, Role.teacher) and principal.school_id == school_id
+    )
+
+
+async def _school(session: AsyncSession, school_id: uuid.UUID) -> School:
+    school = await session.get(School, school_id)
+    if school is None:
+        raise NotFound("找不到该学校 (no such school)")
+    return school
+
+
+async def _managed_school(session: AsyncSession, principal: Principal, school_id: uuid.UUID) -> School:
+    school = await _school(session, school_id)
+    if not _manages_school(principal, school_id):
+        raise Forbidden("只有本校管理员可以设置亲情电话 (only the school's admins set up family calls)")
+    return school
+
+
+async def _line(session: AsyncSession, line_id: uuid.UUID) -> CallLine:
+    line = await session.get(CallLine, line_id)
+    if line is None:
+        raise NotFound("找不到该线路 (no such call line)")
+    return line
+
+
+async def _managed_line(session: AsyncSession, principal: Principal, line_id: uuid.UUID) -> CallLine:
+    line = await _line(session, line_id)
+    if not _manages_school(principal, line.school_id):
+        raise Forbidden("只有本校管理员可以设置亲情电话 (only the school's admins set up family calls)")
+    return line
+
+
+async def _child(session: AsyncSession, child_id: uuid.UUID) -> Child:
+    child = await session.get(Child, child_id)
+    if child is None:
+        raise NotFound("找不到该学生 (no such child)")
+    return child
+
+
+# ---- settings, lines and hours ----
+
+
+async def school_settings(session: AsyncSession, school_id: uuid.UUID) -> FamilyCallSettings:
+    found = await session.get(FamilyCallSettings, school_id, execution_options=_NO_SCOPE)
+    return found or FamilyCallSettings(school_id=school_id)
+
+
+def _settings_public(s: FamilyCallSettings) -> CallSettingsPublic:
+    return CallSettingsPublic(
+        school_id=s.school_id,
+        weekly_quota=s.weekly_quota,
+        requires_confirmation=s.requires_confirmation,
+        family_cancel_cutoff_minutes=s.family_cancel_cutoff_minutes,
+        reminder_lead_minutes=list(s.reminder_lead_minutes),
+    )
+
+
+async def get_settings(session: AsyncSession, principal: Principal, *, school_id: uuid.UUID) -> CallSettingsPublic:
+    await _school(session, school_id)
+    return _settings_public(await school_settings(session, school_id))
+
+
+async def put_settings(
+    session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, data: CallSettingsIn, now: datetime
+) -> CallSettingsPublic:
+    """Set a school's quota, confirmation, family cut-off and reminder lead times."""
+    await _managed_school(session, principal, school_id)
+    row = await session.get(FamilyCallSettings, school_id, execution_options=_NO_SCOPE)
+    if row is None:
+        row = FamilyCallSettings(school_id=school_id)
+        session.add(row)
+    row.weekly_quota = data.weekly_quota
+    row.requires_confirmation = data.requires_confirmation
+    row.family_cancel_cutoff_minutes = data.family_cancel_cutoff_minutes
+    row.reminder_lead_minutes = sorted(set(data.reminder_lead_minutes), reverse=True)
+    row.updated_at = now
+    await session.flush()
+    return _settings_public(row)
+
+
+def _hhmm(t: time) -> str:
+    return t.strftime("%H:%M")
+
+
+async def _line_public(session: AsyncSession, lines: Sequence[CallLine]) -> list[CallLinePublic]:
+    ids = [line.id for line in lines]
+    windows: dict[uuid.UUID, list[WeeklyWindowIn]] = defaultdict(list)
+    if ids:
+        rows = await session.execute(
+            select(CallLineWindow)
+            .where(col(CallLineWindow.line_id).in_(ids))
+            .order_by(col(CallLineWindow.weekday), col(CallLineWindow.starts))
+            .execution_options(**_NO_SCOPE)
+        )
+        for w in rows.scalars():
+            windows[w.line_id].append(WeeklyWindowIn(weekday=w.weekday, starts=_hhmm(w.starts), ends=_hhmm(w.ends)))
+    return [
+        CallLinePublic(
+            id=line.id,
+            school_id=line.school_id,
+            name=line.name,
+            kind=line.kind,
+            room=line.room,
+            number=line.number,
+            capacity=line.capacity,
+            slot_minutes=line.slot_minutes,
+            buffer_minutes=line.buffer_minutes,
+            min_notice_minutes=line.min_notice_minutes,
+            horizon_days=line.horizon_days,
+            is_active=line.is_active,
+            windows=windows[line.id],
+        )
+        for line in lines
+    ]
+
+
+def _replace_windows(session: AsyncSession, line_id: uuid.UUID, windows: Sequence[WeeklyWindowIn]) -> None:
+    for w in windows:
+        session.add(
+            CallLineWindow(
+                line_id=line_id, weekday=w.weekday, starts=time.fromisoformat(w.starts), ends=time.fromisoformat(w.ends)
+            )
+        )
+
+
+async def create_line(
+    session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, data: CallLineCreate, now: datetime
+) -> CallLinePublic:
+    """A new family phone or video room with its weekly hours."""
+    await _managed_school(session, principal, school_id)
+    line = CallLine(school_id=school_id, created_at=now, **data.model_dump(exclude={"windows"}))
+    session.add(line)
+    await session.flush()
+    _replace_windows(session, line.id, data.windows)
+    await session.flush()
+    return (await _line_public(session, [line]))[0]
+
+
+async def list_lines(session: AsyncSession, principal: Principal, *, school_id: uuid.UUID) -> list[CallLinePublic]:
+    await _school(session, school_id)
+    lines = (
+        await session.execute(
+            select(CallLine).where(col(CallLine.school_id) == school_id).order_by(col(CallLine.created_at))
+        )
+    ).scalars()
+    return await _line_public(session, list(lines))
+
+
+async def get_line(session: AsyncSession, principal: Principal, *, line_id: uuid.UUID) -> CallLinePublic:
+    return (await _line_public(session, [await _line(session, line_id)]))[0]
+
+
+async def update_line(
+    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, data: CallLineUpdate
+) -> CallLinePublic:
+    """Change a line's settings. A smaller capacity or new slot length leaves booked calls as they are."""
+    line = await _managed_line(session, principal, line_id)
+    for key, value in data.model_dump(exclude_unset=True).items():
+        if value is not None or key == "number":
+            setattr(line, key, value)
+    await session.flush()
+    return (await _line_public(session, [line]))[0]
+
+
+async def set_hours(
+    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, windows: Sequence[WeeklyWindowIn]
+) -> CallLinePublic:
+    """Replace a line's weekly hours (calls already booked stay booked)."""
+    line = await _managed_line(session, principal, line_id)
+    await session.execute(sa.delete(CallLineWindow).where(col(CallLineWindow.line_id) == line_id))
+    _replace_windows(session, line_id, windows)
+    await session.flush()
+    return (await _line_public(session, [line]))[0]
+
+
+def _windows_json(windows: Sequence[WindowIn]) -> list[list[str]]:
+    return [[w.starts, w.ends] for w in windows]
+
+
+def _windows_from_json(raw: Sequence[Sequence[str]]) -> list[WindowIn]:
+    return [WindowIn(starts=s, ends=e) for s, e in raw]
+
+
+async def set_override(
+    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, data: OverrideIn, now: datetime
+) -> list[OverridePublic]:
+    """Replace one date's hours (``[]`` closes the day); ``windows: null`` returns the date to its weekly hours."""
+    await _managed_line(session, principal, line_id)
+    await session.execute(
+        sa.delete(CallLineOverride).where(
+            col(CallLineOverride.line_id) == line_id, col(CallLineOverride.day) == data.day
+        )
+    )
+    if data.windows is not None:
+        session.add(
+            CallLineOverride(
+                line_id=line_id, day=data.day, windows=_windows_json(data.windows), reason=data.reason, created_at=now
+            )
+        )
+    await session.flush()
+    return await list_overrides(session, principal, line_id=line_id, since=shanghai_date(now))
+
+
+async def list_overrides(
+    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, since: date
+) -> list[OverridePublic]:
+    await _line(session, line_id)
+    rows = await session.execute(
+        select(CallLineOverride)
+        .where(col(CallLineOverride.line_id) == line_id, col(CallLineOverride.day) >= since)
+        .order_by(col(CallLineOverride.day))
+        .execution_options(**_NO_SCOPE)
+    )
+    return [OverridePublic(day=o.day, windows=_windows_from_json(o.windows), reason=o.reason) for o in rows.scalars()]
+
+
+def _festival_public(f: FestivalDay) -> FestivalDayPublic:
+    return FestivalDayPublic(
+        id=f.id, county_id=f.county_id, day=f.day, name=f.name, windows=_windows_from_json(f.windows)
+    )
+
+
+async def declare_festival(
+    session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, data: FestivalDayIn, now: datetime
+) -> FestivalDayPublic:
+    """The county bureau opens extra hours on every line of all its schools on one date (declared again: replaced)."""
+    if not (principal.role == Role.platform_admin or principal.county_id == county_id):
+        raise NotFound("找不到该县 (no such county)")
+    insert = pg_insert(FestivalDay).values(
+        id=uuid.uuid4(),
+        county_id=county_id,
+        day=data.day,
+        name=data.name,
+        windows=_windows_json(data.windows),
+        created_at=now,
+    )
+    stmt = insert.on_conflict_do_update(
+        index_elements=["county_id", "day"], set_={"name": insert.excluded.name, "windows": insert.excluded.windows}
+    ).returning(col(FestivalDay.id))
+    festival_id = (await session.execute(stmt)).scalar_one()
+    row = (
+        await session.execute(
+            select(FestivalDay).where(col(FestivalDay.id) == festival_id).execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    return _festival_public(row)
+
+
+async def list_festivals(
+    session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, since: date
+) -> list[FestivalDayPublic]:
+    if not (principal.role == Role.platform_admin or principal.county_id == county_id):
+        raise NotFound("找不到该县 (no such county)")
+    rows = await session.execute(
+        select(FestivalDay)
+        .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day) >= since)
+        .order_by(col(FestivalDay.day))
+    )
+    return [_festival_public(f) for f in rows.scalars()]
+
+
+# ---- availability ----
+
+
+def _times(line: CallLine) -> LineTimes:
+    return LineTimes(
+        slot_minutes=line.slot_minutes,
+        buffer_minutes=line.buffer_minutes,
+        capacity=line.capacity,
+        min_notice_minutes=line.min_notice_minutes,
+        horizon_days=line.horizon_days,
+    )
+
+
+def _windows(raw: Sequence[Sequence[str]]) -> list[Window]:
+    return [Window.parse(s, e) for s, e in raw]
+
+
+async def load_hours(
+    session: AsyncSession, lines: Sequence[CallLine], county_id: uuid.UUID, first: date, last: date
+) -> dict[uuid.UUID, Hours]:
+    """The hours of each line for the dates ``first``..``last``: three queries whatever the number of lines."""
+    ids = [line.id for line in lines]
+    weekly: dict[uuid.UUID, dict[int, list[Window]]] = {i: defaultdict(list) for i in ids}
+    overrides: dict[uuid.UUID, dict[date, list[Window]]] = {i: {} for i in ids}
+    window_rows = await session.execute(
+        sa.select(
+            col(CallLineWindow.line_id),
+            col(CallLineWindow.weekday),
+            col(CallLineWindow.starts),
+            col(CallLineWindow.ends),
+        ).where(col(CallLineWindow.line_id).in_(ids))
+    )
+    for line_id, weekday, starts, ends in window_rows:
+        weekly[line_id][weekday].append(Window(starts, ends))
+    override_rows = await session.execute(
+        sa.select(col(CallLineOverride.line_id), col(CallLineOverride.day), col(CallLineOverride.windows)).where(
+            col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last)
+        )
+    )
+    for line_id, day, windows in override_rows:
+        overrides[line_id][day] = _windows(windows)
+    festival_rows = await session.execute(
+        sa.select(col(FestivalDay.day), col(FestivalDay.windows)).where(
+            col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last)
+        )
+    )
+    festivals = {day: _windows(windows) for day, windows in festival_rows}
+    return {i: Hours(weekly=weekly[i], overrides=overrides[i], festivals=festivals) for i in ids}
+
+
+async def _held(
+    session: AsyncSession, line_ids: Sequence[uuid.UUID], since: datetime, until: datetime
+) -> dict[uuid.UUID, list[Held]]:
+    rows = await session.execute(
+        sa.select(
+            col(FamilyCall.line_id), col(FamilyCall.starts_at), col(FamilyCall.blocked_until), col(FamilyCall.booth)
+        )
+        .where(
+            col(FamilyCall.line_id).in_(line_ids),
+            col(FamilyCall.status).in_(LIVE_STATUSES),
+            col(FamilyCall.starts_at) < until,
+            col(FamilyCall.blocked_until) > since,
+        )
+        .execution_options(**_NO_SCOPE)
+    )
+    held: dict[uuid.UUID, list[Held]] = defaultdict(list)
+    for line_id, starts_at, blocked_until, booth in rows:
+        held[line_id].append(Held(starts_at, blocked_until, booth))
+    return held
+
+
+def _check_range(first: date, last: date) -> None:
+    if last < first or (last - first).days >= MAX_RANGE_DAYS:
+        raise rules_error(
+            rules.Refusal("bad_range", f"日期范围须在 {MAX_RANGE_DAYS} 天以内 (a range of 1–62 days)", 422)
+        )
+
+
+def rules_error(refusal: rules.Refusal) -> Refused:
+    return Refused(refusal)
+
+
+async def _slots(
+    session: AsyncSession, lines: Sequence[CallLine], county_id: uuid.UUID, first: date, last: date, now: datetime
+) -> list[SlotPublic]:
+    _check_range(first, last)
+    lines = [line for line in lines if line.is_active]
+    if not lines:
+        return []
+    # The day before too: a window that starts then may run past midnight into the range.
+    hours = await load_hours(session, lines, county_id, first - timedelta(days=1), last)
+    since = datetime.combine(first, time(0), SHANGHAI).astimezone(UTC)
+    until = datetime.combine(last + timedelta(days=1), time(0), SHANGHAI).astimezone(UTC)
+    held = await _held(session, [line.id for line in lines], since - timedelta(days=1), until + timedelta(days=1))
+    out: list[SlotPublic] = []
+    for line in lines:
+        intervals = open_intervals(hours[line.id], first - timedelta(days=1), last)
+        for slot in free_slots(intervals, held[line.id], _times(line), now=now, since=since, until=until):
+            out.append(SlotPublic(line_id=line.id, starts_at=slot.starts_at, ends_at=slot.ends_at, free=slot.free))
+    out.sort(key=lambda s: (s.starts_at, str(s.line_id)))
+    return out
+
+
+async def line_slots(
+    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, first: date, last: date, now: datetime
+) -> list[SlotPublic]:
+    """The free slots of one line over the dates ``first``..``last`` (Asia/Shanghai)."""
+    line = await _line(session, line_id)
+    school = await _school(session, line.school_id)
+    return await _slots(session, [line], school.county_id, first, last, now)
+
+
+async def _school_lines(session: AsyncSession, school_id: uuid.UUID) -> list[CallLine]:
+    rows = await session.execute(
+        select(CallLine)
+        .where(col(CallLine.school_id) == school_id)
+        .order_by(col(CallLine.created_at))
+        .execution_options(**_NO_SCOPE)
+    )
+    return list(rows.scalars())
+
+
+async def school_slots(
+    session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, first: date, last: date, now: datetime
+) -> list[SlotPublic]:
+    """The free slots of every line of a school."""
+    school = await _school(session, school_id)
+    return await _slots(session, await _school_lines(session, school_id), school.county_id, first, last, now)
+
+
+async def child_availability(
+    session: AsyncSession, principal: Principal, *, child_id: uuid.UUID, first: date, last: date, now: datetime
+) -> tuple[list[CallLinePublic], list[SlotPublic]]:
+    """What the child's family can book: the lines of the child's school and their free slots. The child is
+    found through the caller's scope (a family sees only its own children)."""
+    child = await _child(session, child_id)
+    school = await session.get(School, child.school_id, execution_options=_NO_SCOPE)
+    assert school is not None
+    lines = [line for line in await _school_lines(session, child.school_id) if line.is_active]
+    slots = await _slots(session, lines, school.county_id, first, last, now)
+    return await _line_public(session, lines), slots
+
+
+# ---- booking ----
+
+
+def _constraint_of(exc: BaseException) -> str | None:
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return None
+        name = getattr(current, "constraint_name", None)
+        if name:
+            return str(name)
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
+
+
+def _body_hash(data: FamilyCallCreate) -> str:
+    canonical = {
+        "child_id": str(data.child_id),
+        "line_id": str(data.line_id),
+        "starts_at": data.starts_at.astimezone(UTC).isoformat(),
+        "guardian_id": str(data.guardian_id) if data.guardian_id else None,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+async def _booker_guardian(
+    session: AsyncSession, principal: Principal, child: Child, guardian_id: uuid.UUID | None
+) -> uuid.UUID | None:
+    """Who will call. A family books for itself (one of its guardian records linked to the child); staff of
+    the child's school book on a family's behalf and may name the guardian who will call."""
+    links = (
+        await session.execute(
+            sa.select(col(ChildGuardian.guardian_id))
+            .where(col(ChildGuardian.child_id) == child.id, col(ChildGuardian.is_active))
+            .execution_options(**_NO_SCOPE)
+        )
+    ).scalars()
+    linked = set(links)
+    if principal.role == Role.family:
+        mine = linked & set(principal.guardian_ids)
+        if not mine or (guardian_id is not None and guardian_id not in mine):
+            raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
+        return guardian_id or min(mine)
+    if not _staff_of_school(principal, child.school_id):
+        raise Forbidden("只有本校教师可以代家长预约 (only the child's school can book for a family)")
+    if guardian_id is not None and guardian_id not in linked:
+        raise Refused(rules.GUARDIAN_NOT_LINKED)
+    return guardian_id
+
+
+async def _child_for_booking(session: AsyncSession, principal: Principal, child_id: uuid.UUID) -> Child:
+    child = await session.get(Child, child_id)
+    if child is None:
+        # A family asking for a child it is not linked to is told so (it sees no other child at all).
+        if principal.role == Role.family:
+            raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
+        raise NotFound("找不到该学生 (no such child)")
+    return child
+
+
+async def _take_quota(session: AsyncSession, child_id: uuid.UUID, week: date, limit: int) -> None:
+    """One more call this week for the child, if the limit allows: one statement, so concurrent bookings
+    queue on the counter row and can never pass the limit together."""
+    stmt = (
+        pg_insert(FamilyCallQuota)
+        .values(child_id=child_id, week_start=week, count=1)
+        .on_conflict_do_update(
+            index_elements=["child_id", "week_start"],
+            set_={"count": FamilyCallQuota.count + 1},
+            where=col(FamilyCallQuota.count) < limit,
+        )
+        .returning(col(FamilyCallQuota.count))
+    )
+    if (await session.execute(stmt)).scalar_one_or_none() is None:
+        raise Refused(rules.QUOTA_REACHED)
+
+
+async def _release_quota(session: AsyncSession, child_id: uuid.UUID, week: date) -> None:
+    await session.execute(
+        sa.update(FamilyCallQuota)
+        .where(col(FamilyCallQuota.child_id) == child_id, col(FamilyCallQuota.week_start) == week)
+        .where(col(FamilyCallQuota.count) > 0)
+        .values(count=FamilyCallQuota.count - 1)
+        .execution_options(**_NO_SCOPE)
+    )
+
+
+def _account(principal: Principal) -> uuid.UUID:
+    if principal.account_id is None:
+        raise Forbidden("需要登录账号 (an account is needed)")
+    return principal.account_id
+
+
+def _event(
+    session: AsyncSession, call_id: uuid.UUID, kind: CallEventKind, principal: Principal, now: datetime, **detail: Any
+) -> None:
+    session.add(FamilyCallEvent(call_id=call_id, kind=kind, at=now, account_id=principal.account_id, detail=detail))
+
+
+async def _place(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    child: Child,
+    line: CallLine,
+    starts_at: datetime,
+    guardian_id: uuid.UUID | None,
+    now: datetime,
+    rescheduled_from: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Check the rules, take the quota and a booth, write the call and its first event; the new call's id."""
+    if line.school_id != child.school_id:
+        raise NotFound("找不到该线路 (no such call line at the child's school)")
+    starts_at = starts_at.astimezone(UTC)
+    school = await session.get(School, line.school_id, execution_options=_NO_SCOPE)
+    assert school is not None
+    day = shanghai_date(starts_at)
+    hours = await load_hours(session, [line], school.county_id, day - timedelta(days=1), day)
+    intervals = open_intervals(hours[line.id], day - timedelta(days=1), day)
+    if refusal := rules.booking_refusal(starts_at, intervals, _times(line), now=now, is_active=line.is_active):
+        raise Refused(refusal)
+    settings = await school_settings(session, line.school_id)
+    await _take_quota(session, child.id, week_start(starts_at), settings.weekly_quota)
+    ends_at = starts_at + timedelta(minutes=line.slot_minutes)
+    blocked_until = ends_at + timedelta(minutes=line.buffer_minutes)
+    # The counter row lock queues this child's bookings, so this read sees the child's committed calls.
+    busy = await session.execute(
+        sa.select(sa.literal(1))
+        .where(
+            col(FamilyCall.child_id) == child.id,
+            col(FamilyCall.status).in_(LIVE_STATUSES),
+            col(FamilyCall.starts_at) < ends_at,
+            col(FamilyCall.ends_at) > starts_at,
+        )
+        .limit(1)
+        .execution_options(**_NO_SCOPE)
+    )
+    if busy.first() is not None:
+        raise Refused(rules.CHILD_BUSY)
+    taken = set(
+        (
+            await session.execute(
+                sa.select(col(FamilyCall.booth))
+                .where(
+                    col(FamilyCall.line_id) == line.id,
+                    col(FamilyCall.status).in_(LIVE_STATUSES),
+                    col(FamilyCall.starts_at) < blocked_until,
+                    col(FamilyCall.blocked_until) > starts_at,
+                )
+                .execution_options(**_NO_SCOPE)
+            )
+        ).scalars()
+    )
+    # Booths that look free first (lowest first), then the others: a call that was live a moment ago may have
+    # been cancelled since; the constraint is the judge either way.
+    order = [b for b in range(1, line.capacity + 1) if b not in taken] + sorted(b for b in taken if b <= line.capacity)
+    for booth in order:
+        call_id = uuid.uuid4()
+        try:
+            async with session.begin_nested():
+                session.add(
+                    FamilyCall(
+                        id=call_id,
+                        line_id=line.id,
+                        school_id=line.school_id,
+                        child_id=child.id,
+                        guardian_id=guardian_id,
+                        booked_by=_account(principal),
+                        booth=booth,
+                        starts_at=starts_at,
+                        ends_at=ends_at,
+                        blocked_until=blocked_until,
+                        status=CallStatus.booked,
+                        rescheduled_from=rescheduled_from,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await session.flush()
+        except sa_exc.IntegrityError as exc:
+            constraint = _constraint_of(exc)
+            if constraint == "ex_family_call_booth":
+                continue
+            if constraint == "ex_family_call_child":
+                raise Refused(rules.CHILD_BUSY) from None
+            raise
+        _event(session, call_id, CallEventKind.booked, principal, now, booth=booth)
+        await reminders.plan(session, call_id=call_id, starts_at=starts_at, settings=settings, now=now)
+        return call_id
+    raise Refused(rules.SLOT_TAKEN)
+
+
+async def book(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    data: FamilyCallCreate,
+    idempotency_key: str | None,
+    now: datetime,
+) -> tuple[FamilyCallPublic, bool]:
+    """Book a call; ``(call, replayed)``. With an ``Idempotency-Key`` the same key and body from the same
+    account answer the call first booked (``replayed``), a different body ``idempotency_key_reused``.
+    A refused booking is not remembered: its retry is decided afresh."""
+    if idempotency_key is not None and principal.account_id is not None:
+        body_hash = _body_hash(data)
+        claimed = (
+            await session.execute(
+                pg_insert(FamilyCallRequest)
+                .values(account_id=principal.account_id, key=idempotency_key, body_hash=body_hash, created_at=now)
+                .on_conflict_do_nothing()
+                .returning(col(FamilyCallRequest.key))
+            )
+        ).first()
+        if claimed is None:
+            earlier = (
+                await session.execute(
+                    sa.select(col(FamilyCallRequest.body_hash), col(FamilyCallRequest.call_id)).where(
+                        col(FamilyCallRequest.account_id) == principal.account_id,
+                        col(FamilyCallRequest.key) == idempotency_key,
+                    )
+                )
+            ).one()
+            if earlier.body_hash != body_hash:
+                raise Refused(rules.IDEMPOTENCY_KEY_REUSED)
+            return await call_public(session, earlier.call_id), True
+    child = await _child_for_booking(session, principal, data.child_id)
+    guardian_id = await _booker_guardian(session, principal, child, data.guardian_id)
+    line = await session.get(CallLine, data.line_id, execution_options=_NO_SCOPE)
+    if line is None:
+        raise NotFound("找不到该线路 (no such call line)")
+    call_id = await _place(
+        session, principal, child=child, line=line, starts_at=data.starts_at, guardian_id=guardian_id, now=now
+    )
+    if idempotency_key is not None and principal.account_id is not None:
+        await session.execute(
+            sa.update(FamilyCallRequest)
+            .where(
+                col(FamilyCallRequest.account_id) == principal.account_id,
+                col(FamilyCallRequest.key) == idempotency_key,
+            )
+            .values(call_id=call_id)
+        )
+    return await call_public(session, call_id), False
+
+
+# ---- reading one call ----
+
+
+async def call_public(session: AsyncSession, call_id: uuid.UUID, *, with_events: bool = True) -> FamilyCallPublic:
+    found = await calls_public(session, [call_id], with_events=with_events)
+    if not found:
+        raise NotFound("找不到该通话预约 (no such call)")
+    return found[0]
+
+
+async def calls_public(
+    session: AsyncSession, call_ids: Sequence[uuid.UUID], *, with_events: bool = False
+) -> list[FamilyCallPublic]:
+    """The calls (already found in the caller's scope) with their line, child's name and, if asked, events."""
+    if not call_ids:
+        return []
+    newer = sa.orm.aliased(FamilyCall)
+    rows = (
+        await session.execute(
+            sa.select(
+                FamilyCall, col(CallLine.name), col(CallLine.room), col(CallLine.number), col(Child.name), newer.id
+            )  # type: ignore[call-overload]
+            .join(CallLine, col(CallLine.id) == FamilyCall.line_id)
+            .join(Child, col(Child.id) == FamilyCall.child_id)
+            .outerjoin(newer, newer.rescheduled_from == FamilyCall.id)
+            .where(col(FamilyCall.id).in_(call_ids))
+            .order_by(col(FamilyCall.starts_at))
+            .execution_options(**_NO_SCOPE)
+        )
+    ).all()
+    events: dict[uuid.UUID, list[Any]] = defaultdict(list)
+    if with_events:
+        for e in (
+            await session.execute(
+                select(FamilyCallEvent)
+                .where(col(FamilyCallEvent.call_id).in_(call_ids))
+                .order_by(col(FamilyCallEvent.at), col(FamilyCallEvent.id))
+                .execution_options(**_NO_SCOPE)
+            )
+        ).scalars():
+            events[e.call_id].append({"kind": e.kind, "at": e.at, "account_id": e.account_id, "detail": e.detail})
+    return [
+        FamilyCallPublic(
+            id=call.id,
+            line_id=call.line_id,
+            line_name=line_name,
+            room=room,
+            number=number,
+            school_id=call.school_id,
+            child_id=call.child_id,
+            child_name=child_name,
+            guardian_id=call.guardian_id,
+            booth=call.booth,
+            starts_at=call.starts_at,
+            ends_at=call.ends_at,
+            status=call.status,
+            rescheduled_from=call.rescheduled_from,
+            rescheduled_to=newer_id,
+            duration_minutes=call.duration_minutes,
+            note=call.note,
+            brought_by=call.brought_by,
+            missed_by=call.missed_by,
+            cancelled_by=call.cancelled_by,
+            cancel_reason=call.cancel_reason,
+            created_at=call.created_at,
+            events=events[call.id],
+        )
+        for call, line_name, room, number, child_name, newer_id in rows
+    ]
+
+
+async def _call(session: AsyncSession, call_id: uuid.UUID, *, lock: bool = False) -> FamilyCall:
+    stmt = select(FamilyCall).where(col(FamilyCall.id) == call_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    call = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+    if call is None:
+        raise NotFound("找不到该通话预约 (no such call)")
+    return call
+
+
+async def get_call(session: AsyncSession, principal: Principal, *, call_id: uuid.UUID) -> FamilyCallPublic:
+    call = await _call(session, call_id)
+    audit.record(
+        session,
+        action="family_call.read",
+        resource_type="family_call",
+        resource_id=call.id,
+        school_id=call.school_id,
+        detail={"child_id": str(call.child_id)},
+    )
+    return await call_public(session, call.id)
+
+
+# ---- the call's life ----
+
+
+async def _staff_call(session: AsyncSession, principal: Principal, call_id: uuid.UUID) -> FamilyCall:
+    call = await _call(session, call_id, lock=True)
+    if not _staff_of_school(principal, call.school_id):
+        raise Forbidden("只有本校教师可以处理通话 (only the school's staff do this)")
+    return call
+
+
+def _check(refusal: rules.Refusal | None) -> None:
+    if refusal is not None:
+        raise Refused(refusal)
+
+
+async def confirm(
+    session: AsyncSession, principal: Principal, *, call_id: uuid.UUID, now: datetime
+) -> FamilyCallPublic:
+    """The school confirms a booking (schools that ask for confirmation)."""
+    call = await _staff_call(session, principal, call_id)
+    settings = await school_settings(session, call.school_id)
+    _check(
+        rules.step_refusal(
+            "confirm",
+            call.status,
+            now=now,
+            starts_at=call.starts_at,
+            requires_confirmation=settings.requires_confirmation,
+        )
+    )
+    call.status, call.updated_at = CallStatus.confirmed, now
+    _event(session, call.id, CallEventKind.confirmed, principal, now)
+    await session.flush()
+    return await call_public(session, call.id)
+
+
+async def complete(
+    session: AsyncSession, principal: Principal, *, call_id: uuid.UUID, data: FamilyCallComplete, now: datetime
+) -> FamilyCallPublic:
+    """The call took place: how long, a short note, who brought the child."""
+    call = await _staff_call(session, principal, call_id)
+    _check(rules.step_refusal("complete", call.status, now=now, starts_at=call.starts_at))
+    call.status, call.updated_at = CallStatus.completed, now
+    call.duration_minutes, call.note, call.brought_by = data.duration_minutes, data.note, data.brought_by
+    _event(session, call.id, CallEventKind.completed, principal, now, duration_minutes=data.duration_minutes)
+    await session.flush()
+    return await call_public(session, call.id)
+
+
+async def miss(
+    session: AsyncSession, principal: Principal, *, call_id: uuid.UUID, data: FamilyCallMissed, now: datetime
+) -> FamilyCallPublic:
+    """The call did not happen: the family did not call, the child did not come, or the line failed."""
+    call = await _staff_call(session, principal, call_id)
+    _check(rules.step_refusal("miss", call.status, now=now, starts_at=call.starts_at))
+    call.status, call.updated_at = CallStatus.missed, now
+    call.missed_by, call.note = data.missed_by, data.note
+    _event(session, call.id, CallEventKind.missed, principal, now, missed_by=data.missed_by.value)
+    await session.flush()
+    return await call_public(session, call.id)
+
+
+async def _actor(session: AsyncSession, principal: Principal, call: FamilyCall) -> CancelledBy:
+    """A family acts on its own calls only; staff of the call's school act for the school."""
+    if principal.role == Role.family:
+        linked = (
+            await session.execute(
+                sa.select(sa.literal(1))
+                .where(
+                    col(ChildGuardian.child_id) == call.child_id,
+                    col(ChildGuardian.is_active),
+                    col(ChildGuardian.guardian_id).in_(principal.guardian_ids),
+                )
+                .execution_options(**_NO_SCOPE)
+            )
+        ).first()
+        if linked is None:
+            raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
+        return CancelledBy.family
+    if not _staff_of_school(principal, call.school_id):
+        raise Forbidden("只有本校教师可以处理通话 (only the school's staff do this)")
+    return CancelledBy.school
+
+
+async def cancel(
+    session: AsyncSession, principal: Principal, *, call_id: uuid.UUID, data: FamilyCallCancel, now: datetime
+) -> FamilyCallPublic:
+    """A family cancels up to the school's cut-off; the school at any time with a reason, and the family is
+    told at once. The week's quota is given back."""
+    call = await _call(session, call_id, lock=True)
+    by = await _actor(session, principal, call)
+    settings = await school_settings(session, call.school_id)
+    _check(
+        rules.step_refusal(
+            "cancel",
+            call.status,
+            now=now,
+            starts_at=call.starts_at,
+            by_family=by == CancelledBy.family,
+            cutoff_minutes=settings.family_cancel_cutoff_minutes,
+            reason=data.reason,
+        )
+    )
+    await _cancel(session, principal, call, by=by, reason=data.reason, now=now)
+    if by == CancelledBy.school:
+        await reminders.tell_cancelled(session, call_id=call.id, now=now)
+    await session.flush()
+    return await call_public(session, call.id)
+
+
+async def _cancel(
+    session: AsyncSession,
+    principal: Principal,
+    call: FamilyCall,
+    *,
+    by: CancelledBy,
+    reason: str | None,
+    now: datetime,
+    event: bool = True,
+) -> None:
+    call.status, call.updated_at = CallStatus.cancelled, now
+    call.cancelled_by, call.cancel_reason = by, reason
+    # Flushed now: the booth and the child's time are free for a new booking in this same transaction.
+    await session.flush()
+    await _release_quota(session, call.child_id, week_start(call.starts_at))
+    if event:
+        _event(session, call.id, CallEventKind.cancelled, principal, now, by=by.value, reason=reason)
+    await reminders.drop_pending(session, call_id=call.id, now=now)
+
+
+async def reschedule(
+    session: AsyncSession, principal: Principal, *, call_id: uuid.UUID, data: FamilyCallReschedule, now: datetime
+) -> FamilyCallPublic:
+    """Move a call: the old one is closed as rescheduled and a new call, linked to it, is booked under the
+    same rules (a family up to the cut-off). If the new time is refused, nothing changes."""
+    call = await _call(session, call_id, lock=True)
+    by = await _actor(session, principal, call)
+    settings = await school_settings(session, call.school_id)
+    _check(
+        rules.step_refusal(
+            "reschedule",
+            call.status,
+            now=now,
+            starts_at=call.starts_at,
+            by_family=by == CancelledBy.family,
+            cutoff_minutes=settings.family_cancel_cutoff_minutes,
+        )
+    )
+    line = await session.get(CallLine, data.line_id or call.line_id, execution_options=_NO_SCOPE)
+    if line is None:
+        raise NotFound("找不到该线路 (no such call line)")
+    child = await session.get(Child, call.child_id, execution_options=_NO_SCOPE)
+    assert child is not None
+    old_id, guardian_id = call.id, call.guardian_id
+    await _cancel(session, principal, call, by=by, reason="改期 (rescheduled)", now=now, event=False)
+    new_id = await _place(
+        session,
+        principal,
+        child=child,
+        line=line,
+        starts_at=data.starts_at,
+        guardian_id=guardian_id,
+        now=now,
+        rescheduled_from=old_id,
+    )
+    _event(session, old_id, CallEventKind.rescheduled, principal, now, by=by.value, new_call_id=str(new_id))
+    return await call_public(session, new_id)
