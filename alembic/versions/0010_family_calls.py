@@ -181,6 +181,7 @@ def upgrade() -> None:
     op.create_table(
         "family_call_event",
         sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("call_id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),

@@ -197,6 +197,8 @@ class FamilyCallEvent(SQLModel, table=True):
     __tablename__ = "family_call_event"
 
     id: uuid.UUID = id_field()
+    # Written order: events of one transaction share their time.
+    seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), nullable=False))
     call_id: uuid.UUID = fk_field("family_call.id")
     kind: CallEventKind = Field(sa_type=enum_type(CallEventKind, 16))
     at: datetime = timestamp_field()

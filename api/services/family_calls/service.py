@@ -371,7 +371,8 @@ def _windows(raw: Sequence[Sequence[str]]) -> list[Window]:
 async def load_hours(
     session: AsyncSession, lines: Sequence[CallLine], county_id: uuid.UUID, first: date, last: date
 ) -> dict[uuid.UUID, Hours]:
-    """The hours of each line for the dates ``first``..``last``: three queries whatever the number of lines."""
+    """The hours of each line for the dates ``first``..``last``: three queries whatever the number of lines.
+    Unscoped: the caller has found the lines (a family reaches them through its child)."""
     ids = [line.id for line in lines]
     weekly: dict[uuid.UUID, dict[int, list[Window]]] = {i: defaultdict(list) for i in ids}
     overrides: dict[uuid.UUID, dict[date, list[Window]]] = {i: {} for i in ids}
@@ -381,21 +382,23 @@ async def load_hours(
             col(CallLineWindow.weekday),
             col(CallLineWindow.starts),
             col(CallLineWindow.ends),
-        ).where(col(CallLineWindow.line_id).in_(ids))
+        )
+        .where(col(CallLineWindow.line_id).in_(ids))
+        .execution_options(**_NO_SCOPE)
     )
     for line_id, weekday, starts, ends in window_rows:
         weekly[line_id][weekday].append(Window(starts, ends))
     override_rows = await session.execute(
-        sa.select(col(CallLineOverride.line_id), col(CallLineOverride.day), col(CallLineOverride.windows)).where(
-            col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last)
-        )
+        sa.select(col(CallLineOverride.line_id), col(CallLineOverride.day), col(CallLineOverride.windows))
+        .where(col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last))
+        .execution_options(**_NO_SCOPE)
     )
     for line_id, day, windows in override_rows:
         overrides[line_id][day] = _windows(windows)
     festival_rows = await session.execute(
-        sa.select(col(FestivalDay.day), col(FestivalDay.windows)).where(
-            col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last)
-        )
+        sa.select(col(FestivalDay.day), col(FestivalDay.windows))
+        .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last))
+        .execution_options(**_NO_SCOPE)
     )
     festivals = {day: _windows(windows) for day, windows in festival_rows}
     return {i: Hours(weekly=weekly[i], overrides=overrides[i], festivals=festivals) for i in ids}
@@ -775,7 +778,7 @@ async def calls_public(
             await session.execute(
                 select(FamilyCallEvent)
                 .where(col(FamilyCallEvent.call_id).in_(call_ids))
-                .order_by(col(FamilyCallEvent.at), col(FamilyCallEvent.id))
+                .order_by(col(FamilyCallEvent.seq))
                 .execution_options(**_NO_SCOPE)
             )
         ).scalars():

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -151,7 +152,7 @@ async def last_completed_calls(session: AsyncSession, child_ids: Sequence[uuid.U
         sa.select(
             col(FamilyCall.child_id), col(FamilyCall.id), col(FamilyCall.starts_at), col(FamilyCall.duration_minutes)
         )
-        .distinct(col(FamilyCall.child_id))
+        .ext(distinct_on(col(FamilyCall.child_id)))
         .where(col(FamilyCall.child_id).in_(child_ids), col(FamilyCall.status) == CallStatus.completed)
         .order_by(col(FamilyCall.child_id), col(FamilyCall.starts_at).desc())
         .execution_options(skip_scope=True)
