@@ -61,7 +61,7 @@ from api.models.family_calls import (
     WindowIn,
 )
 from api.models.guardians import ChildGuardian
-from api.models.organisations import School
+from api.models.organisations import County, School
 from api.scoping import Principal
 from api.services.family_calls import reminders, rules
 from api.services.family_calls.hours import Hours, Window, open_intervals, shanghai_date, week_start
@@ -106,6 +106,14 @@ async def _managed_school(session: AsyncSession, principal: Principal, school_id
     if not _manages_school(principal, school_id):
         raise Forbidden("只有本校管理员可以设置亲情电话 (only the school's admins set up family calls)")
     return school
+
+
+async def _county(session: AsyncSession, county_id: uuid.UUID) -> County:
+    """The county, if in the caller's scope (staff of the county, its bureau, the platform)."""
+    county = await session.get(County, county_id)
+    if county is None:
+        raise NotFound("找不到该县 (no such county)")
+    return county
 
 
 async def _line(session: AsyncSession, line_id: uuid.UUID) -> CallLine:
@@ -316,8 +324,7 @@ async def declare_festival(
     session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, data: FestivalDayIn, now: datetime
 ) -> FestivalDayPublic:
     """The county bureau opens extra hours on every line of all its schools on one date (declared again: replaced)."""
-    if not (principal.role == Role.platform_admin or principal.county_id == county_id):
-        raise NotFound("找不到该县 (no such county)")
+    await _county(session, county_id)
     insert = pg_insert(FestivalDay).values(
         id=uuid.uuid4(),
         county_id=county_id,
@@ -341,8 +348,7 @@ async def declare_festival(
 async def list_festivals(
     session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, since: date
 ) -> list[FestivalDayPublic]:
-    if not (principal.role == Role.platform_admin or principal.county_id == county_id):
-        raise NotFound("找不到该县 (no such county)")
+    await _county(session, county_id)
     rows = await session.execute(
         select(FestivalDay)
         .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day) >= since)
