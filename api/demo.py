@@ -54,6 +54,15 @@ async def _seed_emergencies(session: AsyncSession, ctx: DemoContext) -> None:
     await seed_emergencies(session, ctx)
 
 
+async def _seed_family_calls(session: AsyncSession, ctx: DemoContext) -> None:
+    # 亲情电话: the demo school's family phone and video room, and a few calls booked for tomorrow.
+    from api.services.family_calls.demo import DEMO_SCHOOL, seed_family_calls
+
+    await seed_family_calls(
+        session, school_id=demo_id(f"school-{DEMO_SCHOOL}"), admin_id=ctx.accounts["shiqiao-admin"], demo_id=demo_id
+    )
+
+
 DEMO_FAMILY_OPENID = "o-demo-grandma"
 DEMO_FAMILY_CODE = "demo-grandma"  # the fake WeChat maps js_code demo-<x> to openid o-demo-<x>
 GRANDMOTHERS = ("祖母", "外祖母")
@@ -145,7 +154,7 @@ async def demo_family(session: AsyncSession) -> DemoFamilyAccount | None:
 
 
 # Seeders of later domains, in dependency order.
-DOMAIN_SEEDERS: list[DemoSeeder] = [_seed_archive, _seed_family_account, _seed_emergencies]
+DOMAIN_SEEDERS: list[DemoSeeder] = [_seed_archive, _seed_family_account, _seed_emergencies, _seed_family_calls]
 
 
 SCHOOLS = [

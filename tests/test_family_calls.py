@@ -400,3 +400,20 @@ async def add_family(app: FastAPI, world: World, now: datetime, n: int) -> tuple
         s.add(ChildGuardian(child_id=child.id, guardian_id=guardian.id, role=GuardianRole.parent_away, relation="父亲"))
         await s.flush()
         return str(child.id), await login_token(s, app, account, now)
+
+
+async def test_the_demo_school_has_a_family_phone_a_video_room_and_calls_booked(app, system_session):
+    from api.demo import demo_id, seed_demo
+    from api.models.family_calls import CallLine, FamilyCall
+
+    await seed_demo(system_session, app.state.passwords)
+    await system_session.commit()
+    lines = (await system_session.execute(sa.select(CallLine.name, CallLine.capacity))).all()
+    assert sorted(lines) == [("亲情电话", 1), ("亲情视频室", 3)]
+    calls = (await system_session.execute(sa.select(FamilyCall.child_id, FamilyCall.status))).all()
+    assert len(calls) == 3 and len({c for c, _ in calls}) == 3 and {s for _, s in calls} == {"booked"}
+    await seed_demo(system_session, app.state.passwords)  # again: nothing more
+    await system_session.commit()
+    assert (await system_session.execute(sa.select(sa.func.count()).select_from(FamilyCall))).scalar_one() == 3
+    for key in ("family-phone", "video-room"):
+        assert await system_session.get(CallLine, demo_id(f"call-line-{key}")) is not None

@@ -7,6 +7,7 @@ booths of the live calls that overlap the slot and its buffer. Bookable slots st
 plus the minimum notice and no later than ``now`` plus the horizon.
 """
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,13 +78,17 @@ def free_slots(
     if since is not None:
         earliest = max(earliest, since)
     holds = sorted(held, key=lambda h: h.starts_at)
+    hold_starts = [h.starts_at for h in holds]
+    # A hold overlapping a slot starts less than its longest length before the slot: only those are looked at.
+    reach = max((h.blocked_until - h.starts_at for h in holds), default=timedelta(0))
     out: list[Slot] = []
     for start, end in slot_starts(intervals, line):
         if start < earliest or start > latest or (until is not None and start >= until):
             continue
         blocked_until = end + timedelta(minutes=line.buffer_minutes)
-        taken = {h.booth for h in holds if h.starts_at < blocked_until and start < h.blocked_until}
-        free = line.capacity - len({b for b in taken if b <= line.capacity})
+        near = holds[bisect_left(hold_starts, start - reach) : bisect_left(hold_starts, blocked_until)]
+        taken = {h.booth for h in near if start < h.blocked_until and h.booth <= line.capacity}
+        free = line.capacity - len(taken)
         if free > 0:
             out.append(Slot(start, end, free))
     return out
