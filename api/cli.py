@@ -220,7 +220,7 @@ def worker(
 
     from api import metrics
     from api.clock import SystemClock
-    from api.escalation.worker import Worker
+    from api.worker.loop import Worker
 
     async def run() -> None:
         settings = get_settings()

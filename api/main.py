@@ -14,7 +14,6 @@ from api.clock import Clock, SystemClock
 from api.crypto import FieldCipher
 from api.db import make_engine, make_sessionmaker, resolve_database_url
 from api.errors import document_errors, install_error_handlers
-from api.escalation import worker as escalation_worker
 from api.logs import install_redaction
 from api.middleware import RequestContextMiddleware
 from api.migrations import head_revision, upgrade_to_head
@@ -38,6 +37,7 @@ from api.routers import (
 from api.security import Passwords
 from api.settings import Settings, get_settings
 from api.text_input import refuse_nul_text
+from api.worker import loop as escalation_worker
 
 log = logging.getLogger("liushou")
 

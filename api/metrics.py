@@ -18,11 +18,13 @@ from api.errors import Unauthorized
 from api.models.escalation import (
     EscalationParty,
     EscalationStep,
-    MessageStatus,
-    OutboundMessage,
     PartyStatus,
     StepStatus,
     WorkerHeartbeat,
+)
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)

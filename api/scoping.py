@@ -30,7 +30,6 @@ from api.models.escalation import (
     EscalationPolicy,
     EscalationStep,
     EscalationTarget,
-    OutboundMessage,
     ReplyCode,
 )
 from api.models.family_calls import (
@@ -44,6 +43,7 @@ from api.models.family_calls import (
 )
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.incidents import Incident, IncidentEvent
+from api.models.notifications import OutboundMessage
 from api.models.organisations import County, School, SchoolClass, TeachingAssignment, Township
 from api.models.roster import ImportBatch
 
@@ -287,12 +287,24 @@ for _model in (
     EscalationStep,
     EscalationParty,
     EscalationTarget,
-    OutboundMessage,
     Acknowledgement,
     IncidentEvent,
     ReplyCode,
 ):
     scope_rule(_model)(_incident_staff_rule(col(_model.incident_id)))
+
+
+@scope_rule(OutboundMessage)
+def _outbound_message(p: Principal) -> ColumnElement[bool] | None:
+    """An incident's messages follow their incident; any other message (a reminder, a digest) is seen by the
+    platform admin and the admin of the school it is about only."""
+    incident = _incident_staff_rule(col(OutboundMessage.incident_id))(p)
+    if incident is None:
+        return None
+    if p.role != Role.school_admin or p.school_id is None:
+        return sa.and_(col(OutboundMessage.incident_id).is_not(None), incident)
+    other = sa.and_(col(OutboundMessage.incident_id).is_(None), col(OutboundMessage.school_id) == p.school_id)
+    return sa.or_(sa.and_(col(OutboundMessage.incident_id).is_not(None), incident), other)
 
 
 @scope_rule(EscalationPolicy)

@@ -49,7 +49,7 @@ from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.incidents import IncidentCategory, IncidentCreate, Severity
 from api.models.organisations import County, School, SchoolClass, Township
 from api.scoping import Principal
-from api.services.incidents import report_incident
+from api.services.emergency.incidents import report_incident
 from api.settings import Environment, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,17 @@ import pytest
 
 from api import pages
 from api.db import scoped_session
-from api.escalation import messages
-from api.models.escalation import AckPage, Audience, Channel, MessagePurpose, MessageStatus, OutboundMessage
+from api.models.escalation import (
+    AckPage,
+    Audience,
+)
+from api.models.notifications import (
+    Channel,
+    MessagePurpose,
+    MessageStatus,
+    OutboundMessage,
+)
+from api.services.emergency import texts as messages
 from tests.test_acknowledgements import close
 from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, e164, escalation_settings
 

@@ -16,9 +16,14 @@ import sqlalchemy as sa
 
 from api.channels.base import SIGNATURE_HEADER, sign_callback
 from api.db import scoped_session
-from api.escalation import messages
-from api.models.escalation import Acknowledgement, AckRoute, OutboundMessage, ReplyCode
+from api.models.escalation import (
+    Acknowledgement,
+    AckRoute,
+    ReplyCode,
+)
 from api.models.guardians import GuardianRole
+from api.models.notifications import OutboundMessage
+from api.services.emergency import texts as messages
 from api.settings import DEV_ACK_LINK_KEYS, DEV_CALLBACK_SECRET, Environment, Settings
 from tests.test_escalation_support import FATHER, GRANDMA, GRANDPA, Kit, e164, escalation_settings, kinds
 

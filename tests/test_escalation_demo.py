@@ -6,9 +6,17 @@ from sqlalchemy import func, select
 
 from api.demo import demo_id, seed_demo
 from api.escalation.demo import CASE_CODE, INCIDENT_KEY
-from api.models.escalation import Acknowledgement, DutyContact, MessageStatus, OutboundMessage, StepStatus
+from api.models.escalation import (
+    Acknowledgement,
+    DutyContact,
+    StepStatus,
+)
 from api.models.incidents import Incident, IncidentEvent, IncidentStatus
-from api.services.incidents import timeline
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
+)
+from api.services.emergency.timeline import timeline
 
 
 async def counts(session) -> dict[str, int]:

@@ -10,8 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from api.db import make_engine, scoped_session
-from api.models.escalation import MessageStatus, OutboundMessage
 from api.models.guardians import GuardianRole
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
+)
 from tests.test_escalation_support import (
     FATHER,
     MOTHER,
@@ -215,4 +218,5 @@ async def test_under_a_backlog_the_nearest_deadline_is_sent_first(kit):
     # Reported a minute later but discovered 25 minutes ago: its guardian must be told within 5 minutes.
     late = await kit.report(family.child_id, occurred_at=(kit.clock.now() - timedelta(minutes=25)).isoformat())
     [first] = await kit.worker.dispatcher.claim(1)
-    assert (first.incident_id, first.step_no) == (uuid.UUID(late["id"]), 1)
+    step_1 = await kit.party(late["id"], "entrusted_guardian")
+    assert (first.incident_id, first.party_id) == (uuid.UUID(late["id"]), uuid.UUID(step_1["id"]))

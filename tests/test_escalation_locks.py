@@ -13,7 +13,11 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from api.db import scoped_session
-from api.models.escalation import EscalationStep, MessageStatus, OutboundMessage
+from api.models.escalation import EscalationStep
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
+)
 from api.settings import Settings
 from tests.test_escalation_support import (
     GRANDMA,

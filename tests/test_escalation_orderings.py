@@ -7,8 +7,11 @@ import pytest
 import sqlalchemy as sa
 
 from api.db import scoped_session
-from api.models.escalation import MessageStatus, OutboundMessage
 from api.models.guardians import GuardianRole
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
+)
 from tests.test_escalation_support import MOTHER, MOTHER_ONLY, Kit, attempts, e164, escalation_settings, kinds
 
 STORY = ("message_queued", "message_sent", "message_delivered", "message_failed", "no_ack_within_wait")

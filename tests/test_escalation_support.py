@@ -27,13 +27,13 @@ from starlette.routing import Route
 from api.channels.base import SIGNATURE_HEADER
 from api.clock import FrozenClock
 from api.db import scoped_session
-from api.escalation.worker import Worker
 from api.fake_providers import FakeProviderServer, LoopbackServer
 from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.escalation import DutyContact
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.settings import DEV_CALLBACK_SECRET, Settings
+from api.worker.loop import Worker
 from tests.conftest import make_test_settings
 from tests.factories import World, login_token
 

@@ -13,7 +13,10 @@ import sqlalchemy as sa
 from api.channels.base import SIGNATURE_HEADER, sign_callback
 from api.db import scoped_session
 from api.models.accounts import Account, Role
-from api.models.escalation import MessageStatus, OutboundMessage
+from api.models.notifications import (
+    MessageStatus,
+    OutboundMessage,
+)
 from api.settings import DEV_CALLBACK_SECRET
 from tests.test_escalation_support import (
     FATHER,

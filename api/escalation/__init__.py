@@ -1,4 +1,3 @@
-"""The escalation engine: a scheduler that advances each incident's chain, a dispatcher that sends the
-messages through the channels, and the worker loop that runs both (``liushou worker``, or in-process with
-``serve``). Everything lives in PostgreSQL rows; see docs/escalation.md.
+"""The emergency demo (``seed-demo`` / ``serve --demo``): duty contacts and one closed incident replayed
+through the real code paths. The domain itself is :mod:`api.services.emergency`, the worker :mod:`api.worker`.
 """

@@ -18,17 +18,13 @@ from sqlmodel import col, select
 from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
 from api.clock import SHANGHAI
 from api.demo import DemoContext, demo_id
-from api.escalation.dispatcher import Outcome, claim_due, record_outcomes
 from api.models.accounts import Account
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (
     Audience,
-    Channel,
     DutyContact,
     EscalationParty,
     EscalationStep,
-    MessagePurpose,
-    OutboundMessage,
     StepStatus,
 )
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
@@ -42,9 +38,17 @@ from api.models.incidents import (
     OutcomeRecord,
     Severity,
 )
+from api.models.notifications import (
+    Channel,
+    MessagePurpose,
+    OutboundMessage,
+)
 from api.scoping import Principal
-from api.services import incidents
-from api.services.acknowledgements import acknowledge_in_mini_program, handle_callback
+from api.services.emergency import incidents
+from api.services.emergency.acknowledgements import acknowledge_in_mini_program
+from api.services.emergency.callbacks import handle_callback
+from api.services.notifications.delivery import Outcome
+from api.services.notifications.dispatch import claim_due, record_outcomes
 from api.settings import get_settings
 
 INCIDENT_KEY = "incident-shiqiao-ankle"

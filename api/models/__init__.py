@@ -1,9 +1,9 @@
 """Importing this package registers every table on ``SQLModel.metadata`` (Alembic reads it from here)."""
 
-from api.models import accounts, audit, children, escalation, guardians, incidents, organisations
+from api.models import accounts, audit, children, escalation, guardians, incidents, notifications, organisations
 
 __all__ = ["accounts", "audit", "children", "guardians", "organisations"]
-__all__ += ["escalation", "incidents"]
+__all__ += ["escalation", "incidents", "notifications"]
 from api.models import roster  # noqa: E402  (花名册 import records)
 
 __all__ += ["roster"]

@@ -4,8 +4,9 @@ Per county: an :class:`EscalationPolicy` (deadlines within the legal maxima, wai
 :class:`DutyContact` s (值班) of the county bureau and each township. When an incident is reported the chain is
 frozen onto it: three :class:`EscalationStep` s with their deadlines; the :class:`EscalationParty` s each step
 must tell (step 3 has two: the county bureau and the township government, both must acknowledge); for each
-party the ordered :class:`EscalationTarget` s (contact × channel × address) the engine walks through; and the
-:class:`OutboundMessage` s it sends. Nothing depends on a process staying alive: the worker reads these rows.
+party the ordered :class:`EscalationTarget` s (contact × channel × address) the engine walks through. The
+messages it sends are the outbox's (:mod:`api.models.notifications`). Nothing depends on a process staying
+alive: the worker reads these rows.
 """
 
 import uuid
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, AwareInstant, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.notifications import Channel
 
 # The school plans' maxima (应急机制): nobody may configure a later deadline than these.
 LEGAL_DEADLINE_MINUTES = {1: 30, 2: 60, 3: 120}
@@ -58,33 +60,6 @@ class PartyStatus(StrEnum):
 
 
 PARTY_STATUS_OPEN = (PartyStatus.held, PartyStatus.notifying, PartyStatus.unreachable, PartyStatus.exhausted)
-
-
-class Channel(StrEnum):
-    wechat = "wechat"  # 微信订阅消息
-    sms = "sms"  # 短信
-    voice = "voice"  # 语音电话
-
-
-CHANNEL_LABELS = {Channel.wechat: "微信", Channel.sms: "短信", Channel.voice: "语音电话"}
-
-
-class MessagePurpose(StrEnum):
-    notify = "notify"  # telling a party (needs an acknowledgement)
-    leader_alert = "leader_alert"  # alerting the school's leaders (no acknowledgement)
-    reply_help = "reply_help"  # answering an SMS reply we could not match to exactly one open party
-
-
-class MessageStatus(StrEnum):
-    pending = "pending"  # waiting for its send time
-    sending = "sending"  # claimed by a worker (lease_until)
-    sent = "sent"  # accepted by the provider
-    delivered = "delivered"  # handset received it / call answered
-    failed = "failed"  # not sent, bounced, or call not reached
-    # The send's answer was lost (its worker stopped mid-send, or it timed out) on a channel without an
-    # idempotency key (WeChat): it may have been shown. Never resent there; the party moves on at once.
-    unconfirmed = "unconfirmed"
-    cancelled = "cancelled"  # no longer needed: the party was told first
 
 
 class AckRoute(StrEnum):
@@ -240,52 +215,6 @@ class EscalationTarget(SQLModel, table=True):
     created_at: datetime = timestamp_field()
 
 
-class OutboundMessage(SQLModel, table=True):
-    """One message or call: pending → sending → sent → delivered, or failed; its idempotency key is stable
-    across retries, so a provider never sends the same attempt twice."""
-
-    __tablename__ = "outbound_message"
-    __table_args__ = (
-        sa.Index("ix_outbound_message_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")),
-        sa.Index("ix_outbound_message_lease", "lease_until", postgresql_where=sa.text("status = 'sending'")),
-        sa.Index("ix_outbound_message_reply", "address", "reply_code", postgresql_where=sa.text("channel = 'sms'")),
-    )
-
-    id: uuid.UUID = id_field()
-    incident_id: uuid.UUID = fk_field("incident.id")
-    party_id: uuid.UUID | None = fk_field("escalation_party.id", nullable=True)
-    target_id: uuid.UUID | None = fk_field("escalation_target.id", nullable=True, index=False)
-    account_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
-    purpose: MessagePurpose = Field(sa_type=enum_type(MessagePurpose, 16))
-    channel: Channel = Field(sa_type=enum_type(Channel, 8))
-    address: str = Field(max_length=128, sa_column_kwargs=SENSITIVE)
-    recipient_label: str = Field(max_length=128)
-    round: int = Field(default=1)
-    status: MessageStatus = Field(sa_type=enum_type(MessageStatus, 16))
-    idempotency_key: str = Field(max_length=64, unique=True)
-    body: str = Field(max_length=500, sa_column_kwargs=SENSITIVE)
-    template_data: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
-    wechat_page: str | None = Field(default=None, max_length=256)
-    reply_code: str | None = Field(default=None, max_length=8)
-    attempts: int = Field(default=0)
-    max_attempts: int
-    retry_backoff_seconds: int
-    ack_wait_seconds: int
-    next_attempt_at: datetime = timestamp_field()
-    lease_until: datetime | None = timestamp_field(nullable=True)
-    leased_by: str | None = Field(default=None, max_length=64)
-    provider_message_id: str | None = Field(default=None, max_length=128, index=True)
-    error_code: str | None = Field(default=None, max_length=64)
-    error_message: str | None = Field(default=None, max_length=256)
-    created_at: datetime = timestamp_field()
-    sent_at: datetime | None = timestamp_field(nullable=True)
-    delivered_at: datetime | None = timestamp_field(nullable=True)
-    failed_at: datetime | None = timestamp_field(nullable=True)
-    # A call that ended (answered or not): waiting longer for its acknowledgement is pointless.
-    finished_at: datetime | None = timestamp_field(nullable=True)
-    ack_wait_until: datetime | None = timestamp_field(nullable=True)
-
-
 class ReplyCode(SQLModel, table=True):
     """The SMS reply code an open party holds on one phone number.
 
@@ -334,16 +263,6 @@ class Acknowledgement(SQLModel, table=True):
     recorded_at: datetime = timestamp_field()
     recorded_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
     note: str | None = Field(default=None, max_length=1000, sa_column_kwargs=SENSITIVE)
-
-
-class ProviderEvent(SQLModel, table=True):
-    """Callback events already processed: providers may deliver one twice."""
-
-    __tablename__ = "provider_event"
-
-    event_id: str = Field(max_length=128, primary_key=True)
-    type: str = Field(max_length=32)
-    received_at: datetime = timestamp_field()
 
 
 class WorkerHeartbeat(SQLModel, table=True):

@@ -18,7 +18,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, AwareInstant, audited, enum_type, fk_field, id_field, timestamp_field
-from api.models.escalation import AckRoute, Audience, Channel, PartyStatus, StepStatus
+from api.models.escalation import (
+    AckRoute,
+    Audience,
+    PartyStatus,
+    StepStatus,
+)
+from api.models.notifications import Channel
 
 
 class IncidentCategory(StrEnum):

@@ -16,7 +16,7 @@ from api.models.escalation import (
     PolicyValues,
 )
 from api.scoping import Principal
-from api.services import escalation as service
+from api.services.emergency import policy as service
 
 router = APIRouter(tags=["应急 emergencies"])
 ERRORS = error_responses(403, 404, 422)

@@ -26,7 +26,8 @@ from api.deps import NowDep, SessionDep, SettingsDep
 from api.errors import Conflict, Invalid, NotFound, Unauthorized, error_responses
 from api.models.escalation import AckPage
 from api.scoping import SYSTEM, set_principal
-from api.services import acknowledgements as service
+from api.services.emergency import acknowledgements as service
+from api.services.emergency import callbacks
 
 router = APIRouter(tags=["应急回调 provider callbacks"])
 CALLBACK_ERRORS = error_responses(401, 422)
@@ -57,7 +58,7 @@ async def _event(request: Request, secret: str, kinds: tuple[type, ...]) -> SmsR
 async def sms_callback(request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> dict[str, str]:
     event = await _event(request, settings.callback_secret, (SmsReceipt, SmsInbound))
     set_principal(session, SYSTEM)
-    return {"status": await service.handle_callback(session, event, now=now)}
+    return {"status": await callbacks.handle_callback(session, event, now=now)}
 
 
 @router.post(
@@ -68,7 +69,7 @@ async def sms_callback(request: Request, session: SessionDep, settings: Settings
 async def voice_callback(request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> dict[str, str]:
     event = await _event(request, settings.callback_secret, (VoiceEvent,))
     set_principal(session, SYSTEM)
-    return {"status": await service.handle_callback(session, event, now=now)}
+    return {"status": await callbacks.handle_callback(session, event, now=now)}
 
 
 def _wants_json(request: Request) -> bool:

@@ -21,8 +21,9 @@ from api.models.incidents import (
     Timeline,
 )
 from api.scoping import Principal
-from api.services import acknowledgements
-from api.services import incidents as service
+from api.services.emergency import acknowledgements, flows
+from api.services.emergency import incidents as service
+from api.services.emergency import timeline as incident_timeline
 
 router = APIRouter(prefix="/incidents", tags=["应急 emergencies"])
 ERRORS = error_responses(403, 404, 409, 422)
@@ -64,7 +65,7 @@ async def list_incidents(
     "/{incident_id}", response_model=IncidentPublic, responses=ERRORS, summary="事件详情与通知链 (with contact list)"
 )
 async def get_incident(incident_id: uuid.UUID, principal: Staff, session: SessionDep) -> IncidentPublic:
-    return await service.incident_public(session, principal, await service.get_incident(session, incident_id))
+    return await service.incident_public(session, principal, await incident_timeline.get_incident(session, incident_id))
 
 
 @router.get(
@@ -74,7 +75,7 @@ async def get_incident(incident_id: uuid.UUID, principal: Staff, session: Sessio
     summary="事件时间线 (minute by minute: every attempt, delivery, acknowledgement and breach)",
 )
 async def timeline(incident_id: uuid.UUID, _: Staff, session: SessionDep) -> Timeline:
-    return await service.timeline(session, incident_id=incident_id)
+    return await incident_timeline.timeline(session, incident_id=incident_id)
 
 
 @router.post(
@@ -124,7 +125,7 @@ async def escalate(
     now: NowDep,
     body: Escalate | None = None,
 ) -> IncidentPublic:
-    incident = await service.escalate_now(
+    incident = await flows.escalate_now(
         session, principal, incident_id=incident_id, data=body or Escalate(), settings=settings, now=now
     )
     return await service.incident_public(session, principal, incident)
@@ -146,7 +147,7 @@ async def add_contact(
     settings: SettingsDep,
     now: NowDep,
 ) -> IncidentPublic:
-    incident = await service.add_contact(
+    incident = await flows.add_contact(
         session, principal, incident_id=incident_id, party_id=party_id, data=body, settings=settings, now=now
     )
     return await service.incident_public(session, principal, incident)
@@ -167,7 +168,7 @@ async def resend(
     now: NowDep,
     body: Resend | None = None,
 ) -> IncidentPublic:
-    incident = await service.resend(
+    incident = await flows.resend(
         session,
         principal,
         incident_id=incident_id,

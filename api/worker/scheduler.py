@@ -8,7 +8,7 @@ processinglock):
    at once. A worker that dies after claiming loses nothing: the rows come due again when the hold ends.
 2. **decide** — each row alone: lock it in the engine's order (step → party → message, with a
    ``lock_timeout``), check it is still ours (nobody decided it meanwhile), hand it to the chain's own logic
-   (:func:`api.services.escalation.check_step` / ``check_party``), commit. A row whose decision fails is
+   (:func:`api.services.emergency.chain.check_step` / ``check_party``), commit. A row whose decision fails is
    rolled back alone and looked at again a minute later (a row that was busy: a few seconds later); the rest
    of the batch goes on.
 """
@@ -26,7 +26,7 @@ from api.clock import Clock
 from api.db import scoped_session
 from api.errors import DatabaseBusy
 from api.models.escalation import EscalationParty, EscalationStep
-from api.services.escalation import LOCK_TIMEOUT_MS, check_party, check_step, is_lock_timeout, lock_chain
+from api.services.emergency.chain import LOCK_TIMEOUT_MS, check_party, check_step, is_lock_timeout, lock_chain
 from api.settings import Settings
 
 log = logging.getLogger("liushou.escalation.scheduler")

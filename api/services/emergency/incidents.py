@@ -1,9 +1,9 @@
-"""突发事件 — reporting an emergency, following it, and the manual actions of the staff handling it.
+"""突发事件 — reporting an emergency and reading it, its outcome and its closure.
 
-Reporting freezes the chain onto the incident (:func:`api.services.escalation.freeze_chain`) in the same
-transaction, so an incident never exists without its chain; the first messages are queued before the
-request returns and the workers are woken on commit. An incident is never deleted, and it can only be
-closed once every step of the chain is told and the child's outcome is recorded.
+Reporting freezes the chain onto the incident (:func:`.chain.freeze_chain`) in the same transaction, so an
+incident never exists without its chain; the first messages are queued before the request returns and the
+workers are woken on commit. An incident is never deleted, and it can only be closed once every step of
+the chain is told and the child's outcome is recorded.
 """
 
 import secrets
@@ -24,30 +24,21 @@ from api.models.base import Page
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (
     AUDIENCE_LABELS,
-    PARTY_STATUS_OPEN,
     STEP_LABELS,
-    Audience,
-    Channel,
-    ContactAdd,
-    Escalate,
     EscalationParty,
     EscalationStep,
     EscalationTarget,
-    OutboundMessage,
     PartyStatus,
-    Resend,
     StepStatus,
 )
 from api.models.incidents import (
     CATEGORY_LABELS,
-    EVENT_LABELS,
     SEVERITY_LABELS,
     ContactPublic,
     EventKind,
     Incident,
     IncidentClose,
     IncidentCreate,
-    IncidentEvent,
     IncidentNote,
     IncidentPublic,
     IncidentStatus,
@@ -56,35 +47,38 @@ from api.models.incidents import (
     PartyPublic,
     StepPublic,
     StepSummary,
-    Timeline,
-    TimelineEntry,
+)
+from api.models.notifications import (
+    Channel,
 )
 from api.models.organisations import School
-from api.phones import PhoneError, PhoneKind, normalize_phone
 from api.scoping import Principal
-from api.services import escalation as chain
-from api.services.acknowledgements import lock_step_and_party
+from api.services.emergency.chain import acting_as_system, freeze_chain
+from api.services.emergency.decide import deadline_met, plan_steps
+from api.services.emergency.notify import release_reply_codes
+from api.services.emergency.policy import effective_policy, snapshot_policy
+from api.services.emergency.timeline import NOT_FOUND, get_incident, incident_steps, record_event, step_summary
+from api.services.notifications.delivery import masked_address
+from api.services.notifications.outbox import wake_workers
 from api.settings import Settings
 
-NOT_FOUND = "找不到该事件 (incident not found)"
 _CASE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
 # A report may be typed a little after the fact, but an occurred_at in the future is a mistake, and one
 # weeks back is most likely a wrong date (the chain would be breached before it starts).
 _FUTURE_SKEW = timedelta(minutes=2)
+
+
 _OLDEST_REPORT = timedelta(days=7)
+
+
 _SCHOOL_STAFF = (Role.school_admin, Role.teacher)
 
 
 def _case_code(now: datetime) -> str:
     suffix = "".join(secrets.choice(_CASE_ALPHABET) for _ in range(6))
     return f"{now.astimezone(SHANGHAI):%y%m%d}-{suffix}"
-
-
-async def get_incident(session: AsyncSession, incident_id: uuid.UUID) -> Incident:
-    incident = await session.get(Incident, incident_id)
-    if incident is None:
-        raise NotFound(NOT_FOUND, code="incident_not_found")
-    return incident
 
 
 def _require_open(incident: Incident) -> None:
@@ -130,9 +124,9 @@ async def report_incident(
     occurred_at = min(occurred_at, now)
     school = await session.get(School, child.school_id)
     assert school is not None
-    policy, policy_row = await chain.effective_policy(session, school.county_id)
+    policy, policy_row = await effective_policy(session, school.county_id)
     # Holds are checked before anything is written, so a refused hold leaves no trace.
-    chain.plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
+    plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
     incident = None
     for _ in range(5):
         candidate = Incident(
@@ -152,7 +146,7 @@ async def report_incident(
             first_actions=data.first_actions,
             reported_at=now,
             reported_by_id=principal.account_id,
-            policy=chain.snapshot_policy(policy, policy_row),
+            policy=snapshot_policy(policy, policy_row),
             updated_at=now,
         )
         try:
@@ -165,7 +159,7 @@ async def report_incident(
         break
     if incident is None:
         raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
-    chain.record_event(
+    record_event(
         session,
         incident.id,
         EventKind.reported,
@@ -177,14 +171,11 @@ async def report_incident(
         time_basis=incident.time_basis.value,
         minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
     )
-    with chain.acting_as_system(session):
-        await chain.freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
+    with acting_as_system(session):
+        await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
         await session.flush()
-    await chain.wake_workers(session)
+    await wake_workers(session)
     return incident
-
-
-# ---- reading --------------------------------------------------------------------------------------------
 
 
 def _full_numbers(principal: Principal) -> bool:
@@ -192,21 +183,8 @@ def _full_numbers(principal: Principal) -> bool:
     return principal.role in _SCHOOL_STAFF
 
 
-async def _steps(session: AsyncSession, incident_id: uuid.UUID) -> list[EscalationStep]:
-    """The incident's three steps, in order."""
-    return list(
-        (
-            await session.execute(
-                select(EscalationStep)
-                .where(EscalationStep.incident_id == incident_id)
-                .order_by(col(EscalationStep.step_no))
-            )
-        ).scalars()
-    )
-
-
 async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
-    steps = await _steps(session, incident.id)
+    steps = await incident_steps(session, incident.id)
     parties = (
         await session.execute(
             select(EscalationParty)
@@ -224,7 +202,7 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
     by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
     full = _full_numbers(principal)
     for t in targets:
-        address = t.address if full and t.channel != Channel.wechat else chain.masked_address(t.channel, t.address)
+        address = t.address if full and t.channel != Channel.wechat else masked_address(t.channel, t.address)
         by_party[t.party_id].append(
             ContactPublic(
                 id=t.id,
@@ -299,22 +277,11 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
                 status=s.status,
                 told_at=s.told_at,
                 breached_at=s.breached_at,
-                deadline_met=chain.deadline_met(s),
+                deadline_met=deadline_met(s),
                 parties=by_step[s.id],
             )
             for s in steps
         ],
-    )
-
-
-def _step_summary(step: EscalationStep) -> StepSummary:
-    return StepSummary(
-        step_no=step.step_no,
-        status=step.status,
-        deadline_at=step.deadline_at,
-        told_at=step.told_at,
-        breached=step.breached_at is not None,
-        deadline_met=chain.deadline_met(step),
     )
 
 
@@ -366,7 +333,7 @@ async def list_incidents(
                 .order_by(col(EscalationStep.step_no))
             )
         ).scalars():
-            steps[step.incident_id].append(_step_summary(step))
+            steps[step.incident_id].append(step_summary(step))
     return Page(
         data=[
             IncidentSummary(
@@ -388,59 +355,6 @@ async def list_incidents(
     )
 
 
-def _t_plus(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    sign = "+" if seconds >= 0 else "-"
-    seconds = abs(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"T{sign}{hours}:{minutes:02d}:{secs:02d}" if hours else f"T{sign}{minutes:02d}:{secs:02d}"
-
-
-async def timeline(session: AsyncSession, *, incident_id: uuid.UUID) -> Timeline:
-    """The incident minute by minute: every decision, attempt, delivery, acknowledgement and breach."""
-    incident = await get_incident(session, incident_id)
-    steps = await _steps(session, incident.id)
-    events = (
-        await session.execute(
-            select(IncidentEvent)
-            .where(IncidentEvent.incident_id == incident.id)
-            .order_by(col(IncidentEvent.at), col(IncidentEvent.id))
-        )
-    ).scalars()
-    audit.record(
-        session,
-        action="incident.timeline.read",
-        resource_type="incident",
-        resource_id=incident.id,
-        school_id=incident.school_id,
-        county_id=incident.county_id,
-    )
-    return Timeline(
-        incident_id=incident.id,
-        case_code=incident.case_code,
-        clock_start=incident.occurred_at,
-        steps=[_step_summary(s) for s in steps],
-        entries=[
-            TimelineEntry(
-                at=e.at,
-                at_local=e.at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
-                t_plus=_t_plus(e.at - incident.occurred_at),
-                kind=e.kind,
-                label=EVENT_LABELS[e.kind],
-                step_no=e.step_no,
-                channel=e.channel,
-                actor_account_id=e.actor_account_id,
-                detail=e.detail,
-            )
-            for e in events
-        ],
-    )
-
-
-# ---- updates, outcome, closure ---------------------------------------------------------------------------
-
-
 async def add_update(
     session: AsyncSession, principal: Principal, *, incident_id: uuid.UUID, data: IncidentNote, now: datetime
 ) -> Incident:
@@ -451,7 +365,7 @@ async def add_update(
     if data.severity is not None:
         incident.severity = data.severity
     incident.updated_at = now
-    chain.record_event(
+    record_event(
         session,
         incident.id,
         EventKind.update,
@@ -473,7 +387,7 @@ async def record_outcome(
     incident.outcome = data.outcome
     incident.outcome_note = data.note
     incident.updated_at = now
-    chain.record_event(
+    record_event(
         session,
         incident.id,
         EventKind.outcome_recorded,
@@ -528,205 +442,7 @@ async def close_incident(
     incident.closed_by_id = principal.account_id
     incident.closure_summary = data.summary
     incident.updated_at = now
-    chain.record_event(session, incident.id, EventKind.closed, at=now, actor_account_id=principal.account_id)
-    await chain.release_reply_codes(session, incident_id=incident.id, now=now)
+    record_event(session, incident.id, EventKind.closed, at=now, actor_account_id=principal.account_id)
+    await release_reply_codes(session, incident_id=incident.id, now=now)
     await session.flush()
-    return incident
-
-
-# ---- manual actions ------------------------------------------------------------------------------------
-
-
-async def _locked_party(
-    session: AsyncSession, incident: Incident, party_id: uuid.UUID
-) -> tuple[EscalationStep, EscalationParty]:
-    party = await session.get(EscalationParty, party_id)
-    if party is None or party.incident_id != incident.id:
-        raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
-    return await lock_step_and_party(session, party_id)
-
-
-def _audit_action(session: AsyncSession, incident: Incident, action: str, **detail: object) -> None:
-    audit.record(
-        session,
-        action=action,
-        resource_type="incident",
-        resource_id=incident.id,
-        school_id=incident.school_id,
-        county_id=incident.county_id,
-        detail={k: v for k, v in detail.items() if v is not None} or None,
-    )
-
-
-async def escalate_now(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    incident_id: uuid.UUID,
-    data: Escalate,
-    settings: Settings,
-    now: datetime,
-) -> Incident:
-    """Do not wait: start held steps now, and move every untold party to its next contact at once."""
-    incident = await get_incident(session, incident_id)
-    stmt = select(EscalationStep.id).where(EscalationStep.incident_id == incident.id)
-    if data.step_no is not None:
-        stmt = stmt.where(EscalationStep.step_no == data.step_no)
-    step_ids = list((await session.execute(stmt)).scalars())
-    of_steps = select(EscalationParty.id).where(col(EscalationParty.step_id).in_(step_ids))
-    party_ids = list((await session.execute(of_steps)).scalars()) if step_ids else []
-    # Every step, then every party, in the engine's one lock order, before anything is decided.
-    locks = await chain.lock_chain(session, step_ids=step_ids, party_ids=party_ids)
-    steps = [step for step in locks.steps.values() if step.status != StepStatus.told]
-    if not steps:
-        raise Conflict("没有需要升级的步骤 (every step is already told)", code="nothing_to_escalate")
-    _audit_action(session, incident, "incident.escalate", step_no=data.step_no)
-    with chain.acting_as_system(session):
-        for step in sorted(steps, key=lambda s: s.step_no):
-            chain.record_event(
-                session,
-                incident.id,
-                EventKind.escalated,
-                at=now,
-                step_no=step.step_no,
-                actor_account_id=principal.account_id,
-            )
-            if step.status == StepStatus.held:
-                await chain.start_step(session, step, settings=settings, now=now)
-            else:
-                for party in await chain.lock_parties(session, step.id):
-                    if party.status in PARTY_STATUS_OPEN:
-                        await chain.rearm_party(session, party, settings=settings, now=now, reason="escalated")
-            step.next_check_at = chain.next_step_check(step)
-        await session.flush()
-    await chain.wake_workers(session)
-    return incident
-
-
-async def add_contact(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    incident_id: uuid.UUID,
-    party_id: uuid.UUID,
-    data: ContactAdd,
-    settings: Settings,
-    now: datetime,
-) -> Incident:
-    """A number learned during the emergency: tried at once, and in every later round."""
-    incident = await get_incident(session, incident_id)
-    try:
-        phone = normalize_phone(data.phone)
-    except PhoneError as exc:
-        raise Invalid(
-            exc.message_zh, code=exc.code, fields=[field_error(["body", "phone"], exc.message_zh, exc.code)]
-        ) from None
-    step, party = await _locked_party(session, incident, party_id)
-    if party.status == PartyStatus.told:
-        raise Conflict("该对象已告知 (this party is already told)", code="party_told")
-    existing = list(
-        (await session.execute(select(EscalationTarget).where(EscalationTarget.party_id == party.id))).scalars()
-    )
-    plan = chain.ContactPlan(label=data.label, name=data.name)
-    ways = (
-        [Channel.voice, Channel.sms] if party.audience == Audience.entrusted_guardian else [Channel.sms, Channel.voice]
-    )
-    plan.ways = [(c, phone.e164) for c in ways if c == Channel.voice or phone.kind == PhoneKind.mobile]
-    with chain.acting_as_system(session):
-        added = chain.add_targets(
-            session,
-            party,
-            [plan],
-            first_seq=max((t.seq for t in existing), default=0) + 1,
-            first_contact_no=max((t.contact_no for t in existing), default=0) + 1,
-            now=now,
-            added_by_id=principal.account_id,
-            known={(t.channel, t.address) for t in existing if t.dead_at is None},
-        )
-        if not added:
-            raise Conflict("该号码已在联系卡上 (this number is already on the list)", code="contact_exists")
-        await session.flush()
-        chain.record_event(
-            session,
-            incident.id,
-            EventKind.contact_added,
-            at=now,
-            step_no=step.step_no,
-            party_id=party.id,
-            actor_account_id=principal.account_id,
-            contact=data.label,
-            name=data.name,
-            address=chain.masked_address(Channel.voice, phone.e164),
-        )
-        _audit_action(session, incident, "incident.contact_add", party_id=str(party.id))
-        if step.status != StepStatus.held:
-            if party.status in (PartyStatus.unreachable, PartyStatus.exhausted):
-                party.status = PartyStatus.notifying
-                party.round = 1
-            party.cursor = added[0].seq - 1
-            await chain.advance_party(session, party, settings=settings, now=now, reason="contact_added")
-        await session.flush()
-    await chain.wake_workers(session)
-    return incident
-
-
-async def resend(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    incident_id: uuid.UUID,
-    party_id: uuid.UUID,
-    data: Resend,
-    settings: Settings,
-    now: datetime,
-) -> Incident:
-    """Send again now, to the given contact or the one the party is waiting on (a new attempt)."""
-    incident = await get_incident(session, incident_id)
-    step, party = await _locked_party(session, incident, party_id)
-    if party.status == PartyStatus.told:
-        raise Conflict("该对象已告知 (this party is already told)", code="party_told")
-    target: EscalationTarget | None = None
-    if data.contact_id is not None:
-        target = await session.get(EscalationTarget, data.contact_id)
-        if target is None or target.party_id != party.id:
-            raise NotFound("联系人不在该通知对象的联系卡上 (contact not found)", code="contact_not_found")
-    elif party.current_message_id is not None:
-        current = await session.get(OutboundMessage, party.current_message_id)
-        target = await session.get(EscalationTarget, current.target_id) if current and current.target_id else None
-    if target is None:
-        target = (
-            await session.execute(
-                select(EscalationTarget)
-                .where(EscalationTarget.party_id == party.id, col(EscalationTarget.dead_at).is_(None))
-                .order_by(col(EscalationTarget.seq))
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-    if target is None:
-        raise Invalid("没有可用的联系方式，请先添加联系人 (no usable contact)", code="no_usable_contact")
-    if target.dead_at is not None:
-        raise Invalid(f"该号码不可用 ({target.dead_reason}) (this contact cannot be reached)", code="contact_unusable")
-    with chain.acting_as_system(session):
-        chain.record_event(
-            session,
-            incident.id,
-            EventKind.resend,
-            at=now,
-            step_no=step.step_no,
-            party_id=party.id,
-            actor_account_id=principal.account_id,
-            **chain.target_detail(target),
-        )
-        _audit_action(session, incident, "incident.resend", party_id=str(party.id))
-        if party.status in (PartyStatus.unreachable, PartyStatus.exhausted, PartyStatus.held):
-            party.status = PartyStatus.notifying
-            party.round = 1
-        message = await chain.queue_notification(
-            session, incident, step, party, target, settings=settings, now=now, reason="resend"
-        )
-        # Out of turn: the party waits on this message, then carries on where it was in its list.
-        party.current_message_id = message.id
-        party.next_check_at = now + timedelta(seconds=step.ack_wait_seconds)
-        await session.flush()
-    await chain.wake_workers(session)
     return incident

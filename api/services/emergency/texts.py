@@ -22,7 +22,12 @@ from functools import lru_cache
 
 from api.channels.voice import ACK_DIGIT
 from api.clock import SHANGHAI
-from api.models.escalation import AUDIENCE_LABELS, STEP_LABELS, Audience, Channel
+from api.models.escalation import (
+    AUDIENCE_LABELS,
+    STEP_LABELS,
+    Audience,
+)
+from api.models.notifications import Channel
 
 _TOKEN_MAC_BYTES = 12
 _LINK_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")

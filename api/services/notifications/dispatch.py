@@ -4,18 +4,20 @@ Three short steps, never a transaction held across the network:
 
 1. **claim** — ``UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)``: due ``pending`` messages, and ``sending``
    ones whose lease expired (their worker died), become ``sending`` with a lease, and the attempt counter
-   goes up; committed at once.
+   goes up; committed at once. Under a backlog the lowest ``priority`` goes first, then the earliest
+   ``due_by`` (an incident step's deadline).
 2. **send** — concurrently, each with its idempotency key. SMS and voice providers dedupe on the key, so a
    message re-claimed after a crash is re-sent with the same key and goes out once. WeChat has no key: a
-   WeChat message re-claimed after a crash, or whose send timed out, is *ambiguous* — it is failed without
-   resending and the party falls back to SMS/voice.
+   WeChat message re-claimed after a crash, or whose send timed out, is *ambiguous* — it is recorded
+   ``unconfirmed`` without resending and its sender falls back to another channel.
    Each send has a deadline well inside the lease (``send_deadline_seconds``), covering the wait for a free
    slot and every HTTP phase: a message not handed to the provider by then is released unsent, and no send
    outlives its lease (else a second worker would send it again).
 3. **record** — as soon as each answer is in, one short transaction: ``sent`` (with the provider id), back
-   to ``pending`` with backoff for a temporary error, ``failed``, or ``unconfirmed`` (WeChat, answer lost); a
-   failure nudges the party so the scheduler moves on at once. A receipt that arrived first has recorded
-   the send already: the answer then adds nothing to the timeline.
+   to ``pending`` with backoff for a temporary error, ``failed``, or ``unconfirmed`` (WeChat, answer lost).
+   The message's topic hears of it (:mod:`.topics`: an incident's party is nudged so the scheduler moves on
+   at once, and the timeline gets its line); a message with fallback ways queues the next. A receipt that
+   arrived first has recorded the send already: the answer then adds nothing.
 """
 
 import asyncio
@@ -36,27 +38,16 @@ from api.channels.voice import place_call
 from api.channels.wechat import WechatTokenSource, send_subscribe_message
 from api.clock import Clock
 from api.db import scoped_session
-from api.models.escalation import (
-    Channel,
-    EscalationParty,
-    EscalationStep,
-    EscalationTarget,
-    MessageStatus,
-    OutboundMessage,
-    PartyStatus,
-)
-from api.models.incidents import EventKind, IncidentEvent
-from api.services.escalation import DEAD_ADDRESS_CODES, lock_chain, masked_address
+from api.models.notifications import Channel, MessageStatus, OutboundMessage, Topic
+from api.services.notifications import delivery
+from api.services.notifications.delivery import Outcome, masked_address
+from api.services.notifications.outbox import fall_back
+from api.services.notifications.topics import Change, MessageRef, hooks_for
 from api.settings import Settings
 
 log = logging.getLogger("liushou.escalation.dispatcher")
 
 MESSAGES = OutboundMessage.__table__  # type: ignore[attr-defined]
-PARTIES = EscalationParty.__table__  # type: ignore[attr-defined]
-STEPS = EscalationStep.__table__  # type: ignore[attr-defined]
-TARGETS = EscalationTarget.__table__  # type: ignore[attr-defined]
-EVENTS = IncidentEvent.__table__  # type: ignore[attr-defined]
-_MAX_BACKOFF = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -64,7 +55,9 @@ class Claimed:
     """A message this worker holds the lease of."""
 
     id: uuid.UUID
-    incident_id: uuid.UUID
+    topic: Topic
+    subject_id: uuid.UUID | None
+    incident_id: uuid.UUID | None
     party_id: uuid.UUID | None
     target_id: uuid.UUID | None
     purpose: str
@@ -73,6 +66,7 @@ class Claimed:
     recipient_label: str
     body: str
     template_data: dict[str, str] | None
+    wechat_template_id: str | None
     wechat_page: str | None
     idempotency_key: str
     attempts: int
@@ -80,25 +74,10 @@ class Claimed:
     retry_backoff_seconds: int
     ack_wait_seconds: int
     prev_status: str
-    step_no: int | None
 
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str  # sent | retry | failed | unconfirmed (WeChat, answer lost) | release (deadline before sending)
-    provider_message_id: str | None = None
-    code: str | None = None
-    text: str | None = None
-    retry_at: datetime | None = None
-    failure: str | None = None  # permanent | ambiguous | exhausted
-    dead_address: bool = False
-
-
-def _backoff(message: Claimed, retry_after: float | None) -> timedelta:
-    delay = timedelta(seconds=message.retry_backoff_seconds * 2 ** max(0, message.attempts - 1))
-    if retry_after is not None:
-        delay = max(delay, timedelta(seconds=retry_after))
-    return min(delay, _MAX_BACKOFF)
+    @property
+    def ref(self) -> MessageRef:
+        return MessageRef.of(self)
 
 
 async def claim_due(
@@ -118,27 +97,15 @@ async def claim_due(
         sa.and_(m.status == MessageStatus.sending.value, m.lease_until <= now),
     )
     only = [m.incident_id == incident_id] if incident_id is not None else []
-    # Earliest deadline first when there is a backlog: a guardian's 30 minutes before the bureau's 2 hours;
-    # alerts to the school's leaders (no step) before anything else.
-    deadline = (
-        sa.select(STEPS.c.deadline_at)
-        .select_from(PARTIES.join(STEPS, STEPS.c.id == PARTIES.c.step_id))
-        .where(PARTIES.c.id == m.party_id, m.purpose == "notify")
-        .scalar_subquery()
-    )
+    # Lowest priority first under a backlog (alerts to a school's leaders are 0), then the earliest due_by
+    # (a guardian's 30 minutes before the bureau's 2 hours).
     due = (
         sa.select(m.id, m.status.label("prev_status"))
         .where(due_now, *only)
-        .order_by(deadline.asc().nulls_first(), m.next_attempt_at)
+        .order_by(m.priority, m.due_by.asc().nulls_first(), m.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .cte("due")
-    )
-    step_no = (
-        sa.select(STEPS.c.step_no)
-        .select_from(PARTIES.join(STEPS, STEPS.c.id == PARTIES.c.step_id))
-        .where(PARTIES.c.id == m.party_id)
-        .scalar_subquery()
     )
     stmt = (
         sa.update(MESSAGES)
@@ -151,6 +118,8 @@ async def claim_due(
         )
         .returning(
             m.id,
+            m.topic,
+            m.subject_id,
             m.incident_id,
             m.party_id,
             m.target_id,
@@ -160,6 +129,7 @@ async def claim_due(
             m.recipient_label,
             m.body,
             m.template_data,
+            m.wechat_template_id,
             m.wechat_page,
             m.idempotency_key,
             m.attempts,
@@ -167,11 +137,10 @@ async def claim_due(
             m.retry_backoff_seconds,
             m.ack_wait_seconds,
             due.c.prev_status,
-            step_no.label("step_no"),
         )
     )
     rows = (await session.execute(stmt)).mappings().all()
-    return [Claimed(**{**row, "channel": Channel(row["channel"])}) for row in rows]
+    return [Claimed(**{**row, "channel": Channel(row["channel"]), "topic": Topic(row["topic"])}) for row in rows]
 
 
 def _sent_record(msg: Claimed, out: Outcome, now: datetime) -> sa.Update:
@@ -205,16 +174,17 @@ def _sent_record(msg: Claimed, out: Outcome, now: datetime) -> sa.Update:
 
 
 async def record_outcome(session: AsyncSession, msg: Claimed, out: Outcome, *, now: datetime, worker_id: str) -> bool:
-    """Write one send outcome and its timeline line, if it still tells something new: a receipt may have
+    """Write one send outcome and tell its topic, if it still tells something new: a receipt may have
     recorded the send first, and a message whose lease another worker took over is not ours to change.
     Returns whether anything was written."""
     m = MESSAGES.c
+    hooks = hooks_for(msg.topic)
     owned = sa.and_(m.id == msg.id, m.status == MessageStatus.sending.value, m.leased_by == worker_id)
     if out.kind == "sent":
         row = (await session.execute(_sent_record(msg, out, now))).first()
         if row is None or row.was_sent_at is not None:
             return False  # the receipt told the story already: the send, then the delivery
-        await session.execute(sa.insert(EVENTS), [_event(msg, out, now)])
+        await hooks.changed(session, msg.ref, _change(msg, out), now=now)
         return True
     if out.kind == "release":
         # Its deadline passed before it was handed to the provider: not sent, not an attempt.
@@ -225,9 +195,8 @@ async def record_outcome(session: AsyncSession, msg: Claimed, out: Outcome, *, n
             .returning(m.id)
         )
         return released.first() is not None
-    if out.kind in ("failed", "unconfirmed") and msg.party_id is not None:
-        # The party is nudged so the scheduler moves on at once: locked before the message (the engine's order).
-        await lock_chain(session, party_ids=[msg.party_id])
+    if out.kind in ("failed", "unconfirmed"):
+        await hooks.before_failure(session, msg.ref)
     if out.kind == "retry":
         values: dict[str, Any] = {
             "status": MessageStatus.pending.value,
@@ -247,23 +216,9 @@ async def record_outcome(session: AsyncSession, msg: Claimed, out: Outcome, *, n
     )
     if changed.first() is None:
         return False
-    if out.kind in ("failed", "unconfirmed") and msg.party_id is not None:
-        await session.execute(
-            sa.update(PARTIES)
-            .where(
-                PARTIES.c.id == msg.party_id,
-                PARTIES.c.current_message_id == msg.id,
-                PARTIES.c.status == PartyStatus.notifying.value,
-            )
-            .values(next_check_at=now)
-        )
-    if out.kind == "failed" and out.dead_address and msg.target_id is not None:
-        await session.execute(
-            sa.update(TARGETS)
-            .where(TARGETS.c.id == msg.target_id, TARGETS.c.dead_at.is_(None))
-            .values(dead_at=now, dead_reason=out.code)
-        )
-    await session.execute(sa.insert(EVENTS), [_event(msg, out, now)])
+    if out.kind in ("failed", "unconfirmed"):
+        await fall_back(session, msg.id, now=now)
+    await hooks.changed(session, msg.ref, _change(msg, out), now=now)
     return True
 
 
@@ -275,7 +230,7 @@ async def record_outcomes(
         await record_outcome(session, msg, out, now=now, worker_id=worker_id)
 
 
-def _event(msg: Claimed, out: Outcome, now: datetime) -> dict[str, Any]:
+def _change(msg: Claimed, out: Outcome) -> Change:
     detail: dict[str, Any] = {
         "recipient": msg.recipient_label,
         "address": masked_address(msg.channel, msg.address),
@@ -283,28 +238,23 @@ def _event(msg: Claimed, out: Outcome, now: datetime) -> dict[str, Any]:
         "purpose": msg.purpose,
     }
     if out.kind == "sent":
-        kind = EventKind.message_sent
+        kind = "message_sent"
         detail["provider_message_id"] = out.provider_message_id
     elif out.kind == "retry":
-        kind = EventKind.message_retry
+        kind = "message_retry"
         detail.update(error=out.code, retry_at=out.retry_at.isoformat() if out.retry_at else None)
     elif out.kind == "unconfirmed":
-        kind = EventKind.message_unconfirmed
+        kind = "message_unconfirmed"
         detail.update(error=out.code, resent=False)
     else:
-        kind = EventKind.message_failed
+        kind = "message_failed"
         detail.update(error=out.code, failure=out.failure, address_unusable=out.dead_address or None)
-    return {
-        "incident_id": msg.incident_id,
-        "at": now,
-        "kind": kind.value,
-        "step_no": msg.step_no,
-        "party_id": msg.party_id,
-        "message_id": msg.id,
-        "channel": msg.channel.value,
-        "actor_account_id": None,
-        "detail": {k: v for k, v in detail.items() if v is not None},
-    }
+    return Change(
+        kind=kind,
+        detail={k: v for k, v in detail.items() if v is not None},
+        moved_on=out.kind in ("failed", "unconfirmed"),
+        dead_address=out.kind == "failed" and out.dead_address,
+    )
 
 
 class Dispatcher:
@@ -371,7 +321,7 @@ class Dispatcher:
             base_url=s.wechat_base_url,
             tokens=self.wechat_tokens,
             openid=message.address,
-            template_id=s.wechat_subscribe_template_id,
+            template_id=message.wechat_template_id or s.wechat_subscribe_template_id,
             data=message.template_data or {},
             page=message.wechat_page,
             timeout=timeout,
@@ -386,13 +336,14 @@ class Dispatcher:
         """Send one claimed message and say what happened; never raises. ``deadline`` (event-loop time,
         :meth:`deadline_after_claim`) bounds everything: the wait for a free slot, the WeChat token, every
         HTTP phase. A message still waiting for a slot at its deadline is released unsent."""
-        if message.channel == Channel.wechat and message.prev_status == MessageStatus.sending.value:
-            # Its worker stopped mid-send: WeChat may have shown it, and resending could show it twice.
-            return Outcome(
-                kind="unconfirmed", code="lease_expired", text="the worker sending it stopped before its answer"
-            )
-        if message.attempts > message.max_attempts:
-            return Outcome(kind="failed", failure="exhausted", code="max_attempts", text="attempts used up")
+        decided = delivery.before_send(
+            channel=message.channel,
+            prev_status=message.prev_status,
+            attempts=message.attempts,
+            max_attempts=message.max_attempts,
+        )
+        if decided is not None:
+            return decided
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = self.deadline_after_claim(loop.time())
@@ -404,13 +355,7 @@ class Dispatcher:
                 try:
                     result = await self._call_provider(message, timeout)
                 except ChannelPermanentError as exc:
-                    return Outcome(
-                        kind="failed",
-                        failure="permanent",
-                        code=exc.code,
-                        text=exc.message,
-                        dead_address=exc.code in DEAD_ADDRESS_CODES,
-                    )
+                    return delivery.after_permanent_error(exc.code, exc.message)
                 except ChannelTemporaryError as exc:
                     return self._temporary(message, exc.code, exc.message, exc.retry_after)
                 except Exception as exc:  # a bug or an unexpected answer: retried like a temporary error
@@ -423,12 +368,16 @@ class Dispatcher:
         return Outcome(kind="sent", provider_message_id=result.provider_message_id)
 
     def _temporary(self, message: Claimed, code: str, text: str, retry_after: float | None) -> Outcome:
-        if message.channel == Channel.wechat and code in ("unavailable", "unexpected", "deadline"):
-            # No idempotency key on WeChat: after a timeout the message may be out. Fall back, do not resend.
-            return Outcome(kind="unconfirmed", code=code, text=text)
-        if message.attempts >= message.max_attempts:
-            return Outcome(kind="failed", failure="exhausted", code=code, text=text)
-        return Outcome(kind="retry", code=code, text=text, retry_at=self.clock.now() + _backoff(message, retry_after))
+        return delivery.after_temporary_error(
+            channel=message.channel,
+            code=code,
+            text=text,
+            retry_after=retry_after,
+            attempts=message.attempts,
+            max_attempts=message.max_attempts,
+            retry_backoff_seconds=message.retry_backoff_seconds,
+            now=self.clock.now(),
+        )
 
     # ---- 3. record ---------------------------------------------------------------------------------------
 

@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.channels.wechat import WechatTokenCache, WechatTokenSource
 from api.clock import Clock
 from api.db import make_sessionmaker, scoped_session
-from api.escalation.dispatcher import Dispatcher
-from api.escalation.scheduler import run_parties, run_steps
 from api.models.escalation import WorkerHeartbeat
-from api.services.escalation import WAKE_CHANNEL
+from api.services.notifications.dispatch import Dispatcher
+from api.services.notifications.outbox import WAKE_CHANNEL
 from api.settings import Environment, Settings
+from api.worker.scheduler import run_parties, run_steps
 
 log = logging.getLogger("liushou.escalation.worker")
 # One run_once drains what is due now, but never loops forever on a flood.

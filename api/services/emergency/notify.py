@@ -1,0 +1,349 @@
+"""What the chain queues on the outbox (:mod:`api.services.notifications`): a notification to one target of a
+party (with its acknowledgement link and SMS reply code), alerts to the school's leaders, and the
+cancellation of what a told party no longer needs. The texts are :mod:`.texts`; sending is the worker's.
+"""
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from api.models.accounts import Account, Role
+from api.models.children import Child
+from api.models.escalation import (
+    EscalationParty,
+    EscalationStep,
+    EscalationTarget,
+    ReplyCode,
+)
+from api.models.incidents import (
+    CATEGORY_LABELS,
+    SEVERITY_LABELS,
+    EventKind,
+    Incident,
+)
+from api.models.notifications import Channel, MessagePurpose, MessageStatus, OutboundMessage, Topic
+from api.models.organisations import School
+from api.phones import PhoneError, PhoneKind, normalize_phone
+from api.services.emergency import texts
+from api.services.emergency.timeline import record_event, target_detail
+from api.services.notifications.outbox import Route, new_message
+from api.settings import Settings
+
+
+async def case_facts(session: AsyncSession, incident: Incident) -> texts.CaseFacts:
+    cache: dict[uuid.UUID, texts.CaseFacts] = session.info.setdefault("liushou_case_facts", {})
+    if incident.id in cache:
+        return cache[incident.id]
+    school = await session.get(School, incident.school_id)
+    child = await session.get(Child, incident.child_id)
+    assert school is not None and child is not None
+    # The school's duty phone; a school without one: the reporter's phone, else a school admin's.
+    phone = (
+        school.duty_phone
+        or (
+            await session.execute(
+                select(Account.phone)
+                .where(
+                    col(Account.phone).is_not(None),
+                    col(Account.is_active),
+                    sa.or_(
+                        col(Account.id) == incident.reported_by_id,
+                        sa.and_(col(Account.school_id) == incident.school_id, col(Account.role) == Role.school_admin),
+                    ),
+                )
+                .order_by((col(Account.id) == incident.reported_by_id).desc(), col(Account.created_at))
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+    )
+    facts = texts.CaseFacts(
+        incident_id=incident.id,
+        case_code=incident.case_code,
+        school_name=school.name,
+        school_phone=phone,
+        child_name=child.name,
+        category_label=CATEGORY_LABELS[incident.category],
+        severity_label=SEVERITY_LABELS[incident.severity],
+        occurred_at=incident.occurred_at,
+    )
+    cache[incident.id] = facts
+    return facts
+
+
+def _message(
+    incident: Incident,
+    *,
+    purpose: MessagePurpose,
+    channel: Channel,
+    address: str,
+    recipient_label: str,
+    rendered_for: Callable[..., texts.Rendered],
+    now: datetime,
+    ack_wait_seconds: int,
+    party_id: uuid.UUID | None = None,
+    target_id: uuid.UUID | None = None,
+    account_id: uuid.UUID | None = None,
+    round_: int = 1,
+    reply_code: str | None = None,
+    due_by: datetime | None = None,
+    settings: Settings,
+) -> OutboundMessage:
+    message_id = uuid.uuid4()
+    token = texts.ack_token(settings.ack_link_keys, message_id)
+    link = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
+    rendered: texts.Rendered = rendered_for(link=link, reply_code=reply_code or "", token=token)
+    policy = incident.policy
+    return new_message(
+        topic=Topic.incident,
+        subject_id=incident.id,
+        purpose=purpose,
+        route=Route(channel, address, rendered.body, rendered.template_data, wechat_page=rendered.wechat_page),
+        recipient_label=recipient_label,
+        now=now,
+        max_attempts=int(policy["max_send_attempts"]),
+        retry_backoff_seconds=int(policy["retry_backoff_seconds"]),
+        ack_wait_seconds=ack_wait_seconds,
+        message_id=message_id,
+        school_id=incident.school_id,
+        incident_id=incident.id,
+        party_id=party_id,
+        target_id=target_id,
+        account_id=account_id,
+        round=round_,
+        reply_code=reply_code,
+        # Alerts to the leaders go first under a backlog; a party's message by its step's deadline.
+        priority=1 if purpose == MessagePurpose.notify else 0,
+        due_by=due_by,
+    )
+
+
+# Draws of one length before trying a longer code (a number with that many open parties is a duty phone).
+_REPLY_CODE_DRAWS = 8
+
+
+async def reserve_reply_code(
+    session: AsyncSession, *, incident_id: uuid.UUID, party_id: uuid.UUID, address: str, now: datetime
+) -> str:
+    """The SMS reply code of a party on a number: the one it already holds there, else a fresh one that no
+    other open party of the number holds.
+
+    The partial unique index on open codes decides, not a read beforehand: a concurrent report that drew the
+    same code waits for ours to commit, finds the conflict and draws again. After a few collisions in a row
+    (the number has thousands of open parties) the code gets two digits longer."""
+    held = (
+        await session.execute(
+            select(ReplyCode.code).where(
+                ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+            )
+        )
+    ).first()
+    if held is not None:
+        return held[0]
+    await session.flush()  # the party the code refers to
+    for digits in range(texts.REPLY_CODE_DIGITS, texts.REPLY_CODE_MAX_DIGITS + 1, 2):
+        for _ in range(_REPLY_CODE_DRAWS):
+            code = texts.new_reply_code(digits)
+            inserted = await session.execute(
+                pg_insert(ReplyCode)
+                .values(
+                    id=uuid.uuid4(),
+                    incident_id=incident_id,
+                    party_id=party_id,
+                    address=address,
+                    code=code,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["address", "code"], index_where=col(ReplyCode.released_at).is_(None)
+                )
+                .returning(col(ReplyCode.code))
+            )
+            if inserted.first() is not None:
+                return code
+    raise RuntimeError("no free SMS reply code for this number")  # 8 digits: 90 million open parties
+
+
+async def release_reply_codes(
+    session: AsyncSession, *, now: datetime, party_id: uuid.UUID | None = None, incident_id: uuid.UUID | None = None
+) -> None:
+    """A told party (or a closed incident) no longer answers to its codes: they are free for others, and a
+    reply quoting one is no longer matched to it."""
+    where = col(ReplyCode.party_id) == party_id if party_id is not None else col(ReplyCode.incident_id) == incident_id
+    await session.execute(
+        sa.update(ReplyCode)
+        .where(where, col(ReplyCode.released_at).is_(None))
+        .values(released_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def queue_notification(
+    session: AsyncSession,
+    incident: Incident,
+    step: EscalationStep,
+    party: EscalationParty,
+    target: EscalationTarget,
+    *,
+    settings: Settings,
+    now: datetime,
+    reason: str,
+) -> OutboundMessage:
+    """Queue one notification to one target; the dispatcher sends it."""
+    facts = await case_facts(session, incident)
+    reply_code = None
+    if target.channel == Channel.sms:
+        reply_code = await reserve_reply_code(
+            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now
+        )
+
+    def render(*, link: str, reply_code: str, token: str) -> texts.Rendered:
+        return texts.notification(
+            facts, audience=party.audience, channel=target.channel, link=link, reply_code=reply_code, token=token
+        )
+
+    message = _message(
+        incident,
+        purpose=MessagePurpose.notify,
+        channel=target.channel,
+        address=target.address,
+        recipient_label=f"{target.contact_label} {target.contact_name or ''}".strip(),
+        rendered_for=render,
+        now=now,
+        ack_wait_seconds=step.ack_wait_seconds,
+        party_id=party.id,
+        target_id=target.id,
+        account_id=target.account_id,
+        round_=party.round,
+        reply_code=reply_code,
+        due_by=step.deadline_at,
+        settings=settings,
+    )
+    session.add(message)
+    record_event(
+        session,
+        incident.id,
+        EventKind.message_queued,
+        at=now,
+        step_no=step.step_no,
+        party_id=party.id,
+        message_id=message.id,
+        channel=target.channel,
+        audience=party.audience.value,
+        round=party.round,
+        reason=reason,
+        **target_detail(target),
+    )
+    return message
+
+
+async def alert_leaders(
+    session: AsyncSession,
+    incident: Incident,
+    step: EscalationStep,
+    *,
+    reason: str,
+    party: EscalationParty | None,
+    settings: Settings,
+    now: datetime,
+) -> int:
+    """Alert the school's leaders (its active school admins) by WeChat and SMS; returns messages queued."""
+    leaders = (
+        await session.execute(
+            select(Account)
+            .where(
+                Account.school_id == incident.school_id,
+                Account.role == Role.school_admin,
+                col(Account.is_active),
+            )
+            .order_by(col(Account.created_at))
+        )
+    ).scalars()
+    facts = await case_facts(session, incident)
+    queued: list[OutboundMessage] = []
+    names = []
+    for leader in leaders:
+        ways: list[tuple[Channel, str]] = []
+        if leader.wechat_openid:
+            ways.append((Channel.wechat, leader.wechat_openid))
+        if leader.phone:
+            try:
+                phone = normalize_phone(leader.phone)
+            except PhoneError:
+                phone = None
+            if phone is not None and phone.kind == PhoneKind.mobile:
+                ways.append((Channel.sms, phone.e164))
+        if ways:
+            names.append(leader.display_name)
+        for channel, address in ways:
+
+            def render(*, link: str, reply_code: str, token: str, channel: Channel = channel) -> texts.Rendered:
+                return texts.leader_alert(
+                    facts,
+                    channel=channel,
+                    reason=reason,
+                    step_no=step.step_no,
+                    audience=party.audience if party else None,
+                    deadline_at=step.deadline_at,
+                )
+
+            queued.append(
+                _message(
+                    incident,
+                    purpose=MessagePurpose.leader_alert,
+                    channel=channel,
+                    address=address,
+                    recipient_label=f"校领导 {leader.display_name}",
+                    rendered_for=render,
+                    now=now,
+                    ack_wait_seconds=0,
+                    party_id=party.id if party else None,
+                    account_id=leader.id,
+                    settings=settings,
+                )
+            )
+    session.add_all(queued)
+    record_event(
+        session,
+        incident.id,
+        EventKind.leaders_alerted if queued else EventKind.leaders_unreachable,
+        at=now,
+        step_no=step.step_no,
+        party_id=party.id if party else None,
+        reason=reason,
+        reason_label=texts.LEADER_REASONS[reason],
+        leaders=names,
+        messages=len(queued),
+    )
+    return len(queued)
+
+
+async def cancel_pending(session: AsyncSession, party: EscalationParty, *, now: datetime) -> int:
+    """Messages of a told party that have not gone out yet are not needed any more."""
+    result = await session.execute(
+        sa.update(OutboundMessage)
+        .where(
+            col(OutboundMessage.party_id) == party.id,
+            col(OutboundMessage.status) == MessageStatus.pending,
+            col(OutboundMessage.purpose) == MessagePurpose.notify,
+        )
+        .values(status=MessageStatus.cancelled, failed_at=now)
+        .returning(col(OutboundMessage.id), col(OutboundMessage.channel))
+        .execution_options(synchronize_session=False)
+    )
+    cancelled = result.all()
+    for message_id, channel in cancelled:
+        record_event(
+            session,
+            party.incident_id,
+            EventKind.message_cancelled,
+            at=now,
+            party_id=party.id,
+            message_id=message_id,
+            channel=Channel(channel),
+        )
+    return len(cancelled)
