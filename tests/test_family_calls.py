@@ -15,8 +15,8 @@ from api.clock import SHANGHAI, FrozenClock
 from api.db import scoped_session
 from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
-from api.models.family_calls import FamilyCallReminder
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.models.notifications import OutboundMessage
 from tests.factories import World, login_token
 from tests.objects import add_families
 
@@ -266,6 +266,8 @@ async def test_an_idempotency_key_books_once_and_refuses_another_body(client, wo
 
 async def test_a_call_lives_its_life_and_keeps_its_history(client, world, app, clock):
     phone, room = await family_world(client, world, app, clock)
+    async with scoped_session(app.state.sessionmaker) as s:  # the head teacher's mobile, for the reminders
+        (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
     r = await client.put(
         f"/schools/{world['school1']}/family-call-settings",
         json={
@@ -332,15 +334,19 @@ async def test_a_call_lives_its_life_and_keeps_its_history(client, world, app, c
     )
     assert r.json()["status"] == "cancelled" and r.json()["cancelled_by"] == "school"
     async with scoped_session(app.state.sessionmaker) as s:
-        reminders = (
+        messages = (
             await s.execute(
-                sa.select(FamilyCallReminder.purpose, FamilyCallReminder.outcome).where(
-                    FamilyCallReminder.call_id == uuid.UUID(later["id"])
+                sa.select(OutboundMessage.dedupe_key, OutboundMessage.status, OutboundMessage.body).where(
+                    OutboundMessage.subject_id == uuid.UUID(later["id"])
                 )
             )
         ).all()
-    # The lead reminder is closed unsent; the family is told of the cancellation at once.
-    assert sorted(reminders) == [("cancelled", None), ("reminder", "call_cancelled")]
+    # The 60-minute reminders (family and head teacher) are cancelled unsent; the family is told at once.
+    by_key = {key.split(":")[0] + ":" + key.split(":")[-1]: (status, body) for key, status, body in messages}
+    assert by_key["call-reminder:family"][0] == by_key["call-reminder:teacher"][0] == "cancelled"
+    assert by_key[f"call-cancelled:{later['id']}"][0] == "pending"
+    assert "学校取消了您" in by_key[f"call-cancelled:{later['id']}"][1]
+    assert all("刘小明" not in body for _, _, body in messages)
 
     # Rescheduling keeps the old call, closed and pointing at the new one.
     await move(app, world, clock, instant(TUE, "10:00"))

@@ -228,24 +228,6 @@ class FamilyCallRequest(SQLModel, table=True):
     created_at: datetime = timestamp_field()
 
 
-class FamilyCallReminder(SQLModel, table=True):
-    """A reminder due for a call (one per call, recipient kind and lead time): claimed and sent once."""
-
-    __tablename__ = "family_call_reminder"
-    __table_args__ = (
-        sa.UniqueConstraint("call_id", "purpose", "lead_minutes", name="uq_family_call_reminder_once"),
-        sa.Index("ix_family_call_reminder_due", "due_at", postgresql_where=sa.text("handled_at IS NULL")),
-    )
-
-    id: uuid.UUID = id_field()
-    call_id: uuid.UUID = fk_field("family_call.id", index=False)
-    purpose: str = Field(max_length=16, description="reminder / cancelled")
-    lead_minutes: int = Field(default=0)
-    due_at: datetime = timestamp_field()
-    handled_at: datetime | None = timestamp_field(nullable=True)
-    outcome: str | None = Field(default=None, max_length=32)
-
-
 # ---- API shapes ----
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"

@@ -1,55 +1,221 @@
-"""Reminders of family calls: the family and the child's head teacher before the call, the family at once
-when the school cancels.
+"""Reminders of family calls: the family (the guardian who will call) and the child's head teacher before the
+call, at the school's lead times, and the family at once when the school cancels.
 
-What is due is a row (``family_call_reminder``), written in the booking's own transaction, one per call,
-purpose and lead time (a unique constraint), so a reminder can neither be lost with a crashed process nor
-planned twice. A cancelled call's reminders still waiting are closed, not deleted.
+Everything goes through the shared outbox (``api.services.notifications``): queued in the booking's own
+transaction with ``not_before`` = the call minus the lead time, one dedupe key per call, lead and recipient (so
+planning twice queues once), WeChat subscribe message first and SMS as its fallback. The worker sends each
+once, across crashes (its idempotency key travels to the provider). No message names the child: the WeChat
+fields carry the line, the time and the room, and the child's name is a private word the outbox refuses there;
+the SMS texts say "your call" and "a pupil of your class".
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api.models.family_calls import FamilyCallReminder, FamilyCallSettings
+from api.clock import SHANGHAI
+from api.models.accounts import Account
+from api.models.children import Child
+from api.models.family_calls import CallLine, FamilyCall, FamilyCallSettings
+from api.models.guardians import Guardian
+from api.models.notifications import Channel, MessageStatus, OutboundMessage, Topic
+from api.models.organisations import School, SchoolClass
+from api.phones import PhoneError, PhoneKind, normalize_phone
+from api.services.notifications.outbox import Outgoing, Route, enqueue
 
-REMINDER = "reminder"
-CANCELLED = "cancelled"
+REMINDER_KEY = "call-reminder"
+CANCELLED_KEY = "call-cancelled"
+WECHAT_PAGE = "pages/family-call/detail?id={call_id}"
+_NO_SCOPE = {"skip_scope": True}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    kind: str  # family | teacher
+    label: str
+    account_id: uuid.UUID | None
+    openid: str | None
+    phone: str | None  # E.164, mobiles only (SMS)
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    call_id: uuid.UUID
+    school_id: uuid.UUID
+    school_name: str
+    line_name: str
+    room: str
+    number: str | None
+    starts_at: datetime
+    child_name: str
+    family: Recipient | None
+    teacher: Recipient | None
+
+
+def _mobile(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        phone = normalize_phone(raw)
+    except PhoneError:
+        return None
+    return phone.e164 if phone.kind == PhoneKind.mobile else None
+
+
+async def _facts(session: AsyncSession, call_id: uuid.UUID) -> CallFacts:
+    call, line, school, child = (
+        await session.execute(
+            sa.select(FamilyCall, CallLine, School, Child)
+            .join(CallLine, col(CallLine.id) == FamilyCall.line_id)
+            .join(School, col(School.id) == FamilyCall.school_id)
+            .join(Child, col(Child.id) == FamilyCall.child_id)
+            .where(col(FamilyCall.id) == call_id)
+            .execution_options(**_NO_SCOPE)
+        )
+    ).one()
+    family = teacher = None
+    if call.guardian_id is not None:
+        row = (
+            await session.execute(
+                sa.select(col(Guardian.name), col(Guardian.phone), col(Account.id), col(Account.wechat_openid))
+                .outerjoin(Account, col(Account.id) == Guardian.account_id)
+                .where(col(Guardian.id) == call.guardian_id)
+                .execution_options(**_NO_SCOPE)
+            )
+        ).one()
+        family = Recipient("family", "家长", row[2], row[3], _mobile(row[1]))
+    if child.class_id is not None:
+        head = (
+            await session.execute(
+                sa.select(col(Account.id), col(Account.wechat_openid), col(Account.phone))
+                .join(SchoolClass, col(SchoolClass.head_teacher_id) == Account.id)
+                .where(col(SchoolClass.id) == child.class_id, col(Account.is_active))
+                .execution_options(**_NO_SCOPE)
+            )
+        ).first()
+        if head is not None:
+            teacher = Recipient("teacher", "班主任", head[0], head[1], _mobile(head[2]))
+    return CallFacts(
+        call_id=call.id,
+        school_id=call.school_id,
+        school_name=school.name,
+        line_name=line.name,
+        room=line.room,
+        number=line.number,
+        starts_at=call.starts_at,
+        child_name=child.name,
+        family=family,
+        teacher=teacher,
+    )
+
+
+def _when(moment: datetime) -> str:
+    local = moment.astimezone(SHANGHAI)
+    return f"{local.month}月{local.day}日 {local:%H:%M}"
+
+
+def _routes(to: Recipient, *, sms: str, fields: dict[str, str], call_id: uuid.UUID) -> list[Route]:
+    routes = []
+    if to.openid:
+        page = WECHAT_PAGE.format(call_id=call_id)
+        routes.append(Route(Channel.wechat, to.openid, body=sms, template_data=fields, wechat_page=page))
+    if to.phone:
+        routes.append(Route(Channel.sms, to.phone, body=sms))
+    return routes
+
+
+def reminder_text(facts: CallFacts, to: Recipient) -> str:
+    """The SMS: the school, the time, the line and the room — never the child."""
+    where = f"{facts.line_name}（{facts.room}）"
+    if to.kind == "teacher":
+        return (
+            f"【{facts.school_name}】提醒：{_when(facts.starts_at)} 您班一名学生有亲情通话，地点{where}，"
+            "请在小程序查看并按时带学生到场。"
+        )
+    number = f"，电话 {facts.number}" if facts.number else ""
+    return f"【{facts.school_name}】亲情通话提醒：您预约的通话在 {_when(facts.starts_at)}，{where}{number}。"
 
 
 async def plan(
     session: AsyncSession, *, call_id: uuid.UUID, starts_at: datetime, settings: FamilyCallSettings, now: datetime
 ) -> None:
-    """One reminder per lead time that is still ahead (a call booked 90 minutes ahead gets no 24-hour one)."""
-    rows = [
-        {"id": uuid.uuid4(), "call_id": call_id, "purpose": REMINDER, "lead_minutes": lead, "due_at": due}
-        for lead in settings.reminder_lead_minutes
-        if (due := starts_at - timedelta(minutes=lead)) > now
-    ]
-    if rows:
-        await session.execute(pg_insert(FamilyCallReminder).values(rows).on_conflict_do_nothing())
+    """Queue one reminder per lead time still ahead (a call booked 90 minutes ahead gets no 24-hour one), to the
+    family and to the head teacher, each by WeChat with SMS as fallback (or SMS alone without WeChat)."""
+    leads = [lead for lead in settings.reminder_lead_minutes if starts_at - timedelta(minutes=lead) > now]
+    if not leads:
+        return
+    facts = await _facts(session, call_id)
+    for lead in leads:
+        for to in (facts.family, facts.teacher):
+            if to is None:
+                continue
+            fields = {"thing1": facts.line_name[:20], "time2": _when(facts.starts_at), "thing3": facts.room[:20]}
+            routes = _routes(to, sms=reminder_text(facts, to), fields=fields, call_id=call_id)
+            if not routes:
+                continue
+            await enqueue(
+                session,
+                Outgoing(
+                    topic=Topic.family_call,
+                    subject_id=call_id,
+                    school_id=facts.school_id,
+                    recipient_label=to.label,
+                    account_id=to.account_id,
+                    routes=routes,
+                    dedupe_key=f"{REMINDER_KEY}:{call_id}:{lead}:{to.kind}",
+                    not_before=starts_at - timedelta(minutes=lead),
+                    due_by=starts_at,
+                    private_words=(facts.child_name,),
+                ),
+                now=now,
+            )
 
 
 async def tell_cancelled(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
-    """The school cancelled: the family is told now."""
-    await session.execute(
-        pg_insert(FamilyCallReminder)
-        .values(id=uuid.uuid4(), call_id=call_id, purpose=CANCELLED, lead_minutes=0, due_at=now)
-        .on_conflict_do_nothing()
+    """The school cancelled: the family is told at once (the reason is read in the mini-program)."""
+    facts = await _facts(session, call_id)
+    if facts.family is None:
+        return
+    sms = (
+        f"【{facts.school_name}】很抱歉，学校取消了您 {_when(facts.starts_at)} 的亲情通话（{facts.line_name}），"
+        "原因请在小程序查看，可重新预约。"
+    )
+    fields = {"thing1": facts.line_name[:20], "time2": _when(facts.starts_at), "thing3": "学校已取消"}
+    routes = _routes(facts.family, sms=sms, fields=fields, call_id=call_id)
+    if not routes:
+        return
+    await enqueue(
+        session,
+        Outgoing(
+            topic=Topic.family_call,
+            subject_id=call_id,
+            school_id=facts.school_id,
+            recipient_label=facts.family.label,
+            account_id=facts.family.account_id,
+            routes=routes,
+            dedupe_key=f"{CANCELLED_KEY}:{call_id}",
+            not_before=now,
+            priority=1,
+            private_words=(facts.child_name,),
+        ),
+        now=now,
     )
 
 
 async def drop_pending(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
-    """A call that will not happen needs no reminder: those still waiting are closed as such."""
+    """A call that will not happen needs no reminder: those still waiting are cancelled (kept, not deleted)."""
     await session.execute(
-        sa.update(FamilyCallReminder)
+        sa.update(OutboundMessage)
         .where(
-            col(FamilyCallReminder.call_id) == call_id,
-            col(FamilyCallReminder.purpose) == REMINDER,
-            col(FamilyCallReminder.handled_at).is_(None),
+            col(OutboundMessage.topic) == Topic.family_call,
+            col(OutboundMessage.subject_id) == call_id,
+            col(OutboundMessage.status) == MessageStatus.pending,
+            col(OutboundMessage.dedupe_key).startswith(f"{REMINDER_KEY}:"),
         )
-        .values(handled_at=now, outcome="call_cancelled")
+        .values(status=MessageStatus.cancelled, error_code="call_cancelled", failed_at=now)
+        .execution_options(**_NO_SCOPE)
     )
