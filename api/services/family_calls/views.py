@@ -91,6 +91,14 @@ async def calls_today(session: AsyncSession, principal: Principal, *, now: datet
     if principal.role == Role.teacher:
         stmt = stmt.where(col(Child.class_id).in_(principal.class_ids))
     rows = (await session.execute(stmt)).all()
+    audit.record(
+        session,
+        action="family_call.today_read",
+        resource_type="school",
+        resource_id=principal.school_id,
+        school_id=principal.school_id,
+        detail={"count": len(rows), "day": today.isoformat()},
+    )
     return [
         TodayCall(
             id=r[0],
