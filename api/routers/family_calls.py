@@ -35,7 +35,7 @@ from api.models.family_calls import (
     WeeklyHours,
 )
 from api.scoping import Principal
-from api.services.family_calls import service, views
+from api.services.family_calls import lines, service, views
 from api.services.family_calls.hours import shanghai_date
 
 router = APIRouter(tags=["亲情电话 family calls"])
@@ -74,7 +74,7 @@ def _range(now: date, since: date | None, until: date | None) -> tuple[date, dat
     summary="亲情电话设置 (quota, confirmation, cut-off, reminders)",
 )
 async def get_settings(school_id: uuid.UUID, principal: Staff, session: SessionDep) -> CallSettingsPublic:
-    return await service.get_settings(session, principal, school_id=school_id)
+    return await lines.get_settings(session, principal, school_id=school_id)
 
 
 @router.put(
@@ -88,7 +88,7 @@ async def put_settings(
 ) -> CallSettingsPublic:
     """Weekly calls per child, whether the school confirms bookings, the family's cancellation cut-off, and how
     long before a call the family and the head teacher are reminded."""
-    return await service.put_settings(session, principal, school_id=school_id, data=body, now=now)
+    return await lines.put_settings(session, principal, school_id=school_id, data=body, now=now)
 
 
 @router.post(
@@ -103,19 +103,19 @@ async def create_line(
 ) -> CallLinePublic:
     """A family phone or a video room with ``capacity`` booths, slot length, buffer, notice, horizon and its
     weekly hours (Asia/Shanghai; a window ending at or before its start runs past midnight)."""
-    return await service.create_line(session, principal, school_id=school_id, data=body, now=now)
+    return await lines.create_line(session, principal, school_id=school_id, data=body, now=now)
 
 
 @router.get(
     "/schools/{school_id}/call-lines", response_model=list[CallLinePublic], responses=ERRORS, summary="本校线路"
 )
 async def list_lines(school_id: uuid.UUID, principal: Staff, session: SessionDep) -> list[CallLinePublic]:
-    return await service.list_lines(session, principal, school_id=school_id)
+    return await lines.list_lines(session, principal, school_id=school_id)
 
 
 @router.get("/call-lines/{line_id}", response_model=CallLinePublic, responses=ERRORS, summary="线路详情")
 async def get_line(line_id: uuid.UUID, principal: Staff, session: SessionDep) -> CallLinePublic:
-    return await service.get_line(session, principal, line_id=line_id)
+    return await lines.get_line(session, principal, line_id=line_id)
 
 
 @router.patch("/call-lines/{line_id}", response_model=CallLinePublic, responses=ERRORS, summary="修改线路")
@@ -123,7 +123,7 @@ async def update_line(
     line_id: uuid.UUID, body: CallLineUpdate, principal: SchoolAdmin, session: SessionDep
 ) -> CallLinePublic:
     """Booked calls stay as they are; ``is_active: false`` stops new bookings."""
-    return await service.update_line(session, principal, line_id=line_id, data=body)
+    return await lines.update_line(session, principal, line_id=line_id, data=body)
 
 
 @router.put(
@@ -132,7 +132,7 @@ async def update_line(
 async def set_hours(
     line_id: uuid.UUID, body: WeeklyHours, principal: SchoolAdmin, session: SessionDep
 ) -> CallLinePublic:
-    return await service.set_hours(session, principal, line_id=line_id, windows=body.windows)
+    return await lines.set_hours(session, principal, line_id=line_id, windows=body.windows)
 
 
 @router.put(
@@ -146,7 +146,7 @@ async def set_override(
 ) -> list[OverridePublic]:
     """The day's hours replace the weekly hours and any festival hours; ``[]`` closes the day; ``null`` returns
     it to the weekly hours. Answers the line's overrides from today on."""
-    return await service.set_override(session, principal, line_id=line_id, data=body, now=now)
+    return await lines.set_override(session, principal, line_id=line_id, data=body, now=now)
 
 
 @router.get(
@@ -155,7 +155,7 @@ async def set_override(
 async def list_overrides(
     line_id: uuid.UUID, principal: Staff, session: SessionDep, now: NowDep
 ) -> list[OverridePublic]:
-    return await service.list_overrides(session, principal, line_id=line_id, since=shanghai_date(now))
+    return await lines.list_overrides(session, principal, line_id=line_id, since=shanghai_date(now))
 
 
 @router.post(
@@ -170,7 +170,7 @@ async def declare_festival(
 ) -> FestivalDayPublic:
     """三八, 六一, 国庆, 中秋, 春节 eves: every line of every school of the county opens these hours as well
     (a school's own override of that date still wins). Declaring a date again replaces it."""
-    return await service.declare_festival(session, principal, county_id=county_id, data=body, now=now)
+    return await lines.declare_festival(session, principal, county_id=county_id, data=body, now=now)
 
 
 @router.get(
@@ -179,7 +179,7 @@ async def declare_festival(
 async def list_festivals(
     county_id: uuid.UUID, principal: Staff, session: SessionDep, now: NowDep
 ) -> list[FestivalDayPublic]:
-    return await service.list_festivals(session, principal, county_id=county_id, since=shanghai_date(now))
+    return await lines.list_festivals(session, principal, county_id=county_id, since=shanghai_date(now))
 
 
 # ---- availability ----

@@ -24,20 +24,16 @@ from sqlmodel import col, select
 
 from api import audit
 from api.clock import SHANGHAI
-from api.errors import Forbidden, LiushouError, NotFound
+from api.errors import Forbidden, NotFound
 from api.models.accounts import Role
 from api.models.children import Child
 from api.models.family_calls import (
     LIVE_STATUSES,
     CallEventKind,
     CallLine,
-    CallLineCreate,
     CallLineOverride,
     CallLinePublic,
-    CallLineUpdate,
     CallLineWindow,
-    CallSettingsIn,
-    CallSettingsPublic,
     CallStatus,
     CancelledBy,
     FamilyCall,
@@ -50,84 +46,26 @@ from api.models.family_calls import (
     FamilyCallQuota,
     FamilyCallRequest,
     FamilyCallReschedule,
-    FamilyCallSettings,
     FestivalDay,
-    FestivalDayIn,
-    FestivalDayPublic,
-    OverrideIn,
-    OverridePublic,
     SlotPublic,
-    WeeklyWindowIn,
-    WindowIn,
 )
 from api.models.guardians import ChildGuardian
-from api.models.organisations import County, School
+from api.models.organisations import School
 from api.scoping import Principal
 from api.services.family_calls import reminders, rules
 from api.services.family_calls.hours import Hours, Window, open_intervals, shanghai_date, week_start
+from api.services.family_calls.lines import (
+    NO_SCOPE,
+    Refused,
+    line_in_scope,
+    lines_public,
+    school_in_scope,
+    school_settings,
+    staff_of_school,
+)
 from api.services.family_calls.slots import Held, LineTimes, free_slots
 
 MAX_RANGE_DAYS = 62
-_NO_SCOPE = {"skip_scope": True}
-
-
-class Refused(LiushouError):
-    """A refusal of :mod:`rules` as an API error (its code, message and status)."""
-
-    def __init__(self, refusal: rules.Refusal) -> None:
-        self.status_code = refusal.status
-        super().__init__(refusal.message, code=refusal.code)
-
-
-# ---- who may do what ----
-
-
-def _manages_school(principal: Principal, school_id: uuid.UUID) -> bool:
-    return principal.role == Role.platform_admin or (
-        principal.role == Role.school_admin and principal.school_id == school_id
-    )
-
-
-def _staff_of_school(principal: Principal, school_id: uuid.UUID) -> bool:
-    return principal.role == Role.platform_admin or (
-        principal.role in (Role.school_admin, Role.teacher) and principal.school_id == school_id
-    )
-
-
-async def _school(session: AsyncSession, school_id: uuid.UUID) -> School:
-    school = await session.get(School, school_id)
-    if school is None:
-        raise NotFound("找不到该学校 (no such school)")
-    return school
-
-
-async def _managed_school(session: AsyncSession, principal: Principal, school_id: uuid.UUID) -> School:
-    school = await _school(session, school_id)
-    if not _manages_school(principal, school_id):
-        raise Forbidden("只有本校管理员可以设置亲情电话 (only the school's admins set up family calls)")
-    return school
-
-
-async def _county(session: AsyncSession, county_id: uuid.UUID) -> County:
-    """The county, if in the caller's scope (staff of the county, its bureau, the platform)."""
-    county = await session.get(County, county_id)
-    if county is None:
-        raise NotFound("找不到该县 (no such county)")
-    return county
-
-
-async def _line(session: AsyncSession, line_id: uuid.UUID) -> CallLine:
-    line = await session.get(CallLine, line_id)
-    if line is None:
-        raise NotFound("找不到该线路 (no such call line)")
-    return line
-
-
-async def _managed_line(session: AsyncSession, principal: Principal, line_id: uuid.UUID) -> CallLine:
-    line = await _line(session, line_id)
-    if not _manages_school(principal, line.school_id):
-        raise Forbidden("只有本校管理员可以设置亲情电话 (only the school's admins set up family calls)")
-    return line
 
 
 async def _child(session: AsyncSession, child_id: uuid.UUID) -> Child:
@@ -135,226 +73,6 @@ async def _child(session: AsyncSession, child_id: uuid.UUID) -> Child:
     if child is None:
         raise NotFound("找不到该学生 (no such child)")
     return child
-
-
-# ---- settings, lines and hours ----
-
-
-async def school_settings(session: AsyncSession, school_id: uuid.UUID) -> FamilyCallSettings:
-    found = await session.get(FamilyCallSettings, school_id, execution_options=_NO_SCOPE)
-    return found or FamilyCallSettings(school_id=school_id)
-
-
-def _settings_public(s: FamilyCallSettings) -> CallSettingsPublic:
-    return CallSettingsPublic(
-        school_id=s.school_id,
-        weekly_quota=s.weekly_quota,
-        requires_confirmation=s.requires_confirmation,
-        family_cancel_cutoff_minutes=s.family_cancel_cutoff_minutes,
-        reminder_lead_minutes=list(s.reminder_lead_minutes),
-    )
-
-
-async def get_settings(session: AsyncSession, principal: Principal, *, school_id: uuid.UUID) -> CallSettingsPublic:
-    await _school(session, school_id)
-    return _settings_public(await school_settings(session, school_id))
-
-
-async def put_settings(
-    session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, data: CallSettingsIn, now: datetime
-) -> CallSettingsPublic:
-    """Set a school's quota, confirmation, family cut-off and reminder lead times."""
-    await _managed_school(session, principal, school_id)
-    row = await session.get(FamilyCallSettings, school_id, execution_options=_NO_SCOPE)
-    if row is None:
-        row = FamilyCallSettings(school_id=school_id)
-        session.add(row)
-    row.weekly_quota = data.weekly_quota
-    row.requires_confirmation = data.requires_confirmation
-    row.family_cancel_cutoff_minutes = data.family_cancel_cutoff_minutes
-    row.reminder_lead_minutes = sorted(set(data.reminder_lead_minutes), reverse=True)
-    row.updated_at = now
-    await session.flush()
-    return _settings_public(row)
-
-
-def _hhmm(t: time) -> str:
-    return t.strftime("%H:%M")
-
-
-async def _line_public(session: AsyncSession, lines: Sequence[CallLine]) -> list[CallLinePublic]:
-    ids = [line.id for line in lines]
-    windows: dict[uuid.UUID, list[WeeklyWindowIn]] = defaultdict(list)
-    if ids:
-        rows = await session.execute(
-            select(CallLineWindow)
-            .where(col(CallLineWindow.line_id).in_(ids))
-            .order_by(col(CallLineWindow.weekday), col(CallLineWindow.starts))
-            .execution_options(**_NO_SCOPE)
-        )
-        for w in rows.scalars():
-            windows[w.line_id].append(WeeklyWindowIn(weekday=w.weekday, starts=_hhmm(w.starts), ends=_hhmm(w.ends)))
-    return [
-        CallLinePublic(
-            id=line.id,
-            school_id=line.school_id,
-            name=line.name,
-            kind=line.kind,
-            room=line.room,
-            number=line.number,
-            capacity=line.capacity,
-            slot_minutes=line.slot_minutes,
-            buffer_minutes=line.buffer_minutes,
-            min_notice_minutes=line.min_notice_minutes,
-            horizon_days=line.horizon_days,
-            is_active=line.is_active,
-            windows=windows[line.id],
-        )
-        for line in lines
-    ]
-
-
-def _replace_windows(session: AsyncSession, line_id: uuid.UUID, windows: Sequence[WeeklyWindowIn]) -> None:
-    for w in windows:
-        session.add(
-            CallLineWindow(
-                line_id=line_id, weekday=w.weekday, starts=time.fromisoformat(w.starts), ends=time.fromisoformat(w.ends)
-            )
-        )
-
-
-async def create_line(
-    session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, data: CallLineCreate, now: datetime
-) -> CallLinePublic:
-    """A new family phone or video room with its weekly hours."""
-    await _managed_school(session, principal, school_id)
-    line = CallLine(school_id=school_id, created_at=now, **data.model_dump(exclude={"windows"}))
-    session.add(line)
-    await session.flush()
-    _replace_windows(session, line.id, data.windows)
-    await session.flush()
-    return (await _line_public(session, [line]))[0]
-
-
-async def list_lines(session: AsyncSession, principal: Principal, *, school_id: uuid.UUID) -> list[CallLinePublic]:
-    await _school(session, school_id)
-    lines = (
-        await session.execute(
-            select(CallLine).where(col(CallLine.school_id) == school_id).order_by(col(CallLine.created_at))
-        )
-    ).scalars()
-    return await _line_public(session, list(lines))
-
-
-async def get_line(session: AsyncSession, principal: Principal, *, line_id: uuid.UUID) -> CallLinePublic:
-    return (await _line_public(session, [await _line(session, line_id)]))[0]
-
-
-async def update_line(
-    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, data: CallLineUpdate
-) -> CallLinePublic:
-    """Change a line's settings. A smaller capacity or new slot length leaves booked calls as they are."""
-    line = await _managed_line(session, principal, line_id)
-    for key, value in data.model_dump(exclude_unset=True).items():
-        if value is not None or key == "number":
-            setattr(line, key, value)
-    await session.flush()
-    return (await _line_public(session, [line]))[0]
-
-
-async def set_hours(
-    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, windows: Sequence[WeeklyWindowIn]
-) -> CallLinePublic:
-    """Replace a line's weekly hours (calls already booked stay booked)."""
-    line = await _managed_line(session, principal, line_id)
-    await session.execute(sa.delete(CallLineWindow).where(col(CallLineWindow.line_id) == line_id))
-    _replace_windows(session, line_id, windows)
-    await session.flush()
-    return (await _line_public(session, [line]))[0]
-
-
-def _windows_json(windows: Sequence[WindowIn]) -> list[list[str]]:
-    return [[w.starts, w.ends] for w in windows]
-
-
-def _windows_from_json(raw: Sequence[Sequence[str]]) -> list[WindowIn]:
-    return [WindowIn(starts=s, ends=e) for s, e in raw]
-
-
-async def set_override(
-    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, data: OverrideIn, now: datetime
-) -> list[OverridePublic]:
-    """Replace one date's hours (``[]`` closes the day); ``windows: null`` returns the date to its weekly hours."""
-    await _managed_line(session, principal, line_id)
-    await session.execute(
-        sa.delete(CallLineOverride).where(
-            col(CallLineOverride.line_id) == line_id, col(CallLineOverride.day) == data.day
-        )
-    )
-    if data.windows is not None:
-        session.add(
-            CallLineOverride(
-                line_id=line_id, day=data.day, windows=_windows_json(data.windows), reason=data.reason, created_at=now
-            )
-        )
-    await session.flush()
-    return await list_overrides(session, principal, line_id=line_id, since=shanghai_date(now))
-
-
-async def list_overrides(
-    session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, since: date
-) -> list[OverridePublic]:
-    await _line(session, line_id)
-    rows = await session.execute(
-        select(CallLineOverride)
-        .where(col(CallLineOverride.line_id) == line_id, col(CallLineOverride.day) >= since)
-        .order_by(col(CallLineOverride.day))
-        .execution_options(**_NO_SCOPE)
-    )
-    return [OverridePublic(day=o.day, windows=_windows_from_json(o.windows), reason=o.reason) for o in rows.scalars()]
-
-
-def _festival_public(f: FestivalDay) -> FestivalDayPublic:
-    return FestivalDayPublic(
-        id=f.id, county_id=f.county_id, day=f.day, name=f.name, windows=_windows_from_json(f.windows)
-    )
-
-
-async def declare_festival(
-    session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, data: FestivalDayIn, now: datetime
-) -> FestivalDayPublic:
-    """The county bureau opens extra hours on every line of all its schools on one date (declared again: replaced)."""
-    await _county(session, county_id)
-    insert = pg_insert(FestivalDay).values(
-        id=uuid.uuid4(),
-        county_id=county_id,
-        day=data.day,
-        name=data.name,
-        windows=_windows_json(data.windows),
-        created_at=now,
-    )
-    stmt = insert.on_conflict_do_update(
-        index_elements=["county_id", "day"], set_={"name": insert.excluded.name, "windows": insert.excluded.windows}
-    ).returning(col(FestivalDay.id))
-    festival_id = (await session.execute(stmt)).scalar_one()
-    row = (
-        await session.execute(
-            select(FestivalDay).where(col(FestivalDay.id) == festival_id).execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    return _festival_public(row)
-
-
-async def list_festivals(
-    session: AsyncSession, principal: Principal, *, county_id: uuid.UUID, since: date
-) -> list[FestivalDayPublic]:
-    await _county(session, county_id)
-    rows = await session.execute(
-        select(FestivalDay)
-        .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day) >= since)
-        .order_by(col(FestivalDay.day))
-    )
-    return [_festival_public(f) for f in rows.scalars()]
 
 
 # ---- availability ----
@@ -390,21 +108,21 @@ async def load_hours(
             col(CallLineWindow.ends),
         )
         .where(col(CallLineWindow.line_id).in_(ids))
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     for line_id, weekday, starts, ends in window_rows:
         weekly[line_id][weekday].append(Window(starts, ends))
     override_rows = await session.execute(
         sa.select(col(CallLineOverride.line_id), col(CallLineOverride.day), col(CallLineOverride.windows))
         .where(col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last))
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     for line_id, day, windows in override_rows:
         overrides[line_id][day] = _windows(windows)
     festival_rows = await session.execute(
         sa.select(col(FestivalDay.day), col(FestivalDay.windows))
         .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last))
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     festivals = {day: _windows(windows) for day, windows in festival_rows}
     return {i: Hours(weekly=weekly[i], overrides=overrides[i], festivals=festivals) for i in ids}
@@ -423,7 +141,7 @@ async def _held(
             col(FamilyCall.starts_at) < until,
             col(FamilyCall.blocked_until) > since,
         )
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     held: dict[uuid.UUID, list[Held]] = defaultdict(list)
     for line_id, starts_at, blocked_until, booth in rows:
@@ -467,8 +185,8 @@ async def line_slots(
     session: AsyncSession, principal: Principal, *, line_id: uuid.UUID, first: date, last: date, now: datetime
 ) -> list[SlotPublic]:
     """The free slots of one line over the dates ``first``..``last`` (Asia/Shanghai)."""
-    line = await _line(session, line_id)
-    school = await _school(session, line.school_id)
+    line = await line_in_scope(session, line_id)
+    school = await school_in_scope(session, line.school_id)
     return await _slots(session, [line], school.county_id, first, last, now)
 
 
@@ -477,7 +195,7 @@ async def _school_lines(session: AsyncSession, school_id: uuid.UUID) -> list[Cal
         select(CallLine)
         .where(col(CallLine.school_id) == school_id)
         .order_by(col(CallLine.created_at))
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     return list(rows.scalars())
 
@@ -486,7 +204,7 @@ async def school_slots(
     session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, first: date, last: date, now: datetime
 ) -> list[SlotPublic]:
     """The free slots of every line of a school."""
-    school = await _school(session, school_id)
+    school = await school_in_scope(session, school_id)
     return await _slots(session, await _school_lines(session, school_id), school.county_id, first, last, now)
 
 
@@ -496,11 +214,11 @@ async def child_availability(
     """What the child's family can book: the lines of the child's school and their free slots. The child is
     found through the caller's scope (a family sees only its own children)."""
     child = await _child(session, child_id)
-    school = await session.get(School, child.school_id, execution_options=_NO_SCOPE)
+    school = await session.get(School, child.school_id, execution_options=NO_SCOPE)
     assert school is not None
     lines = [line for line in await _school_lines(session, child.school_id) if line.is_active]
     slots = await _slots(session, lines, school.county_id, first, last, now)
-    return await _line_public(session, lines), slots
+    return await lines_public(session, lines), slots
 
 
 # ---- booking ----
@@ -537,7 +255,7 @@ async def _booker_guardian(
         await session.execute(
             sa.select(col(ChildGuardian.guardian_id))
             .where(col(ChildGuardian.child_id) == child.id, col(ChildGuardian.is_active))
-            .execution_options(**_NO_SCOPE)
+            .execution_options(**NO_SCOPE)
         )
     ).scalars()
     linked = set(links)
@@ -546,7 +264,7 @@ async def _booker_guardian(
         if not mine or (guardian_id is not None and guardian_id not in mine):
             raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
         return guardian_id or min(mine)
-    if not _staff_of_school(principal, child.school_id):
+    if not staff_of_school(principal, child.school_id):
         raise Forbidden("只有本校教师可以代家长预约 (only the child's school can book for a family)")
     if guardian_id is not None and guardian_id not in linked:
         raise Refused(rules.GUARDIAN_NOT_LINKED)
@@ -586,7 +304,7 @@ async def _release_quota(session: AsyncSession, child_id: uuid.UUID, week: date)
         .where(col(FamilyCallQuota.child_id) == child_id, col(FamilyCallQuota.week_start) == week)
         .where(col(FamilyCallQuota.count) > 0)
         .values(count=FamilyCallQuota.count - 1)
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
 
 
@@ -617,7 +335,7 @@ async def _place(
     if line.school_id != child.school_id:
         raise NotFound("找不到该线路 (no such call line at the child's school)")
     starts_at = starts_at.astimezone(UTC)
-    school = await session.get(School, line.school_id, execution_options=_NO_SCOPE)
+    school = await session.get(School, line.school_id, execution_options=NO_SCOPE)
     assert school is not None
     day = shanghai_date(starts_at)
     hours = await load_hours(session, [line], school.county_id, day - timedelta(days=1), day)
@@ -638,7 +356,7 @@ async def _place(
             col(FamilyCall.ends_at) > starts_at,
         )
         .limit(1)
-        .execution_options(**_NO_SCOPE)
+        .execution_options(**NO_SCOPE)
     )
     if busy.first() is not None:
         raise Refused(rules.CHILD_BUSY)
@@ -652,7 +370,7 @@ async def _place(
                     col(FamilyCall.starts_at) < blocked_until,
                     col(FamilyCall.blocked_until) > starts_at,
                 )
-                .execution_options(**_NO_SCOPE)
+                .execution_options(**NO_SCOPE)
             )
         ).scalars()
     )
@@ -730,7 +448,7 @@ async def book(
             return await call_public(session, earlier.call_id), True
     child = await _child_for_booking(session, principal, data.child_id)
     guardian_id = await _booker_guardian(session, principal, child, data.guardian_id)
-    line = await session.get(CallLine, data.line_id, execution_options=_NO_SCOPE)
+    line = await session.get(CallLine, data.line_id, execution_options=NO_SCOPE)
     if line is None:
         raise NotFound("找不到该线路 (no such call line)")
     call_id = await _place(
@@ -775,7 +493,7 @@ async def calls_public(
             .outerjoin(newer, newer.rescheduled_from == FamilyCall.id)
             .where(col(FamilyCall.id).in_(call_ids))
             .order_by(col(FamilyCall.starts_at))
-            .execution_options(**_NO_SCOPE)
+            .execution_options(**NO_SCOPE)
         )
     ).all()
     events: dict[uuid.UUID, list[Any]] = defaultdict(list)
@@ -785,7 +503,7 @@ async def calls_public(
                 select(FamilyCallEvent)
                 .where(col(FamilyCallEvent.call_id).in_(call_ids))
                 .order_by(col(FamilyCallEvent.seq))
-                .execution_options(**_NO_SCOPE)
+                .execution_options(**NO_SCOPE)
             )
         ).scalars():
             events[e.call_id].append({"kind": e.kind, "at": e.at, "account_id": e.account_id, "detail": e.detail})
@@ -847,7 +565,7 @@ async def get_call(session: AsyncSession, principal: Principal, *, call_id: uuid
 
 async def _staff_call(session: AsyncSession, principal: Principal, call_id: uuid.UUID) -> FamilyCall:
     call = await _call(session, call_id, lock=True)
-    if not _staff_of_school(principal, call.school_id):
+    if not staff_of_school(principal, call.school_id):
         raise Forbidden("只有本校教师可以处理通话 (only the school's staff do this)")
     return call
 
@@ -915,13 +633,13 @@ async def _actor(session: AsyncSession, principal: Principal, call: FamilyCall) 
                     col(ChildGuardian.is_active),
                     col(ChildGuardian.guardian_id).in_(principal.guardian_ids),
                 )
-                .execution_options(**_NO_SCOPE)
+                .execution_options(**NO_SCOPE)
             )
         ).first()
         if linked is None:
             raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
         return CancelledBy.family
-    if not _staff_of_school(principal, call.school_id):
+    if not staff_of_school(principal, call.school_id):
         raise Forbidden("只有本校教师可以处理通话 (only the school's staff do this)")
     return CancelledBy.school
 
@@ -990,10 +708,10 @@ async def reschedule(
             cutoff_minutes=settings.family_cancel_cutoff_minutes,
         )
     )
-    line = await session.get(CallLine, data.line_id or call.line_id, execution_options=_NO_SCOPE)
+    line = await session.get(CallLine, data.line_id or call.line_id, execution_options=NO_SCOPE)
     if line is None:
         raise NotFound("找不到该线路 (no such call line)")
-    child = await session.get(Child, call.child_id, execution_options=_NO_SCOPE)
+    child = await session.get(Child, call.child_id, execution_options=NO_SCOPE)
     assert child is not None
     old_id, guardian_id = call.id, call.guardian_id
     await _cancel(session, principal, call, by=by, reason="改期 (rescheduled)", now=now, event=False)
