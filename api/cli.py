@@ -9,8 +9,8 @@ import typer
 import uvicorn
 
 from api import embedded_pg
+from api.channels.fakes import FakeProviderServer
 from api.db import make_engine, make_sessionmaker, resolve_database_url, scoped_session
-from api.fake_providers import FakeProviderServer
 from api.logs import configure_logging
 from api.migrations import upgrade_to_head
 from api.models.accounts import AccountCreate, Role
@@ -19,7 +19,7 @@ from api.settings import Settings, get_settings
 from api.shutdown import Server, Shutdown
 
 if TYPE_CHECKING:
-    from api.demo import DemoFamilyAccount
+    from api.demo.seed import DemoFamilyAccount
 
 app = typer.Typer(help="liushou 留守 — backend for schools caring for left-behind children.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ async def _migrate() -> str:
 
 async def _seed(url: str) -> "DemoFamilyAccount | None":
     """Seed the demo; the family account it holds (described in the serve banner as it really is)."""
-    from api.demo import demo_family, seed_demo
+    from api.demo.seed import demo_family, seed_demo
 
     settings = get_settings()
     engine = make_engine(url, settings)
@@ -85,7 +85,7 @@ def serve(
     stop the embedded database it started; a second signal stops at once."""
     _logging()
     shutdown = Shutdown().install()
-    from api.demo import demo_accounts_text
+    from api.demo.seed import demo_accounts_text
     from api.main import create_app
 
     async def prepare() -> tuple[str, "DemoFamilyAccount | None"]:

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     @field_validator("ack_link_keys")
     @classmethod
     def _ack_link_keys_parse(cls, value: str) -> str:
-        from api.services.emergency.texts import link_keys  # a plain module; imported late to keep settings light
+        from api.ack_links import link_keys  # a plain module; imported late to keep settings light
 
         link_keys(value)  # a bad ring is refused at start-up, not when the first link is sent
         return value

@@ -26,15 +26,17 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from api import demo_people
 from api.crypto import FieldCipher
+from api.demo import people as demo_people
 from api.embedded_pg import asyncpg_url, ensure_database, socket_dir, start_embedded
 from api.idcard import Sex
 from api.migrations import upgrade_to_head
 from api.models.accounts import Role
-from api.models.children import ChildStatus
+from api.models.children import ChildFlag, ChildStatus
 from api.scoping import Principal, set_principal
-from api.services import children, completeness, identity
+from api.services import completeness, identity
+from api.services.children import records
+from api.services.children import search as children_search
 from api.settings import DEV_FIELD_KEYS
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -267,8 +269,12 @@ async def main() -> None:
 
     def search(**filters: Any) -> Query:
         async def run(session: AsyncSession) -> Any:
-            return await children.search_children(
-                session, session.info["liushou_principal"], filters=children.ChildFilters(**filters), offset=0, limit=50
+            return await children_search.search_children(
+                session,
+                session.info["liushou_principal"],
+                filters=children_search.ChildFilters(**filters),
+                offset=0,
+                limit=50,
             )
 
         return run
@@ -282,13 +288,13 @@ async def main() -> None:
         (
             "school: one child's file",
             admin,
-            lambda s: children.read_child(s, admin, child_id=county.sample_child, now=NOW),
+            lambda s: records.read_child(s, admin, child_id=county.sample_child, now=NOW),
         ),
         ("county: list page (50)", bureau, search()),
         ("county: name search 子轩", bureau, search(q="子轩")),
         ("county: pinyin initials lzx", bureau, search(q="lzx")),
         ("county: pinyin zixuan", bureau, search(q="zixuan")),
-        ("county: special hardship", bureau, search(flags=(children.ChildFlag.special_hardship,))),
+        ("county: special hardship", bureau, search(flags=(ChildFlag.special_hardship,))),
         ("county: incomplete files", bureau, search(left_behind=True, complete=False)),
         ("county: 建档率 per school", bureau, lambda s: completeness.area_completeness(s)),
     ]

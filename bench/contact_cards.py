@@ -4,7 +4,7 @@ guardian list take, and how long the event loop stalls meanwhile (the workbook i
     .venv/bin/python -m bench.contact_cards [--children 1500] [--runs 3]
 
 Starts an embedded PostgreSQL in a temporary folder, seeds one school with deterministic demo families
-(api.demo_people: siblings share their guardians) and calls the real endpoints over ASGI. Prints timings.
+(api.demo.people: siblings share their guardians) and calls the real endpoints over ASGI. Prints timings.
 """
 
 import argparse
@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from api import demo_people
 from api.clock import FrozenClock
 from api.db import scoped_session
+from api.demo import people as demo_people
 from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
 from api.main import create_app
 from api.models.accounts import Account, LoginSession, Role

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "escalation.md"
 SECRET = "bench-callback-secret"
 FAKE = (
-    "import sys, uvicorn; from api.fake_providers import create_fake_app; "
+    "import sys, uvicorn; from api.channels.fakes import create_fake_app; "
     "uvicorn.run(create_fake_app(callback_secret=sys.argv[2], callback_concurrency=int(sys.argv[3])),"
     " host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)"
 )

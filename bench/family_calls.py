@@ -30,10 +30,10 @@ from typing import Any
 import asyncpg
 import httpx
 
+from api.channels.fakes import LoopbackServer
 from api.clock import SHANGHAI, FrozenClock
 from api.db import scoped_session
 from api.embedded_pg import asyncpg_url, release, socket_dir, start_embedded
-from api.fake_providers import LoopbackServer
 from api.main import create_app
 from api.migrations import upgrade_to_head
 from api.models.accounts import Account, LoginSession, Role

@@ -4,7 +4,7 @@ and how long the event loop stalls meanwhile (parsing and workbook building run 
     .venv/bin/python -m bench.roster_import [--children 10000]
 
 Starts an embedded PostgreSQL in a temporary folder, creates one school with 24 classes and a school admin,
-generates the roster from deterministic demo families (api.demo_people: siblings share their guardians),
+generates the roster from deterministic demo families (api.demo.people: siblings share their guardians),
 and calls the real endpoints over ASGI. Prints timings; the target is "well under a minute" for 10,000 rows.
 """
 
@@ -24,12 +24,14 @@ import httpx
 from api.clock import SHANGHAI, FrozenClock
 from api.crypto import FieldCipher
 from api.db import scoped_session
+from api.demo.roster import demo_roster
 from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
 from api.main import create_app
 from api.models.accounts import Account, LoginSession, Role
 from api.models.organisations import County, School, SchoolClass, Township
 from api.security import issue_access_token
-from api.services.roster import demo_roster, parse_roster, roster_csv, write_roster_xlsx
+from api.services.roster.files import roster_csv, write_roster_xlsx
+from api.services.roster.parse import parse_roster
 from api.settings import Environment, Settings
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)

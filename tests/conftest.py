@@ -24,10 +24,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.channels.fakes import FakeProviderServer
 from api.clock import FrozenClock
 from api.db import scoped_session
 from api.embedded_pg import asyncpg_url, release, socket_dir, start_embedded
-from api.fake_providers import FakeProviderServer
 from api.main import create_app
 from api.migrations import upgrade_to_head
 from api.settings import Environment, Settings

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from api.fake_providers import LoopbackServer
+from api.channels.fakes import LoopbackServer
 
 
 class LiveServer(LoopbackServer):

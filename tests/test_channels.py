@@ -39,8 +39,7 @@ from api.channels import (
     sign_callback,
     verify_callback,
 )
-from api.channels.wechat import WechatSession
-from api.fake_providers import (
+from api.channels.fakes import (
     DEFAULT_SMS_API_KEY,
     DEFAULT_VOICE_API_KEY,
     DEFAULT_WECHAT_APPID,
@@ -48,6 +47,7 @@ from api.fake_providers import (
     FakeProviderServer,
     LoopbackServer,
 )
+from api.channels.wechat import WechatSession
 
 SECRET = "test-callback-secret"
 GRANDMA = "+8613800138000"

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from api import demo_people
+from api.demo import people as demo_people
 from api.idcard import Sex, compute_check_digit
 from api.models.accounts import Account, Role
 from api.models.audit import AuditEntry

@@ -8,7 +8,7 @@ import sys
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.demo import DEMO_PASSWORD
+from api.demo.seed import DEMO_PASSWORD
 
 
 async def liushou(database_url: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from api import demo_people
+from api.demo import people as demo_people
 from api.models.children import Child, ChildStatus, GuardianshipRating, MissingItem, ParentsAway, Sex
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.services import identity

@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from api.demo import DEMO_PASSWORD, seed_demo
-from api.demo_archive import INCOMPLETE_SHARE, grade_of, plan_archive
+from api.demo.archive import INCOMPLETE_SHARE, grade_of, plan_archive
+from api.demo.seed import DEMO_PASSWORD, seed_demo
 from api.idcard import validate_id_number
 from api.models.children import Child, ChildEvent, ChildEventKind, MissingItem
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from api import demo_people
-from api.demo_people import DemoFamily, DemoPerson, families
+from api.demo import people as demo_people
+from api.demo.people import DemoFamily, DemoPerson, families
 from api.idcard import Sex, validate_id_number
 from api.phones import PhoneKind, normalize_phone
 from api.pinyin import name_search_keys

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from api.channels.fakes import FakeProviderServer, LoopbackServer
 from api.clock import SystemClock
 from api.db import make_engine, make_sessionmaker
-from api.fake_providers import FakeProviderServer, LoopbackServer
 from api.main import create_app
 from bench.escalation import SECRET, seed
 from bench.escalation_chaos import MUST_BE_ZERO, Workers, audit, report_storm, short_policy, slow_answers

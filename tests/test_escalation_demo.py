@@ -4,13 +4,10 @@ the engine produced — told in time at every step. Seeding twice changes nothin
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from api.demo import demo_id, seed_demo
-from api.escalation.demo import CASE_CODE, INCIDENT_KEY
-from api.models.escalation import (
-    Acknowledgement,
-    DutyContact,
-    StepStatus,
-)
+from api.demo.context import demo_id
+from api.demo.escalation import CASE_CODE, INCIDENT_KEY
+from api.demo.seed import seed_demo
+from api.models.escalation import Acknowledgement, DutyContact, StepStatus
 from api.models.incidents import Incident, IncidentEvent, IncidentStatus
 from api.models.notifications import (
     MessageStatus,

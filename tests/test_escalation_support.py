@@ -25,9 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.channels.base import SIGNATURE_HEADER
+from api.channels.fakes import FakeProviderServer, LoopbackServer
 from api.clock import FrozenClock
 from api.db import scoped_session
-from api.fake_providers import FakeProviderServer, LoopbackServer
 from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.escalation import DutyContact

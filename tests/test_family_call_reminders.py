@@ -15,7 +15,7 @@ import httpx
 import sqlalchemy as sa
 
 from api.db import make_engine, scoped_session
-from api.fake_providers import FakeProviderServer
+from api.channels.fakes import FakeProviderServer
 from api.models.accounts import Account
 from api.models.notifications import OutboundMessage
 from bench.escalation_chaos import Workers, slow_answers

@@ -409,7 +409,8 @@ async def add_family(app: FastAPI, world: World, now: datetime, n: int) -> tuple
 
 
 async def test_the_demo_school_has_a_family_phone_a_video_room_and_calls_booked(app, system_session):
-    from api.demo import demo_id, seed_demo
+    from api.demo.context import demo_id
+    from api.demo.seed import seed_demo
     from api.models.family_calls import CallLine, FamilyCall
 
     await seed_demo(system_session, app.state.passwords)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from api.db import scoped_session
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
-from api.services.roster import HEADERS, INSTRUCTIONS_SHEET, SHEET_NAME
+from api.services.roster.columns import HEADERS, INSTRUCTIONS_SHEET, SHEET_NAME
 from tests.test_roster_import import child_row, count, csv_file, upload
 
 

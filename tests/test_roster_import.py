@@ -11,14 +11,16 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from api.db import scoped_session
+from api.demo.roster import demo_roster
 from api.idcard import compute_check_digit
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildEvent, ChildStatus
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import SchoolClass
 from api.models.roster import ImportBatch
-from api.services import roster as roster_service
-from api.services.roster import HEADERS, demo_roster, roster_csv
+from api.services.roster import files as roster_files
+from api.services.roster.columns import HEADERS
+from api.services.roster.files import roster_csv
 
 TODAY = date(2026, 11, 24)  # the frozen clock of tests/conftest.py, in Asia/Shanghai
 
@@ -482,21 +484,21 @@ async def test_an_empty_file_or_a_template_without_children_is_refused(client, w
 
 
 async def test_a_file_over_the_size_limit_is_refused_with_413(client, world, monkeypatch):
-    monkeypatch.setattr(roster_service, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(roster_files, "MAX_FILE_BYTES", 1000)
     r = await upload(client, world, b"x" * 1001)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "roster_too_large" and r.json()["error"]["message"].startswith("文件太大")
 
 
 async def test_a_roster_over_the_row_limit_is_refused_before_any_row_is_written(app, client, world, monkeypatch):
-    monkeypatch.setattr(roster_service, "MAX_ROWS", 2)
+    monkeypatch.setattr(roster_files, "MAX_ROWS", 2)
     r = await upload(client, world, csv_file([child_row(0), child_row(1), child_row(2)]))
     assert r.status_code == 422 and r.json()["error"]["code"] == "roster_too_many_rows"
     assert await count(app, Child) == 0
 
 
 async def test_a_body_over_the_upload_limit_is_cut_off_before_it_is_read(client, world):
-    r = await upload(client, world, b"x" * (roster_service.MAX_FILE_BYTES + 200 * 1024))
+    r = await upload(client, world, b"x" * (roster_files.MAX_FILE_BYTES + 200 * 1024))
     assert r.status_code == 413 and r.json()["error"]["code"] == "roster_too_large"
 
 
@@ -517,7 +519,7 @@ async def test_a_streamed_upload_without_a_length_is_cut_off_at_the_limit(client
     )
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and r.json()["error"]["code"] == "roster_too_large"
-    assert sent <= roster_service.MAX_FILE_BYTES // (1024 * 1024) + 1  # not read to the end
+    assert sent <= roster_files.MAX_FILE_BYTES // (1024 * 1024) + 1  # not read to the end
 
 
 # ---- dry run, roles and scope ----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.cli import _demo_providers
-from api.demo import DEMO_PASSWORD
+from api.demo.seed import DEMO_PASSWORD
 from api.settings import Settings
 
 ACCOUNT_LINE = re.compile(r"^  (\S+)\s+(\S+)\s+\((\w+)\)$")

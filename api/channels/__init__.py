@@ -3,7 +3,7 @@
 Every client takes the app's one shared `httpx.AsyncClient` plus keyword-only configuration, and maps
 provider answers onto `SendResult`, `ChannelPermanentError` (fall back) or `ChannelTemporaryError` (retry).
 The provider contract for SMS and voice, and the fakes used by tests and the demo, are in
-docs/providers.md and `api.fake_providers`.
+docs/providers.md and `api.channels.fakes`.
 """
 
 from api.channels.base import (

@@ -1,7 +1,7 @@
 """WeChat mini-program server API: login (`jscode2session`), access token, subscribe messages.
 
 The protocol is WeChat's own (https://developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/); only the base
-URL is configurable so tests and the demo can point it at `api.fake_providers`. WeChat answers HTTP 200
+URL is configurable so tests and the demo can point it at `api.channels.fakes`. WeChat answers HTTP 200
 with an `errcode` for business errors, and sometimes labels JSON as `text/plain`, so bodies are parsed
 whatever their content type.
 """

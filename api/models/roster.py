@@ -1,7 +1,7 @@
 """花名册 roster import and export: the record of each import and the answers the API gives.
 
-The columns of the roster itself (the template a school fills in) are defined with their parsers in
-:mod:`api.services.roster`; ``docs/roster-template.md`` documents them for school clerks.
+The columns of the roster itself (the template a school fills in) are defined in
+:mod:`api.services.roster.columns`; ``docs/roster-template.md`` documents them for school clerks.
 """
 
 import uuid

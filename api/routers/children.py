@@ -33,8 +33,9 @@ from api.models.children import (
 )
 from api.models.guardians import ChildReadView, FamilyChildView
 from api.scoping import Principal
-from api.services import children as service
-from api.services import completeness, guardians
+from api.services import completeness
+from api.services.children import history, lifecycle, promotion, records, search
+from api.services.guardians import family
 
 router = APIRouter(tags=["一人一档 children"])
 ERRORS = error_responses(403, 404, 409, 422)
@@ -60,7 +61,7 @@ async def list_children(
 ) -> Page[ChildSummary]:
     """Children in your scope, by school, class (grade, name) and name. Each item is the basic view with what
     its file still lacks. Every page is recorded in the audit log (``child.list``)."""
-    filters = service.ChildFilters(
+    filters = search.ChildFilters(
         q=q,
         school_id=school_id,
         class_id=class_id,
@@ -69,7 +70,7 @@ async def list_children(
         flags=tuple(dict.fromkeys(flag)),
         complete=complete,
     )
-    return await service.search_children(session, principal, filters=filters, offset=offset, limit=limit)
+    return await search.search_children(session, principal, filters=filters, offset=offset, limit=limit)
 
 
 @router.post("/children", response_model=ChildView, status_code=201, responses=ERRORS, summary="新建儿童档案")
@@ -78,8 +79,8 @@ async def create_child(
 ) -> ChildView:
     """School admins (any class of their school) and head teachers (their own class). A duplicate ID number
     anywhere on the platform answers 409 ``child_duplicate_id_number``: a child changing school is transferred."""
-    child = await service.create_child(session, principal, cipher=cipher, data=body, now=now)
-    return await service.child_view(session, principal, child, now=now)
+    child = await records.create_child(session, principal, cipher=cipher, data=body, now=now)
+    return await records.child_view(session, principal, child, now=now)
 
 
 @router.get("/children/{child_id}", response_model=ChildReadView, responses=ERRORS, summary="儿童档案详情")
@@ -92,9 +93,9 @@ async def get_child(
     (``child.read``)."""
     if principal.role == Role.family:
         return FamilyChildView(
-            **(await guardians.family_child(session, principal, child_id=child_id, now=now)).model_dump()
+            **(await family.family_child(session, principal, child_id=child_id, now=now)).model_dump()
         )
-    return await service.read_child(session, principal, child_id=child_id, now=now)
+    return await records.read_child(session, principal, child_id=child_id, now=now)
 
 
 @router.patch("/children/{child_id}", response_model=ChildView, responses=ERRORS, summary="修改儿童档案")
@@ -102,8 +103,8 @@ async def update_child(
     child_id: uuid.UUID, body: ChildUpdate, principal: Writers, session: SessionDep, cipher: CipherDep, now: NowDep
 ) -> ChildView:
     """Only the fields sent change; every change is in the history (who, which field, when)."""
-    child = await service.update_child(session, principal, cipher=cipher, child_id=child_id, data=body, now=now)
-    return await service.child_view(session, principal, child, now=now)
+    child = await records.update_child(session, principal, cipher=cipher, child_id=child_id, data=body, now=now)
+    return await records.child_view(session, principal, child, now=now)
 
 
 @router.post(
@@ -115,14 +116,14 @@ async def update_child(
 async def reveal_id_number(
     child_id: uuid.UUID, principal: OnlySchoolAdmin, session: SessionDep, cipher: CipherDep
 ) -> RevealedIdNumber:
-    return await service.reveal_id_number(session, principal, cipher=cipher, child_id=child_id)
+    return await records.reveal_id_number(session, principal, cipher=cipher, child_id=child_id)
 
 
 @router.get("/children/{child_id}/history", response_model=list[HistoryEntry], responses=ERRORS, summary="档案变更记录")
 async def child_history(child_id: uuid.UUID, principal: Staff, session: SessionDep) -> list[HistoryEntry]:
     """Who changed which field when, and the child's life events (transfer, promotion…), newest first.
     Protected values (the ID number) show only that they changed."""
-    return await service.child_history(session, principal, child_id=child_id)
+    return await history.child_history(session, principal, child_id=child_id)
 
 
 # ---- lifecycle --------------------------------------------------------------------------------------------
@@ -139,7 +140,9 @@ async def transfer_child(
     child_id: uuid.UUID, body: TransferRequest, principal: SchoolAdmin, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
     """The receiving school gets the file with its guardians and history; this school no longer sees it."""
-    return service.event_public(await service.transfer_child(session, principal, child_id=child_id, data=body, now=now))
+    return records.event_public(
+        await lifecycle.transfer_child(session, principal, child_id=child_id, data=body, now=now)
+    )
 
 
 @router.post(
@@ -153,8 +156,8 @@ async def parents_returned(
     child_id: uuid.UUID, body: LifecycleChange, principal: Writers, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
     """School admins or the child's head teacher."""
-    return service.event_public(
-        await service.parents_returned(session, principal, child_id=child_id, data=body, now=now)
+    return records.event_public(
+        await lifecycle.parents_returned(session, principal, child_id=child_id, data=body, now=now)
     )
 
 
@@ -169,8 +172,8 @@ async def became_left_behind(
     child_id: uuid.UUID, body: BecameLeftBehindRequest, principal: Writers, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
     """School admins or the child's head teacher."""
-    return service.event_public(
-        await service.became_left_behind(session, principal, child_id=child_id, data=body, now=now)
+    return records.event_public(
+        await lifecycle.became_left_behind(session, principal, child_id=child_id, data=body, now=now)
     )
 
 
@@ -184,7 +187,9 @@ async def became_left_behind(
 async def graduate_child(
     child_id: uuid.UUID, body: GraduationRequest, principal: SchoolAdmin, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
-    return service.event_public(await service.graduate_child(session, principal, child_id=child_id, data=body, now=now))
+    return records.event_public(
+        await lifecycle.graduate_child(session, principal, child_id=child_id, data=body, now=now)
+    )
 
 
 @router.post(
@@ -197,7 +202,7 @@ async def graduate_child(
 async def leave_school(
     child_id: uuid.UUID, body: LifecycleChange, principal: SchoolAdmin, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
-    return service.event_public(await service.leave_school(session, principal, child_id=child_id, data=body, now=now))
+    return records.event_public(await lifecycle.leave_school(session, principal, child_id=child_id, data=body, now=now))
 
 
 @router.post(
@@ -210,7 +215,9 @@ async def leave_school(
 async def re_enrol_child(
     child_id: uuid.UUID, body: ReEnrolRequest, principal: SchoolAdmin, session: SessionDep, now: NowDep
 ) -> ChildEventPublic:
-    return service.event_public(await service.re_enrol_child(session, principal, child_id=child_id, data=body, now=now))
+    return records.event_public(
+        await lifecycle.re_enrol_child(session, principal, child_id=child_id, data=body, now=now)
+    )
 
 
 @router.post(
@@ -223,7 +230,7 @@ async def promote_classes(
     school_id: uuid.UUID, body: PromotionRequest, principal: SchoolAdmin, session: SessionDep, now: NowDep
 ) -> PromotionResult:
     """All or nothing. Promoting a class twice in one school year answers 409 ``already_promoted``."""
-    return await service.promote_classes(session, principal, school_id=school_id, data=body, now=now)
+    return await promotion.promote_classes(session, principal, school_id=school_id, data=body, now=now)
 
 
 # ---- 建档率 -------------------------------------------------------------------------------------------------

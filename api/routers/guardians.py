@@ -25,7 +25,7 @@ from api.models.guardians import (
 )
 from api.scoping import Principal
 from api.services import contact_cards
-from api.services import guardians as service
+from api.services.guardians import invites, links, records
 
 router = APIRouter(tags=["监护人 guardians"])
 ERRORS = error_responses(403, 404, 422)
@@ -49,7 +49,7 @@ async def list_guardians(
 ) -> list[GuardianLinkPublic]:
     """Active guardians first, in emergency call order, then ended links. Teachers of other classes see
     masked phones and no personal details (as for the child's own file)."""
-    return await service.list_guardians(session, principal, child_id=child_id, now=now)
+    return await links.list_guardians(session, principal, child_id=child_id, now=now)
 
 
 @router.post(
@@ -65,7 +65,7 @@ async def add_guardian(
     """A new person (``guardian``) or one already on file (``guardian_id``, e.g. for a sibling). A new person
     with the same name and phone as a guardian already linked to a child of this school is that person:
     the record is reused (``reused: true``), never duplicated. Phones: 手机 or 固定电话 with area code."""
-    return await service.add_guardian(session, principal, child_id=child_id, data=body, now=now)
+    return await links.add_guardian(session, principal, child_id=child_id, data=body, now=now)
 
 
 @router.put(
@@ -78,7 +78,7 @@ async def set_contact_order(
     child_id: uuid.UUID, body: ContactOrderUpdate, principal: Writers, session: SessionDep, now: NowDep
 ) -> list[GuardianLinkPublic]:
     """``link_ids`` lists every active guardian link of the child, first to call first; orders become 1..n."""
-    return await service.set_contact_order(session, principal, child_id=child_id, link_ids=body.link_ids, now=now)
+    return await links.set_contact_order(session, principal, child_id=child_id, link_ids=body.link_ids, now=now)
 
 
 @router.patch(
@@ -95,7 +95,7 @@ async def update_link(
     session: SessionDep,
     now: NowDep,
 ) -> GuardianLinkPublic:
-    return await service.update_link(session, principal, child_id=child_id, link_id=link_id, data=body, now=now)
+    return await links.update_link(session, principal, child_id=child_id, link_id=link_id, data=body, now=now)
 
 
 @router.post(
@@ -113,7 +113,7 @@ async def end_link(
     now: NowDep,
 ) -> GuardianLinkPublic:
     """Nothing is deleted: the link becomes inactive with a date and a reason; the others close up."""
-    return await service.end_link(session, principal, child_id=child_id, link_id=link_id, data=body, now=now)
+    return await links.end_link(session, principal, child_id=child_id, link_id=link_id, data=body, now=now)
 
 
 @router.get(
@@ -123,7 +123,7 @@ async def end_link(
     summary="监护人详情 (with the children they care for)",
 )
 async def get_guardian(guardian_id: uuid.UUID, principal: Staff, session: SessionDep, now: NowDep) -> GuardianDetail:
-    return await service.get_guardian(session, principal, guardian_id=guardian_id, now=now)
+    return await records.get_guardian(session, principal, guardian_id=guardian_id, now=now)
 
 
 @router.patch(
@@ -136,7 +136,7 @@ async def update_guardian(
     guardian_id: uuid.UUID, body: GuardianUpdate, principal: Writers, session: SessionDep, now: NowDep
 ) -> GuardianPublic:
     """Only the fields sent change; ``null`` clears one. ``age`` may be given instead of ``birth_year``."""
-    return await service.update_guardian(session, principal, guardian_id=guardian_id, data=body, now=now)
+    return await records.update_guardian(session, principal, guardian_id=guardian_id, data=body, now=now)
 
 
 @router.post(
@@ -158,7 +158,7 @@ async def invite_guardian(
     A one-time code (shown only now) with which the parent or guardian binds their WeChat in the mini-program
     (``/auth/wechat/login`` then ``/auth/wechat/bind``); they then see exactly their own children. Issuing a
     new code voids the guardian's earlier unused one."""
-    return await service.issue_guardian_invite(
+    return await invites.issue_guardian_invite(
         session, principal, settings=settings, child_id=child_id, guardian_id=guardian_id, now=now
     )
 

@@ -17,7 +17,8 @@ from api.errors import error_responses
 from api.models.base import Page
 from api.models.children import ChildStatus
 from api.models.roster import ImportBatchPublic, RosterImportReport
-from api.services import roster as service
+from api.services.roster import files as roster_files
+from api.services.roster import service
 
 # Room for the multipart envelope around the file itself.
 _MULTIPART_SLACK = 64 * 1024
@@ -31,7 +32,7 @@ class _UploadRoute(APIRoute):
     """Stops reading an upload once it passes the limit and answers with the API's own 413
     (``roster_too_large``, Chinese first). FastAPI's ``max_body_size`` would answer in plain text."""
 
-    max_upload_bytes = service.MAX_FILE_BYTES + _MULTIPART_SLACK
+    max_upload_bytes = roster_files.MAX_FILE_BYTES + _MULTIPART_SLACK
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -40,7 +41,7 @@ class _UploadRoute(APIRoute):
         async def limited(request: Request) -> Response:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise service.RosterTooLarge()
+                raise roster_files.RosterTooLarge()
             received = 0
             receive = request.receive
 
@@ -58,7 +59,7 @@ class _UploadRoute(APIRoute):
             except StarletteHTTPException:
                 # FastAPI reports any failure while reading the form as 400; say what it really was.
                 if received > limit:
-                    raise service.RosterTooLarge() from None
+                    raise roster_files.RosterTooLarge() from None
                 raise
 
         return limited
@@ -78,7 +79,7 @@ def _attachment(content: bytes, file_name: str, media_type: str) -> Response:
 
 
 _XLSX_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {service.XLSX_MEDIA_TYPE: {}}, "description": "Excel 工作簿"}
+    200: {"content": {roster_files.XLSX_MEDIA_TYPE: {}}, "description": "Excel 工作簿"}
 }
 
 
@@ -91,13 +92,13 @@ _XLSX_RESPONSE: dict[int | str, dict[str, Any]] = {
 async def template_xlsx(_: Staff) -> Response:
     """The empty roster template: column headers, drop-down lists, text-formatted ID and phone columns,
     and a second sheet 填写说明 explaining every column with an example."""
-    return _attachment(await asyncio.to_thread(_template_xlsx), "花名册模板.xlsx", service.XLSX_MEDIA_TYPE)
+    return _attachment(await asyncio.to_thread(_template_xlsx), "花名册模板.xlsx", roster_files.XLSX_MEDIA_TYPE)
 
 
 @functools.cache
 def _template_xlsx() -> bytes:
     # Building the workbook takes tens of milliseconds of CPU: once, off the event loop; the bytes never change.
-    return service.template_xlsx()
+    return roster_files.template_xlsx()
 
 
 @router.get(
@@ -108,7 +109,7 @@ def _template_xlsx() -> bytes:
 )
 async def template_csv(_: Staff) -> Response:
     """The header row of the roster as CSV (UTF-8 with a BOM, so Excel shows the Chinese headers)."""
-    return _attachment(service.template_csv(), "花名册模板.csv", "text/csv; charset=utf-8")
+    return _attachment(roster_files.template_csv(), "花名册模板.csv", "text/csv; charset=utf-8")
 
 
 @upload_router.post(
@@ -135,9 +136,9 @@ async def import_roster(
     A wrong header answers 422 ``roster_columns`` naming the missing, unknown or repeated columns.
     Children are matched by ID number, so importing the same roster again updates instead of duplicating.
     """
-    content = await file.read(service.MAX_FILE_BYTES + 1)
-    if len(content) > service.MAX_FILE_BYTES:
-        raise service.RosterTooLarge()
+    content = await file.read(roster_files.MAX_FILE_BYTES + 1)
+    if len(content) > roster_files.MAX_FILE_BYTES:
+        raise roster_files.RosterTooLarge()
     return await service.import_roster(
         session,
         principal,
@@ -183,7 +184,7 @@ async def export_roster(
         reveal_id_numbers=reveal_id_numbers,
         now=now,
     )
-    return _attachment(content, file_name, service.XLSX_MEDIA_TYPE)
+    return _attachment(content, file_name, roster_files.XLSX_MEDIA_TYPE)
 
 
 @router.get(

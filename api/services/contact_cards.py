@@ -42,7 +42,8 @@ from api.models.guardians import (
 )
 from api.models.organisations import School, SchoolClass, class_label
 from api.scoping import Principal
-from api.services.guardians import CHILD_NOT_FOUND, today_in_china
+from api.services.children.rules import today_in_china
+from api.services.guardians.records import CHILD_NOT_FOUND
 
 # The guardians of children that were themselves found through a scoped query. The scope rules would only
 # repeat that (a link or guardian is visible through a visible child), as IN-subqueries nested inside the

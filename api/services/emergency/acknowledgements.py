@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api import ack_links
 from api.errors import Conflict, Invalid, NotFound, field_error
 from api.models.accounts import Role
 from api.models.escalation import (
@@ -363,7 +364,7 @@ async def acknowledge_in_mini_program(
 
 async def _message_for_token(session: AsyncSession, *, secret: str, token: str) -> OutboundMessage:
     """``secret`` is the acknowledgement-link key ring (``Settings.ack_link_keys``)."""
-    message_id = texts.read_ack_token(secret, token)
+    message_id = ack_links.read_ack_token(secret, token)
     message = await session.get(OutboundMessage, message_id) if message_id else None
     if message is None or message.purpose != MessagePurpose.notify or message.party_id is None:
         raise NotFound(LINK_NOT_FOUND, code="ack_link_invalid")
@@ -398,7 +399,7 @@ async def ack_page(session: AsyncSession, *, secret: str, token: str) -> AckPage
 async def school_of_link(session: AsyncSession, *, secret: str, token: str) -> tuple[str, str | None] | None:
     """The school (name, phone to call) behind a link that is genuine but leads nowhere the page can show —
     for its "link not valid" page. None when the token is not one of ours or its message is gone."""
-    message_id = texts.read_ack_token(secret, token)
+    message_id = ack_links.read_ack_token(secret, token)
     message = await session.get(OutboundMessage, message_id) if message_id else None
     incident = await session.get(Incident, message.incident_id) if message else None
     if incident is None:

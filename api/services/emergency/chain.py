@@ -158,7 +158,7 @@ async def lock_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[Escala
 
 
 async def lock_step_and_party(session: AsyncSession, party_id: uuid.UUID) -> tuple[EscalationStep, EscalationParty]:
-    """Lock in the engine's order (:func:`api.services.escalation.lock_chain`): the step, then the party."""
+    """Lock in the engine's order (:func:`lock_chain`): the step, then the party."""
     locked = await lock_party(session, party_id)
     if locked is None:
         raise NotFound("找不到该通知对象 (party not found)", code="party_not_found")
@@ -446,19 +446,12 @@ async def check_step(session: AsyncSession, step: EscalationStep, *, settings: S
     step.next_check_at = next_step_check(step)
 
 
-async def freeze_chain(
-    session: AsyncSession,
-    incident: Incident,
-    *,
-    policy: PolicyValues,
-    holds: Sequence[StepHold],
-    settings: Settings,
-    now: datetime,
-) -> list[EscalationStep]:
-    """Create the incident's steps, parties and targets, and start every step that is not held."""
+def _new_rows(
+    incident: Incident, *, policy: PolicyValues, holds: Sequence[StepHold], now: datetime
+) -> tuple[list[EscalationStep], list[tuple[EscalationStep, EscalationParty]]]:
+    """The incident's steps (deadlines and holds as the policy says) and their parties, not yet added."""
     steps: list[EscalationStep] = []
     parties: list[tuple[EscalationStep, EscalationParty]] = []
-    frozen: list[dict[str, Any]] = []
     for step_no, deadline_at, hold_until in plan_steps(
         policy, occurred_at=incident.occurred_at, reported_at=now, holds=holds
     ):
@@ -486,6 +479,21 @@ async def freeze_chain(
                 status=PartyStatus.held if held else PartyStatus.notifying,
             )
             parties.append((step, party))
+    return steps, parties
+
+
+async def freeze_chain(
+    session: AsyncSession,
+    incident: Incident,
+    *,
+    policy: PolicyValues,
+    holds: Sequence[StepHold],
+    settings: Settings,
+    now: datetime,
+) -> list[EscalationStep]:
+    """Create the incident's steps, parties and targets, and start every step that is not held."""
+    steps, parties = _new_rows(incident, policy=policy, holds=holds, now=now)
+    frozen: list[dict[str, Any]] = []
     # No ORM relationships between these tables, so the flush order is ours: steps, parties, targets, then
     # messages and events. Autoflush is off so that each table is one multi-row INSERT, not one per query.
     with session.no_autoflush:

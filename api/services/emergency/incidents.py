@@ -86,6 +86,29 @@ def _require_open(incident: Incident) -> None:
         raise Conflict("事件已结案 (the incident is closed)", code="incident_closed")
 
 
+async def _insert_with_case_code(
+    session: AsyncSession, draft: Incident, *, draw_code: bool, draw_id: bool, now: datetime
+) -> Incident | None:
+    """Insert the incident under a random case code, drawing again when one is taken (the demo seeder fixes
+    its id and code: ``draw_id`` / ``draw_code`` false). ``None`` when five draws were all taken."""
+    values = draft.model_dump()
+    for _ in range(5):
+        drawn: dict[str, object] = {}
+        if draw_code:
+            drawn["case_code"] = _case_code(now)
+        if draw_id:
+            drawn["id"] = uuid.uuid4()
+        candidate = Incident(**{**values, **drawn})
+        try:
+            async with session.begin_nested():
+                session.add(candidate)
+                await session.flush()
+        except IntegrityError:
+            continue  # the random case code was taken: draw another
+        return candidate
+    return None
+
+
 async def report_incident(
     session: AsyncSession,
     principal: Principal,
@@ -127,36 +150,29 @@ async def report_incident(
     policy, policy_row = await effective_policy(session, school.county_id)
     # Holds are checked before anything is written, so a refused hold leaves no trace.
     plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
-    incident = None
-    for _ in range(5):
-        candidate = Incident(
-            id=incident_id or uuid.uuid4(),
-            case_code=case_code or _case_code(now),
-            county_id=school.county_id,
-            township_id=school.township_id,
-            school_id=school.id,
-            child_id=child.id,
-            class_id=child.class_id,
-            category=data.category,
-            severity=data.severity,
-            summary=data.summary,
-            location=data.location,
-            occurred_at=occurred_at,
-            time_basis=data.time_basis,
-            first_actions=data.first_actions,
-            reported_at=now,
-            reported_by_id=principal.account_id,
-            policy=snapshot_policy(policy, policy_row),
-            updated_at=now,
-        )
-        try:
-            async with session.begin_nested():
-                session.add(candidate)
-                await session.flush()
-        except IntegrityError:
-            continue  # the random case code was taken: draw another
-        incident = candidate
-        break
+    draft = Incident(
+        id=incident_id or uuid.uuid4(),
+        case_code=case_code or "",
+        county_id=school.county_id,
+        township_id=school.township_id,
+        school_id=school.id,
+        child_id=child.id,
+        class_id=child.class_id,
+        category=data.category,
+        severity=data.severity,
+        summary=data.summary,
+        location=data.location,
+        occurred_at=occurred_at,
+        time_basis=data.time_basis,
+        first_actions=data.first_actions,
+        reported_at=now,
+        reported_by_id=principal.account_id,
+        policy=snapshot_policy(policy, policy_row),
+        updated_at=now,
+    )
+    incident = await _insert_with_case_code(
+        session, draft, draw_code=case_code is None, draw_id=incident_id is None, now=now
+    )
     if incident is None:
         raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
     record_event(
@@ -183,24 +199,25 @@ def _full_numbers(principal: Principal) -> bool:
     return principal.role in _SCHOOL_STAFF
 
 
-async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
-    steps = await incident_steps(session, incident.id)
+async def _parties_by_step(
+    session: AsyncSession, incident_id: uuid.UUID, *, full: bool
+) -> dict[uuid.UUID, list[PartyPublic]]:
+    """Each step's parties with their frozen contacts (numbers masked unless ``full``)."""
     parties = (
         await session.execute(
             select(EscalationParty)
-            .where(EscalationParty.incident_id == incident.id)
+            .where(EscalationParty.incident_id == incident_id)
             .order_by(col(EscalationParty.audience))
         )
     ).scalars()
     targets = (
         await session.execute(
             select(EscalationTarget)
-            .where(EscalationTarget.incident_id == incident.id)
+            .where(EscalationTarget.incident_id == incident_id)
             .order_by(col(EscalationTarget.party_id), col(EscalationTarget.seq))
         )
     ).scalars()
     by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
-    full = _full_numbers(principal)
     for t in targets:
         address = t.address if full and t.channel != Channel.wechat else masked_address(t.channel, t.address)
         by_party[t.party_id].append(
@@ -231,6 +248,13 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
                 contacts=by_party[p.id],
             )
         )
+    return by_step
+
+
+async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
+    steps = await incident_steps(session, incident.id)
+    full = _full_numbers(principal)
+    by_step = await _parties_by_step(session, incident.id, full=full)
     child = await session.get(Child, incident.child_id)
     if full:
         audit.record(

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api import ack_links
 from api.models.accounts import Account, Role
 from api.models.children import Child
 from api.models.escalation import (
@@ -94,7 +95,7 @@ def _message(
     settings: Settings,
 ) -> OutboundMessage:
     message_id = uuid.uuid4()
-    token = texts.ack_token(settings.ack_link_keys, message_id)
+    token = ack_links.ack_token(settings.ack_link_keys, message_id)
     link = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
     rendered: texts.Rendered = rendered_for(link=link, reply_code=reply_code or "", token=token)
     policy = incident.policy

@@ -3,22 +3,14 @@
 SMS and voice may name the child to the family (they are the family); WeChat template data never carries a
 child's name, only the case code (DOMAIN.md). Every notification carries a way to acknowledge: a reply code
 ("回复 1234 确认收到") and a link on SMS, the link in the mini-program page on WeChat, "press 1" on a call.
-The link token is the message id signed with the first key of the acknowledgement-link key ring
-(``LIUSHOU_ACK_LINK_KEYS``, its own setting: rotating the JWT secret after a leak must not break every link
-of an emergency in flight); every key of the ring verifies. Nothing secret is stored and a token cannot be
-guessed or altered.
+The link's token is made and read by :mod:`api.ack_links`.
 """
 
-import base64
-import binascii
-import hashlib
-import hmac
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 from api.channels.voice import ACK_DIGIT
 from api.clock import SHANGHAI
@@ -29,9 +21,6 @@ from api.models.escalation import (
 )
 from api.models.notifications import Channel
 
-_TOKEN_MAC_BYTES = 12
-_LINK_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_LINK_KEY_MIN_BYTES = 16
 # Reply codes: 4 digits; a number with so many open parties that 4-digit draws keep colliding gets longer ones.
 REPLY_CODE_DIGITS = 4
 REPLY_CODE_MAX_DIGITS = 8
@@ -44,74 +33,6 @@ WECHAT_TIME_KEY = "time3"
 WECHAT_PLACE_KEY = "thing4"
 WECHAT_HINT_KEY = "thing5"
 WECHAT_ACK_PAGE = "pages/incident/ack"
-
-
-class LinkKeyError(ValueError):
-    """The acknowledgement-link key ring is unusable."""
-
-
-@dataclass(frozen=True)
-class LinkKeys:
-    """The acknowledgement-link key ring: the first key signs, every key verifies (rotate by putting a new
-    key first and dropping an old one once the links it signed no longer matter)."""
-
-    keys: tuple[tuple[str, bytes], ...]
-
-    @property
-    def signing_key(self) -> bytes:
-        return self.keys[0][1]
-
-
-@lru_cache(maxsize=8)
-def link_keys(config: str) -> LinkKeys:
-    """Parse ``"kid:<base64 key>,kid2:<base64 key>"`` (keys of at least 16 bytes; 32 recommended)."""
-    ring: list[tuple[str, bytes]] = []
-    for entry in (part.strip() for part in config.split(",")):
-        if not entry:
-            continue
-        key_id, sep, encoded = entry.partition(":")
-        key_id = key_id.strip()
-        if not sep or not _LINK_KEY_ID.fullmatch(key_id):
-            raise LinkKeyError("each acknowledgement-link key is <key_id>:<base64 key>, key ids A-Z a-z 0-9 _ -")
-        if any(key_id == known for known, _ in ring):
-            raise LinkKeyError(f"acknowledgement-link key id {key_id!r} appears twice")
-        try:
-            key = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise LinkKeyError(f"acknowledgement-link key {key_id!r} is not valid base64") from None
-        if len(key) < _LINK_KEY_MIN_BYTES:
-            raise LinkKeyError(f"acknowledgement-link key {key_id!r} must be at least {_LINK_KEY_MIN_BYTES} bytes")
-        ring.append((key_id, key))
-    if not ring:
-        raise LinkKeyError("no acknowledgement-link keys configured")
-    return LinkKeys(tuple(ring))
-
-
-def _mac(key: bytes, message_id: bytes) -> bytes:
-    return hmac.new(key, b"liushou/ack-link/v2:" + message_id, hashlib.sha256).digest()[:_TOKEN_MAC_BYTES]
-
-
-def ack_token(key_ring: str, message_id: uuid.UUID) -> str:
-    """The token of a message's acknowledgement link: its id and a truncated HMAC (the ring's first key),
-    base64url."""
-    mac = _mac(link_keys(key_ring).signing_key, message_id.bytes)
-    return base64.urlsafe_b64encode(message_id.bytes + mac).rstrip(b"=").decode()
-
-
-def read_ack_token(key_ring: str, token: str) -> uuid.UUID | None:
-    """The message id behind a link token, or None when the token is malformed or signed by no key of the
-    ring."""
-    if len(token) > 64:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) != 16 + _TOKEN_MAC_BYTES:
-        return None
-    # Every key is compared (no early exit), so timing does not tell which key a forgery came close to.
-    matches = [hmac.compare_digest(_mac(key, raw[:16]), raw[16:]) for _, key in link_keys(key_ring).keys]
-    return uuid.UUID(bytes=raw[:16]) if any(matches) else None
 
 
 def new_reply_code(digits: int = REPLY_CODE_DIGITS) -> str:

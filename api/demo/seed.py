@@ -1,160 +1,30 @@
 """A deterministic demo county: 青山县, two townships, three schools, classes and an account of every role.
 
 Idempotent: seeding twice changes nothing. Each later domain (archive, emergencies…) has a seeder that
-:func:`seed_demo` calls after the organisation is in place, in dependency order.
+:func:`seed_demo` calls after the organisation is in place, in dependency order. What the CLI needs is here
+(`seed_demo`, `demo_family`, `demo_accounts_text`, `DEMO_PASSWORD`).
 """
 
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import select
 
+from api.demo.archive import seed_archive
+from api.demo.context import DemoContext, DemoSeeder, demo_id
+from api.demo.escalation import seed_emergencies
+from api.demo.family import GRANDMOTHERS, DemoFamilyAccount, demo_family, seed_family_account
+from api.demo.family_calls import seed_family_calls
 from api.models.accounts import Account, Role
 from api.models.organisations import County, School, SchoolClass, Township
 from api.security import Passwords
 
 DEMO_PASSWORD = "liushou-demo-2026"
-# Fixed ids so that demo links and docs stay valid across re-seeds.
-NS = uuid.UUID("6f1c1e1a-5d39-4c55-9a53-6c6975736f75")
 
-
-def demo_id(name: str) -> uuid.UUID:
-    return uuid.uuid5(NS, name)
-
-
-@dataclass
-class DemoContext:
-    """What the organisation seeder made, for the seeders of later domains."""
-
-    county_id: uuid.UUID
-    township_ids: list[uuid.UUID]
-    school_ids: list[uuid.UUID]
-    class_ids: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
-    accounts: dict[str, uuid.UUID] = field(default_factory=dict)
-
-
-DemoSeeder = Callable[[AsyncSession, DemoContext], Awaitable[None]]
-
-
-async def _seed_archive(session: AsyncSession, ctx: DemoContext) -> None:
-    # Imported here: the archive seeder imports this module for demo_id and DemoContext.
-    from api.demo_archive import seed_archive
-
-    await seed_archive(session, ctx)
-
-
-async def _seed_emergencies(session: AsyncSession, ctx: DemoContext) -> None:
-    # Imported here for the same reason: duty contacts and one closed incident replayed by the engine.
-    from api.escalation.demo import seed_emergencies
-
-    await seed_emergencies(session, ctx)
-
-
-async def _seed_family_calls(session: AsyncSession, ctx: DemoContext) -> None:
-    # 亲情电话: the demo school's family phone and video room, and a few calls booked for tomorrow.
-    from api.services.family_calls.demo import DEMO_SCHOOL, seed_family_calls
-
-    await seed_family_calls(
-        session, school_id=demo_id(f"school-{DEMO_SCHOOL}"), admin_id=ctx.accounts["shiqiao-admin"], demo_id=demo_id
-    )
-
-
-DEMO_FAMILY_OPENID = "o-demo-grandma"
-DEMO_FAMILY_CODE = "demo-grandma"  # the fake WeChat maps js_code demo-<x> to openid o-demo-<x>
-GRANDMOTHERS = ("祖母", "外祖母")
-
-
-async def _seed_family_account(session: AsyncSession, ctx: DemoContext) -> None:
-    """A grandmother's WeChat already bound, so the family view can be tried at once (js_code demo-grandma):
-    the entrusted grandmother with the most grandchildren at school, bound as an invite would bind her."""
-    from sqlalchemy import func
-
-    from api.models.children import Child
-    from api.models.guardians import ChildGuardian, Guardian, GuardianRole
-
-    account_id = demo_id("account-family-grandma")
-    if await session.get(Account, account_id) is not None:
-        return
-    grandchildren = func.count(col(ChildGuardian.id))
-    row = (
-        await session.execute(
-            select(Guardian, func.min(sa.cast(col(Child.school_id), sa.String)))
-            .join(ChildGuardian, col(ChildGuardian.guardian_id) == Guardian.id)
-            .join(Child, col(Child.id) == ChildGuardian.child_id)
-            .where(
-                col(ChildGuardian.role) == GuardianRole.entrusted_guardian,
-                col(ChildGuardian.relation).in_(GRANDMOTHERS),
-                col(ChildGuardian.is_active),
-                col(Guardian.account_id).is_(None),
-            )
-            .group_by(col(Guardian.id))
-            .order_by(grandchildren.desc(), col(Guardian.id))
-            .limit(1)
-        )
-    ).first()
-    if row is None:
-        return
-    guardian, school_id = row
-    school = await session.get(School, uuid.UUID(school_id))
-    assert school is not None
-    session.add(
-        Account(
-            id=account_id,
-            role=Role.family,
-            display_name=guardian.name,
-            wechat_openid=DEMO_FAMILY_OPENID,
-            county_id=school.county_id,
-            township_id=school.township_id,
-            school_id=school.id,
-        )
-    )
-    await session.flush()
-    guardian.account_id = account_id
-    ctx.accounts["family-grandma"] = account_id
-
-
-@dataclass(frozen=True)
-class DemoFamilyAccount:
-    """The demo's bound family account as the database holds it (for the serve banner)."""
-
-    display_name: str
-    relation: str
-    children: list[str]
-    school_name: str
-    wechat_code: str = DEMO_FAMILY_CODE
-
-
-async def demo_family(session: AsyncSession) -> DemoFamilyAccount | None:
-    """Who the demo family account really is: the guardian bound to it and the children it sees."""
-    from api.models.children import Child
-    from api.models.guardians import ChildGuardian, Guardian
-
-    rows = (
-        await session.execute(
-            select(Guardian.name, ChildGuardian.relation, Child.name, School.name)
-            .join(ChildGuardian, col(ChildGuardian.guardian_id) == Guardian.id)
-            .join(Child, col(Child.id) == ChildGuardian.child_id)
-            .join(School, col(School.id) == Child.school_id)
-            .where(col(Guardian.account_id) == demo_id("account-family-grandma"), col(ChildGuardian.is_active))
-            .order_by(col(Child.birth_date), col(Child.name))
-        )
-    ).all()
-    if not rows:
-        return None
-    return DemoFamilyAccount(
-        display_name=rows[0][0],
-        relation=rows[0][1],
-        children=[row[2] for row in rows],
-        school_name=rows[0][3],
-    )
-
+__all__ = ["DEMO_PASSWORD", "DemoFamilyAccount", "demo_accounts_text", "demo_family", "seed_demo"]
 
 # Seeders of later domains, in dependency order.
-DOMAIN_SEEDERS: list[DemoSeeder] = [_seed_archive, _seed_family_account, _seed_emergencies, _seed_family_calls]
+DOMAIN_SEEDERS: list[DemoSeeder] = [seed_archive, seed_family_account, seed_emergencies, seed_family_calls]
 
 
 SCHOOLS = [

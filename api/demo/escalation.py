@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
 from api.clock import SHANGHAI
-from api.demo import DemoContext, demo_id
+from api.demo.context import DemoContext, demo_id
 from api.models.accounts import Account
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (

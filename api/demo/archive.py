@@ -1,6 +1,6 @@
 """The demo archive: a few hundred left-behind children of the demo schools, with their guardians.
 
-Families come from :mod:`api.demo_people` (names, valid ID numbers, plausible phones), drawn from a fixed
+Families come from :mod:`api.demo.people` (names, valid ID numbers, plausible phones), drawn from a fixed
 seed, so every run plans the same children; each is placed in the class of their age for the school year
 that starts on 1 September 2026. About one file in seven is left incomplete on purpose (a guardian without
 a phone, no address…) so that 建档率 and the list of incomplete files have something to show; a few
@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api import demo_people
 from api.crypto import FieldCipher
-from api.demo import DemoContext, demo_id
+from api.demo import people
+from api.demo.context import DemoContext, demo_id
 from api.models.children import Child, ChildEvent, ChildEventKind, GuardianshipRating, ParentsAway, Sex
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.organisations import SchoolClass
@@ -97,7 +97,7 @@ class PlannedChild:
     key: str
     school_id: uuid.UUID
     class_id: uuid.UUID
-    person: demo_people.DemoPerson
+    person: people.DemoPerson
     health: str
     boarding: bool
     address: str | None
@@ -137,11 +137,11 @@ def plan_archive(classes: dict[uuid.UUID, list[tuple[uuid.UUID, int]]], *, seed:
     schools = list(classes)
     plan = ArchivePlan(children=[], guardians={})
     # Enough families for every class; the extra ones are simply not used.
-    for f_index, family in enumerate(demo_people.families(rng, wanted * 2)):
+    for f_index, family in enumerate(people.families(rng, wanted * 2)):
         if len(plan.children) >= wanted:
             break
         school_id = schools[f_index % len(schools)]
-        placed: list[tuple[demo_people.DemoChild, uuid.UUID]] = []
+        placed: list[tuple[people.DemoChild, uuid.UUID]] = []
         for kid in family.children:
             options = [
                 c for c in by_grade[school_id].get(grade_of(kid.person.birth_date), []) if filled[c] < targets[c]
@@ -160,9 +160,9 @@ def _plan_family(
     rng: random.Random,
     plan: ArchivePlan,
     key: str,
-    family: demo_people.DemoFamily,
+    family: people.DemoFamily,
     school_id: uuid.UUID,
-    placed: list[tuple[demo_people.DemoChild, uuid.UUID]],
+    placed: list[tuple[people.DemoChild, uuid.UUID]],
 ) -> None:
     away = ParentsAway.both if family.father.away and family.mother.away else (
         ParentsAway.father if family.father.away else ParentsAway.mother

@@ -3,7 +3,6 @@ booked for tomorrow (Asia/Shanghai). Re-seeding finds what is there by its fixed
 """
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -11,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.clock import SHANGHAI
+from api.demo.context import DemoContext, demo_id
 from api.models.children import Child
 from api.models.family_calls import (
     CallEventKind,
@@ -29,11 +29,12 @@ HOURS = [(d, "07:00", "08:00") for d in range(7)] + [(d, "12:00", "13:30") for d
 HOURS += [(1, "15:30", "17:30"), (3, "15:30", "17:30"), (6, "09:00", "11:30")]
 
 
-async def seed_family_calls(session: AsyncSession, *, school_id: uuid.UUID, admin_id: uuid.UUID,
-                            demo_id: Callable[[str], uuid.UUID], now: datetime | None = None) -> None:  # fmt: skip
+async def seed_family_calls(session: AsyncSession, ctx: DemoContext, now: datetime | None = None) -> None:
     """Two lines for the demo school and three calls tomorrow at noon for children with a guardian on file.
-    ``demo_id`` gives the fixed id of a name (``api.demo.demo_id``), so re-seeding adds only what is missing."""
+    Every row has a fixed id (``demo_id``), so re-seeding adds only what is missing."""
     now = now or datetime.now(UTC)
+    school_id = demo_id(f"school-{DEMO_SCHOOL}")
+    admin_id = ctx.accounts["shiqiao-admin"]
     lines = []
     for key, name, kind, capacity, number in (
         ("family-phone", "亲情电话", CallLineKind.phone, 1, "0739-5552101"),

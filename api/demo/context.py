@@ -1,0 +1,28 @@
+"""What every demo seeder shares: fixed ids and the context the organisation seeder hands to the others."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# Fixed ids so that demo links and docs stay valid across re-seeds.
+NS = uuid.UUID("6f1c1e1a-5d39-4c55-9a53-6c6975736f75")
+
+
+def demo_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(NS, name)
+
+
+@dataclass
+class DemoContext:
+    """What the organisation seeder made, for the seeders of later domains."""
+
+    county_id: uuid.UUID
+    township_ids: list[uuid.UUID]
+    school_ids: list[uuid.UUID]
+    class_ids: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
+    accounts: dict[str, uuid.UUID] = field(default_factory=dict)
+
+
+DemoSeeder = Callable[[AsyncSession, DemoContext], Awaitable[None]]
