@@ -1,8 +1,9 @@
 """The database work of family calls: lines and hours, availability, booking and the call's life.
 
 Booking is one transaction: the idempotency key is claimed, the child's weekly counter raised by one
-conditional upsert (which also queues the same child's other bookings behind this one), then the call is
-inserted on the lowest booth that looks free, each try in a savepoint. The exclusion constraints decide the
+conditional upsert (which also queues the same child's other bookings behind this one), the bookers of one
+slot queue on a transaction-level advisory lock, then the call is inserted on the lowest booth that looks
+free, each try in a savepoint. The exclusion constraints decide the
 races the reads cannot see: a booth another request took a moment ago answers ``exclusion_violation`` and
 the next booth is tried; none left is ``slot_taken``. A refusal rolls the whole transaction back, quota
 included.
@@ -360,6 +361,12 @@ async def _place(
     )
     if busy.first() is not None:
         raise Refused(rules.CHILD_BUSY)
+    # Bookers of one slot queue here, so each reads the booths the ones before it took. Without the queue two
+    # inserts on one booth each find the other's uncommitted row in the exclusion index and wait for each other:
+    # PostgreSQL breaks that deadlock by failing one of them, which is a 503 for a parent who deserved a 409.
+    await session.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"family-call:{line.id}:{starts_at}", 0)))
+    )
     taken = set(
         (
             await session.execute(
