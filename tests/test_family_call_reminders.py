@@ -8,16 +8,19 @@ import random
 import time
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
-from api.db import make_engine, scoped_session
 from api.channels.fakes import FakeProviderServer
+from api.clock import SHANGHAI
+from api.db import make_engine, scoped_session
 from api.models.accounts import Account
 from api.models.notifications import OutboundMessage
+from api.worker.loop import Worker
 from bench.escalation_chaos import Workers, slow_answers
 from tests.test_family_call_races import many_families
 from tests.test_family_calls import TUE, family_world, sh
@@ -76,6 +79,42 @@ async def test_booking_queues_reminders_for_the_family_and_the_head_teacher_nami
         headers=world.headers("family1"),
     )
     assert [m.dedupe_key.split(":", 2)[2] for m in await reminders(app, r.json()["id"])] == ["60:family", "60:teacher"]
+
+
+async def test_a_reminder_reaches_wechat_on_the_family_call_template_with_no_child_in_its_fields(
+    client, world, app, clock, settings, fake
+):
+    """The worker sends the family's reminder as a subscribe message of the family-call template (its own
+    fields: line, time, room), not the emergency one; the teacher's goes by SMS. Neither names the child."""
+    assert settings.wechat_family_call_template_id != settings.wechat_subscribe_template_id
+    phone, _ = await family_world(client, world, app, clock)
+    async with scoped_session(app.state.sessionmaker) as s:
+        (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
+        (await s.get_one(Account, world["family1"])).wechat_openid = "o-family-1"
+    wed = TUE + timedelta(days=1)
+    r = await client.post(
+        "/family-calls",
+        json={"child_id": str(world["family1_child"]), "line_id": phone, "starts_at": sh(wed, "12:00")},
+        headers=world.headers("family1"),
+    )
+    assert r.status_code == 201, r.text
+    clock.set(datetime.combine(TUE, clock_time(12, 1), SHANGHAI))  # the day-ahead reminders are due, not the hour's
+    worker = Worker(app.state.engine, http=app.state.http, settings=settings, clock=clock)
+    await worker.run_once()
+    async with httpx.AsyncClient() as http:
+        outbox = (await http.get(f"{fake.base_url}/_fake/outbox")).json()
+    [wechat] = outbox["wechat_messages"]
+    assert wechat["touser"] == "o-family-1"
+    assert wechat["template_id"] == settings.wechat_family_call_template_id
+    assert wechat["data"] == {
+        "thing1": {"value": "亲情电话"},
+        "time2": {"value": "11月25日 12:00"},
+        "thing3": {"value": "留守儿童之家"},
+    }
+    assert wechat["page"] == f"pages/family-call/detail?id={r.json()['id']}"
+    [teacher_sms] = outbox["sms"]
+    assert teacher_sms["to"] == "+8613700137011" and "您班一名学生" in teacher_sms["text"]
+    assert "刘小明" not in str(outbox)
 
 
 async def test_reminders_are_sent_exactly_once_while_workers_are_killed_mid_send(
