@@ -1,7 +1,7 @@
 """亲情电话 at a school's scale: a month of availability, 200 parents pressing one slot, booking throughput.
 
     .venv/bin/python -m bench.family_calls [--children 1500] [--runs 30] [--race 200] [--bookings 600]
-        [--concurrency 50] [--no-write]
+        [--concurrency 50] [--no-write] [--profile] [--statements]
 
 Starts an embedded PostgreSQL in a temporary folder, migrates it, seeds one school with a family phone
 (1 booth) and a video room (4 booths), open 07:00–08:00, 12:00–13:30 and 18:00–21:00 every day, a month
@@ -18,7 +18,10 @@ Results go to ``bench/results/family-calls.md`` (unless ``--no-write``).
 
 import argparse
 import asyncio
+import cProfile
+import io
 import platform
+import pstats
 import random
 import tempfile
 import time
@@ -29,6 +32,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy import event as sa_event
 
 from api.channels.fakes import LoopbackServer
 from api.clock import SHANGHAI, FrozenClock
@@ -168,6 +172,45 @@ async def seed(app: Any, children: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
+class RoundTrips:
+    """Counts what an engine sends to PostgreSQL — statements, BEGIN, COMMIT/ROLLBACK, savepoints — each a round
+    trip; ``statements`` keeps the SQL of the last ``keep`` statements for a look at what one request does."""
+
+    def __init__(self, engine: Any, keep: int = 0) -> None:
+        self.count = 0
+        self.keep = keep
+        self.statements: list[str] = []
+        self.engine = engine.sync_engine
+        self.events = {
+            "before_cursor_execute": self._statement,
+            "begin": self._other,
+            "commit": self._other,
+            "rollback": self._other,
+            "savepoint": self._other,
+            "release_savepoint": self._other,
+            "rollback_savepoint": self._other,
+        }
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.count += 1
+        if self.keep:
+            self.statements.append(" ".join(statement.split())[:110])
+
+    def _other(self, *args: Any) -> None:
+        self.count += 1
+        if self.keep:
+            self.statements.append("-- transaction control")
+
+    def __enter__(self) -> "RoundTrips":
+        for name, fn in self.events.items():
+            sa_event.listen(self.engine, name, fn)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for name, fn in self.events.items():
+            sa_event.remove(self.engine, name, fn)
+
+
 async def timed(fn: Any, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -241,6 +284,12 @@ async def measure(
             slots = r.json()
             school_api = await timed(school_month, args.runs)
             child_api = await timed(child_month, args.runs)
+            with RoundTrips(served.state.engine) as trips:
+                await school_month()
+            school_trips = trips.count
+            with RoundTrips(served.state.engine) as trips:
+                await child_month()
+            child_trips = trips.count
 
             async with scoped_session(app.state.sessionmaker, world["admin"]) as s:
                 first, last = date(2026, 11, 25), date(2026, 12, 25)
@@ -250,12 +299,21 @@ async def measure(
                                                last=last, now=NOW)  # fmt: skip
 
                 service_times = await timed(service_only, args.runs)
+                if args.profile:
+                    profile = cProfile.Profile()
+                    profile.enable()
+                    await timed(service_only, args.runs)
+                    profile.disable()
+                    out = io.StringIO()
+                    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(40)
+                    print(out.getvalue())
             lines += [
                 "## Availability for a month (31 days, both lines)",
                 "",
                 f"- {len(slots)} free slots answered.",
-                f"- `GET /schools/{{id}}/family-call-slots` over HTTP: {ms(school_api)}",
-                f"- `GET /children/{{id}}/family-call-slots` as the family: {ms(child_api)}",
+                f"- `GET /schools/{{id}}/family-call-slots` over HTTP: {ms(school_api)}; "
+                f"{school_trips} round trips to PostgreSQL",
+                f"- `GET /children/{{id}}/family-call-slots` as the family: {ms(child_api)}; {child_trips} round trips",
                 f"- the service function alone (queries + slot arithmetic): {ms(service_times)}",
                 "",
             ]
@@ -310,6 +368,14 @@ async def measure(
                 async with sem:
                     return await press(kid, token, slot["starts_at"], uuid.UUID(slot["line_id"]))
 
+            # Round trips of one booking, alone (the first few jobs, one after another).
+            alone, jobs = jobs[:5], jobs[5:]
+            with RoundTrips(served.state.engine, keep=1) as trips:
+                for job in alone:
+                    status, code, _ = await limited(job)
+                    assert status == 201, code
+            per_booking = trips.count / len(alone)
+            one_booking = trips.statements[: len(trips.statements) // len(alone)]
             t0 = time.perf_counter()
             results = await asyncio.gather(*(limited(j) for j in jobs))
             wall = time.perf_counter() - t0
@@ -322,8 +388,11 @@ async def measure(
                 f"- {len(jobs) / wall:.0f} bookings/s ({wall:.1f} s); answers: "
                 f"{', '.join(f'{k}: {v}' for k, v in sorted(tally.items()))}",
                 f"- latency {ms([t for _, _, t in results])}",
+                f"- round trips to PostgreSQL per booking (with its reminders, sign-in and audit): {per_booking:.0f}",
                 "",
             ]
+            if args.statements:
+                print("\n".join(["One booking, statement by statement:", *one_booking]))
     finally:
         server.stop(30)
     return "\n".join(lines)
@@ -337,6 +406,8 @@ def main() -> None:
     parser.add_argument("--bookings", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--statements", action="store_true", help="print the statements of one booking")
+    parser.add_argument("--profile", action="store_true", help="print where the availability service spends its time")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print(report)
