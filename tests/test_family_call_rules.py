@@ -1,5 +1,6 @@
 """亲情电话, the pure decisions: opening hours in Asia/Shanghai, free slots, and the refusals with their codes."""
 
+import random
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -135,6 +136,57 @@ def test_the_horizon_hides_the_slots_too_far_ahead() -> None:
     slots = free_slots(intervals, [], PHONE, now=NOW)
     assert max(s.starts_at for s in slots) <= NOW + timedelta(days=14)
     assert any(s.starts_at > NOW + timedelta(days=13) for s in slots)
+
+
+def naive_free_slots(intervals, held, line, *, now, since, until):  # type: ignore[no-untyped-def]
+    """Every slot of every interval checked against every hold: slow, obviously right, for comparison."""
+    grid = set()
+    for open_at, close_at in intervals:
+        start = open_at
+        while start + line.slot <= close_at:
+            grid.add(start)
+            start += line.step
+    out = []
+    for start in sorted(grid):
+        if start < max(now + timedelta(minutes=line.min_notice_minutes), since) or start >= until:
+            continue
+        if start > now + timedelta(days=line.horizon_days):
+            continue
+        blocked = start + line.step
+        booths = {
+            h.booth for h in held if h.starts_at < blocked and start < h.blocked_until and h.booth <= line.capacity
+        }
+        if len(booths) < line.capacity:
+            out.append((start, start + line.slot, line.capacity - len(booths)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_free_slots_agree_with_checking_every_slot_against_every_hold(seed: int) -> None:
+    """Random hours (windows past midnight and overlapping ones included), holds on and off the grid,
+    capacities lowered under old booths, notice, horizon and a range that starts and ends mid-interval."""
+    rng = random.Random(seed)
+    weekly = {}
+    for weekday in range(7):
+        windows = []
+        for _ in range(rng.randint(0, 3)):
+            a = time(rng.randint(0, 23), rng.choice((0, 10, 15, 30, 45)))
+            b = time(rng.randint(0, 23), rng.choice((0, 20, 30, 50)))
+            windows.append(Window(a, b))
+        weekly[weekday] = windows
+    line = LineTimes(rng.choice((10, 15, 20)), rng.choice((0, 5, 10)), rng.randint(1, 4), rng.choice((0, 120)), 14)
+    hours = Hours(weekly=weekly, overrides={}, festivals={})
+    intervals = open_intervals(hours, MON - timedelta(days=1), MON + timedelta(days=16))
+    held = []
+    for _ in range(rng.randint(0, 200)):
+        start = sh(MON, "00:00") + timedelta(minutes=5 * rng.randint(0, 16 * 24 * 12))
+        held.append(Held(start, start + timedelta(minutes=rng.choice((15, 20, 25, 40))), rng.randint(1, 5)))
+    now = sh(MON, "00:00") + timedelta(minutes=rng.randint(0, 3 * 24 * 60))
+    since = sh(MON, "00:00") + timedelta(minutes=rng.randint(0, 2 * 24 * 60))
+    until = since + timedelta(minutes=rng.randint(60, 14 * 24 * 60))
+    fast = free_slots(intervals, held, line, now=now, since=since, until=until)
+    expected = naive_free_slots(intervals, held, line, now=now, since=since, until=until)
+    assert [(s.starts_at, s.ends_at, s.free) for s in fast] == expected
 
 
 INTERVALS = [(sh(MON, "08:00"), sh(MON, "09:00"))]

@@ -48,15 +48,27 @@ class Slot:
     free: int
 
 
-def slot_starts(intervals: Iterable[Interval], line: LineTimes) -> list[tuple[datetime, datetime]]:
-    """Every slot ``(start, end)`` of the intervals, in order."""
+def slot_starts(
+    intervals: Iterable[Interval], line: LineTimes, *, since: datetime | None = None, until: datetime | None = None
+) -> list[tuple[datetime, datetime]]:
+    """Every slot ``(start, end)`` of the intervals, in order; with ``since``/``until`` only those starting in
+    ``[since, until]`` (the grid still starts where each interval opens)."""
+    slot, step = line.slot, line.step
     out: list[tuple[datetime, datetime]] = []
+    ordered = True
     for open_at, close_at in intervals:
+        if (until is not None and open_at > until) or (since is not None and close_at - slot < since):
+            continue
         start = open_at
-        while start + line.slot <= close_at:
-            out.append((start, start + line.slot))
-            start += line.step
-    return sorted(set(out))
+        if since is not None and start < since:
+            start += step * -((open_at - since) // step)  # the first start of the grid at or after since
+        last_start = close_at - slot if until is None else min(close_at - slot, until)
+        if out and start <= out[-1][0]:
+            ordered = False  # a window past midnight reaching into the next day's first one
+        while start <= last_start:
+            out.append((start, start + slot))
+            start += step
+    return out if ordered else sorted(set(out))
 
 
 def bookable_window(now: datetime, line: LineTimes) -> tuple[datetime, datetime]:
@@ -77,18 +89,21 @@ def free_slots(
     earliest, latest = bookable_window(now, line)
     if since is not None:
         earliest = max(earliest, since)
-    holds = sorted(held, key=lambda h: h.starts_at)
+    buffer, capacity = timedelta(minutes=line.buffer_minutes), line.capacity
+    holds = sorted((h for h in held if h.booth <= capacity), key=lambda h: h.starts_at)
     hold_starts = [h.starts_at for h in holds]
     # A hold overlapping a slot starts less than its longest length before the slot: only those are looked at.
     reach = max((h.blocked_until - h.starts_at for h in holds), default=timedelta(0))
     out: list[Slot] = []
-    for start, end in slot_starts(intervals, line):
-        if start < earliest or start > latest or (until is not None and start >= until):
+    for start, end in slot_starts(intervals, line, since=earliest, until=latest):
+        if until is not None and start >= until:
+            break
+        blocked_until = end + buffer
+        first, past = bisect_left(hold_starts, start - reach), bisect_left(hold_starts, blocked_until)
+        if first == past:
+            out.append(Slot(start, end, capacity))
             continue
-        blocked_until = end + timedelta(minutes=line.buffer_minutes)
-        near = holds[bisect_left(hold_starts, start - reach) : bisect_left(hold_starts, blocked_until)]
-        taken = {h.booth for h in near if start < h.blocked_until and h.booth <= line.capacity}
-        free = line.capacity - len(taken)
-        if free > 0:
-            out.append(Slot(start, end, free))
+        taken = {h.booth for h in holds[first:past] if start < h.blocked_until}
+        if len(taken) < capacity:
+            out.append(Slot(start, end, capacity - len(taken)))
     return out
