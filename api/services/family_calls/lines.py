@@ -3,7 +3,7 @@ settings: set up by school admins (festival days by the county bureau), read by 
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from api.models.family_calls import (
 from api.models.organisations import County, School
 from api.scoping import Principal
 from api.services.family_calls import rules
-from api.services.family_calls.hours import shanghai_date
+from api.services.family_calls.hours import Window, shanghai_date
 
 # Reads of rows already found through the caller's scope (a family reaches its child's lines through the child).
 NO_SCOPE = {"skip_scope": True}
@@ -144,10 +144,23 @@ def _hhmm(t: time) -> str:
     return t.strftime("%H:%M")
 
 
-async def lines_public(session: AsyncSession, lines: Sequence[CallLine]) -> list[CallLinePublic]:
+async def lines_public(
+    session: AsyncSession,
+    lines: Sequence[CallLine],
+    *,
+    weekly: Mapping[uuid.UUID, Mapping[int, Sequence[Window]]] | None = None,
+) -> list[CallLinePublic]:
+    """The lines with their weekly windows (read here unless the caller has them: ``weekly``)."""
     ids = [line.id for line in lines]
     windows: dict[uuid.UUID, list[WeeklyWindowIn]] = defaultdict(list)
-    if ids:
+    if weekly is not None:
+        for line_id, days in weekly.items():
+            windows[line_id] = [
+                WeeklyWindowIn(weekday=day, starts=_hhmm(w.starts), ends=_hhmm(w.ends))
+                for day in sorted(days)
+                for w in sorted(days[day])
+            ]
+    elif ids:
         rows = await session.execute(
             select(CallLineWindow)
             .where(col(CallLineWindow.line_id).in_(ids))

@@ -67,47 +67,53 @@ def _mobile(raw: str | None) -> str | None:
 
 
 async def _facts(session: AsyncSession, call_id: uuid.UUID) -> CallFacts:
-    call, line, school, child = (
+    """Everything the messages of a call need, in one statement: the call, its line and school, the child (for
+    its name, which the outbox keeps off WeChat), the guardian who will call and the child's head teacher."""
+    family_account, head = sa.orm.aliased(Account), sa.orm.aliased(Account)
+    row = (
         await session.execute(
-            sa.select(FamilyCall, CallLine, School, Child)
+            sa.select(
+                FamilyCall,
+                col(CallLine.name),
+                col(CallLine.room),
+                col(CallLine.number),
+                col(School.name),
+                col(Child.name),
+                col(Guardian.id),
+                col(Guardian.phone),
+                family_account.id,
+                family_account.wechat_openid,
+                head.id,
+                head.wechat_openid,
+                head.phone,
+            )  # type: ignore[call-overload]
             .join(CallLine, col(CallLine.id) == FamilyCall.line_id)
             .join(School, col(School.id) == FamilyCall.school_id)
             .join(Child, col(Child.id) == FamilyCall.child_id)
+            .outerjoin(Guardian, col(Guardian.id) == FamilyCall.guardian_id)
+            .outerjoin(family_account, col(family_account.id) == Guardian.account_id)
+            .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id)
+            .outerjoin(head, sa.and_(col(head.id) == SchoolClass.head_teacher_id, col(head.is_active)))
             .where(col(FamilyCall.id) == call_id)
             .execution_options(**_NO_SCOPE)
         )
     ).one()
+    (call, line_name, room, number, school_name, child_name, guardian_id, guardian_phone, family_id, family_openid,
+     head_id, head_openid, head_phone) = row  # fmt: skip
     family = teacher = None
-    if call.guardian_id is not None:
-        row = (
-            await session.execute(
-                sa.select(col(Guardian.name), col(Guardian.phone), col(Account.id), col(Account.wechat_openid))
-                .outerjoin(Account, col(Account.id) == Guardian.account_id)
-                .where(col(Guardian.id) == call.guardian_id)
-                .execution_options(**_NO_SCOPE)
-            )
-        ).one()
-        family = Recipient("family", "家长", row[2], row[3], _mobile(row[1]))
-    if child.class_id is not None:
-        head = (
-            await session.execute(
-                sa.select(col(Account.id), col(Account.wechat_openid), col(Account.phone))
-                .join(SchoolClass, col(SchoolClass.head_teacher_id) == Account.id)
-                .where(col(SchoolClass.id) == child.class_id, col(Account.is_active))
-                .execution_options(**_NO_SCOPE)
-            )
-        ).first()
-        if head is not None:
-            teacher = Recipient("teacher", "班主任", head[0], head[1], _mobile(head[2]))
+    if guardian_id is not None:
+        family = Recipient("family", "家长", family_id, family_openid, _mobile(guardian_phone))
+    if head_id is not None:
+        teacher = Recipient("teacher", "班主任", head_id, head_openid, _mobile(head_phone))
     return CallFacts(
         call_id=call.id,
         school_id=call.school_id,
-        school_name=school.name,
-        line_name=line.name,
-        room=line.room,
-        number=line.number,
+        school_name=school_name,
+        line_name=line_name,
+        room=room,
+        number=number,
         starts_at=call.starts_at,
-        child_name=child.name,
+        child_name=child_name,
         family=family,
         teacher=teacher,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -47,6 +48,7 @@ from api.models.family_calls import (
     FamilyCallQuota,
     FamilyCallRequest,
     FamilyCallReschedule,
+    FamilyCallSettings,
     FestivalDay,
     SlotPublic,
 )
@@ -96,36 +98,53 @@ def _windows(raw: Sequence[Sequence[str]]) -> list[Window]:
 async def load_hours(
     session: AsyncSession, lines: Sequence[CallLine], county_id: uuid.UUID, first: date, last: date
 ) -> dict[uuid.UUID, Hours]:
-    """The hours of each line for the dates ``first``..``last``: three queries whatever the number of lines.
-    Unscoped: the caller has found the lines (a family reaches them through its child)."""
+    """The hours of each line for the dates ``first``..``last``: weekly windows, overrides and the county's
+    festival days in one statement, whatever the number of lines. Unscoped: the caller has found the lines (a
+    family reaches them through its child)."""
     ids = [line.id for line in lines]
     weekly: dict[uuid.UUID, dict[int, list[Window]]] = {i: defaultdict(list) for i in ids}
     overrides: dict[uuid.UUID, dict[date, list[Window]]] = {i: {} for i in ids}
-    window_rows = await session.execute(
-        sa.select(
-            col(CallLineWindow.line_id),
-            col(CallLineWindow.weekday),
-            col(CallLineWindow.starts),
-            col(CallLineWindow.ends),
-        )
-        .where(col(CallLineWindow.line_id).in_(ids))
-        .execution_options(**NO_SCOPE)
+    festivals: dict[date, list[Window]] = {}
+    no_day, no_weekday = sa.cast(sa.null(), sa.Date), sa.cast(sa.null(), sa.Integer)
+    no_time, no_windows = sa.cast(sa.null(), sa.Time), sa.cast(sa.null(), JSONB)
+    rows = await session.execute(
+        sa.union_all(
+            sa.select(
+                sa.literal("weekly"),
+                col(CallLineWindow.line_id),
+                col(CallLineWindow.weekday),
+                no_day,
+                col(CallLineWindow.starts),
+                col(CallLineWindow.ends),
+                no_windows,
+            ).where(col(CallLineWindow.line_id).in_(ids)),
+            sa.select(
+                sa.literal("override"),
+                col(CallLineOverride.line_id),
+                no_weekday,
+                col(CallLineOverride.day),
+                no_time,
+                no_time,
+                col(CallLineOverride.windows),
+            ).where(col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last)),
+            sa.select(
+                sa.literal("festival"),
+                sa.cast(sa.null(), sa.Uuid),
+                no_weekday,
+                col(FestivalDay.day),
+                no_time,
+                no_time,
+                col(FestivalDay.windows),
+            ).where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last)),
+        ).execution_options(**NO_SCOPE)
     )
-    for line_id, weekday, starts, ends in window_rows:
-        weekly[line_id][weekday].append(Window(starts, ends))
-    override_rows = await session.execute(
-        sa.select(col(CallLineOverride.line_id), col(CallLineOverride.day), col(CallLineOverride.windows))
-        .where(col(CallLineOverride.line_id).in_(ids), col(CallLineOverride.day).between(first, last))
-        .execution_options(**NO_SCOPE)
-    )
-    for line_id, day, windows in override_rows:
-        overrides[line_id][day] = _windows(windows)
-    festival_rows = await session.execute(
-        sa.select(col(FestivalDay.day), col(FestivalDay.windows))
-        .where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last))
-        .execution_options(**NO_SCOPE)
-    )
-    festivals = {day: _windows(windows) for day, windows in festival_rows}
+    for kind, line_id, weekday, day, starts, ends, windows in rows:
+        if kind == "weekly":
+            weekly[line_id][weekday].append(Window(starts, ends))
+        elif kind == "override":
+            overrides[line_id][day] = _windows(windows)
+        else:
+            festivals[day] = _windows(windows)
     return {i: Hours(weekly=weekly[i], overrides=overrides[i], festivals=festivals) for i in ids}
 
 
@@ -163,11 +182,12 @@ def rules_error(refusal: rules.Refusal) -> Refused:
 
 async def _slots(
     session: AsyncSession, lines: Sequence[CallLine], county_id: uuid.UUID, first: date, last: date, now: datetime
-) -> list[SlotPublic]:
+) -> tuple[list[SlotPublic], dict[uuid.UUID, Hours]]:
+    """The free slots of the active lines (and the hours read for them)."""
     _check_range(first, last)
     lines = [line for line in lines if line.is_active]
     if not lines:
-        return []
+        return [], {}
     # The day before too: a window that starts then may run past midnight into the range.
     hours = await load_hours(session, lines, county_id, first - timedelta(days=1), last)
     since = datetime.combine(first, time(0), SHANGHAI).astimezone(UTC)
@@ -179,7 +199,7 @@ async def _slots(
         for slot in free_slots(intervals, held[line.id], _times(line), now=now, since=since, until=until):
             out.append(SlotPublic(line_id=line.id, starts_at=slot.starts_at, ends_at=slot.ends_at, free=slot.free))
     out.sort(key=lambda s: (s.starts_at, str(s.line_id)))
-    return out
+    return out, hours
 
 
 async def line_slots(
@@ -188,38 +208,48 @@ async def line_slots(
     """The free slots of one line over the dates ``first``..``last`` (Asia/Shanghai)."""
     line = await line_in_scope(session, line_id)
     school = await school_in_scope(session, line.school_id)
-    return await _slots(session, [line], school.county_id, first, last, now)
-
-
-async def _school_lines(session: AsyncSession, school_id: uuid.UUID) -> list[CallLine]:
-    rows = await session.execute(
-        select(CallLine)
-        .where(col(CallLine.school_id) == school_id)
-        .order_by(col(CallLine.created_at))
-        .execution_options(**NO_SCOPE)
-    )
-    return list(rows.scalars())
+    slots, _ = await _slots(session, [line], school.county_id, first, last, now)
+    return slots
 
 
 async def school_slots(
     session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, first: date, last: date, now: datetime
 ) -> list[SlotPublic]:
-    """The free slots of every line of a school."""
-    school = await school_in_scope(session, school_id)
-    return await _slots(session, await _school_lines(session, school_id), school.county_id, first, last, now)
+    """The free slots of every line of a school. The school and its lines are read together, in scope."""
+    rows = (
+        await session.execute(
+            select(School, CallLine)
+            .outerjoin(CallLine, col(CallLine.school_id) == School.id)
+            .where(col(School.id) == school_id)
+            .order_by(col(CallLine.created_at))
+        )
+    ).all()
+    if not rows:
+        raise NotFound("找不到该学校 (no such school)")
+    lines = [line for _, line in rows if line is not None]
+    slots, _ = await _slots(session, lines, rows[0][0].county_id, first, last, now)
+    return slots
 
 
 async def child_availability(
     session: AsyncSession, principal: Principal, *, child_id: uuid.UUID, first: date, last: date, now: datetime
 ) -> tuple[list[CallLinePublic], list[SlotPublic]]:
     """What the child's family can book: the lines of the child's school and their free slots. The child is
-    found through the caller's scope (a family sees only its own children)."""
+    found through the caller's scope (a family sees only its own children); its school's lines then across
+    it, with the county they take festival days from."""
     child = await _child(session, child_id)
-    school = await session.get(School, child.school_id, execution_options=NO_SCOPE)
-    assert school is not None
-    lines = [line for line in await _school_lines(session, child.school_id) if line.is_active]
-    slots = await _slots(session, lines, school.county_id, first, last, now)
-    return await lines_public(session, lines), slots
+    rows = (
+        await session.execute(
+            select(col(School.county_id), CallLine)
+            .outerjoin(CallLine, sa.and_(col(CallLine.school_id) == School.id, col(CallLine.is_active)))
+            .where(col(School.id) == child.school_id)
+            .order_by(col(CallLine.created_at))
+            .execution_options(**NO_SCOPE)
+        )
+    ).all()
+    lines = [line for _, line in rows if line is not None]
+    slots, hours = await _slots(session, lines, rows[0][0], first, last, now)
+    return await lines_public(session, lines, weekly={i: h.weekly for i, h in hours.items()}), slots
 
 
 # ---- booking ----
@@ -247,19 +277,12 @@ def _body_hash(data: FamilyCallCreate) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-async def _booker_guardian(
-    session: AsyncSession, principal: Principal, child: Child, guardian_id: uuid.UUID | None
+def _booker_guardian(
+    principal: Principal, child: Child, linked: set[uuid.UUID], guardian_id: uuid.UUID | None
 ) -> uuid.UUID | None:
     """Who will call. A family books for itself (one of its guardian records linked to the child); staff of
-    the child's school book on a family's behalf and may name the guardian who will call."""
-    links = (
-        await session.execute(
-            sa.select(col(ChildGuardian.guardian_id))
-            .where(col(ChildGuardian.child_id) == child.id, col(ChildGuardian.is_active))
-            .execution_options(**NO_SCOPE)
-        )
-    ).scalars()
-    linked = set(links)
+    the child's school book on a family's behalf and may name the guardian who will call. ``linked``: the
+    child's active guardians."""
     if principal.role == Role.family:
         mine = linked & set(principal.guardian_ids)
         if not mine or (guardian_id is not None and guardian_id not in mine):
@@ -272,14 +295,41 @@ async def _booker_guardian(
     return guardian_id
 
 
-async def _child_for_booking(session: AsyncSession, principal: Principal, child_id: uuid.UUID) -> Child:
-    child = await session.get(Child, child_id)
-    if child is None:
+async def _child_for_booking(
+    session: AsyncSession, principal: Principal, child_id: uuid.UUID
+) -> tuple[Child, set[uuid.UUID]]:
+    """The child, found in the caller's scope, with its active guardians (one statement)."""
+    guardians = (
+        sa.select(sa.func.array_agg(col(ChildGuardian.guardian_id)))
+        .where(col(ChildGuardian.child_id) == Child.id, col(ChildGuardian.is_active))
+        .scalar_subquery()
+    )
+    row = (await session.execute(select(Child, guardians).where(col(Child.id) == child_id))).first()
+    if row is None:
         # A family asking for a child it is not linked to is told so (it sees no other child at all).
         if principal.role == Role.family:
             raise Refused(rules.NOT_THIS_CHILDS_FAMILY)
         raise NotFound("找不到该学生 (no such child)")
-    return child
+    child, linked = row
+    return child, set(linked or ())
+
+
+async def _booking_line(session: AsyncSession, line_id: uuid.UUID) -> tuple[CallLine, uuid.UUID, FamilyCallSettings]:
+    """The line, its school's county (for festival days) and the school's family-call settings, in one statement.
+    Unscoped: a family reaches a line through its child; ``_place`` checks the line is the child's school's."""
+    row = (
+        await session.execute(
+            select(CallLine, col(School.county_id), FamilyCallSettings)
+            .join(School, col(School.id) == CallLine.school_id)
+            .outerjoin(FamilyCallSettings, col(FamilyCallSettings.school_id) == CallLine.school_id)
+            .where(col(CallLine.id) == line_id)
+            .execution_options(**NO_SCOPE)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("找不到该线路 (no such call line)")
+    line, county_id, settings = row
+    return line, county_id, settings or FamilyCallSettings(school_id=line.school_id)
 
 
 async def _take_quota(session: AsyncSession, child_id: uuid.UUID, week: date, limit: int) -> None:
@@ -317,8 +367,10 @@ def _account(principal: Principal) -> uuid.UUID:
 
 def _event(
     session: AsyncSession, call_id: uuid.UUID, kind: CallEventKind, principal: Principal, now: datetime, **detail: Any
-) -> None:
-    session.add(FamilyCallEvent(call_id=call_id, kind=kind, at=now, account_id=principal.account_id, detail=detail))
+) -> FamilyCallEvent:
+    event = FamilyCallEvent(call_id=call_id, kind=kind, at=now, account_id=principal.account_id, detail=detail)
+    session.add(event)
+    return event
 
 
 async def _place(
@@ -327,85 +379,76 @@ async def _place(
     *,
     child: Child,
     line: CallLine,
+    county_id: uuid.UUID,
+    settings: FamilyCallSettings,
     starts_at: datetime,
     guardian_id: uuid.UUID | None,
     now: datetime,
     rescheduled_from: uuid.UUID | None = None,
-) -> uuid.UUID:
-    """Check the rules, take the quota and a booth, write the call and its first event; the new call's id."""
+) -> tuple[FamilyCall, FamilyCallEvent]:
+    """Check the rules, take the quota and a booth, write the call and its first event (both returned)."""
     if line.school_id != child.school_id:
         raise NotFound("找不到该线路 (no such call line at the child's school)")
     starts_at = starts_at.astimezone(UTC)
-    school = await session.get(School, line.school_id, execution_options=NO_SCOPE)
-    assert school is not None
     day = shanghai_date(starts_at)
-    hours = await load_hours(session, [line], school.county_id, day - timedelta(days=1), day)
+    hours = await load_hours(session, [line], county_id, day - timedelta(days=1), day)
     intervals = open_intervals(hours[line.id], day - timedelta(days=1), day)
     if refusal := rules.booking_refusal(starts_at, intervals, _times(line), now=now, is_active=line.is_active):
         raise Refused(refusal)
-    settings = await school_settings(session, line.school_id)
     await _take_quota(session, child.id, week_start(starts_at), settings.weekly_quota)
     ends_at = starts_at + timedelta(minutes=line.slot_minutes)
     blocked_until = ends_at + timedelta(minutes=line.buffer_minutes)
-    # The counter row lock queues this child's bookings, so this read sees the child's committed calls.
-    busy = await session.execute(
-        sa.select(sa.literal(1))
-        .where(
-            col(FamilyCall.child_id) == child.id,
-            col(FamilyCall.status).in_(LIVE_STATUSES),
-            col(FamilyCall.starts_at) < ends_at,
-            col(FamilyCall.ends_at) > starts_at,
-        )
-        .limit(1)
-        .execution_options(**NO_SCOPE)
-    )
-    if busy.first() is not None:
-        raise Refused(rules.CHILD_BUSY)
     # Bookers of one slot queue here, so each reads the booths the ones before it took. Without the queue two
     # inserts on one booth each find the other's uncommitted row in the exclusion index and wait for each other:
     # PostgreSQL breaks that deadlock by failing one of them, which is a 503 for a parent who deserved a 409.
     await session.execute(
         sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"family-call:{line.id}:{starts_at}", 0)))
     )
-    taken = set(
-        (
-            await session.execute(
-                sa.select(col(FamilyCall.booth))
-                .where(
-                    col(FamilyCall.line_id) == line.id,
-                    col(FamilyCall.status).in_(LIVE_STATUSES),
-                    col(FamilyCall.starts_at) < blocked_until,
-                    col(FamilyCall.blocked_until) > starts_at,
-                )
-                .execution_options(**NO_SCOPE)
-            )
-        ).scalars()
+    # One read for both questions: the booths held on this line around the slot, and whether the child is in
+    # another call then (the counter row lock queues this child's bookings, so this sees its committed calls).
+    holds_booth = sa.and_(
+        col(FamilyCall.line_id) == line.id,
+        col(FamilyCall.starts_at) < blocked_until,
+        col(FamilyCall.blocked_until) > starts_at,
     )
+    childs_call = sa.and_(
+        col(FamilyCall.child_id) == child.id,
+        col(FamilyCall.starts_at) < ends_at,
+        col(FamilyCall.ends_at) > starts_at,
+    )
+    rows = (
+        await session.execute(
+            sa.select(col(FamilyCall.booth), holds_booth, childs_call)
+            .where(col(FamilyCall.status).in_(LIVE_STATUSES), sa.or_(holds_booth, childs_call))
+            .execution_options(**NO_SCOPE)
+        )
+    ).all()
+    if any(busy for _, _, busy in rows):
+        raise Refused(rules.CHILD_BUSY)
+    taken = {booth for booth, held, _ in rows if held}
     # Booths that look free first (lowest first), then the others: a call that was live a moment ago may have
     # been cancelled since; the constraint is the judge either way.
     order = [b for b in range(1, line.capacity + 1) if b not in taken] + sorted(b for b in taken if b <= line.capacity)
     for booth in order:
-        call_id = uuid.uuid4()
+        call = FamilyCall(
+            id=uuid.uuid4(),
+            line_id=line.id,
+            school_id=line.school_id,
+            child_id=child.id,
+            guardian_id=guardian_id,
+            booked_by=_account(principal),
+            booth=booth,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            blocked_until=blocked_until,
+            status=CallStatus.booked,
+            rescheduled_from=rescheduled_from,
+            created_at=now,
+            updated_at=now,
+        )
         try:
             async with session.begin_nested():
-                session.add(
-                    FamilyCall(
-                        id=call_id,
-                        line_id=line.id,
-                        school_id=line.school_id,
-                        child_id=child.id,
-                        guardian_id=guardian_id,
-                        booked_by=_account(principal),
-                        booth=booth,
-                        starts_at=starts_at,
-                        ends_at=ends_at,
-                        blocked_until=blocked_until,
-                        status=CallStatus.booked,
-                        rescheduled_from=rescheduled_from,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+                session.add(call)
                 await session.flush()
         except sa_exc.IntegrityError as exc:
             constraint = _constraint_of(exc)
@@ -414,9 +457,9 @@ async def _place(
             if constraint == "ex_family_call_child":
                 raise Refused(rules.CHILD_BUSY) from None
             raise
-        _event(session, call_id, CallEventKind.booked, principal, now, booth=booth)
-        await reminders.plan(session, call_id=call_id, starts_at=starts_at, settings=settings, now=now)
-        return call_id
+        event = _event(session, call.id, CallEventKind.booked, principal, now, booth=booth)
+        await reminders.plan(session, call_id=call.id, starts_at=starts_at, settings=settings, now=now)
+        return call, event
     raise Refused(rules.SLOT_TAKEN)
 
 
@@ -453,14 +496,21 @@ async def book(
             if earlier.body_hash != body_hash:
                 raise Refused(rules.IDEMPOTENCY_KEY_REUSED)
             return await call_public(session, earlier.call_id), True
-    child = await _child_for_booking(session, principal, data.child_id)
-    guardian_id = await _booker_guardian(session, principal, child, data.guardian_id)
-    line = await session.get(CallLine, data.line_id, execution_options=NO_SCOPE)
-    if line is None:
-        raise NotFound("找不到该线路 (no such call line)")
-    call_id = await _place(
-        session, principal, child=child, line=line, starts_at=data.starts_at, guardian_id=guardian_id, now=now
+    child, linked = await _child_for_booking(session, principal, data.child_id)
+    guardian_id = _booker_guardian(principal, child, linked, data.guardian_id)
+    line, county_id, settings = await _booking_line(session, data.line_id)
+    call, event = await _place(
+        session,
+        principal,
+        child=child,
+        line=line,
+        county_id=county_id,
+        settings=settings,
+        starts_at=data.starts_at,
+        guardian_id=guardian_id,
+        now=now,
     )
+    call_id = call.id
     if idempotency_key is not None and principal.account_id is not None:
         await session.execute(
             sa.update(FamilyCallRequest)
@@ -470,7 +520,8 @@ async def book(
             )
             .values(call_id=call_id)
         )
-    return await call_public(session, call_id), False
+    # Answered from what was just written: nothing about a new call needs reading back.
+    return _public(call, line, child.name, events=[event]), False
 
 
 # ---- reading one call ----
@@ -513,35 +564,60 @@ async def calls_public(
                 .execution_options(**NO_SCOPE)
             )
         ).scalars():
-            events[e.call_id].append({"kind": e.kind, "at": e.at, "account_id": e.account_id, "detail": e.detail})
+            events[e.call_id].append(_event_fields(e))
     return [
         FamilyCallPublic(
-            id=call.id,
-            line_id=call.line_id,
+            **_call_fields(call),
             line_name=line_name,
             room=room,
             number=number,
-            school_id=call.school_id,
-            child_id=call.child_id,
             child_name=child_name,
-            guardian_id=call.guardian_id,
-            booth=call.booth,
-            starts_at=call.starts_at,
-            ends_at=call.ends_at,
-            status=call.status,
-            rescheduled_from=call.rescheduled_from,
             rescheduled_to=newer_id,
-            duration_minutes=call.duration_minutes,
-            note=call.note,
-            brought_by=call.brought_by,
-            missed_by=call.missed_by,
-            cancelled_by=call.cancelled_by,
-            cancel_reason=call.cancel_reason,
-            created_at=call.created_at,
             events=events[call.id],
         )
         for call, line_name, room, number, child_name, newer_id in rows
     ]
+
+
+def _call_fields(call: FamilyCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "line_id": call.line_id,
+        "school_id": call.school_id,
+        "child_id": call.child_id,
+        "guardian_id": call.guardian_id,
+        "booth": call.booth,
+        "starts_at": call.starts_at,
+        "ends_at": call.ends_at,
+        "status": call.status,
+        "rescheduled_from": call.rescheduled_from,
+        "duration_minutes": call.duration_minutes,
+        "note": call.note,
+        "brought_by": call.brought_by,
+        "missed_by": call.missed_by,
+        "cancelled_by": call.cancelled_by,
+        "cancel_reason": call.cancel_reason,
+        "created_at": call.created_at,
+    }
+
+
+def _event_fields(e: FamilyCallEvent) -> dict[str, Any]:
+    return {"kind": e.kind, "at": e.at, "account_id": e.account_id, "detail": e.detail}
+
+
+def _public(
+    call: FamilyCall, line: CallLine, child_name: str, *, events: Sequence[FamilyCallEvent]
+) -> FamilyCallPublic:
+    """A call just written, from the objects in hand (it has no newer call yet)."""
+    return FamilyCallPublic(
+        **_call_fields(call),
+        line_name=line.name,
+        room=line.room,
+        number=line.number,
+        child_name=child_name,
+        rescheduled_to=None,
+        events=[_event_fields(e) for e in events],
+    )
 
 
 async def _call(session: AsyncSession, call_id: uuid.UUID, *, lock: bool = False) -> FamilyCall:
@@ -715,22 +791,23 @@ async def reschedule(
             cutoff_minutes=settings.family_cancel_cutoff_minutes,
         )
     )
-    line = await session.get(CallLine, data.line_id or call.line_id, execution_options=NO_SCOPE)
-    if line is None:
-        raise NotFound("找不到该线路 (no such call line)")
+    line, county_id, line_settings = await _booking_line(session, data.line_id or call.line_id)
     child = await session.get(Child, call.child_id, execution_options=NO_SCOPE)
     assert child is not None
     old_id, guardian_id = call.id, call.guardian_id
     await _cancel(session, principal, call, by=by, reason="改期 (rescheduled)", now=now, event=False)
-    new_id = await _place(
+    new_call, _ = await _place(
         session,
         principal,
         child=child,
         line=line,
+        county_id=county_id,
+        settings=line_settings,
         starts_at=data.starts_at,
         guardian_id=guardian_id,
         now=now,
         rescheduled_from=old_id,
     )
+    new_id = new_call.id
     _event(session, old_id, CallEventKind.rescheduled, principal, now, by=by.value, new_call_id=str(new_id))
     return await call_public(session, new_id)
