@@ -42,11 +42,13 @@ async def _migrate() -> str:
 async def _seed(url: str) -> "DemoFamilyAccount | None":
     """Seed the demo; the family account it holds (described in the serve banner as it really is)."""
     from api.demo.seed import demo_family, seed_demo
+    from api.scoping import SYSTEM
 
     settings = get_settings()
     engine = make_engine(url, settings)
     try:
-        async with scoped_session(make_sessionmaker(engine)) as session:
+        # SYSTEM: seeding writes a whole county (schools, accounts, children) before anyone exists to scope it.
+        async with scoped_session(make_sessionmaker(engine), SYSTEM) as session:
             await seed_demo(session, Passwords(settings))
             return await demo_family(session)
     finally:
@@ -182,7 +184,8 @@ def create_user(
         url = await _migrate()
         engine = make_engine(url, settings)
         try:
-            async with scoped_session(make_sessionmaker(engine)) as session:
+            # SYSTEM: the operator at the console creates the first accounts; nobody is signed in.
+            async with scoped_session(make_sessionmaker(engine), SYSTEM) as session:
                 data = AccountCreate(
                     role=role,
                     display_name=display_name,

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.audit import CLOCK_KEY
 from api.clock import Clock
 from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
-from api.scoping import SYSTEM, Principal, set_principal
+from api.scoping import Principal, set_principal
 from api.settings import Settings
 
 EMBEDDED_DATABASE = "liushou"
@@ -47,11 +47,12 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @asynccontextmanager
 async def scoped_session(
-    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal = SYSTEM, *, clock: Clock | None = None
+    sessionmaker: async_sessionmaker[AsyncSession], principal: Principal, *, clock: Clock | None = None
 ) -> AsyncIterator[AsyncSession]:
-    """A session outside a request (worker, CLI, seeding) that commits on success."""
+    """A session outside a request (worker, CLI, seeding) that commits on success; its statements run in
+    ``principal``'s scope (:data:`api.scoping.SYSTEM`: as the owner, across scope — say why at the call)."""
     async with sessionmaker() as session:
-        set_principal(session, principal)
+        await set_principal(session, principal)
         if clock is not None:
             session.info[CLOCK_KEY] = clock
         try:

@@ -1,53 +1,37 @@
-"""Row-level scope, enforced in one place for every ORM query.
+"""Row scope: the principal of a session, and PostgreSQL row-level security doing the filtering.
 
-Each request's session carries the caller's :class:`Principal` in ``session.info``. A ``do_orm_execute``
-listener adds a ``with_loader_criteria`` for every scoped table the statement touches (SELECT, UPDATE and
-DELETE, including ``session.get``), so a service cannot forget to filter: an object outside the caller's
-scope is simply not found, and the API answers 404. Rules are registered beside the tables with
-:func:`scope_rule`. A session with no principal is anonymous and sees no scoped row at all; background
-work and login look-ups opt out explicitly with :data:`SYSTEM`.
+Each session carries the caller's :class:`Principal` in ``session.info``. At the start of each transaction
+one statement (:data:`APPLY_SCOPE`) takes the role ``liushou_app`` — a role that owns nothing and cannot
+bypass row-level security — and writes the principal's scope into transaction-local settings; the policies
+declared beside the models (``api/models/row_security.py``) read them. PostgreSQL then limits every statement —
+ORM, Core or raw SQL — to the caller's rows: an object outside scope is simply not found (the API answers 404)
+and a write outside it is refused. Python does no work per query. A request's sign-in look-up sets the scope
+in the same round trip that checks the token (``api/services/auth.py``).
+
+A session with no principal is anonymous: it takes the role with an empty scope and sees no scoped row.
+Work done as the system — the worker and scheduler, sign-in look-ups, provider callbacks, seeding, the
+CLI — runs as the owner, without ``liushou_app``: sessions bound to :data:`SYSTEM`, or blocks under
+:func:`as_system` for the few reads inside a request that must cross scope. Every such place says why;
+``grep -rnwE "SYSTEM|as_system" api`` lists them (docs/security.md keeps the list).
 """
 
-import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
-from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import col
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, SessionTransaction
 
-from api.models.accounts import Account, Invite, Role
-from api.models.audit import AuditEntry
-from api.models.children import Child, ChildEvent
-from api.models.escalation import (
-    Acknowledgement,
-    DutyContact,
-    EscalationParty,
-    EscalationPolicy,
-    EscalationStep,
-    EscalationTarget,
-    ReplyCode,
-)
-from api.models.family_calls import (
-    CallLine,
-    CallLineOverride,
-    CallLineWindow,
-    FamilyCall,
-    FamilyCallEvent,
-    FamilyCallSettings,
-    FestivalDay,
-)
-from api.models.guardians import ChildGuardian, Guardian
-from api.models.incidents import Incident, IncidentEvent
-from api.models.notifications import OutboundMessage
-from api.models.organisations import County, School, SchoolClass, TeachingAssignment, Township
-from api.models.roster import ImportBatch
+from api.models.accounts import Role
+from api.models.row_security import APP_ROLE, PLATFORM_ROLE
 
 PRINCIPAL_KEY = "liushou_principal"
+_SYSTEM_DEPTH_KEY = "liushou_as_system"  # > 0 inside as_system blocks
+_SET_BY_STATEMENT_KEY = "liushou_scope_by_statement"  # the next transaction's first statement sets the scope
 
 
 @dataclass(frozen=True)
@@ -61,7 +45,7 @@ class Principal:
     display_name: str = ""
     # Teachers: the classes they head or teach (full detail of those children).
     class_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
-    # Families: their guardian records (filled by the archive).
+    # Families: their guardian records (filled at sign-in).
     guardian_ids: frozenset[uuid.UUID] = field(default_factory=frozenset)
     is_system: bool = False
 
@@ -73,340 +57,160 @@ class Principal:
 ANONYMOUS = Principal(account_id=None, role=None)
 SYSTEM = Principal(account_id=None, role=None, is_system=True)
 
-ScopeRule = Callable[[Principal], ColumnElement[bool] | None]
-_rules: dict[type, ScopeRule] = {}
-
-
-def scope_rule(model: type) -> Callable[[ScopeRule], ScopeRule]:
-    """Register how rows of ``model`` are limited for a principal (``None`` means no limit)."""
-
-    def register(rule: ScopeRule) -> ScopeRule:
-        _rules[model] = rule
-        return rule
-
-    return register
-
-
-def set_principal(session: Any, principal: Principal) -> None:
-    """Bind a principal to a (sync or async) session."""
-    session.info[PRINCIPAL_KEY] = principal
-
 
 def get_principal(session: Any) -> Principal:
     principal: Principal = session.info.get(PRINCIPAL_KEY, ANONYMOUS)
     return principal
 
 
-def school_ids_clause(column: Any, p: Principal) -> ColumnElement[bool] | None:
-    """Limit a ``school_id`` column to the schools a staff principal may see; families see none."""
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.county_bureau:
-            return column.in_(sa.select(col(School.id)).where(col(School.county_id) == p.county_id))
-        case Role.township_official:
-            return column.in_(sa.select(col(School.id)).where(col(School.township_id) == p.township_id))
-        case Role.school_admin | Role.teacher:
-            return column == p.school_id
-        case _:
-            return sa.false()
-
-
-@scope_rule(County)
-def _county(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    if p.role in (Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher):
-        return County.id == p.county_id  # type: ignore[return-value]
-    return sa.false()
-
-
-@scope_rule(Township)
-def _township(p: Principal) -> ColumnElement[bool] | None:
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.county_bureau:
-            return Township.county_id == p.county_id  # type: ignore[return-value]
-        case Role.township_official | Role.school_admin | Role.teacher:
-            return Township.id == p.township_id  # type: ignore[return-value]
-        case _:
-            return sa.false()
-
-
-@scope_rule(School)
-def _school(p: Principal) -> ColumnElement[bool] | None:
-    return school_ids_clause(School.id, p)
-
-
-@scope_rule(SchoolClass)
-def _class(p: Principal) -> ColumnElement[bool] | None:
-    return school_ids_clause(SchoolClass.school_id, p)
-
-
-@scope_rule(TeachingAssignment)
-def _teaching(p: Principal) -> ColumnElement[bool] | None:
-    clause = school_ids_clause(SchoolClass.school_id, p)
-    if clause is None:
-        return None
-    return col(TeachingAssignment.class_id).in_(sa.select(col(SchoolClass.id)).where(clause))
-
-
-@scope_rule(Account)
-def _account(p: Principal) -> ColumnElement[bool] | None:
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.county_bureau:
-            return Account.county_id == p.county_id  # type: ignore[return-value]
-        case Role.township_official:
-            return Account.township_id == p.township_id  # type: ignore[return-value]
-        case Role.school_admin | Role.teacher:
-            return Account.school_id == p.school_id  # type: ignore[return-value]
-        case Role.family:
-            return Account.id == p.account_id  # type: ignore[return-value]
-        case _:
-            return sa.false()
-
-
-def visible_child_ids(p: Principal) -> Any:
-    """A subquery of the ids of children the principal may see at all (detail is limited further by role)."""
-    if p.role == Role.family:
-        return sa.select(col(ChildGuardian.child_id)).where(
-            col(ChildGuardian.guardian_id).in_(p.guardian_ids), col(ChildGuardian.is_active)
-        )
-    clause = school_ids_clause(Child.school_id, p)
-    stmt = sa.select(col(Child.id))
-    return stmt if clause is None else stmt.where(clause)
-
-
-@scope_rule(Child)
-def _child(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.family:
-        return col(Child.id).in_(visible_child_ids(p))
-    return school_ids_clause(Child.school_id, p)
-
-
-@scope_rule(ChildGuardian)
-def _child_guardian(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    return col(ChildGuardian.child_id).in_(visible_child_ids(p))
-
-
-@scope_rule(ChildEvent)
-def _child_event(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    if p.role == Role.family:
-        return sa.false()
-    return col(ChildEvent.child_id).in_(visible_child_ids(p))
-
-
-@scope_rule(Guardian)
-def _guardian(p: Principal) -> ColumnElement[bool] | None:
-    """Staff see the guardians of the children they see; a family sees its own guardian records."""
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.family:
-            return col(Guardian.id).in_(p.guardian_ids)
-        case None:
-            return sa.false()
-        case _:
-            linked = sa.select(col(ChildGuardian.guardian_id)).where(
-                col(ChildGuardian.child_id).in_(visible_child_ids(p))
-            )
-            return col(Guardian.id).in_(linked)
-
-
-@scope_rule(Invite)
-def _invite(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.teacher:
-        return sa.false()
-    return school_ids_clause(Invite.school_id, p)
-
-
-@scope_rule(ImportBatch)
-def _import_batch(p: Principal) -> ColumnElement[bool] | None:
-    """花名册 import records: for the school's admins and the bureau, not for teachers."""
-    if p.role == Role.teacher:
-        return sa.false()
-    return school_ids_clause(ImportBatch.school_id, p)
-
-
-@scope_rule(AuditEntry)
-def _audit(p: Principal) -> ColumnElement[bool] | None:
-    """The log is read by those who answer for it: school admins, the bureau, platform admins."""
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.county_bureau:
-            in_schools = school_ids_clause(AuditEntry.school_id, p)
-            assert in_schools is not None
-            return sa.or_(col(AuditEntry.county_id) == p.county_id, in_schools)
-        case Role.school_admin:
-            return col(AuditEntry.school_id) == p.school_id
-        case _:
-            return sa.false()
-
-
-# ---- 应急机制: incidents are school data; the county bureau and the township see those of their area ----
-
-
-def visible_incident_ids(p: Principal) -> Any:
-    """A subquery of the incidents the principal may see (families: those of their own children)."""
-    if p.role == Role.family:
-        return sa.select(col(Incident.id)).where(col(Incident.child_id).in_(visible_child_ids(p)))
-    clause = school_ids_clause(Incident.school_id, p)
-    stmt = sa.select(col(Incident.id))
-    return stmt if clause is None else stmt.where(clause)
-
-
-@scope_rule(Incident)
-def _incident(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.family:
-        return col(Incident.child_id).in_(visible_child_ids(p))
-    return school_ids_clause(Incident.school_id, p)
-
-
-def _incident_staff_rule(column: Any) -> ScopeRule:
-    """The chain's rows (steps, contacts, messages, the timeline) follow their incident; families see none."""
-
-    def rule(p: Principal) -> ColumnElement[bool] | None:
-        if p.role == Role.platform_admin:
-            return None
-        if p.role in (None, Role.family):
-            return sa.false()
-        return column.in_(visible_incident_ids(p))
-
-    return rule
-
-
-for _model in (
-    EscalationStep,
-    EscalationParty,
-    EscalationTarget,
-    Acknowledgement,
-    IncidentEvent,
-    ReplyCode,
-):
-    scope_rule(_model)(_incident_staff_rule(col(_model.incident_id)))
-
-
-@scope_rule(OutboundMessage)
-def _outbound_message(p: Principal) -> ColumnElement[bool] | None:
-    """An incident's messages follow their incident; any other message (a reminder, a digest) is seen by the
-    platform admin and the admin of the school it is about only."""
-    incident = _incident_staff_rule(col(OutboundMessage.incident_id))(p)
-    if incident is None:
-        return None
-    if p.role != Role.school_admin or p.school_id is None:
-        return sa.and_(col(OutboundMessage.incident_id).is_not(None), incident)
-    other = sa.and_(col(OutboundMessage.incident_id).is_(None), col(OutboundMessage.school_id) == p.school_id)
-    return sa.or_(sa.and_(col(OutboundMessage.incident_id).is_not(None), incident), other)
-
-
-@scope_rule(EscalationPolicy)
-def _escalation_policy(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    if p.role in (None, Role.family):
-        return sa.false()
-    return col(EscalationPolicy.county_id) == p.county_id
-
-
-@scope_rule(DutyContact)
-def _duty_contact(p: Principal) -> ColumnElement[bool] | None:
-    """The bureau sees its county's duty contacts, a township its own, a school those it would call."""
-    match p.role:
-        case Role.platform_admin:
-            return None
-        case Role.county_bureau:
-            return col(DutyContact.county_id) == p.county_id
-        case Role.township_official:
-            return col(DutyContact.township_id) == p.township_id
-        case Role.school_admin | Role.teacher:
-            return sa.and_(
-                col(DutyContact.county_id) == p.county_id,
-                sa.or_(col(DutyContact.township_id).is_(None), col(DutyContact.township_id) == p.township_id),
-            )
-        case _:
-            return sa.false()
-
-
-# ---- 亲情电话: lines are school data (families reach them only through their child); calls follow the child ----
-
-
-@scope_rule(CallLine)
-def _call_line(p: Principal) -> ColumnElement[bool] | None:
-    return school_ids_clause(CallLine.school_id, p)
-
-
-def _line_rule(column: Any) -> ScopeRule:
-    def rule(p: Principal) -> ColumnElement[bool] | None:
-        clause = school_ids_clause(CallLine.school_id, p)
-        if clause is None:
-            return None
-        return column.in_(sa.select(col(CallLine.id)).where(clause))
-
-    return rule
-
-
-scope_rule(CallLineWindow)(_line_rule(col(CallLineWindow.line_id)))
-scope_rule(CallLineOverride)(_line_rule(col(CallLineOverride.line_id)))
-
-
-@scope_rule(FamilyCallSettings)
-def _call_settings(p: Principal) -> ColumnElement[bool] | None:
-    return school_ids_clause(FamilyCallSettings.school_id, p)
-
-
-@scope_rule(FestivalDay)
-def _festival_day(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    if p.role in (None, Role.family):
-        return sa.false()
-    return col(FestivalDay.county_id) == p.county_id
-
-
-@scope_rule(FamilyCall)
-def _family_call(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.family:
-        return col(FamilyCall.child_id).in_(visible_child_ids(p))
-    return school_ids_clause(FamilyCall.school_id, p)
-
-
-@scope_rule(FamilyCallEvent)
-def _family_call_event(p: Principal) -> ColumnElement[bool] | None:
-    if p.role == Role.platform_admin:
-        return None
-    clause = _family_call(p)
-    assert clause is not None
-    return col(FamilyCallEvent.call_id).in_(sa.select(col(FamilyCall.id)).where(clause))
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _apply_scope(state: ORMExecuteState) -> None:
-    if not (state.is_select or state.is_update or state.is_delete):
+def db_role(principal: Principal) -> str:
+    return PLATFORM_ROLE if principal.role == Role.platform_admin else APP_ROLE
+
+
+# ---- the scope, in SQL ------------------------------------------------------------------------------------
+
+_STAFF = "('county_bureau', 'township_official', 'school_admin', 'teacher')"
+
+# Set the role and the scope settings the policies read, for a principal row ``p`` (role, account_id,
+# county_id, township_id, school_id). The arrays are derived here, from the organisation tables, so a
+# principal is always as wide as its account's place today. Run as the owner (the first statement of a
+# transaction, or right after becoming the owner), so the look-ups below are not themselves limited.
+SCOPE_COLUMNS = f"""
+    set_config('role', CASE WHEN p.role = 'platform_admin' THEN '{PLATFORM_ROLE}' ELSE '{APP_ROLE}' END, true)
+        AS db_role,
+    set_config('liushou.role', coalesce(p.role, ''), true) AS scope_role,
+    set_config('liushou.account_id', coalesce(p.account_id::text, ''), true) AS scope_account_id,
+    set_config('liushou.county_id', CASE WHEN p.role IN {_STAFF} THEN coalesce(p.county_id::text, '') ELSE '' END,
+        true) AS scope_county_id,
+    set_config('liushou.township_id',
+        CASE WHEN p.role IN {_STAFF} THEN coalesce(p.township_id::text, '') ELSE '' END, true) AS scope_township_id,
+    set_config('liushou.school_ids', CASE
+        WHEN p.role = 'county_bureau' THEN ARRAY(SELECT s.id FROM school s WHERE s.county_id = p.county_id)
+        WHEN p.role = 'township_official' THEN ARRAY(SELECT s.id FROM school s WHERE s.township_id = p.township_id)
+        WHEN p.role IN ('school_admin', 'teacher') THEN ARRAY[p.school_id]
+        ELSE '{{}}'::uuid[] END::text, true) AS scope_school_ids,
+    set_config('liushou.township_ids', CASE
+        WHEN p.role = 'county_bureau' THEN ARRAY(SELECT t.id FROM township t WHERE t.county_id = p.county_id)
+        WHEN p.role IN ('township_official', 'school_admin', 'teacher') THEN ARRAY[p.township_id]
+        ELSE '{{}}'::uuid[] END::text, true) AS scope_township_ids,
+    set_config('liushou.guardian_ids', CASE
+        WHEN p.role = 'family' THEN ARRAY(SELECT g.id FROM guardian g WHERE g.account_id = p.account_id)
+        ELSE '{{}}'::uuid[] END::text, true) AS scope_guardian_ids,
+    set_config('liushou.child_ids', CASE
+        WHEN p.role = 'family' THEN ARRAY(
+            SELECT DISTINCT cg.child_id FROM child_guardian cg JOIN guardian g ON g.id = cg.guardian_id
+            WHERE g.account_id = p.account_id AND cg.is_active)
+        ELSE '{{}}'::uuid[] END::text, true) AS scope_child_ids"""
+
+APPLY_SCOPE = sa.text(
+    f"SELECT {SCOPE_COLUMNS} FROM (SELECT CAST(:role AS text) AS role, CAST(:account_id AS uuid) AS account_id,"
+    " CAST(:county_id AS uuid) AS county_id, CAST(:township_id AS uuid) AS township_id,"
+    " CAST(:school_id AS uuid) AS school_id) p"
+)
+BECOME_OWNER = sa.text("SELECT set_config('role', 'none', true)")
+RESUME_ROLE = sa.text("SELECT set_config('role', :role, true)")
+
+
+def scope_params(principal: Principal) -> dict[str, Any]:
+    return {
+        "role": principal.role.value if principal.role else None,
+        "account_id": principal.account_id,
+        "county_id": principal.county_id,
+        "township_id": principal.township_id,
+        "school_id": principal.school_id,
+    }
+
+
+def parse_uuid_array(text: str) -> frozenset[uuid.UUID]:
+    """A ``uuid[]`` in PostgreSQL's text form (``{a,b}``), as returned by ``set_config``."""
+    inner = text.strip("{}")
+    return frozenset(uuid.UUID(v) for v in inner.split(",") if v and v != "NULL")
+
+
+@event.listens_for(Session, "after_begin")
+def _scope_transaction(session: Session, _transaction: SessionTransaction, connection: Any) -> None:
+    """The first statement of every transaction: the principal's role and scope (nothing for the system)."""
+    if session.info.get(_SYSTEM_DEPTH_KEY) or session.info.get(_SET_BY_STATEMENT_KEY):
         return
-    if state.is_column_load or state.is_relationship_load:
-        # Loads of attributes of an object that was already found through a scoped query.
-        return
-    principal = get_principal(state.session)
-    if principal.is_system or state.execution_options.get("skip_scope", False):
-        return
-    if options := _scope_options(principal):
-        state.statement = state.statement.options(*options)
+    principal = get_principal(session)
+    if not principal.is_system:
+        connection.execute(APPLY_SCOPE, scope_params(principal))
 
 
-@functools.lru_cache(maxsize=1024)
-def _scope_options(principal: Principal) -> tuple[Any, ...]:
-    """The criteria of every rule for one principal. A rule depends on the principal alone and SQL
-    expressions are immutable, so they are built once per principal (a login), not for every query."""
-    return tuple(
-        with_loader_criteria(model, clause, include_aliases=True)
-        for model, rule in _rules.items()
-        if (clause := rule(principal)) is not None
-    )
+# ---- binding and switching -------------------------------------------------------------------------------
+
+
+async def set_principal(session: Any, principal: Principal) -> None:
+    """Bind a principal to a (async) session: from now on its statements run in that principal's scope.
+
+    Before the session's transaction has begun this costs nothing (the transaction's first statement applies
+    it); inside one, pending writes are flushed in the old scope and the new one is applied at once."""
+    session.info[PRINCIPAL_KEY] = principal
+    if not session.in_transaction() or session.info.get(_SYSTEM_DEPTH_KEY):
+        return
+    await session.flush()
+    await session.execute(BECOME_OWNER)
+    if not principal.is_system:
+        await session.execute(APPLY_SCOPE, scope_params(principal))
+
+
+@asynccontextmanager
+async def scope_set_by_statement(session: Any) -> AsyncIterator[None]:
+    """Run the block's first statement as the owner; that statement sets the scope itself (``SCOPE_COLUMNS``).
+
+    Used by the sign-in look-up so that checking the token and setting the scope are one round trip; the
+    caller then records the principal with :func:`principal_was_set`."""
+    if session.in_transaction():
+        await session.execute(BECOME_OWNER)
+        yield
+        return
+    session.info[_SET_BY_STATEMENT_KEY] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_SET_BY_STATEMENT_KEY, None)
+
+
+def principal_was_set(session: Any, principal: Principal) -> None:
+    """Record the principal whose scope a statement inside :func:`scope_set_by_statement` has just set."""
+    session.info[PRINCIPAL_KEY] = principal
+
+
+@asynccontextmanager
+async def as_system(session: Any) -> AsyncIterator[None]:
+    """Run the block as the owner, across scope, still in the caller's name for the audit log.
+
+    For the few reads (and the chain's own writes) a request must do outside the caller's scope; each use
+    says why. Pending writes are flushed before (in the caller's scope) and at the end (as the system); then
+    the caller's role is taken again. Nested blocks and system sessions pass straight through."""
+    principal = get_principal(session)
+    depth = session.info.get(_SYSTEM_DEPTH_KEY, 0)
+    if depth or principal.is_system:
+        session.info[_SYSTEM_DEPTH_KEY] = depth + 1
+        try:
+            yield
+        finally:
+            session.info[_SYSTEM_DEPTH_KEY] = depth
+        return
+    await session.flush()
+    await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
+    transaction = session.sync_session.get_transaction()
+    session.info[_SYSTEM_DEPTH_KEY] = 1
+    failed = True
+    try:
+        yield
+        await session.flush()
+        failed = False
+    finally:
+        session.info[_SYSTEM_DEPTH_KEY] = 0
+        if session.in_transaction():
+            try:
+                if session.sync_session.get_transaction() is transaction:
+                    await session.execute(RESUME_ROLE, {"role": db_role(principal)})
+                else:  # the block committed: this transaction has no scope settings yet
+                    await session.execute(APPLY_SCOPE, scope_params(principal))
+            except DBAPIError:
+                # The block failed inside the database: the transaction is aborted and can only roll back
+                # (which ends the owner's role too); the block's own error is the one to report.
+                if not failed:
+                    raise

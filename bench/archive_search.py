@@ -198,7 +198,7 @@ async def time_query(
     timings, result = [], None
     for i in range(runs + 3):
         async with maker() as session:
-            set_principal(session, principal)
+            await set_principal(session, principal)
             t0 = time.perf_counter()
             result = await query(session)
             elapsed = time.perf_counter() - t0

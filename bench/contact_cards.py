@@ -31,6 +31,7 @@ from api.models.accounts import Account, LoginSession, Role
 from api.models.children import Child
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.organisations import County, School, SchoolClass, Township
+from api.scoping import SYSTEM
 from api.security import issue_access_token
 from api.services.contact_cards import build_workbook
 from api.settings import Environment, Settings
@@ -40,7 +41,7 @@ NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 async def seed(app: Any, children: int) -> dict[str, Any]:
     rng = random.Random(20261124)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         county = County(name="隆回县", code="430524")
         s.add(county)
         await s.flush()

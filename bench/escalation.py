@@ -48,7 +48,7 @@ from api.models.escalation import DutyContact
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.incidents import IncidentCategory, IncidentCreate, Severity
 from api.models.organisations import County, School, SchoolClass, Township
-from api.scoping import Principal
+from api.scoping import SYSTEM, Principal
 from api.services.emergency.incidents import report_incident
 from api.settings import Environment, Settings
 
@@ -83,7 +83,7 @@ def percentile(values: list[float], q: float) -> float:
 async def seed(sessionmaker: Any, *, schools: int, children_per_school: int) -> list[tuple[Principal, uuid.UUID]]:
     """A county with two townships and its schools; returns (reporting teacher, child) pairs."""
     pairs: list[tuple[Principal, uuid.UUID]] = []
-    async with scoped_session(sessionmaker) as s:
+    async with scoped_session(sessionmaker, SYSTEM) as s:
         county = County(name="青山县", code="430599")
         s.add(county)
         await s.flush()

@@ -53,7 +53,7 @@ from api.db import make_engine, make_sessionmaker, scoped_session
 from api.migrations import upgrade_to_head
 from api.models.escalation import EscalationPolicy
 from api.models.organisations import County
-from api.scoping import Principal
+from api.scoping import SYSTEM, Principal
 from api.settings import Environment, Settings
 from bench.escalation import (
     FAKE,
@@ -242,7 +242,7 @@ class Workers:
 
 async def short_policy(sessionmaker: Any) -> None:
     """A minute's wait for an acknowledgement and one round, so that chains play out within minutes."""
-    async with scoped_session(sessionmaker) as s:
+    async with scoped_session(sessionmaker, SYSTEM) as s:
         for county_id in (await s.execute(sa.select(County.id))).scalars():
             s.add(
                 EscalationPolicy(

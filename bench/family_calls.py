@@ -45,7 +45,7 @@ from api.models.children import Child, Sex
 from api.models.family_calls import CallLine, CallLineKind, CallLineWindow, CallStatus, FamilyCall
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.organisations import County, School, SchoolClass, Township
-from api.scoping import Principal
+from api.scoping import SYSTEM, Principal
 from api.security import issue_access_token
 from api.services.family_calls import service
 from api.settings import Environment, Settings
@@ -67,7 +67,7 @@ def ms(values: list[float]) -> str:
 async def seed(app: Any, children: int, rng: random.Random) -> dict[str, Any]:
     """One school, its two lines, ``children`` children with bound parents, a third of the month booked."""
     settings = app.state.settings
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         county = County(name="青山县", code="430599")
         s.add(county)
         await s.flush()

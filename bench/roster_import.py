@@ -29,6 +29,7 @@ from api.embedded_pg import asyncpg_url, ensure_database, start_embedded
 from api.main import create_app
 from api.models.accounts import Account, LoginSession, Role
 from api.models.organisations import County, School, SchoolClass, Township
+from api.scoping import SYSTEM
 from api.security import issue_access_token
 from api.services.roster.files import roster_csv, write_roster_xlsx
 from api.services.roster.parse import parse_roster
@@ -40,7 +41,7 @@ CLASSES = [(grade, f"{number}班") for grade in range(1, 7) for number in range(
 
 
 async def seed(app: Any) -> dict[str, Any]:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         county = County(name="隆回县", code="430524")
         s.add(county)
         await s.flush()

@@ -30,6 +30,7 @@ from api.db import scoped_session
 from api.embedded_pg import asyncpg_url, release, socket_dir, start_embedded
 from api.main import create_app
 from api.migrations import upgrade_to_head
+from api.scoping import SYSTEM
 from api.settings import Environment, Settings
 from tests.factories import World, build_world
 
@@ -175,7 +176,7 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def system_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
     """A session that sees everything (as the worker does), committing at the end of the block."""
-    async with scoped_session(app.state.sessionmaker) as session:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as session:
         yield session
 
 

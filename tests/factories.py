@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api.db import scoped_session
 from api.models.accounts import Account, LoginSession, Role
 from api.models.organisations import County, School, SchoolClass, Township
+from api.scoping import SYSTEM
 from api.security import issue_access_token
 
 PASSWORD = "correct horse battery staple"
@@ -29,7 +30,7 @@ class World:
 async def build_world(app: FastAPI, now: datetime) -> World:
     world = World()
     password_hash = await app.state.passwords.hash(PASSWORD)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         county = County(name="青山县", code="430521")
         other_county = County(name="白水县", code="430522")
         s.add_all([county, other_county])

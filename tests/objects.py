@@ -24,6 +24,7 @@ from api.db import scoped_session
 from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.scoping import SYSTEM
 from tests.factories import World, login_token
 
 
@@ -97,7 +98,7 @@ class Objects:
 
     async def fresh_token(self, who: str) -> str:
         """A token of a new login session of ``who`` (for cases that end the session they are sent with)."""
-        async with scoped_session(self.app.state.sessionmaker) as s:
+        async with scoped_session(self.app.state.sessionmaker, SYSTEM) as s:
             account = await s.get_one(Account, self.world[who])
             return await login_token(s, self.app, account, self.now)
 
@@ -117,7 +118,7 @@ class Builder:
 async def add_families(app: FastAPI, world: World, now: datetime) -> None:
     """Two family accounts: ``family1``, the father of a child of class 3(1) of school 1 (the child of the
     builders), and ``family2``, the mother of a child of school 2. Tokens in ``world.tokens`` as for staff."""
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         for key, school, klass, name, relation in (
             ("family1", "school1", "class11", "刘建军", "父亲"),
             ("family2", "school2", "class21", "陈秀兰", "母亲"),
@@ -149,7 +150,7 @@ async def add_families(app: FastAPI, world: World, now: datetime) -> None:
 
 async def _account(o: Objects) -> uuid.UUID:
     # A teacher of school 1 who holds no token of the test world, so deactivating it locks nobody out.
-    async with scoped_session(o.app.state.sessionmaker) as s:
+    async with scoped_session(o.app.state.sessionmaker, SYSTEM) as s:
         account = Account(
             role=Role.teacher,
             display_name="周老师",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api import pages
+from api import ack_links, pages
 from api.db import scoped_session
 from api.models.escalation import (
     AckPage,
@@ -19,6 +19,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.scoping import SYSTEM
 from api.services.emergency import texts as messages
 from tests.test_acknowledgements import close
 from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, e164, escalation_settings
@@ -239,7 +240,7 @@ async def test_an_invalid_link_explains_itself_and_gives_the_schools_number_wher
     # A genuine token whose message asks for no acknowledgement (an answer to an SMS reply): the school is known.
     incident, _ = await grandma_link(kit)
     message_id = uuid.uuid4()
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         s.add(
             OutboundMessage(
                 id=message_id,
@@ -258,7 +259,7 @@ async def test_an_invalid_link_explains_itself_and_gives_the_schools_number_wher
                 created_at=kit.clock.now(),
             )
         )
-    token = messages.ack_token(settings.ack_link_keys, message_id)
+    token = ack_links.ack_token(settings.ack_link_keys, message_id)
     known = await kit.client.get(f"/ack/{token}")
     assert known.status_code == 404
     assert "石桥镇中心小学" in known.text and "tel:07395220000" in known.text

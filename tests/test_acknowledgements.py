@@ -24,6 +24,7 @@ from api.models.escalation import (
 )
 from api.models.guardians import GuardianRole
 from api.models.notifications import OutboundMessage
+from api.scoping import SYSTEM
 from api.services.emergency import texts as messages
 from api.settings import DEV_ACK_LINK_KEYS, DEV_CALLBACK_SECRET, Environment, Settings
 from tests.test_escalation_support import FATHER, GRANDMA, GRANDPA, Kit, e164, escalation_settings, kinds
@@ -54,7 +55,7 @@ async def post_event(kit: Kit, kind: str, event: dict[str, Any]) -> dict[str, An
 
 
 async def rows(kit: Kit, model: Any, *where: Any) -> list[Any]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         return list((await s.execute(sa.select(model).where(*where))).scalars())
 
 

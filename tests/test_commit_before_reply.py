@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from api.db import scoped_session
 from api.models.children import Child
+from api.scoping import SYSTEM
 from tests.factories import PASSWORD
 from tests.test_children import child_body
 from tests.test_escalation_support import escalation_settings
@@ -90,7 +91,7 @@ async def _refuse_at_commit(session, name: str, sqlstate: str) -> None:
 )
 async def test_a_write_whose_commit_fails_never_answers_2xx(app, world, live_url, sqlstate, status, code):
     name = "提交失败"
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         await _refuse_at_commit(s, name, sqlstate)
     async with httpx.AsyncClient(base_url=live_url, headers=world.headers("admin1")) as c:
         r = await c.post("/children", json=plain_child(world, name))
@@ -102,7 +103,7 @@ async def test_a_write_whose_commit_fails_never_answers_2xx(app, world, live_url
         # The same connection still serves: the failure did not drop it.
         again = await c.get("/children", params={"q": name})
         assert again.status_code == 200 and again.json()["count"] == 0
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         assert (await s.scalar(sa.select(sa.func.count()).select_from(Child).where(Child.name == name))) == 0
 
 
@@ -112,5 +113,5 @@ async def test_a_write_answered_2xx_is_there_when_the_answer_arrives(app, world,
             name = f"张{uuid.uuid4().hex[:4]}"
             r = await c.post("/children", json=plain_child(world, name))
             assert r.status_code == 201, r.text
-            async with scoped_session(app.state.sessionmaker) as s:
+            async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
                 assert await s.get(Child, uuid.UUID(r.json()["id"])) is not None, f"try {i}"

@@ -11,13 +11,14 @@ from api.db import scoped_session
 from api.models.accounts import Account
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus, Sex
+from api.scoping import SYSTEM
 from api.services.contact_cards import PAGE_BODY_HEIGHT, TITLE_ROWS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 async def make_child(app, world, *, school="school1", klass="class11", name="张子轩", **fields) -> uuid.UUID:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = Child(
             school_id=world[school],
             class_id=world[klass] if klass else None,
@@ -42,7 +43,7 @@ async def link(client, world, child, *, name, phone, relation, role="entrusted_g
 
 
 async def set_phone(app, account_id, phone):
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         (await s.get(Account, account_id)).phone = phone
 
 
@@ -61,7 +62,7 @@ async def family_of_three(client, world, child):
 
 
 async def audit_entries(app, action):
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         return list((await s.execute(select(AuditEntry).where(AuditEntry.action == action))).scalars())
 
 

@@ -15,6 +15,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.scoping import SYSTEM
 from tests.test_escalation_support import (
     FATHER,
     MOTHER,
@@ -45,7 +46,7 @@ def settings():
 
 
 async def messages(kit: Kit, channel: str | None = None) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).order_by(OutboundMessage.created_at)
         if channel:
             stmt = stmt.where(OutboundMessage.channel == channel)

@@ -18,6 +18,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.scoping import SYSTEM
 from api.settings import Settings
 from tests.test_escalation_support import (
     GRANDMA,
@@ -39,7 +40,7 @@ def settings():
 
 
 async def sms_to(kit: Kit, national: str) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).where(OutboundMessage.address == e164(national))
         return list((await s.execute(stmt.order_by(OutboundMessage.created_at))).scalars())
 
@@ -55,7 +56,7 @@ async def test_a_step_whose_check_changes_it_and_then_fails_does_not_stall_the_e
     second = await kit.family(MOTHER_ONLY)
     broken = await kit.report(first.child_id, holds=[{"step_no": 2, "minutes": 5}])
     healthy = await kit.report(second.child_id, holds=[{"step_no": 2, "minutes": 5}])
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         await s.execute(
             sa.text("UPDATE incident SET policy = policy - 'max_send_attempts' WHERE id = :id"), {"id": broken["id"]}
         )
@@ -72,7 +73,7 @@ async def test_a_step_whose_check_changes_it_and_then_fails_does_not_stall_the_e
     await kit.report(third.child_id)
     await kit.settle()
     assert len(await sms_to(kit, MOTHER)) == 2
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         step = (
             await s.execute(
                 sa.select(EscalationStep).where(

@@ -12,6 +12,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.scoping import SYSTEM
 from tests.test_escalation_support import MOTHER, MOTHER_ONLY, Kit, attempts, e164, escalation_settings, kinds
 
 STORY = ("message_queued", "message_sent", "message_delivered", "message_failed", "no_ack_within_wait")
@@ -23,7 +24,7 @@ def settings():
 
 
 async def messages(kit: Kit) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).where(OutboundMessage.address == e164(MOTHER))
         return list((await s.execute(stmt.order_by(OutboundMessage.created_at))).scalars())
 
@@ -159,7 +160,7 @@ async def test_a_message_left_delivered_without_its_send_time_is_still_followed_
     family = await kit.family(MOTHER_ONLY)
     incident = await kit.report(family.child_id)
     await kit.settle()
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         await s.execute(
             sa.update(OutboundMessage)
             .where(OutboundMessage.address == e164(MOTHER))

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from api.db import scoped_session
 from api.models.accounts import Account
 from api.models.audit import AuditEntry
+from api.scoping import SYSTEM
 from tests.test_escalation_support import Kit, e164, escalation_settings
 
 
@@ -40,7 +41,7 @@ async def test_the_bureau_shortens_its_deadlines_and_the_change_is_audited(kit):
     assert (r.json()["guardian_deadline_minutes"], r.json()["is_default"]) == (20, False)
     again = await kit.client.get(policy_path(kit), headers=await kit.headers("admin1"))
     assert again.json()["parents_deadline_minutes"] == 45
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         actions = (await s.execute(sa.select(AuditEntry.action))).scalars().all()
     assert "escalation_policy.create" in actions
 
@@ -115,7 +116,7 @@ async def test_a_retired_duty_contact_is_not_called_and_without_any_the_official
         f"/duty-contacts/{duty['id']}", json={"is_active": False}, headers=await kit.headers("bureau")
     )
     assert r.status_code == 200 and r.json()["is_active"] is False
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         (await s.get(Account, kit.world["bureau"])).phone = "13500135001"
     family = await kit.family()
     incident = await kit.report(family.child_id)

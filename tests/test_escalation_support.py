@@ -32,6 +32,7 @@ from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.escalation import DutyContact
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.scoping import SYSTEM
 from api.settings import DEV_CALLBACK_SECRET, Settings
 from api.worker.loop import Worker
 from tests.conftest import make_test_settings
@@ -166,7 +167,7 @@ class Kit:
     async def family(self, members: list[dict[str, Any]] | None = None, *, school: str = "school1") -> Family:
         """A left-behind child of class 3(1) with guardians in contact order (default: STANDARD_FAMILY)."""
         members = STANDARD_FAMILY if members is None else members
-        async with scoped_session(self.app.state.sessionmaker) as s:
+        async with scoped_session(self.app.state.sessionmaker, SYSTEM) as s:
             child = Child(
                 school_id=self.world[school],
                 class_id=self.world["class11"] if school == "school1" else self.world["class21"],
@@ -209,7 +210,7 @@ class Kit:
 
     async def duty(self, *, bureau: str | None = BUREAU_DUTY, township: str | None = TOWNSHIP_DUTY) -> None:
         """Duty phones for the county bureau and 石桥镇 (step 3)."""
-        async with scoped_session(self.app.state.sessionmaker) as s:
+        async with scoped_session(self.app.state.sessionmaker, SYSTEM) as s:
             now = self.clock.now()
             if bureau:
                 s.add(
@@ -234,7 +235,7 @@ class Kit:
                 )
 
     async def leader_phone(self, phone: str = LEADER, who: str = "admin1") -> None:
-        async with scoped_session(self.app.state.sessionmaker) as s:
+        async with scoped_session(self.app.state.sessionmaker, SYSTEM) as s:
             account = await s.get(Account, self.world[who])
             assert account is not None
             account.phone = phone
@@ -244,7 +245,7 @@ class Kit:
     async def headers(self, who: str | uuid.UUID) -> dict[str, str]:
         """A token valid at the frozen clock's time (tokens live 15 minutes; tests move the clock by hours)."""
         account_id = who if isinstance(who, uuid.UUID) else self.world[who]
-        async with scoped_session(self.app.state.sessionmaker) as s:
+        async with scoped_session(self.app.state.sessionmaker, SYSTEM) as s:
             account = await s.get(Account, account_id)
             assert account is not None
             token = await login_token(s, self.app, account, self.clock.now())

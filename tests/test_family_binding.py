@@ -11,12 +11,12 @@ from api.models.accounts import Account, InviteKind, Role
 from api.models.audit import AuditEntry
 from api.models.children import Child, Sex
 from api.models.guardians import Guardian
-from api.scoping import Principal
+from api.scoping import SYSTEM, Principal
 from api.services.accounts import create_invite
 
 
 async def make_child(app, world, *, school="school1", klass="class11", name="张子轩", **fields) -> uuid.UUID:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = Child(
             school_id=world[school],
             class_id=world[klass] if klass else None,

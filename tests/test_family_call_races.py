@@ -16,6 +16,7 @@ from api.models.accounts import Account, LoginSession, Role
 from api.models.children import Child, Sex
 from api.models.family_calls import LIVE_STATUSES, FamilyCall, FamilyCallQuota
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.scoping import SYSTEM
 from api.security import issue_access_token
 from tests.factories import World
 from tests.test_family_calls import TUE, family_world, sh
@@ -26,7 +27,7 @@ PARENTS = 200
 async def many_families(app: FastAPI, world: World, now: datetime, n: int) -> list[tuple[str, str]]:
     """``n`` children of class 3(1), each with a father bound to the mini-program: [(child id, token)]."""
     out: list[tuple[str, str]] = []
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         rows = []
         for i in range(n):
             child = Child(
@@ -87,7 +88,7 @@ def tally(responses: list[httpx.Response]) -> dict[tuple[int, str], int]:
 
 
 async def live_calls(app: FastAPI, line: str) -> list[tuple[str, int]]:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         rows = await s.execute(
             sa.select(FamilyCall.child_id, FamilyCall.booth).where(
                 FamilyCall.line_id == uuid.UUID(line),
@@ -152,7 +153,7 @@ async def test_one_family_booking_many_slots_at_once_stays_within_its_quota(clie
     assert counts[(201, "")] == 2 and (500, "internal_error") not in counts
     assert set(counts) <= {(201, ""), (409, "quota_reached"), (409, "child_busy")}
     assert len(await live_calls(app, phone)) + len(await live_calls(app, room)) == 2
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         assert (await s.execute(sa.select(FamilyCallQuota.count))).scalars().all() == [2]
 
 

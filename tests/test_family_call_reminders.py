@@ -20,6 +20,7 @@ from api.clock import SHANGHAI
 from api.db import make_engine, scoped_session
 from api.models.accounts import Account
 from api.models.notifications import OutboundMessage
+from api.scoping import SYSTEM
 from api.worker.loop import Worker
 from bench.escalation_chaos import Workers, slow_answers
 from tests.test_family_call_races import many_families
@@ -30,7 +31,7 @@ FINAL = ("sent", "delivered", "failed", "unconfirmed", "cancelled")
 
 
 async def reminders(app, call_id: str | None = None) -> list:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         stmt = sa.select(OutboundMessage).where(OutboundMessage.topic == "family_call")
         if call_id:
             stmt = stmt.where(OutboundMessage.subject_id == uuid.UUID(call_id))
@@ -39,7 +40,7 @@ async def reminders(app, call_id: str | None = None) -> list:
 
 async def test_booking_queues_reminders_for_the_family_and_the_head_teacher_naming_no_child(client, world, app, clock):
     phone, room = await family_world(client, world, app, clock)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
         (await s.get_one(Account, world["family1"])).wechat_openid = "o-family-1"
     wed = TUE + timedelta(days=1)
@@ -88,7 +89,7 @@ async def test_a_reminder_reaches_wechat_on_the_family_call_template_with_no_chi
     fields: line, time, room), not the emergency one; the teacher's goes by SMS. Neither names the child."""
     assert settings.wechat_family_call_template_id != settings.wechat_subscribe_template_id
     phone, _ = await family_world(client, world, app, clock)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
         (await s.get_one(Account, world["family1"])).wechat_openid = "o-family-1"
     wed = TUE + timedelta(days=1)
@@ -124,7 +125,7 @@ async def test_reminders_are_sent_exactly_once_while_workers_are_killed_mid_send
     due at once. Providers answer a second late, so a kill often lands between the send and its record."""
     phone, room = await family_world(client, world, app, clock)
     families = await many_families(app, world, clock.now(), 24)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
     # Each family books one call this week and next (two leads × two recipients each: 4 reminders a call).
     starts = [sh(TUE + timedelta(days=d), t) for d in (1, 2, 3) for t in ("12:00", "12:40")]

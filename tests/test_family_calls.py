@@ -17,6 +17,7 @@ from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.guardians import ChildGuardian, Guardian, GuardianRole
 from api.models.notifications import OutboundMessage
+from api.scoping import SYSTEM
 from tests.factories import World, login_token
 from tests.objects import add_families
 
@@ -79,7 +80,7 @@ async def book(
 async def move(app: FastAPI, world: World, clock: FrozenClock, moment: datetime) -> None:
     """Set the clock and sign everyone in again (access tokens last 15 minutes)."""
     clock.set(moment)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         for who in list(world.tokens):
             world.tokens[who] = await login_token(s, app, await s.get_one(Account, world[who]), moment)
 
@@ -161,7 +162,7 @@ async def test_every_refusal_has_its_code(client, world, app, clock):
     assert code(await book(client, world, "family1", room, sh(TUE, "12:20"))) == (409, "child_busy")
     # …nor on another slot that overlaps (the room's 12:20 slot is 12:20–12:35; the phone's call is the same).
     # The phone's 12:20 slot is now taken for everyone else.
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         other = Child(
             school_id=world["school1"],
             class_id=world["class11"],
@@ -266,7 +267,7 @@ async def test_an_idempotency_key_books_once_and_refuses_another_body(client, wo
 
 async def test_a_call_lives_its_life_and_keeps_its_history(client, world, app, clock):
     phone, room = await family_world(client, world, app, clock)
-    async with scoped_session(app.state.sessionmaker) as s:  # the head teacher's mobile, for the reminders
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # the head teacher's mobile, for the reminders
         (await s.get_one(Account, world["teacher1"])).phone = "13700137011"
     r = await client.put(
         f"/schools/{world['school1']}/family-call-settings",
@@ -333,7 +334,7 @@ async def test_a_call_lives_its_life_and_keeps_its_history(client, world, app, c
         f"/family-calls/{later['id']}/cancel", json={"reason": "线路检修"}, headers=world.headers("teacher1")
     )
     assert r.json()["status"] == "cancelled" and r.json()["cancelled_by"] == "school"
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         messages = (
             await s.execute(
                 sa.select(OutboundMessage.dedupe_key, OutboundMessage.status, OutboundMessage.body).where(
@@ -389,7 +390,7 @@ async def test_a_call_lives_its_life_and_keeps_its_history(client, world, app, c
 
 async def add_family(app: FastAPI, world: World, now: datetime, n: int) -> tuple[str, str]:
     """Another child of class 3(1) with a bound father: (child id, token)."""
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = Child(
             school_id=world["school1"],
             class_id=world["class11"],

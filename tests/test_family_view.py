@@ -4,6 +4,7 @@ school's rating of its own care or the teachers' notes — and head teachers inv
 from api.db import scoped_session
 from api.models.children import Child, GuardianshipRating
 from api.models.organisations import TeachingAssignment
+from api.scoping import SYSTEM
 from tests.test_family_binding import bearer, bind, invite, invite_code, link, make_child, siblings_with_father
 
 # What the school writes about a child and its family; none of it is for the family's eyes.
@@ -21,7 +22,7 @@ STAFF_ONLY_KEYS = {*STAFF_FILE, "status_reason", "household_registration", "flag
 
 
 async def write_staff_file(app, child_id):
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = await s.get(Child, child_id)
         for key, value in STAFF_FILE.items():
             setattr(child, key, value)
@@ -106,7 +107,7 @@ async def test_a_head_teacher_invites_the_families_of_their_own_class(client, wo
 
 async def test_a_subject_teacher_or_a_teacher_of_another_school_cannot_invite(client, world, app, fake):
     elder, _, father = await siblings_with_father(client, world, app)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         s.add(TeachingAssignment(class_id=world["class11"], account_id=world["teacher1b"]))
     r = await invite(client, world, elder, father, who="teacher1b")
     assert r.status_code == 403 and r.json()["error"]["code"] == "not_head_teacher"

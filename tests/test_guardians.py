@@ -9,12 +9,13 @@ from api.db import scoped_session
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus, Sex
 from api.models.guardians import ChildGuardian, Guardian
+from api.scoping import SYSTEM
 
 GRANDMOTHER = {"name": "王桂兰", "phone": "13807391234", "age": 66, "health": "高血压", "address": "石门村3组"}
 
 
 async def make_child(app, world, *, school="school1", klass="class11", name="张子轩", **fields) -> uuid.UUID:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = Child(
             school_id=world[school],
             class_id=world[klass] if klass else None,

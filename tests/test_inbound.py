@@ -17,6 +17,7 @@ from api.models.notifications import (
     MessageStatus,
     OutboundMessage,
 )
+from api.scoping import SYSTEM
 from api.settings import DEV_CALLBACK_SECRET
 from tests.test_escalation_support import (
     FATHER,
@@ -69,7 +70,7 @@ async def only_sms_for_grandma(kit: Kit) -> dict:
 
 
 async def message_keys(kit: Kit, channel: str) -> list[str]:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         rows = await s.execute(
             sa.select(OutboundMessage.idempotency_key)
             .where(OutboundMessage.channel == channel)
@@ -180,7 +181,7 @@ async def test_a_bounced_sms_moves_on_to_the_next_contact_without_waiting(kit):
 async def test_a_receipt_that_arrives_before_the_send_answer_is_kept(kit):
     family = await kit.family([])
     await kit.report(family.child_id)
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         message = OutboundMessage(
             incident_id=(await s.execute(sa.text("SELECT id FROM incident"))).scalar_one(),
             purpose="leader_alert",
@@ -202,10 +203,10 @@ async def test_a_receipt_that_arrives_before_the_send_answer_is_kept(kit):
     outcome = await dispatcher.send(claimed)
     await kit.relay.settle()
     await kit.forward()  # the provider's "delivered" lands while we still hold the send
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         assert (await s.get(OutboundMessage, message.id)).status == MessageStatus.delivered
     await dispatcher.record([(claimed, outcome)])
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         row = await s.get(OutboundMessage, message.id)
         assert row.status == MessageStatus.delivered
         assert row.provider_message_id == outcome.provider_message_id and row.sent_at is not None
@@ -263,7 +264,7 @@ async def test_the_father_acknowledges_in_the_mini_program(kit):
 async def test_a_family_not_on_the_incident_cannot_acknowledge_it(kit):
     family = await kit.family()
     incident = await kit.report(family.child_id)
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         stranger = Account(role=Role.family, display_name="别人家长", wechat_openid="o-stranger")
         s.add(stranger)
     r = await kit.client.post(f"/incidents/{incident['id']}/acknowledge", headers=await kit.headers(stranger.id))

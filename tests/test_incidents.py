@@ -11,6 +11,7 @@ from api.db import scoped_session
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
 from api.models.guardians import GuardianRole
+from api.scoping import SYSTEM
 from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, attempts, e164, escalation_settings, kinds
 
 
@@ -84,7 +85,7 @@ async def test_a_report_with_bad_input_gets_a_clear_4xx(kit, overrides, status, 
     family = await kit.family()
     r = await post(kit, "/incidents", "teacher1", body(kit, family.child_id, **overrides))
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         assert (await s.execute(sa.text("SELECT count(*) FROM incident"))).scalar_one() == 0
 
 
@@ -116,7 +117,7 @@ async def test_only_school_staff_report_and_only_for_children_of_their_school(ki
 
 async def test_a_child_no_longer_on_the_roster_cannot_be_reported(kit):
     family = await kit.family()
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         (await s.get(Child, family.child_id)).status = ChildStatus.left
     r = await post(kit, "/incidents", "teacher1", body(kit, family.child_id))
     assert (r.status_code, r.json()["error"]["code"]) == (422, "child_not_enrolled")
@@ -160,7 +161,7 @@ async def test_the_school_dials_full_numbers_the_bureau_sees_them_masked_and_rea
     bureau = await kit.incident(incident["id"], who="bureau")
     assert school["steps"][0]["parties"][0]["contacts"][0]["address"] == e164(GRANDMA)
     assert bureau["steps"][0]["parties"][0]["contacts"][0]["address"] == "+86***8001"
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         actions = (
             (await s.execute(sa.select(AuditEntry.action).where(AuditEntry.resource_id == incident["id"])))
             .scalars()

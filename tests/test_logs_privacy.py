@@ -18,6 +18,7 @@ import httpx
 from api.db import scoped_session
 from api.logs import configure_logging, redact_target
 from api.main import create_app
+from api.scoping import SYSTEM
 from tests.live import LiveServer
 from tests.test_children import child_body, id_number
 from tests.test_request_plumbing import fail_inserts_of_child_named
@@ -61,7 +62,7 @@ def test_redacted_targets_keep_the_shape_and_lose_the_values():
 async def test_no_personal_data_or_secret_reaches_the_logs(app, world, settings, clock, database_url):
     number = id_number(date(2016, 5, 9), seed=11)
     token = secrets.token_urlsafe(32)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         await fail_inserts_of_child_named(s, FAILING_NAME)
     server = LiveServer(
         create_app(settings, clock=clock, database_url=database_url, migrate=False), access_log=True, log_level="info"

@@ -12,7 +12,7 @@ from api.db import scoped_session
 from api.models.accounts import Role
 from api.models.incidents import IncidentEvent
 from api.models.notifications import Channel, MessageStatus, OutboundMessage, Topic
-from api.scoping import Principal
+from api.scoping import SYSTEM, Principal
 from api.services.notifications.outbox import Enqueued, Outgoing, PrivateDataError, Route, enqueue
 from tests.test_escalation_support import FATHER, MOTHER, Kit, e164, escalation_settings
 
@@ -45,18 +45,18 @@ VOICE = Route(Channel.voice, e164(FATHER), "您好，今晚8点是孩子的亲�
 
 
 async def queue(kit: Kit, outgoing: Outgoing) -> Enqueued:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         return await enqueue(s, outgoing, now=kit.clock.now())
 
 
 async def rows(kit: Kit, principal: Principal | None = None) -> list[OutboundMessage]:
-    async with scoped_session(kit.app.state.sessionmaker, *([principal] if principal else [])) as s:
+    async with scoped_session(kit.app.state.sessionmaker, principal or SYSTEM) as s:
         stmt = sa.select(OutboundMessage).order_by(OutboundMessage.created_at, OutboundMessage.channel)
         return list((await s.execute(stmt)).scalars())
 
 
 async def timeline_lines(kit: Kit) -> int:
-    async with scoped_session(kit.app.state.sessionmaker) as s:
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         return int((await s.execute(sa.select(sa.func.count()).select_from(IncidentEvent))).scalar_one())
 
 

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from api.db import scoped_session
+from api.scoping import SYSTEM
 from tests.test_children import child_body
 
 HUGE = ["9223372036854775808", "-9223372036854775809", "1" + "0" * 40, "9223372036854775807"]
@@ -93,7 +94,7 @@ async def fail_inserts_of_child_named(session, name: str) -> None:
 
 async def test_an_unhandled_error_answers_500_with_its_request_id_and_keeps_the_connection(app, world, live_url):
     name = "未处理错误"
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         await fail_inserts_of_child_named(s, name)
     body = child_body(world, name=name, id_number=None, sex="female", birth_date="2016-03-08")
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from api.db import scoped_session
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
+from api.scoping import SYSTEM
 from api.services.roster.columns import HEADERS, INSTRUCTIONS_SHEET, SHEET_NAME
 from tests.test_roster_import import child_row, count, csv_file, upload
 
@@ -63,7 +64,7 @@ async def test_a_school_admin_may_reveal_id_numbers_and_the_choice_is_audited(ap
     assert r.status_code == 200, r.text
     _, exported = read_xlsx(r.content)
     assert sorted(e["身份证号"] for e in exported) == sorted(row["身份证号"] for row in rows)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         entry = (await s.execute(select(AuditEntry).where(AuditEntry.action == "roster.export"))).scalar_one()
     assert entry.account_id == world["admin1"] and entry.school_id == world["school1"]
     assert entry.changes == {"reveal_id_numbers": True, "class_id": None, "status": "enrolled", "rows": 4}
@@ -95,7 +96,7 @@ async def test_the_export_can_be_limited_to_a_class_or_a_status(app, client, wor
     assert {e["班级"] for e in exported} == {"2班"} and len(exported) == 2
     r = await export(client, world, class_id=world["class21"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "class_not_found"
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = (await s.execute(select(Child).where(Child.name == "王欣怡"))).scalar_one()
         child.status = ChildStatus.left
     _, enrolled = read_xlsx((await export(client, world)).content)

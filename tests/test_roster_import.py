@@ -18,6 +18,7 @@ from api.models.children import Child, ChildEvent, ChildStatus
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import SchoolClass
 from api.models.roster import ImportBatch
+from api.scoping import SYSTEM
 from api.services.roster import files as roster_files
 from api.services.roster.columns import HEADERS
 from api.services.roster.files import roster_csv
@@ -105,18 +106,18 @@ def row_errors(response) -> list[tuple[int, str, str]]:
 
 
 async def count(app, model, *where) -> int:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         return (await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
 
 
 async def children_of(app, school_id) -> list[Child]:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         rows = await s.execute(select(Child).where(Child.school_id == school_id).order_by(Child.name))
         return list(rows.scalars())
 
 
 async def links_of(app, child_id) -> list[tuple[ChildGuardian, Guardian]]:
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         rows = await s.execute(
             select(ChildGuardian, Guardian)
             .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
@@ -167,7 +168,7 @@ async def test_every_written_row_is_audited_without_the_id_number(app, client, w
     row = child_row(0)
     r = await upload(client, world, csv_file([row]))
     assert r.status_code == 200, r.text
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         entries = list((await s.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars())
     actions = [e.action for e in entries]
     assert actions.count("child.create") == 1 and actions.count("guardian.create") == 3
@@ -202,7 +203,7 @@ async def test_a_clerks_xlsx_with_a_title_row_excel_dates_and_number_cells_impor
     assert children["欧阳子墨"].birth_date == date(2016, 6, 1) and children["欧阳子墨"].class_id == world["class11"]
     relations = {(link.relation, g.phone) for link, g in await links_of(app, children["王芳"].id)}
     assert relations == {("父亲", "13812345678"), ("祖母", "0739-5221234")}
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         batch = (await s.execute(select(ImportBatch))).scalar_one()
     assert batch.file_name == "三年级花名册.xlsx" and batch.file_format == "xlsx" and batch.row_count == 2
 
@@ -287,7 +288,7 @@ async def test_reimport_updates_only_what_changed_and_records_the_class_change(a
     assert (report["children_updated"], report["children_unchanged"], report["guardians_updated"]) == (1, 1, 1)
     child = next(c for c in await children_of(app, world["school1"]) if c.name == "刘子轩")
     assert child.health == "哮喘，需随身带药" and child.class_id == world["class12"]
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         updates = list(
             (
                 await s.execute(select(AuditEntry).where(AuditEntry.action.in_(["child.update", "guardian.update"])))
@@ -336,7 +337,7 @@ async def test_parents_coming_home_changes_their_role_and_records_the_event(app,
 
 async def test_a_child_who_had_left_is_back_on_the_roster(app, client, world):
     assert (await upload(client, world, csv_file([child_row(0)]))).status_code == 200
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child = (await s.execute(select(Child))).scalar_one()
         child.status, child.status_reason = ChildStatus.left, "转学"
     r = await upload(client, world, csv_file([child_row(0)]))
@@ -348,7 +349,7 @@ async def test_a_child_who_had_left_is_back_on_the_roster(app, client, world):
 
 async def test_a_child_filed_without_an_id_number_gets_it_from_the_roster(app, client, world):
     row = child_row(0)
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         s.add(Child(school_id=world["school1"], class_id=world["class11"], name="刘子轩", sex="male",
                     birth_date=date(2017, 1, 1)))  # fmt: skip
     r = await upload(client, world, csv_file([row]))

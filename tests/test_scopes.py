@@ -67,10 +67,11 @@ async def test_subject_teachers_are_assigned_only_within_the_admins_school(clien
 async def test_a_subject_teacher_gets_the_class_in_their_principal(client, world, app):
     await client.put(f"/classes/{world['class11']}/teachers/{world['teacher1b']}", headers=world.headers("admin1"))
     from api.db import scoped_session
+    from api.scoping import SYSTEM
     from api.security import read_access_token
     from api.services.auth import load_principal
 
     claims = read_access_token(app.state.settings, world.tokens["teacher1b"], app.state.clock.now())
-    async with scoped_session(app.state.sessionmaker) as s:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         principal = await load_principal(s, claims)
     assert principal.class_ids == {world["class11"], world["class12"]}

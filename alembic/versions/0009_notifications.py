@@ -2,7 +2,7 @@
 fallback ways, a priority and a due time for the claim order, a WeChat template of its own
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-30 18:00:00.000000
 """
 
@@ -15,9 +15,24 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Row security of the outbox (a frozen copy of api/models/notifications.py's declaration): an incident's
+# messages follow their incident, any other message is its school admin's.
+_STAFF_MESSAGES = (
+    "CREATE POLICY outbound_message_staff ON outbound_message AS PERMISSIVE FOR ALL TO liushou_app USING"
+    " ((incident_id IS NOT NULL AND EXISTS (SELECT 1 FROM incident i WHERE i.id = outbound_message.incident_id"
+    " AND i.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))"
+    " OR (incident_id IS NULL AND (SELECT scope_text('role')) = 'school_admin'"
+    " AND school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))"
+)
+_INCIDENT_MESSAGES = (
+    "CREATE POLICY outbound_message_staff ON outbound_message AS PERMISSIVE FOR ALL TO liushou_app USING"
+    " (EXISTS (SELECT 1 FROM incident i WHERE i.id = outbound_message.incident_id"
+    " AND i.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))"
+)
 
 
 def upgrade() -> None:
@@ -65,11 +80,15 @@ def upgrade() -> None:
         "outbound_message",
         "topic <> 'incident' OR incident_id IS NOT NULL",
     )
+    op.execute("DROP POLICY outbound_message_staff ON outbound_message")
+    op.execute(_STAFF_MESSAGES)
 
 
 def downgrade() -> None:
     # The old outbox knew incidents only: messages of other topics cannot be kept.
     op.execute("DELETE FROM outbound_message WHERE incident_id IS NULL")
+    op.execute("DROP POLICY outbound_message_staff ON outbound_message")
+    op.execute(_INCIDENT_MESSAGES)
     op.drop_constraint(op.f("ck_outbound_message_incident_subject"), "outbound_message", type_="check")
     op.drop_index("ix_outbound_message_subject", table_name="outbound_message")
     op.drop_constraint(op.f("uq_outbound_message_dedupe_key"), "outbound_message", type_="unique")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import ACCOUNT, COUNTY, ROLE, SCHOOLS, TOWNSHIP, Policy, row_security, unscoped
 
 
 class Role(StrEnum):
@@ -122,6 +123,42 @@ class LoginThrottle(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=160, description="aip:<name>|<addr>, acct:<name> or ip:<addr>")
     window_start: datetime = timestamp_field(index=True)
     failures: int = Field(default=0, ge=0)
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Staff see the accounts of their area (the bureau: its county; a township: its township; school staff: their
+# school); a family sees only its own account.
+row_security(
+    "account",
+    Policy(
+        "scoped",
+        using=(
+            f"({ROLE} = 'county_bureau' AND county_id = {COUNTY})"
+            f" OR ({ROLE} = 'township_official' AND township_id = {TOWNSHIP})"
+            f" OR ({ROLE} IN ('school_admin', 'teacher') AND school_id = ANY ({SCHOOLS}))"
+            f" OR ({ROLE} = 'family' AND id = {ACCOUNT})"
+        ),
+    ),
+)
+# Invites are issued by a school's admins (and seen by the bureau and the township), never by teachers.
+# A head teacher may also hand a family of its class a guardian invite (the service checks the class), without
+# seeing the invites on file.
+row_security(
+    "invite",
+    Policy("managers", using=f"{ROLE} <> 'teacher' AND school_id = ANY ({SCHOOLS})"),
+    Policy(
+        "teacher_new",
+        command="INSERT",
+        using=None,
+        check=f"{ROLE} = 'teacher' AND kind = 'guardian' AND school_id = ANY ({SCHOOLS})",
+    ),
+)
+unscoped(
+    "login_session",
+    "reached by sign-in, refresh and logout only, each by the id of the caller's own session or as the system",
+)
+unscoped("refresh_token", "read by token hash during a refresh, which runs as the system; no listing exists")
+unscoped("login_throttle", "failure counters keyed by name/address, written before anyone is signed in")
 
 
 # ---- API schemas -------------------------------------------------------------------------------------

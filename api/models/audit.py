@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.models.base import timestamp_field
+from api.models.row_security import COUNTY, ROLE, SCHOOLS, Policy, row_security
 
 
 class AuditEntry(SQLModel, table=True):
@@ -17,6 +18,9 @@ class AuditEntry(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_audit_log_school_at", "school_id", "at"),
         sa.Index("ix_audit_log_resource", "resource_type", "resource_id", "at"),
+        # Most who write an entry may not read it back (row-level security, below), and PostgreSQL checks
+        # the read policy on the rows an INSERT ... RETURNING returns: the id is drawn from the sequence first.
+        {"implicit_returning": False},
     )
 
     id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
@@ -34,6 +38,23 @@ class AuditEntry(SQLModel, table=True):
     )
     client_ip: str | None = Field(default=None, max_length=64)
     changes: dict[str, Any] | None = Field(default=None, sa_type=JSONB)
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Anyone acting may add an entry (a family's reads are audited too); the log is read by those who answer for
+# it: a school's admins (their school) and the bureau (its county's entries and those of its schools).
+row_security(
+    "audit_log",
+    Policy("append", command="INSERT", using=None, check="true"),
+    Policy(
+        "read",
+        command="SELECT",
+        using=(
+            f"({ROLE} = 'county_bureau' AND (county_id = {COUNTY} OR school_id = ANY ({SCHOOLS})))"
+            f" OR ({ROLE} = 'school_admin' AND school_id = ANY ({SCHOOLS}))"
+        ),
+    ),
+)
 
 
 class AuditEntryPublic(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, field_validator, model_validator
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, FormInput, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import FAMILY_CHILDREN, Policy, of_school, of_staff_child, row_security
 
 
 class Sex(StrEnum):
@@ -137,6 +138,18 @@ class ChildEvent(SQLModel, table=True):
     to_class_id: uuid.UUID | None = fk_field("school_class.id", nullable=True, index=False)
     recorded_at: datetime = timestamp_field(default_now=True)
     recorded_by_id: uuid.UUID | None = fk_field("account.id", nullable=True, index=False)
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Staff see the children of their schools; a family sees its own children (computed once per transaction from
+# its active guardian links, so this policy does not read child_guardian, whose own policy reads child).
+# Life events are for staff only.
+row_security(
+    "child",
+    Policy("staff", using=of_school()),
+    Policy("family", using=f"id = ANY ({FAMILY_CHILDREN})"),
+)
+row_security("child_event", Policy("staff", using=of_staff_child("child_event")))
 
 
 # ---- labels shown to people ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, AwareInstant, audited, enum_type, fk_field, id_field, timestamp_field
 from api.models.notifications import Channel
+from api.models.row_security import COUNTY, ROLE, TOWNSHIP, Policy, of_visible_incident, row_security, unscoped
 
 # The school plans' maxima (应急机制): nobody may configure a later deadline than these.
 LEGAL_DEADLINE_MINUTES = {1: 30, 2: 60, 3: 120}
@@ -276,6 +277,35 @@ class WorkerHeartbeat(SQLModel, table=True):
     started_at: datetime = timestamp_field()
     beat_at: datetime = timestamp_field(index=True)
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# A county's chain settings are its staff's; duty contacts are seen by the bureau (its county), a township (its
+# own) and school staff (those the chain would call for their school). The chain of an incident — steps,
+# parties, contacts, reply codes, acknowledgements — follows the incident, for staff only (its messages: in
+# api/models/notifications.py).
+row_security("escalation_policy", Policy("staff", using=f"county_id = {COUNTY}"))
+row_security(
+    "duty_contact",
+    Policy(
+        "scoped",
+        using=(
+            f"({ROLE} = 'county_bureau' AND county_id = {COUNTY})"
+            f" OR ({ROLE} = 'township_official' AND township_id = {TOWNSHIP})"
+            f" OR ({ROLE} IN ('school_admin', 'teacher') AND county_id = {COUNTY}"
+            f" AND (township_id IS NULL OR township_id = {TOWNSHIP}))"
+        ),
+    ),
+)
+for _table in (
+    "escalation_step",
+    "escalation_party",
+    "escalation_target",
+    "reply_code",
+    "acknowledgement",
+):
+    row_security(_table, Policy("staff", using=of_visible_incident(_table)))
+unscoped("worker_heartbeat", "the workers' liveness, read by readiness checks; holds no personal data")
 
 
 # ---- API schemas -------------------------------------------------------------------------------------

@@ -17,6 +17,16 @@ from sqlmodel import Field, SQLModel
 from api.models.accounts import Invite, InviteIssued
 from api.models.base import FormInput, audited, enum_type, fk_field, id_field, timestamp_field
 from api.models.children import ChildBasic, ChildFull, Sex
+from api.models.row_security import (
+    FAMILY_CHILDREN,
+    FAMILY_GUARDIANS,
+    ROLE,
+    SCHOOLS,
+    STAFF,
+    Policy,
+    of_staff_child,
+    row_security,
+)
 
 
 class GuardianRole(StrEnum):
@@ -90,6 +100,28 @@ GUARDIAN_ROLE_LABELS: dict[GuardianRole, str] = {
     GuardianRole.parent_home: "在家父母",
     GuardianRole.other_contact: "其他紧急联系人",
 }
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Staff see the guardians linked to children they see (and may file a new guardian, which is linked right
+# after); a family sees its own guardian records and the links of its own children.
+row_security(
+    "guardian",
+    Policy(
+        "staff",
+        using=(
+            "EXISTS (SELECT 1 FROM child_guardian cg JOIN child c ON c.id = cg.child_id"
+            f" WHERE cg.guardian_id = guardian.id AND c.school_id = ANY ({SCHOOLS}))"
+        ),
+    ),
+    Policy("staff_new", command="INSERT", using=None, check=f"{ROLE} IN {STAFF}"),
+    Policy("family", using=f"id = ANY ({FAMILY_GUARDIANS})"),
+)
+row_security(
+    "child_guardian",
+    Policy("staff", using=of_staff_child("child_guardian")),
+    Policy("family", using=f"child_id = ANY ({FAMILY_CHILDREN})"),
+)
 
 
 # ---- API schemas -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from api.models.escalation import (
     StepStatus,
 )
 from api.models.notifications import Channel
+from api.models.row_security import FAMILY_CHILDREN, Policy, of_school, of_visible_incident, row_security
 
 
 class IncidentCategory(StrEnum):
@@ -228,6 +229,17 @@ class IncidentEvent(SQLModel, table=True):
     channel: Channel | None = Field(default=None, sa_type=enum_type(Channel, 8))
     actor_account_id: uuid.UUID | None = Field(default=None)
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Incidents are school data: staff see those of their schools (the bureau and a township: of their area), a
+# family those of its own children. The timeline follows the incident, for staff only.
+row_security(
+    "incident",
+    Policy("staff", using=of_school()),
+    Policy("family", using=f"child_id = ANY ({FAMILY_CHILDREN})"),
+)
+row_security("incident_event", Policy("staff", using=of_visible_incident("incident_event")))
 
 
 # ---- API schemas -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.models.base import SENSITIVE, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import ROLE, SCHOOLS, Policy, of_visible_incident, row_security, unscoped
 
 
 class Channel(StrEnum):
@@ -124,3 +125,19 @@ class ProviderEvent(SQLModel, table=True):
     event_id: str = Field(max_length=128, primary_key=True)
     type: str = Field(max_length=32)
     received_at: datetime = timestamp_field()
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# An incident's messages follow their incident, for staff who see it; any other message (a reminder, a digest)
+# is seen by the admin of the school it is about (and the platform admin). Families see none.
+row_security(
+    "outbound_message",
+    Policy(
+        "staff",
+        using=(
+            f"(incident_id IS NOT NULL AND {of_visible_incident('outbound_message')})"
+            f" OR (incident_id IS NULL AND {ROLE} = 'school_admin' AND school_id = ANY ({SCHOOLS}))"
+        ),
+    ),
+)
+unscoped("provider_event", "ids of provider callbacks already handled; written by signed callbacks as the system")

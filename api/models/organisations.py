@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from api.models.base import audited, fk_field, id_field, timestamp_field
+from api.models.row_security import COUNTY, FAMILY_CHILDREN, ROLE, TOWNSHIPS, Policy, of_school, row_security
 
 
 @audited("county")
@@ -154,3 +155,39 @@ class ClassPublic(BaseModel):
     label: str
     head_teacher_id: uuid.UUID | None
     is_active: bool
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# Staff see their own county, the townships and schools of their area (the bureau: all of its county; a
+# township: its own; school staff: their school), and the classes of those schools. A family sees the school
+# and class rows of its own children (their names head the child's file), nothing else.
+row_security("county", Policy("staff", using=f"id = {COUNTY}"))
+row_security("township", Policy("staff", using=f"id = ANY ({TOWNSHIPS})"))
+row_security(
+    "school",
+    Policy("staff", using=of_school("id")),
+    # The bureau opens schools in its county (the scope's list of schools is read when the transaction starts).
+    Policy("bureau_new", command="INSERT", using=None, check=f"{ROLE} = 'county_bureau' AND county_id = {COUNTY}"),
+    Policy(
+        "family",
+        command="SELECT",
+        using=f"id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ({FAMILY_CHILDREN}))",
+    ),
+)
+row_security(
+    "school_class",
+    Policy("staff", using=of_school()),
+    Policy(
+        "family", command="SELECT", using=f"id IN (SELECT c.class_id FROM child c WHERE c.id = ANY ({FAMILY_CHILDREN}))"
+    ),
+)
+row_security(
+    "teaching_assignment",
+    Policy(
+        "staff",
+        using=(
+            "EXISTS (SELECT 1 FROM school_class c"
+            f" WHERE c.id = teaching_assignment.class_id AND {of_school('c.school_id')})"
+        ),
+    ),
+)

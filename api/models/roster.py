@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from sqlmodel import Field, SQLModel
 
 from api.models.base import fk_field, id_field, timestamp_field
+from api.models.row_security import ROLE, Policy, of_school, row_security
 
 
 class ImportBatch(SQLModel, table=True):
@@ -80,6 +81,11 @@ class RosterImportReport(BaseModel):
             ]
         }
     }
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# 花名册 import records: for the school's admins and the bureau and township above it, not for teachers.
+row_security("import_batch", Policy("managers", using=f"{ROLE} <> 'teacher' AND {of_school()}"))
 
 
 class ImportBatchPublic(BaseModel):

@@ -57,7 +57,7 @@ async def _event(request: Request, secret: str, kinds: tuple[type, ...]) -> SmsR
 )
 async def sms_callback(request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> dict[str, str]:
     event = await _event(request, settings.callback_secret, (SmsReceipt, SmsInbound))
-    set_principal(session, SYSTEM)
+    await set_principal(session, SYSTEM)  # SYSTEM: a signed provider callback, about any school's messages
     return {"status": await callbacks.handle_callback(session, event, now=now)}
 
 
@@ -68,7 +68,7 @@ async def sms_callback(request: Request, session: SessionDep, settings: Settings
 )
 async def voice_callback(request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> dict[str, str]:
     event = await _event(request, settings.callback_secret, (VoiceEvent,))
-    set_principal(session, SYSTEM)
+    await set_principal(session, SYSTEM)  # SYSTEM: a signed provider callback, about any school's calls
     return {"status": await callbacks.handle_callback(session, event, now=now)}
 
 
@@ -100,7 +100,7 @@ async def _not_found(request: Request, session: SessionDep, settings: SettingsDe
     summary="确认链接页面 (shows the notice; does not acknowledge — link previews fetch it)",
 )
 async def ack_page(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    set_principal(session, SYSTEM)
+    await set_principal(session, SYSTEM)  # SYSTEM: the signed link is the only credential; it names its party
     try:
         page = await service.ack_page(session, secret=settings.ack_link_keys, token=token)
     except NotFound:
@@ -117,7 +117,7 @@ async def ack_page(token: str, request: Request, session: SessionDep, settings: 
     summary="通过链接确认收到 (idempotent; 409 incident_closed once the incident is closed)",
 )
 async def ack(token: str, request: Request, session: SessionDep, settings: SettingsDep, now: NowDep) -> Response:
-    set_principal(session, SYSTEM)
+    await set_principal(session, SYSTEM)  # SYSTEM: the signed link is the only credential; it names its party
     try:
         page = await service.acknowledge_link(session, secret=settings.ack_link_keys, token=token, now=now)
     except NotFound:

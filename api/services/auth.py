@@ -24,8 +24,18 @@ from api.models.accounts import (
 )
 from api.models.children import Child
 from api.models.guardians import ChildGuardian, Guardian
-from api.models.organisations import School, SchoolClass, TeachingAssignment
-from api.scoping import SYSTEM, Principal, set_principal
+from api.models.organisations import School
+from api.scoping import (
+    ANONYMOUS,
+    SCOPE_COLUMNS,
+    SYSTEM,
+    Principal,
+    get_principal,
+    parse_uuid_array,
+    principal_was_set,
+    scope_set_by_statement,
+    set_principal,
+)
 from api.security import (
     AccessClaims,
     Passwords,
@@ -39,7 +49,6 @@ from api.security import (
 from api.services import login_limits
 from api.settings import Settings
 
-UNSCOPED = {"skip_scope": True}
 BAD_CREDENTIALS = "用户名或密码错误 (wrong username or password)"
 
 
@@ -98,11 +107,11 @@ async def login_with_password(
 ) -> TokenPair:
     """Check a staff password. The attempt is admitted by the login limits *before* the check
     (``api/services/login_limits.py``); a full bucket answers 429 whatever the password."""
+    # SYSTEM: the account is looked up by name before anyone is signed in.
+    await set_principal(session, SYSTEM)
     name = username.strip().lower()
     account = (
-        await session.execute(
-            select(Account).where(sa.func.lower(Account.username) == name), execution_options=UNSCOPED
-        )
+        await session.execute(select(Account).where(sa.func.lower(Account.username) == name))
     ).scalar_one_or_none()
     known = await login_limits.is_known_address(
         session, settings, account_id=account.id if account else None, client_ip=client_ip, now=now
@@ -121,20 +130,20 @@ async def login_with_password(
     if not ok or account is None or not account.is_active:
         raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
     await login_limits.give_back(session, admission)
-    set_principal(session, SYSTEM)
     return await _start_session(session, settings, account=account, method="password", client_ip=client_ip, now=now)
 
 
 async def refresh_tokens(session: AsyncSession, *, settings: Settings, refresh_token: str, now: datetime) -> TokenPair:
     """Rotate a refresh token. Presenting an already rotated token revokes the whole login session."""
+    # SYSTEM: the token is all the caller has; its session and account are looked up by its hash.
+    await set_principal(session, SYSTEM)
     row = (
         await session.execute(
             select(RefreshToken, LoginSession, Account)
             .join(LoginSession, col(LoginSession.id) == RefreshToken.session_id)
             .join(Account, col(Account.id) == LoginSession.account_id)
             .where(RefreshToken.token_hash == token_hash(refresh_token))
-            .with_for_update(of=RefreshToken),
-            execution_options=UNSCOPED,
+            .with_for_update(of=RefreshToken)
         )
     ).one_or_none()
     if row is None:
@@ -145,7 +154,6 @@ async def refresh_tokens(session: AsyncSession, *, settings: Settings, refresh_t
     if token.used_at is not None:
         login.revoked_at = now
         login.revoked_reason = "refresh_token_reuse"
-        set_principal(session, SYSTEM)
         audit.record(
             session,
             action="auth.refresh_reuse",
@@ -178,47 +186,48 @@ async def logout(session: AsyncSession, *, principal: Principal, now: datetime) 
     )
 
 
+# The sign-in look-up, in one round trip: the login session is live and its account active, the account's
+# classes (teachers), and — in the same statement — the role and scope of the rest of the transaction
+# (api/scoping.py). It runs as the owner (nobody's scope is set yet); with no row, nothing is set.
+_PRINCIPAL_LOOKUP = sa.text(
+    "SELECT a.id, a.role, a.county_id, a.township_id, a.school_id, a.display_name,"
+    " CASE WHEN a.role = 'teacher' THEN ARRAY("
+    "SELECT c.id FROM school_class c WHERE c.head_teacher_id = a.id"
+    " UNION SELECT ta.class_id FROM teaching_assignment ta WHERE ta.account_id = a.id) END AS class_ids,"
+    f" {SCOPE_COLUMNS}"
+    " FROM account a JOIN login_session s ON s.account_id = a.id"
+    " CROSS JOIN LATERAL (SELECT a.role::text AS role, a.id AS account_id, a.county_id, a.township_id,"
+    " a.school_id) p"
+    " WHERE a.id = :account_id AND s.id = :session_id AND s.revoked_at IS NULL AND a.is_active"
+)
+
+
 async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
-    """The principal behind a valid access token, if its account and login session are still live."""
-    row = (
-        await session.execute(
-            select(Account, LoginSession.revoked_at)
-            .join(LoginSession, col(LoginSession.account_id) == Account.id)
-            .where(Account.id == claims.account_id, LoginSession.id == claims.session_id),
-            execution_options=UNSCOPED,
-        )
-    ).one_or_none()
-    if row is None or row[1] is not None or not row[0].is_active:
+    """The principal behind a valid access token, if its account and login session are still live; bound to
+    the session, whose statements from now on run in its scope."""
+    bound = get_principal(session)
+    if bound.session_id == claims.session_id and bound.account_id == claims.account_id and session.in_transaction():
+        return bound  # a second Security(...) dependency of the same request
+    async with scope_set_by_statement(session):
+        row = (
+            await session.execute(_PRINCIPAL_LOOKUP, {"account_id": claims.account_id, "session_id": claims.session_id})
+        ).one_or_none()
+    if row is None:
+        await set_principal(session, ANONYMOUS)  # the look-up ran as the owner: leave nobody's scope behind
         raise Unauthorized("登录已失效，请重新登录 (session revoked)", code="session_revoked")
-    account: Account = row[0]
-    class_ids: frozenset[uuid.UUID] = frozenset()
-    if account.role == Role.teacher:
-        heads = select(SchoolClass.id).where(SchoolClass.head_teacher_id == account.id)
-        teaches = select(TeachingAssignment.class_id).where(TeachingAssignment.account_id == account.id)
-        ids = (await session.execute(heads.union(teaches), execution_options=UNSCOPED)).scalars().all()
-        class_ids = frozenset(ids)
-    guardian_ids: frozenset[uuid.UUID] = frozenset()
-    if account.role == Role.family:
-        guardian_ids = await family_guardian_ids(session, account.id)
-    return Principal(
-        account_id=account.id,
-        role=account.role,
-        county_id=account.county_id,
-        township_id=account.township_id,
-        school_id=account.school_id,
+    principal = Principal(
+        account_id=row.id,
+        role=Role(row.role),
+        county_id=row.county_id,
+        township_id=row.township_id,
+        school_id=row.school_id,
         session_id=claims.session_id,
-        display_name=account.display_name,
-        class_ids=class_ids,
-        guardian_ids=guardian_ids,
+        display_name=row.display_name,
+        class_ids=frozenset(row.class_ids or ()),
+        guardian_ids=parse_uuid_array(row.scope_guardian_ids),
     )
-
-
-async def family_guardian_ids(session: AsyncSession, account_id: uuid.UUID) -> frozenset[uuid.UUID]:
-    """The guardian records a family account is bound to; the scope rules derive its children from them."""
-    rows = await session.execute(
-        select(Guardian.id).where(Guardian.account_id == account_id), execution_options=UNSCOPED
-    )
-    return frozenset(rows.scalars())
+    principal_was_set(session, principal)
+    return principal
 
 
 # ---- WeChat ------------------------------------------------------------------------------------------
@@ -249,9 +258,9 @@ async def login_with_wechat(
         raise UpstreamUnavailable(
             "微信服务暂时不可用，请稍后再试 (WeChat unavailable)", code="wechat_unavailable"
         ) from None
-    account = (
-        await session.execute(select(Account).where(Account.wechat_openid == wx.openid), execution_options=UNSCOPED)
-    ).scalar_one_or_none()
+    # SYSTEM: the account is looked up by its WeChat openid before anyone is signed in.
+    await set_principal(session, SYSTEM)
+    account = (await session.execute(select(Account).where(Account.wechat_openid == wx.openid))).scalar_one_or_none()
     if account is None:
         return WechatLoginResult(
             status="unbound",
@@ -259,7 +268,6 @@ async def login_with_wechat(
         )
     if not account.is_active:
         raise Forbidden("账号已停用 (account disabled)", code="account_disabled")
-    set_principal(session, SYSTEM)
     tokens = await _start_session(session, settings, account=account, method="wechat", client_ip=client_ip, now=now)
     return WechatLoginResult(status="logged_in", tokens=tokens)
 
@@ -282,10 +290,7 @@ def _wechat_error(exc: WechatError) -> Exception:
 
 async def consume_invite(session: AsyncSession, *, code: str, now: datetime) -> Invite:
     invite = (
-        await session.execute(
-            select(Invite).where(Invite.code_hash == invite_code_hash(code)).with_for_update(),
-            execution_options=UNSCOPED,
-        )
+        await session.execute(select(Invite).where(Invite.code_hash == invite_code_hash(code)).with_for_update())
     ).scalar_one_or_none()
     if invite is None:
         raise NotFound("邀请码无效 (unknown invite code)", code="invite_invalid")
@@ -309,7 +314,8 @@ async def bind_wechat(
 ) -> TokenPair:
     """Create the account an invite promises and bind the WeChat identity of the ticket to it."""
     openid, unionid = read_binding_ticket(settings, cipher, ticket, now)
-    set_principal(session, SYSTEM)
+    # SYSTEM: binding creates an account from an invite code; nobody is signed in yet.
+    await set_principal(session, SYSTEM)
     taken = (await session.execute(select(Account.id).where(Account.wechat_openid == openid))).scalar_one_or_none()
     if taken is not None:
         raise Invalid("该微信已绑定账号，请直接登录 (WeChat already bound)", code="wechat_already_bound")

@@ -41,15 +41,10 @@ from api.models.guardians import (
     GuardianRole,
 )
 from api.models.organisations import School, SchoolClass, class_label
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.children.rules import today_in_china
 from api.services.guardians.records import CHILD_NOT_FOUND
 
-# The guardians of children that were themselves found through a scoped query. The scope rules would only
-# repeat that (a link or guardian is visible through a visible child), as IN-subqueries nested inside the
-# join; without table statistics (right after a roster import) PostgreSQL then plans a nested loop that
-# took minutes for a school of 1,500 children. Keyed by those child ids, the look-up needs no rule.
-KEYED_BY_SCOPED_CHILDREN = {"skip_scope": True}
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 NO_CLASS = "未分班"
 
@@ -142,24 +137,30 @@ async def _collect(session: AsyncSession, children: Sequence[Any], *, now: datet
             school_phones.setdefault(account.school_id, account.phone)
 
     guardians: dict[uuid.UUID, list[Any]] = defaultdict(list)
-    links: Any = await session.execute(
-        sa.select(
-            col(ChildGuardian.child_id),
-            col(ChildGuardian.role),
-            col(ChildGuardian.relation),
-            col(Guardian.id).label("guardian_id"),
-            col(Guardian.name),
-            col(Guardian.phone),
-            col(Guardian.phone_alt),
-            col(Guardian.work_city),
-            col(Guardian.address),
-            col(Guardian.health),
-        )
-        .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-        .where(col(ChildGuardian.child_id).in_(child_ids), col(ChildGuardian.is_active))
-        .order_by(col(ChildGuardian.child_id), col(ChildGuardian.contact_order), col(ChildGuardian.created_at)),
-        execution_options=KEYED_BY_SCOPED_CHILDREN,
-    )
+    # SYSTEM: the guardians of children that were themselves found through a scoped query. The policies would
+    # only repeat that (a link or guardian is visible through a visible child), as subqueries nested inside
+    # the join; without table statistics (right after a roster import) PostgreSQL may then plan a nested loop
+    # that took minutes for a school of 1,500 children. Keyed by those child ids, the look-up needs no policy.
+    async with as_system(session):
+        links: Any = (
+            await session.execute(
+                sa.select(
+                    col(ChildGuardian.child_id),
+                    col(ChildGuardian.role),
+                    col(ChildGuardian.relation),
+                    col(Guardian.id).label("guardian_id"),
+                    col(Guardian.name),
+                    col(Guardian.phone),
+                    col(Guardian.phone_alt),
+                    col(Guardian.work_city),
+                    col(Guardian.address),
+                    col(Guardian.health),
+                )
+                .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
+                .where(col(ChildGuardian.child_id).in_(child_ids), col(ChildGuardian.is_active))
+                .order_by(col(ChildGuardian.child_id), col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
+            )
+        ).all()
     for link in links:
         guardians[link.child_id].append(link)
     return CardRows(children, schools, classes, heads, school_phones, guardians, now)

@@ -29,7 +29,6 @@ from sqlmodel import col
 from api.models.accounts import LoginSession, LoginThrottle
 from api.settings import Settings
 
-UNSCOPED = {"skip_scope": True}
 NO_ADDRESS = "-"
 # Rows whose window ended this long ago are deleted a few at a time by later attempts.
 _SWEEP_BATCH = 100
@@ -92,7 +91,7 @@ async def is_known_address(
         )
         .limit(1)
     )
-    return (await session.execute(stmt, execution_options=UNSCOPED)).first() is not None
+    return (await session.execute(stmt)).first() is not None
 
 
 async def admit(session: AsyncSession, buckets: list[Bucket], *, window: timedelta, now: datetime) -> Admission:
@@ -117,15 +116,12 @@ async def admit(session: AsyncSession, buckets: list[Bucket], *, window: timedel
             )
             .returning(table.c.window_start, table.c.failures)
         )
-        started, failures = (await session.execute(stmt, execution_options=UNSCOPED)).one()
+        started, failures = (await session.execute(stmt)).one()
         counts[bucket.key] = (started, failures)
     admission = decide(buckets, counts, window=window, now=now)
     if admission.admitted:
         await session.execute(
-            sa.update(table)
-            .where(table.c.key.in_(admission.keys))
-            .values(failures=table.c.failures + 1)
-            .execution_options(**UNSCOPED)
+            sa.update(table).where(table.c.key.in_(admission.keys)).values(failures=table.c.failures + 1)
         )
     await _sweep(session, cutoff=cutoff - window)
     await session.commit()
@@ -139,10 +135,7 @@ async def give_back(session: AsyncSession, admission: Admission) -> None:
     table = LoginThrottle.__table__  # type: ignore[attr-defined]
     for key in admission.keys:
         await session.execute(
-            sa.update(table)
-            .where(table.c.key == key, table.c.failures > 0)
-            .values(failures=table.c.failures - 1)
-            .execution_options(**UNSCOPED)
+            sa.update(table).where(table.c.key == key, table.c.failures > 0).values(failures=table.c.failures - 1)
         )
     await session.commit()
 
@@ -157,4 +150,4 @@ async def _sweep(session: AsyncSession, *, cutoff: datetime) -> None:
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    await session.execute(sa.delete(table).where(table.c.key.in_(stale)).execution_options(**UNSCOPED))
+    await session.execute(sa.delete(table).where(table.c.key.in_(stale)))

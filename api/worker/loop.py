@@ -26,6 +26,7 @@ from api.channels.wechat import WechatTokenCache, WechatTokenSource
 from api.clock import Clock
 from api.db import make_sessionmaker, scoped_session
 from api.models.escalation import WorkerHeartbeat
+from api.scoping import SYSTEM
 from api.services.notifications.dispatch import Dispatcher
 from api.services.notifications.outbox import WAKE_CHANNEL
 from api.settings import Environment, Settings
@@ -109,7 +110,7 @@ class Worker:
         stmt = stmt.on_conflict_do_update(
             index_elements=["worker_id"], set_={"beat_at": stmt.excluded.beat_at, "detail": stmt.excluded.detail}
         )
-        async with scoped_session(self.sessionmaker) as session:
+        async with scoped_session(self.sessionmaker, SYSTEM) as session:  # SYSTEM: the worker's own heartbeat
             await session.execute(stmt)
         self._last_beat = now
 

@@ -26,6 +26,7 @@ from api.clock import Clock
 from api.db import scoped_session
 from api.errors import DatabaseBusy
 from api.models.escalation import EscalationParty, EscalationStep
+from api.scoping import SYSTEM
 from api.services.emergency.chain import LOCK_TIMEOUT_MS, check_party, check_step, is_lock_timeout, lock_chain
 from api.settings import Settings
 
@@ -95,7 +96,7 @@ async def _retry_later(
     """Bring a row back sooner than the claim's hold, unless somebody decided it meanwhile."""
     table: Any = model.__table__  # type: ignore[union-attr]
     try:
-        async with scoped_session(sessionmaker) as session:
+        async with scoped_session(sessionmaker, SYSTEM) as session:  # SYSTEM: the scheduler, for every school
             await session.execute(sa.text(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}"))
             mine = sa.and_(table.c.id == row_id, table.c.next_check_at == held_until)
             await session.execute(sa.update(table).where(mine).values(next_check_at=at))
@@ -115,13 +116,14 @@ async def _run_due(
     """Claim a batch of ``model`` rows whose ``next_check_at`` has come, then decide each in a transaction
     of its own; returns how many it claimed."""
     claimed_at = clock.now()
-    async with scoped_session(sessionmaker) as session:
+    # SYSTEM: the scheduler moves the chains of every school's incidents.
+    async with scoped_session(sessionmaker, SYSTEM) as session:
         claimed = await claim_due(session, model, now=claimed_at, limit=batch)
     held_until = claimed_at + CLAIM_HOLD
     for row_id, step_id in claimed:
         now = clock.now()
         try:
-            async with scoped_session(sessionmaker) as session:
+            async with scoped_session(sessionmaker, SYSTEM) as session:  # SYSTEM: the scheduler, as above
                 await _decide(session, model, check, row_id, step_id, held_until=held_until, settings=settings, now=now)
         except Exception as exc:
             # Only the locals are used here: the row objects of a rolled-back transaction are expired.

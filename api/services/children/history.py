@@ -17,9 +17,9 @@ from api.models.children import (
     FieldChange,
     HistoryEntry,
 )
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.children.records import event_public, get_child
-from api.services.children.rules import UNSCOPED, sees_full_detail, shanghai
+from api.services.children.rules import sees_full_detail, shanghai
 
 # Columns whose changes say nothing to a person (derived keys, bookkeeping) or are shown through another.
 _HIDDEN_IN_HISTORY = {"id", "created_at", "updated_at", "name_pinyin", "name_initials", "id_number_index"}
@@ -47,32 +47,32 @@ async def child_history(session: AsyncSession, principal: Principal, *, child_id
     child = await get_child(session, child_id)
     if principal.role == Role.family or not sees_full_detail(principal, child):
         raise Forbidden("无权查看该儿童的档案变更记录 (not your class)", code="detail_forbidden")
-    # Unscoped: the audit log is otherwise readable only by school admins and the bureau; the child was
-    # found in scope and the caller has full detail rights, and only this child's own entries are read.
-    entries = (
-        (
-            await session.execute(
-                select(AuditEntry).where(
-                    AuditEntry.resource_type == "child",
-                    AuditEntry.resource_id == str(child.id),
-                    col(AuditEntry.action).in_(["child.create", "child.update"]),
-                ),
-                execution_options=UNSCOPED,
+    # SYSTEM: the audit log is otherwise readable only by school admins and the bureau, and a change may have
+    # been made by the bureau or by staff of the child's former school; the child was found in scope, the
+    # caller has full detail rights, and only this child's own entries and their authors' names are read.
+    async with as_system(session):
+        entries = (
+            (
+                await session.execute(
+                    select(AuditEntry).where(
+                        AuditEntry.resource_type == "child",
+                        AuditEntry.resource_id == str(child.id),
+                        col(AuditEntry.action).in_(["child.create", "child.update"]),
+                    )
+                )
             )
+            .scalars()
+            .all()
         )
-        .scalars()
-        .all()
-    )
-    events = (await session.execute(select(ChildEvent).where(ChildEvent.child_id == child.id))).scalars().all()
-    actor_ids = {e.account_id for e in entries if e.account_id} | {e.recorded_by_id for e in events if e.recorded_by_id}
-    names: dict[uuid.UUID, str] = {}
-    if actor_ids:
-        # Unscoped: a change may have been made by the bureau or by staff of the child's former school.
-        rows = await session.execute(
-            sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids)),
-            execution_options=UNSCOPED,
-        )
-        names = {account_id: name for account_id, name in rows.all()}
+        events = (await session.execute(select(ChildEvent).where(ChildEvent.child_id == child.id))).scalars().all()
+        actor_ids = {e.account_id for e in entries if e.account_id}
+        actor_ids |= {e.recorded_by_id for e in events if e.recorded_by_id}
+        names: dict[uuid.UUID, str] = {}
+        if actor_ids:
+            rows = await session.execute(
+                sa.select(col(Account.id), col(Account.display_name)).where(col(Account.id).in_(actor_ids))
+            )
+            names = {account_id: name for account_id, name in rows.all()}
     history = [
         HistoryEntry(
             at=shanghai(e.at),

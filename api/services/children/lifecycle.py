@@ -20,10 +20,9 @@ from api.models.children import (
     TransferRequest,
 )
 from api.models.organisations import School
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.children.records import class_of_school, get_child, require_writer
 from api.services.children.rules import (
-    UNSCOPED,
     check_effective_on,
     check_left_behind_since,
     invalid,
@@ -42,10 +41,9 @@ async def transfer_child(
     require_school_admin(principal)
     child = await get_child(session, child_id, for_update=True)
     require_status(child, ChildStatus.enrolled)
-    # Unscoped: the receiving school is usually outside the sending school's scope; it is named by id.
-    target = (
-        await session.execute(select(School).where(School.id == data.to_school_id), execution_options=UNSCOPED)
-    ).scalar_one_or_none()
+    # SYSTEM: the receiving school is usually outside the sending school's scope; it is named by id.
+    async with as_system(session):
+        target = (await session.execute(select(School).where(School.id == data.to_school_id))).scalar_one_or_none()
     if target is None:
         raise NotFound("转入学校不存在 (receiving school not found)", code="school_not_found")
     if target.id == child.school_id:
@@ -62,11 +60,13 @@ async def transfer_child(
         to_school_id=target.id,
         from_class_id=child.class_id,
     )
-    session.add(event)
-    child.school_id = target.id
-    child.class_id = None
-    child.updated_at = now
-    await session.flush()
+    # SYSTEM: with this write the child leaves the sending school's scope (row security would refuse it).
+    async with as_system(session):
+        session.add(event)
+        child.school_id = target.id
+        child.class_id = None
+        child.updated_at = now
+        await session.flush()
     return event
 
 

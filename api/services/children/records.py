@@ -36,11 +36,10 @@ from api.models.children import (
 )
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import School, SchoolClass, class_label
-from api.scoping import Principal
+from api.scoping import Principal, as_system, get_principal
 from api.services import identity
 from api.services.children.rules import (
     SCHOOL_ADMINS,
-    UNSCOPED,
     age_on,
     agree_with_id,
     check_birth_date,
@@ -80,20 +79,17 @@ class Place:
 
 
 async def place_of(session: AsyncSession, child: Child) -> Place:
-    # Unscoped: a family may read its own child's file but not School/SchoolClass rows; only the names of
-    # the child's own school and class are read here, for a child already found in scope.
+    # Whoever sees the child sees its school and class rows (a family: those of its own children only).
     school = (
         await session.execute(
-            sa.select(col(School.name), col(School.county_id)).where(col(School.id) == child.school_id),
-            execution_options=UNSCOPED,
+            sa.select(col(School.name), col(School.county_id)).where(col(School.id) == child.school_id)
         )
     ).one_or_none()
     klass = None
     if child.class_id is not None:
         klass = (
             await session.execute(
-                sa.select(col(SchoolClass.grade), col(SchoolClass.name)).where(col(SchoolClass.id) == child.class_id),
-                execution_options=UNSCOPED,
+                sa.select(col(SchoolClass.grade), col(SchoolClass.name)).where(col(SchoolClass.id) == child.class_id)
             )
         ).one_or_none()
     return Place(
@@ -105,15 +101,19 @@ async def place_of(session: AsyncSession, child: Child) -> Place:
 
 
 async def missing_of(session: AsyncSession, child: Child) -> list[MissingItem]:
-    # Unscoped: completeness needs every guardian's phone, which a family may not read (it sees only its own
-    # guardian record); only the yes/no facts for this child, already found in scope, come out of it.
-    rows = await session.execute(
+    stmt = (
         select(ChildGuardian, Guardian)
         .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-        .where(ChildGuardian.child_id == child.id),
-        execution_options=UNSCOPED,
+        .where(ChildGuardian.child_id == child.id)
     )
-    return missing_items(child, [link_facts(link, guardian) for link, guardian in rows.all()])
+    if get_principal(session).role != Role.family:  # staff see every guardian of a child they see
+        rows = (await session.execute(stmt)).all()
+    else:
+        # SYSTEM: completeness needs every guardian's phone, which a family may not read (it sees only its own
+        # guardian record); only the yes/no facts for this child, already found in scope, come out of it.
+        async with as_system(session):
+            rows = (await session.execute(stmt)).all()
+    return missing_items(child, [link_facts(link, guardian) for link, guardian in rows])
 
 
 def summary_fields(
@@ -238,12 +238,11 @@ async def class_of_school(session: AsyncSession, class_id: uuid.UUID, school_id:
 
 
 async def refuse_duplicate(session: AsyncSession, index: str, own_id: uuid.UUID | None) -> None:
-    # Unscoped: the same ID number may already be on file in another school; only the fact leaves here.
-    existing = (
-        await session.execute(
-            sa.select(col(Child.id)).where(col(Child.id_number_index) == index), execution_options=UNSCOPED
-        )
-    ).scalar_one_or_none()
+    # SYSTEM: the same ID number may already be on file in another school; only the fact leaves here.
+    async with as_system(session):
+        existing = (
+            await session.execute(sa.select(col(Child.id)).where(col(Child.id_number_index) == index))
+        ).scalar_one_or_none()
     if existing is not None and existing != own_id:
         raise duplicate()
 

@@ -19,9 +19,6 @@ from api.models.children import (
 )
 from api.scoping import Principal
 
-# Look-ups that deliberately cross scope; each use says why.
-UNSCOPED = {"skip_scope": True}
-
 # Roles that see a child's full file whenever they can see the child at all. Never families: the file holds
 # the school's rating of the family's own care and teachers' notes; they get the family view
 # (api.services.guardians.family.family_child).

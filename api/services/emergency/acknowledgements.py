@@ -36,9 +36,9 @@ from api.models.guardians import Guardian
 from api.models.incidents import CATEGORY_LABELS, SEVERITY_LABELS, EventKind, Incident, IncidentStatus, TimeBasis
 from api.models.notifications import MessagePurpose, OutboundMessage
 from api.models.organisations import School
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.emergency import texts
-from api.services.emergency.chain import acting_as_system, lock_chain, lock_step_and_party
+from api.services.emergency.chain import lock_chain, lock_step_and_party
 from api.services.emergency.decide import deadline_met
 from api.services.emergency.notify import cancel_pending, case_facts, release_reply_codes
 from api.services.emergency.timeline import record_event
@@ -327,7 +327,8 @@ async def acknowledge_in_mini_program(
     list, not the archive's scope (a family's guardian records may not be linked to its principal), is what
     authorises them; anybody else gets 404, as for an incident they cannot see.
     """
-    with acting_as_system(session):
+    # SYSTEM: the frozen contact lists below, not the archive's scope, decide who may acknowledge.
+    async with as_system(session):
         incident = await session.get(Incident, incident_id)
         if incident is None:
             raise NotFound(INCIDENT_NOT_FOUND, code="incident_not_found")

@@ -14,9 +14,8 @@ became of its messages through :class:`IncidentMessages` (registered for the inc
 """
 
 import uuid
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +41,6 @@ from api.models.incidents import (
     StepHold,
 )
 from api.models.notifications import OutboundMessage, Topic
-from api.scoping import get_principal, set_principal
 from api.services.emergency.contacts import add_targets, resolve_contacts
 from api.services.emergency.decide import (
     after_last_target,
@@ -62,22 +60,6 @@ STEP_AUDIENCES: dict[int, tuple[Audience, ...]] = {
     2: (Audience.parents_away,),
     3: (Audience.county_bureau, Audience.township),
 }
-
-
-@contextmanager
-def acting_as_system(session: AsyncSession) -> Iterator[None]:
-    """Let the chain's own work cross scope, still in the caller's name for the audit log.
-
-    Freezing the chain reads the guardians' family accounts and the county's officials, which a reporting
-    teacher does not see; a family acknowledging touches steps it cannot read. The caller has been
-    authorised for the incident before this is used.
-    """
-    before = get_principal(session)
-    set_principal(session, replace(before, is_system=True))
-    try:
-        yield
-    finally:
-        set_principal(session, before)
 
 
 # How long a transaction of the engine waits for a row lock: the engine's own transactions are short, so a

@@ -52,8 +52,8 @@ from api.models.notifications import (
     Channel,
 )
 from api.models.organisations import School
-from api.scoping import Principal
-from api.services.emergency.chain import acting_as_system, freeze_chain
+from api.scoping import Principal, as_system
+from api.services.emergency.chain import freeze_chain
 from api.services.emergency.decide import deadline_met, plan_steps
 from api.services.emergency.notify import release_reply_codes
 from api.services.emergency.policy import effective_policy, snapshot_policy
@@ -187,7 +187,8 @@ async def report_incident(
         time_basis=incident.time_basis.value,
         minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
     )
-    with acting_as_system(session):
+    # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
+    async with as_system(session):
         await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
         await session.flush()
     await wake_workers(session)

@@ -21,14 +21,9 @@ from api.models.guardians import (
     Guardian,
 )
 from api.models.organisations import School, SchoolClass, class_label
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.children.rules import today_in_china
 from api.services.guardians.records import CHILD_NOT_FOUND, apply_values, guardian_public, guardian_values
-
-# Families cannot read school, class or staff rows through scope (they see only their own children). The
-# *names* of their own children's school, class and head teacher are theirs to know, so those look-ups skip
-# scope, always keyed by ids that came out of a scoped query of the family's children.
-NAMES_ONLY = {"skip_scope": True}
 
 
 def _age(birth: date, today: date) -> int:
@@ -56,14 +51,9 @@ async def _names(
 ) -> tuple[dict[uuid.UUID, School], dict[uuid.UUID, SchoolClass]]:
     school_ids = {c.school_id for c in children}
     class_ids = {c.class_id for c in children if c.class_id is not None}
-    schools = (
-        await session.execute(select(School).where(col(School.id).in_(school_ids)), execution_options=NAMES_ONLY)
-    ).scalars()
-    classes = (
-        await session.execute(
-            select(SchoolClass).where(col(SchoolClass.id).in_(class_ids)), execution_options=NAMES_ONLY
-        )
-    ).scalars()
+    # Row security lets a family see the school and class rows of its own children (and no others).
+    schools = (await session.execute(select(School).where(col(School.id).in_(school_ids)))).scalars()
+    classes = (await session.execute(select(SchoolClass).where(col(SchoolClass.id).in_(class_ids)))).scalars()
     return {s.id: s for s in schools}, {c.id: c for c in classes}
 
 
@@ -109,11 +99,11 @@ async def family_child(
     head_teacher_name = None
     klass = classes.get(child.class_id) if child.class_id else None
     if klass is not None and klass.head_teacher_id is not None:
-        head_teacher_name = (
-            await session.execute(
-                select(Account.display_name).where(Account.id == klass.head_teacher_id), execution_options=NAMES_ONLY
-            )
-        ).scalar_one_or_none()
+        # SYSTEM: a family reads no staff rows; the name of its own child's head teacher is its to know.
+        async with as_system(session):
+            head_teacher_name = (
+                await session.execute(select(Account.display_name).where(Account.id == klass.head_teacher_id))
+            ).scalar_one_or_none()
     audit.record(
         session,
         action="child.read",

@@ -39,6 +39,7 @@ from api.channels.wechat import WechatTokenSource, send_subscribe_message
 from api.clock import Clock
 from api.db import scoped_session
 from api.models.notifications import Channel, MessageStatus, OutboundMessage, Topic
+from api.scoping import SYSTEM
 from api.services.notifications import delivery
 from api.services.notifications.delivery import Outcome, masked_address
 from api.services.notifications.outbox import fall_back
@@ -290,7 +291,8 @@ class Dispatcher:
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Take the lease of up to ``limit`` due messages (committed before anything is sent)."""
-        async with scoped_session(self.sessionmaker) as session:
+        # SYSTEM: the dispatcher sends for every school's incidents.
+        async with scoped_session(self.sessionmaker, SYSTEM) as session:
             return await claim_due(
                 session,
                 now=self.clock.now(),
@@ -394,7 +396,7 @@ class Dispatcher:
     async def record(self, results: list[tuple[Claimed, Outcome]]) -> None:
         """Write each outcome in a short transaction of its own."""
         for msg, out in results:
-            async with scoped_session(self.sessionmaker) as session:
+            async with scoped_session(self.sessionmaker, SYSTEM) as session:  # SYSTEM: the dispatcher, as above
                 await record_outcome(session, msg, out, now=self.clock.now(), worker_id=self.worker_id)
             if out.kind == "sent":
                 metrics.MESSAGES_SENT.labels(channel=msg.channel.value, purpose=msg.purpose).inc()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.models.notifications import Channel, MessagePurpose, MessageStatus, OutboundMessage, Topic
+from api.scoping import as_system
 
 WAKE_CHANNEL = "liushou_escalation"
 # WeChat subscribe-message fields: <kind><n>; "thing" values are limited to 20 characters by WeChat.
@@ -184,18 +185,16 @@ async def enqueue(session: AsyncSession, outgoing: Outgoing, *, now: datetime) -
         priority=outgoing.priority,
         due_by=outgoing.due_by,
     )
-    if await _insert(session, message):
-        await wake_workers(session)
-        return Enqueued(message.id, created=True)
-    existing = (
-        await session.execute(
-            select(OutboundMessage.id)
-            .where(OutboundMessage.dedupe_key == outgoing.dedupe_key)
-            # The caller may not see the first message (another school's admin queued it): its id is all
-            # that is read, to say "already queued" — deliberately across scope.
-            .execution_options(skip_scope=True)
-        )
-    ).scalar_one()
+    # SYSTEM: the outbox is the system's own. Whoever asks for a message (a teacher reporting, a parent
+    # booking a call, the worker) has been authorised for what it is about; the row that carries it — to
+    # an address the caller may not read — is written, and an earlier one with its key found, by the system.
+    async with as_system(session):
+        if await _insert(session, message):
+            await wake_workers(session)
+            return Enqueued(message.id, created=True)
+        existing = (
+            await session.execute(select(OutboundMessage.id).where(OutboundMessage.dedupe_key == outgoing.dedupe_key))
+        ).scalar_one()
     return Enqueued(existing, created=False)
 
 

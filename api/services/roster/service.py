@@ -38,7 +38,7 @@ from api.models.children import Child, ChildEvent, ChildStatus
 from api.models.guardians import ChildGuardian, Guardian
 from api.models.organisations import School, SchoolClass
 from api.models.roster import ImportBatch, ImportBatchPublic, RosterImportReport
-from api.scoping import Principal
+from api.scoping import Principal, as_system
 from api.services.identity import reveal_id_number
 from api.services.roster.columns import slot_of
 from api.services.roster.files import export_row, write_roster_xlsx
@@ -112,15 +112,15 @@ async def _indexes_in_other_schools(session: AsyncSession, school_id: uuid.UUID,
     """Which of these ID numbers are on file at another school. The check crosses scope on purpose (a
     child is filed once in the county and beyond) and answers only yes or no, never which school."""
     found: set[str] = set()
-    for start in range(0, len(indexes), 5000):
-        chunk = indexes[start : start + 5000]
-        result = await session.execute(
-            select(Child.id_number_index).where(
-                col(Child.id_number_index).in_(chunk), col(Child.school_id) != school_id
-            ),
-            execution_options={"skip_scope": True},
-        )
-        found.update(value for value in result.scalars() if value is not None)
+    async with as_system(session):  # SYSTEM: the check crosses scope on purpose (above)
+        for start in range(0, len(indexes), 5000):
+            chunk = indexes[start : start + 5000]
+            result = await session.execute(
+                select(Child.id_number_index).where(
+                    col(Child.id_number_index).in_(chunk), col(Child.school_id) != school_id
+                )
+            )
+            found.update(value for value in result.scalars() if value is not None)
     return found
 
 
