@@ -20,6 +20,71 @@ down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Row-level security: a frozen copy of the declarations beside the models (api/models/family_calls.py);
+# tests/test_row_security.py compares the two.
+SCOPED_TABLES = (
+    "family_call_settings",
+    "call_line",
+    "call_line_window",
+    "call_line_override",
+    "festival_day",
+    "family_call",
+    "family_call_event",
+    "family_call_quota",
+    "family_call_request",
+)
+POLICIES = (
+    # family_call_settings
+    "CREATE POLICY family_call_settings_staff ON family_call_settings AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY family_call_settings_family ON family_call_settings AS PERMISSIVE FOR SELECT TO liushou_app USING (school_id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ((SELECT scope_ids('child_ids'))::uuid[])))",
+    "CREATE POLICY family_call_settings_platform ON family_call_settings FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # call_line
+    "CREATE POLICY call_line_staff ON call_line AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY call_line_family ON call_line AS PERMISSIVE FOR SELECT TO liushou_app USING (school_id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ((SELECT scope_ids('child_ids'))::uuid[])))",
+    "CREATE POLICY call_line_platform ON call_line FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # call_line_window
+    "CREATE POLICY call_line_window_staff ON call_line_window AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM call_line l WHERE l.id = call_line_window.line_id AND l.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY call_line_window_family ON call_line_window AS PERMISSIVE FOR SELECT TO liushou_app USING (EXISTS (SELECT 1 FROM call_line l WHERE l.id = call_line_window.line_id AND l.school_id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ((SELECT scope_ids('child_ids'))::uuid[]))))",
+    "CREATE POLICY call_line_window_platform ON call_line_window FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # call_line_override
+    "CREATE POLICY call_line_override_staff ON call_line_override AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM call_line l WHERE l.id = call_line_override.line_id AND l.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY call_line_override_family ON call_line_override AS PERMISSIVE FOR SELECT TO liushou_app USING (EXISTS (SELECT 1 FROM call_line l WHERE l.id = call_line_override.line_id AND l.school_id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ((SELECT scope_ids('child_ids'))::uuid[]))))",
+    "CREATE POLICY call_line_override_platform ON call_line_override FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # festival_day
+    "CREATE POLICY festival_day_staff ON festival_day AS PERMISSIVE FOR ALL TO liushou_app USING (county_id = (SELECT scope_id('county_id')))",
+    "CREATE POLICY festival_day_family ON festival_day AS PERMISSIVE FOR SELECT TO liushou_app USING (county_id IN (SELECT s.county_id FROM school s WHERE s.id IN (SELECT c.school_id FROM child c WHERE c.id = ANY ((SELECT scope_ids('child_ids'))::uuid[]))))",
+    "CREATE POLICY festival_day_platform ON festival_day FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # family_call
+    "CREATE POLICY family_call_staff ON family_call AS PERMISSIVE FOR ALL TO liushou_app USING (school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[]))",
+    "CREATE POLICY family_call_family ON family_call AS PERMISSIVE FOR ALL TO liushou_app USING (child_id = ANY ((SELECT scope_ids('child_ids'))::uuid[]))",
+    "CREATE POLICY family_call_platform ON family_call FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # family_call_event
+    "CREATE POLICY family_call_event_staff ON family_call_event AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM family_call f WHERE f.id = family_call_event.call_id AND f.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY family_call_event_family ON family_call_event AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM family_call f WHERE f.id = family_call_event.call_id AND f.child_id = ANY ((SELECT scope_ids('child_ids'))::uuid[])))",
+    "CREATE POLICY family_call_event_platform ON family_call_event FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # family_call_quota
+    "CREATE POLICY family_call_quota_staff ON family_call_quota AS PERMISSIVE FOR ALL TO liushou_app USING (EXISTS (SELECT 1 FROM child c WHERE c.id = family_call_quota.child_id AND c.school_id = ANY ((SELECT scope_ids('school_ids'))::uuid[])))",
+    "CREATE POLICY family_call_quota_family ON family_call_quota AS PERMISSIVE FOR ALL TO liushou_app USING (child_id = ANY ((SELECT scope_ids('child_ids'))::uuid[]))",
+    "CREATE POLICY family_call_quota_platform ON family_call_quota FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+    # family_call_request
+    "CREATE POLICY family_call_request_own ON family_call_request AS PERMISSIVE FOR ALL TO liushou_app USING (account_id = (SELECT scope_id('account_id')))",
+    "CREATE POLICY family_call_request_platform ON family_call_request FOR ALL TO liushou_platform USING (true) WITH CHECK (true)",
+)
+# What is taken of a slot, without who took it: the times and booths of the live calls of some lines. Runs as
+# the tables' owner, so a family sees every family's holds on its child's school's lines — and nothing else of
+# them; the caller passes only the lines it can see (an ARRAY(SELECT … FROM call_line …) under its own scope).
+HOLDS_FUNCTION = """
+CREATE FUNCTION family_call_holds(line_ids uuid[], since timestamptz, until timestamptz)
+RETURNS TABLE (line_id uuid, starts_at timestamptz, blocked_until timestamptz, booth integer)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+    SELECT f.line_id, f.starts_at, f.blocked_until, f.booth FROM family_call f
+    WHERE f.line_id = ANY (line_ids) AND f.status IN ('booked', 'confirmed')
+      AND f.starts_at < until AND f.blocked_until > since
+$$
+"""
+HOLDS_SIGNATURE = "family_call_holds(uuid[], timestamptz, timestamptz)"
+
 
 def upgrade() -> None:
     # btree_gist (for the exclusion constraints' equality on uuid and integer) is installed by 0001.
@@ -215,9 +280,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "key", name=op.f("pk_family_call_request")),
     )
     # ### end Alembic commands ###
+    for table in SCOPED_TABLES:
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    for statement in POLICIES:
+        op.execute(statement)
+    op.execute(HOLDS_FUNCTION)
+    op.execute(f"REVOKE ALL ON FUNCTION {HOLDS_SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {HOLDS_SIGNATURE} TO liushou_app, liushou_platform")
 
 
 def downgrade() -> None:
+    op.execute(f"DROP FUNCTION {HOLDS_SIGNATURE}")  # the policies go with their tables
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table("family_call_request")
     op.drop_index(op.f("ix_family_call_event_call_id"), table_name="family_call_event")

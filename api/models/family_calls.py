@@ -21,6 +21,16 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 from api.models.base import FormInput, audited, enum_type, fk_field, id_field, timestamp_field
+from api.models.row_security import (
+    ACCOUNT,
+    COUNTY,
+    FAMILY_CHILDREN,
+    SCHOOLS,
+    Policy,
+    of_school,
+    of_staff_child,
+    row_security,
+)
 
 
 class CallLineKind(StrEnum):
@@ -226,6 +236,66 @@ class FamilyCallRequest(SQLModel, table=True):
     body_hash: str = Field(max_length=64)
     call_id: uuid.UUID | None = fk_field("family_call.id", nullable=True, index=False)
     created_at: datetime = timestamp_field()
+
+
+# ---- row-level security (api/models/row_security.py) ----
+# A school's lines, hours and settings are its staff's; a family reads those of its children's schools (to see
+# the lines and book), never writes them. Calls follow the school for staff and the child for families, so a
+# family never reads another family's booking: what is taken of a slot, it learns only from
+# family_call_holds() (migration 0010), which returns times and booths, never who booked them.
+CHILDS_SCHOOL = f"SELECT c.school_id FROM child c WHERE c.id = ANY ({FAMILY_CHILDREN})"
+
+
+def _of_line(table: str, who: str) -> str:
+    return f"EXISTS (SELECT 1 FROM call_line l WHERE l.id = {table}.line_id AND l.school_id {who})"
+
+
+def _of_call(table: str, which: str) -> str:
+    return f"EXISTS (SELECT 1 FROM family_call f WHERE f.id = {table}.call_id AND {which})"
+
+
+row_security(
+    "family_call_settings",
+    Policy("staff", using=of_school()),
+    Policy("family", command="SELECT", using=f"school_id IN ({CHILDS_SCHOOL})"),
+)
+row_security(
+    "call_line",
+    Policy("staff", using=of_school()),
+    Policy("family", command="SELECT", using=f"school_id IN ({CHILDS_SCHOOL})"),
+)
+for _table in ("call_line_window", "call_line_override"):
+    row_security(
+        _table,
+        Policy("staff", using=_of_line(_table, f"= ANY ({SCHOOLS})")),
+        Policy("family", command="SELECT", using=_of_line(_table, f"IN ({CHILDS_SCHOOL})")),
+    )
+row_security(
+    "festival_day",
+    Policy("staff", using=f"county_id = {COUNTY}"),
+    Policy(
+        "family",
+        command="SELECT",
+        using=f"county_id IN (SELECT s.county_id FROM school s WHERE s.id IN ({CHILDS_SCHOOL}))",
+    ),
+)
+row_security(
+    "family_call",
+    Policy("staff", using=of_school()),
+    Policy("family", using=f"child_id = ANY ({FAMILY_CHILDREN})"),
+)
+row_security(
+    "family_call_event",
+    Policy("staff", using=_of_call("family_call_event", of_school("f.school_id"))),
+    Policy("family", using=_of_call("family_call_event", f"f.child_id = ANY ({FAMILY_CHILDREN})")),
+)
+row_security(
+    "family_call_quota",
+    Policy("staff", using=of_staff_child("family_call_quota")),
+    Policy("family", using=f"child_id = ANY ({FAMILY_CHILDREN})"),
+)
+# An Idempotency-Key is its account's own.
+row_security("family_call_request", Policy("own", using=f"account_id = {ACCOUNT}"))
 
 
 # ---- API shapes ----

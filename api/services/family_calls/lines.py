@@ -37,7 +37,6 @@ from api.services.family_calls import rules
 from api.services.family_calls.hours import Window, shanghai_date
 
 # Reads of rows already found through the caller's scope (a family reaches its child's lines through the child).
-NO_SCOPE = {"skip_scope": True}
 
 
 class Refused(LiushouError):
@@ -103,7 +102,7 @@ async def managed_line(session: AsyncSession, principal: Principal, line_id: uui
 
 
 async def school_settings(session: AsyncSession, school_id: uuid.UUID) -> FamilyCallSettings:
-    found = await session.get(FamilyCallSettings, school_id, execution_options=NO_SCOPE)
+    found = await session.get(FamilyCallSettings, school_id)
     return found or FamilyCallSettings(school_id=school_id)
 
 
@@ -127,7 +126,7 @@ async def put_settings(
 ) -> CallSettingsPublic:
     """Set a school's quota, confirmation, family cut-off and reminder lead times."""
     await managed_school(session, principal, school_id)
-    row = await session.get(FamilyCallSettings, school_id, execution_options=NO_SCOPE)
+    row = await session.get(FamilyCallSettings, school_id)
     if row is None:
         row = FamilyCallSettings(school_id=school_id)
         session.add(row)
@@ -165,7 +164,6 @@ async def lines_public(
             select(CallLineWindow)
             .where(col(CallLineWindow.line_id).in_(ids))
             .order_by(col(CallLineWindow.weekday), col(CallLineWindow.starts))
-            .execution_options(**NO_SCOPE)
         )
         for w in rows.scalars():
             windows[w.line_id].append(WeeklyWindowIn(weekday=w.weekday, starts=_hhmm(w.starts), ends=_hhmm(w.ends)))
@@ -284,7 +282,6 @@ async def list_overrides(
         select(CallLineOverride)
         .where(col(CallLineOverride.line_id) == line_id, col(CallLineOverride.day) >= since)
         .order_by(col(CallLineOverride.day))
-        .execution_options(**NO_SCOPE)
     )
     return [OverridePublic(day=o.day, windows=windows_from_json(o.windows), reason=o.reason) for o in rows.scalars()]
 

@@ -25,12 +25,12 @@ from api.models.guardians import Guardian
 from api.models.notifications import Channel, MessageStatus, OutboundMessage, Topic
 from api.models.organisations import School, SchoolClass
 from api.phones import PhoneError, PhoneKind, normalize_phone
+from api.scoping import as_system
 from api.services.notifications.outbox import Outgoing, Route, enqueue
 
 REMINDER_KEY = "call-reminder"
 CANCELLED_KEY = "call-cancelled"
 WECHAT_PAGE = "pages/family-call/detail?id={call_id}"
-_NO_SCOPE = {"skip_scope": True}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,6 @@ async def _facts(session: AsyncSession, call_id: uuid.UUID) -> CallFacts:
             .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id)
             .outerjoin(head, sa.and_(col(head.id) == SchoolClass.head_teacher_id, col(head.is_active)))
             .where(col(FamilyCall.id) == call_id)
-            .execution_options(**_NO_SCOPE)
         )
     ).one()
     (call, line_name, room, number, school_name, child_name, guardian_id, guardian_phone, family_id, family_openid,
@@ -146,7 +145,7 @@ def reminder_text(facts: CallFacts, to: Recipient) -> str:
     return f"【{facts.school_name}】亲情通话提醒：您预约的通话在 {_when(facts.starts_at)}，{where}{number}。"
 
 
-async def plan(
+async def _plan(
     session: AsyncSession, *, call_id: uuid.UUID, starts_at: datetime, settings: FamilyCallSettings, now: datetime
 ) -> None:
     """Queue one reminder per lead time still ahead (a call booked 90 minutes ahead gets no 24-hour one), to the
@@ -181,7 +180,7 @@ async def plan(
             )
 
 
-async def tell_cancelled(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
+async def _tell_cancelled(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
     """The school cancelled: the family is told at once (the reason is read in the mini-program)."""
     facts = await _facts(session, call_id)
     if facts.family is None:
@@ -212,7 +211,7 @@ async def tell_cancelled(session: AsyncSession, *, call_id: uuid.UUID, now: date
     )
 
 
-async def drop_pending(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
+async def _drop_pending(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
     """A call that will not happen needs no reminder: those still waiting are cancelled (kept, not deleted)."""
     await session.execute(
         sa.update(OutboundMessage)
@@ -223,5 +222,33 @@ async def drop_pending(session: AsyncSession, *, call_id: uuid.UUID, now: dateti
             col(OutboundMessage.dedupe_key).startswith(f"{REMINDER_KEY}:"),
         )
         .values(status=MessageStatus.cancelled, error_code="call_cancelled", failed_at=now)
-        .execution_options(**_NO_SCOPE)
     )
+
+
+# The three below cross scope: the recipients' addresses (the guardian who will call, the head teacher's
+# account) are not the caller's to read — a family sees no staff account — and the outbox is the system's own.
+# Only the messages of the one call the caller has just acted on are read and written.
+
+
+async def plan(
+    session: AsyncSession, *, call_id: uuid.UUID, starts_at: datetime, settings: FamilyCallSettings, now: datetime
+) -> None:
+    """Queue one reminder per lead time still ahead (a call booked 90 minutes ahead gets no 24-hour one), to the
+    family and to the head teacher, each by WeChat with SMS as fallback (or SMS alone without WeChat)."""
+    # SYSTEM: the addresses of this call's family and head teacher, and the outbox's rows (see above).
+    async with as_system(session):
+        await _plan(session, call_id=call_id, starts_at=starts_at, settings=settings, now=now)
+
+
+async def tell_cancelled(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
+    """The school cancelled: the family is told at once (the reason is read in the mini-program)."""
+    # SYSTEM: the address of this call's family, and the outbox's rows (see above).
+    async with as_system(session):
+        await _tell_cancelled(session, call_id=call_id, now=now)
+
+
+async def drop_pending(session: AsyncSession, *, call_id: uuid.UUID, now: datetime) -> None:
+    """A call that will not happen needs no reminder: those still waiting are cancelled (kept, not deleted)."""
+    # SYSTEM: this call's queued reminders are the outbox's rows, which a family cancelling cannot see.
+    async with as_system(session):
+        await _drop_pending(session, call_id=call_id, now=now)

@@ -58,7 +58,6 @@ from api.scoping import Principal
 from api.services.family_calls import reminders, rules
 from api.services.family_calls.hours import Hours, Window, open_intervals, shanghai_date, week_start
 from api.services.family_calls.lines import (
-    NO_SCOPE,
     Refused,
     line_in_scope,
     lines_public,
@@ -136,7 +135,7 @@ async def load_hours(
                 no_time,
                 col(FestivalDay.windows),
             ).where(col(FestivalDay.county_id) == county_id, col(FestivalDay.day).between(first, last)),
-        ).execution_options(**NO_SCOPE)
+        )
     )
     for kind, line_id, weekday, day, starts, ends, windows in rows:
         if kind == "weekly":
@@ -148,23 +147,33 @@ async def load_hours(
     return {i: Hours(weekly=weekly[i], overrides=overrides[i], festivals=festivals) for i in ids}
 
 
+TIMESTAMPTZ = sa.DateTime(timezone=True)
+
+
+def _holds(line_ids: Sequence[uuid.UUID], since: datetime, until: datetime) -> Any:
+    """The live calls' holds ``(line_id, starts_at, blocked_until, booth)`` on those of the lines the caller can
+    see, overlapping ``[since, until)``, without who booked them: ``family_call_holds`` (migration 0010) reads
+    across families, so a family learns what of a slot is taken and never by whom. The lines are filtered
+    under the caller's own scope before they are handed over."""
+    # SYSTEM: family_call_holds runs as the tables' owner; it returns no booker, and only the lines visible
+    # here are passed to it.
+    visible = sa.select(col(CallLine.id)).where(col(CallLine.id).in_(line_ids)).scalar_subquery()
+    return sa.func.family_call_holds(
+        sa.func.array(visible), sa.literal(since, TIMESTAMPTZ), sa.literal(until, TIMESTAMPTZ)
+    ).table_valued(
+        sa.column("line_id", sa.Uuid),
+        sa.column("starts_at", TIMESTAMPTZ),
+        sa.column("blocked_until", TIMESTAMPTZ),
+        sa.column("booth", sa.Integer),
+    )
+
+
 async def _held(
     session: AsyncSession, line_ids: Sequence[uuid.UUID], since: datetime, until: datetime
 ) -> dict[uuid.UUID, list[Held]]:
-    rows = await session.execute(
-        sa.select(
-            col(FamilyCall.line_id), col(FamilyCall.starts_at), col(FamilyCall.blocked_until), col(FamilyCall.booth)
-        )
-        .where(
-            col(FamilyCall.line_id).in_(line_ids),
-            col(FamilyCall.status).in_(LIVE_STATUSES),
-            col(FamilyCall.starts_at) < until,
-            col(FamilyCall.blocked_until) > since,
-        )
-        .execution_options(**NO_SCOPE)
-    )
+    holds = _holds(line_ids, since, until)
     held: dict[uuid.UUID, list[Held]] = defaultdict(list)
-    for line_id, starts_at, blocked_until, booth in rows:
+    for line_id, starts_at, blocked_until, booth in await session.execute(sa.select(holds)):
         held[line_id].append(Held(starts_at, blocked_until, booth))
     return held
 
@@ -244,7 +253,6 @@ async def child_availability(
             .outerjoin(CallLine, sa.and_(col(CallLine.school_id) == School.id, col(CallLine.is_active)))
             .where(col(School.id) == child.school_id)
             .order_by(col(CallLine.created_at))
-            .execution_options(**NO_SCOPE)
         )
     ).all()
     lines = [line for _, line in rows if line is not None]
@@ -323,7 +331,6 @@ async def _booking_line(session: AsyncSession, line_id: uuid.UUID) -> tuple[Call
             .join(School, col(School.id) == CallLine.school_id)
             .outerjoin(FamilyCallSettings, col(FamilyCallSettings.school_id) == CallLine.school_id)
             .where(col(CallLine.id) == line_id)
-            .execution_options(**NO_SCOPE)
         )
     ).first()
     if row is None:
@@ -355,7 +362,6 @@ async def _release_quota(session: AsyncSession, child_id: uuid.UUID, week: date)
         .where(col(FamilyCallQuota.child_id) == child_id, col(FamilyCallQuota.week_start) == week)
         .where(col(FamilyCallQuota.count) > 0)
         .values(count=FamilyCallQuota.count - 1)
-        .execution_options(**NO_SCOPE)
     )
 
 
@@ -404,28 +410,27 @@ async def _place(
     await session.execute(
         sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"family-call:{line.id}:{starts_at}", 0)))
     )
-    # One read for both questions: the booths held on this line around the slot, and whether the child is in
-    # another call then (the counter row lock queues this child's bookings, so this sees its committed calls).
-    holds_booth = sa.and_(
-        col(FamilyCall.line_id) == line.id,
-        col(FamilyCall.starts_at) < blocked_until,
-        col(FamilyCall.blocked_until) > starts_at,
-    )
-    childs_call = sa.and_(
+    # One read for both questions: the booths held on this line around the slot (by anyone: see _holds), and
+    # whether the child is in another call then (the counter row lock queues this child's bookings, so this
+    # sees its committed calls).
+    holds = _holds([line.id], starts_at, blocked_until)
+    childs_call = sa.exists().where(
         col(FamilyCall.child_id) == child.id,
+        col(FamilyCall.status).in_(LIVE_STATUSES),
         col(FamilyCall.starts_at) < ends_at,
         col(FamilyCall.ends_at) > starts_at,
     )
     rows = (
         await session.execute(
-            sa.select(col(FamilyCall.booth), holds_booth, childs_call)
-            .where(col(FamilyCall.status).in_(LIVE_STATUSES), sa.or_(holds_booth, childs_call))
-            .execution_options(**NO_SCOPE)
+            sa.union_all(
+                sa.select(holds.c.booth, sa.false()),
+                sa.select(sa.literal(0), sa.true()).where(childs_call),
+            )
         )
     ).all()
-    if any(busy for _, _, busy in rows):
+    if any(busy for _, busy in rows):
         raise Refused(rules.CHILD_BUSY)
-    taken = {booth for booth, held, _ in rows if held}
+    taken = {booth for booth, _ in rows}
     # Booths that look free first (lowest first), then the others: a call that was live a moment ago may have
     # been cancelled since; the constraint is the judge either way.
     order = [b for b in range(1, line.capacity + 1) if b not in taken] + sorted(b for b in taken if b <= line.capacity)
@@ -551,7 +556,6 @@ async def calls_public(
             .outerjoin(newer, newer.rescheduled_from == FamilyCall.id)
             .where(col(FamilyCall.id).in_(call_ids))
             .order_by(col(FamilyCall.starts_at))
-            .execution_options(**NO_SCOPE)
         )
     ).all()
     events: dict[uuid.UUID, list[Any]] = defaultdict(list)
@@ -561,7 +565,6 @@ async def calls_public(
                 select(FamilyCallEvent)
                 .where(col(FamilyCallEvent.call_id).in_(call_ids))
                 .order_by(col(FamilyCallEvent.seq))
-                .execution_options(**NO_SCOPE)
             )
         ).scalars():
             events[e.call_id].append(_event_fields(e))
@@ -710,13 +713,11 @@ async def _actor(session: AsyncSession, principal: Principal, call: FamilyCall) 
     if principal.role == Role.family:
         linked = (
             await session.execute(
-                sa.select(sa.literal(1))
-                .where(
+                sa.select(sa.literal(1)).where(
                     col(ChildGuardian.child_id) == call.child_id,
                     col(ChildGuardian.is_active),
                     col(ChildGuardian.guardian_id).in_(principal.guardian_ids),
                 )
-                .execution_options(**NO_SCOPE)
             )
         ).first()
         if linked is None:
@@ -792,7 +793,7 @@ async def reschedule(
         )
     )
     line, county_id, line_settings = await _booking_line(session, data.line_id or call.line_id)
-    child = await session.get(Child, call.child_id, execution_options=NO_SCOPE)
+    child = await session.get(Child, call.child_id)
     assert child is not None
     old_id, guardian_id = call.id, call.guardian_id
     await _cancel(session, principal, call, by=by, reason="改期 (rescheduled)", now=now, event=False)

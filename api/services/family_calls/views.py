@@ -163,7 +163,6 @@ async def last_completed_calls(session: AsyncSession, child_ids: Sequence[uuid.U
         .ext(distinct_on(col(FamilyCall.child_id)))
         .where(col(FamilyCall.child_id).in_(child_ids), col(FamilyCall.status) == CallStatus.completed)
         .order_by(col(FamilyCall.child_id), col(FamilyCall.starts_at).desc())
-        .execution_options(skip_scope=True)
     )
     found = {
         child_id: LastCall(child_id=child_id, call_id=call_id, at=at, duration_minutes=minutes)
