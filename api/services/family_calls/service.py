@@ -1,9 +1,9 @@
 """The database work of family calls: lines and hours, availability, booking and the call's life.
 
-Booking is one transaction: the idempotency key is claimed, the child's weekly counter raised by one
-conditional upsert (which also queues the same child's other bookings behind this one), the bookers of one
-slot queue on a transaction-level advisory lock, then the call is inserted on the lowest booth that looks
-free, each try in a savepoint. The exclusion constraints decide the
+Booking is one transaction: the idempotency key is claimed, a slot already full is refused at once, the
+child's weekly counter raised by one conditional upsert (which also queues the same child's other bookings
+behind this one), the bookers of one slot queue on a transaction-level advisory lock, then the call is
+inserted on the lowest booth that looks free, each try in a savepoint. The exclusion constraints decide the
 races the reads cannot see: a booth another request took a moment ago answers ``exclusion_violation`` and
 the next booth is tried; none left is ``slot_taken``. A refusal rolls the whole transaction back, quota
 included.
@@ -68,13 +68,6 @@ from api.services.family_calls.lines import (
 from api.services.family_calls.slots import Held, LineTimes, free_slots
 
 MAX_RANGE_DAYS = 62
-
-
-async def _child(session: AsyncSession, child_id: uuid.UUID) -> Child:
-    child = await session.get(Child, child_id)
-    if child is None:
-        raise NotFound("找不到该学生 (no such child)")
-    return child
 
 
 # ---- availability ----
@@ -243,20 +236,22 @@ async def school_slots(
 async def child_availability(
     session: AsyncSession, principal: Principal, *, child_id: uuid.UUID, first: date, last: date, now: datetime
 ) -> tuple[list[CallLinePublic], list[SlotPublic]]:
-    """What the child's family can book: the lines of the child's school and their free slots. The child is
-    found through the caller's scope (a family sees only its own children); its school's lines then across
-    it, with the county they take festival days from."""
-    child = await _child(session, child_id)
+    """What the child's family can book: the lines of the child's school and their free slots. The child, its
+    school (for the county's festival days) and the school's lines are read together, in the caller's scope (a
+    family sees only its own children, and their schools' lines)."""
     rows = (
         await session.execute(
-            select(col(School.county_id), CallLine)
+            select(Child, col(School.county_id), CallLine)
+            .join(School, col(School.id) == Child.school_id)
             .outerjoin(CallLine, sa.and_(col(CallLine.school_id) == School.id, col(CallLine.is_active)))
-            .where(col(School.id) == child.school_id)
+            .where(col(Child.id) == child_id)
             .order_by(col(CallLine.created_at))
         )
     ).all()
-    lines = [line for _, line in rows if line is not None]
-    slots, hours = await _slots(session, lines, rows[0][0], first, last, now)
+    if not rows:
+        raise NotFound("找不到该学生 (no such child)")
+    lines = [line for _, _, line in rows if line is not None]
+    slots, hours = await _slots(session, lines, rows[0][1], first, last, now)
     return await lines_public(session, lines, weekly={i: h.weekly for i, h in hours.items()}), slots
 
 
@@ -379,6 +374,34 @@ def _event(
     return event
 
 
+async def _booths_and_child(
+    session: AsyncSession,
+    line: CallLine,
+    child: Child,
+    starts_at: datetime,
+    ends_at: datetime,
+    blocked_until: datetime,
+) -> tuple[set[int], bool]:
+    """One read for two questions: the booths held on the line around the slot (by anyone: see ``_holds``), and
+    whether the child is in another call then."""
+    holds = _holds([line.id], starts_at, blocked_until)
+    childs_call = sa.exists().where(
+        col(FamilyCall.child_id) == child.id,
+        col(FamilyCall.status).in_(LIVE_STATUSES),
+        col(FamilyCall.starts_at) < ends_at,
+        col(FamilyCall.ends_at) > starts_at,
+    )
+    rows = (
+        await session.execute(
+            sa.union_all(
+                sa.select(holds.c.booth, sa.false()),
+                sa.select(sa.literal(0), sa.true()).where(childs_call),
+            )
+        )
+    ).all()
+    return {booth for booth, busy in rows if not busy}, any(busy for _, busy in rows)
+
+
 async def _place(
     session: AsyncSession,
     principal: Principal,
@@ -401,36 +424,25 @@ async def _place(
     intervals = open_intervals(hours[line.id], day - timedelta(days=1), day)
     if refusal := rules.booking_refusal(starts_at, intervals, _times(line), now=now, is_active=line.is_active):
         raise Refused(refusal)
-    await _take_quota(session, child.id, week_start(starts_at), settings.weekly_quota)
     ends_at = starts_at + timedelta(minutes=line.slot_minutes)
     blocked_until = ends_at + timedelta(minutes=line.buffer_minutes)
+    # A slot already full is refused before queueing for it: most of a crowd pressing one slot learns it here,
+    # without taking the child's quota or waiting on the slot's lock behind the others.
+    taken, _ = await _booths_and_child(session, line, child, starts_at, ends_at, blocked_until)
+    if len({b for b in taken if b <= line.capacity}) >= line.capacity:
+        raise Refused(rules.SLOT_TAKEN)
+    await _take_quota(session, child.id, week_start(starts_at), settings.weekly_quota)
     # Bookers of one slot queue here, so each reads the booths the ones before it took. Without the queue two
     # inserts on one booth each find the other's uncommitted row in the exclusion index and wait for each other:
     # PostgreSQL breaks that deadlock by failing one of them, which is a 503 for a parent who deserved a 409.
     await session.execute(
         sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"family-call:{line.id}:{starts_at}", 0)))
     )
-    # One read for both questions: the booths held on this line around the slot (by anyone: see _holds), and
-    # whether the child is in another call then (the counter row lock queues this child's bookings, so this
-    # sees its committed calls).
-    holds = _holds([line.id], starts_at, blocked_until)
-    childs_call = sa.exists().where(
-        col(FamilyCall.child_id) == child.id,
-        col(FamilyCall.status).in_(LIVE_STATUSES),
-        col(FamilyCall.starts_at) < ends_at,
-        col(FamilyCall.ends_at) > starts_at,
-    )
-    rows = (
-        await session.execute(
-            sa.union_all(
-                sa.select(holds.c.booth, sa.false()),
-                sa.select(sa.literal(0), sa.true()).where(childs_call),
-            )
-        )
-    ).all()
-    if any(busy for _, busy in rows):
+    # Read again in the queue: the counter row lock queues this child's bookings and the slot's lock this slot's,
+    # so this sees the booths and the child's calls committed before.
+    taken, child_busy = await _booths_and_child(session, line, child, starts_at, ends_at, blocked_until)
+    if child_busy:
         raise Refused(rules.CHILD_BUSY)
-    taken = {booth for booth, _ in rows}
     # Booths that look free first (lowest first), then the others: a call that was live a moment ago may have
     # been cancelled since; the constraint is the judge either way.
     order = [b for b in range(1, line.capacity + 1) if b not in taken] + sorted(b for b in taken if b <= line.capacity)
