@@ -1,9 +1,12 @@
 """The async engine and sessions (asyncpg)."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from sqlalchemy import Engine, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from api.audit import CLOCK_KEY
@@ -13,6 +16,9 @@ from api.scoping import Principal, set_principal
 from api.settings import Settings
 
 EMBEDDED_DATABASE = "liushou"
+# A pooled connection used this recently is taken as alive; one idle longer is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 5.0
+_LAST_USED = "liushou_last_used"
 
 
 async def resolve_database_url(settings: Settings) -> str:
@@ -29,16 +35,45 @@ async def resolve_database_url(settings: Settings) -> str:
 
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
         echo=settings.db_echo,
         # Error messages (and the echo) never carry statement parameters: they are children's names and numbers.
         hide_parameters=True,
         connect_args={"server_settings": {"timezone": "UTC", "application_name": "liushou"}},
     )
+    _ping_when_idle(engine.sync_engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it has sat idle: ``pool_pre_ping`` pinged on every
+    checkout, a round trip on every request. A connection that died in between (PostgreSQL restarted) is
+    replaced before it is used, as with ``pool_pre_ping``; one that dies while in use fails that request
+    (503, ``api.errors``) and the pool is refreshed."""
+
+    @event.listens_for(engine, "connect")
+    def connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USED, 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.DisconnectionError() from error  # the pool replaces it and checks out again
+            raise
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -22,6 +22,8 @@ from api.routers import (
     accounts,
     audit,
     auth,
+    care_pairings,
+    care_records,
     children,
     escalation_policy,
     family,
@@ -121,6 +123,8 @@ def create_app(
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
     app.include_router(family_calls.router)
+    for module in (care_pairings, care_records):
+        app.include_router(module.router)
     escalation_worker.install(app)
     home.install(app)
 

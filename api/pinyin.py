@@ -8,8 +8,6 @@ and the given name is converted on its own, so that phrase matching never joins 
 import re
 import unicodedata
 
-from pypinyin import Style, lazy_pinyin
-
 # Compound surnames whose reading differs from the characters' default readings. Rare compounds that read
 # the same either way (欧阳, 司马, 诸葛…) need no entry. 单于 is left out on purpose: today "单于飞" is far
 # more likely 单 Shàn + 于飞 than the ancient compound surname Chányú.
@@ -93,6 +91,10 @@ def name_search_keys(name: str) -> tuple[str, str]:
     Surnames read differently from everyday words are handled (曾 zeng, 单 shan, 解 xie, 区 ou…).
     Non-Chinese runs (latin letters, digits) pass through lower-cased, whole, into both keys.
     """
+    # Imported on first use: pypinyin's dictionaries take some 55 MB, and a process that only reads files (most
+    # API processes, most of the time) never needs them.
+    from pypinyin import Style, lazy_pinyin
+
     cleaned = _clean(name)
     syllables, rest = _split_surname(cleaned)
     full = list(syllables)

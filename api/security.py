@@ -1,5 +1,7 @@
 """Passwords (argon2), our own JWTs (PyJWT), and one-time secrets stored only as hashes."""
 
+import base64
+import functools
 import hashlib
 import json
 import secrets
@@ -51,11 +53,19 @@ def _encode(settings: Settings, claims: dict[str, Any]) -> str:
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
+@functools.lru_cache(maxsize=8)
+def _verification_key(secret: str) -> jwt.PyJWK:
+    """The HMAC key, prepared once: given the bare secret, PyJWT checks it for PEM and SSH forms on every
+    decode, a measurable share of an authenticated request."""
+    encoded = base64.urlsafe_b64encode(secret.encode()).rstrip(b"=").decode()
+    return jwt.PyJWK({"kty": "oct", "k": encoded}, algorithm=ALGORITHM)
+
+
 def _decode(settings: Settings, token: str, audience: str, typ: str, now: datetime) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            settings.jwt_secret,
+            _verification_key(settings.jwt_secret),
             algorithms=[ALGORITHM],  # a fixed list: "alg": "none" and algorithm swaps are refused
             audience=audience,
             issuer=settings.jwt_issuer,

@@ -216,6 +216,21 @@ async def _family_call(o: Objects) -> str:
     return str((await o.post("/family-calls", "family1", body))["id"])
 
 
+async def _pairing(o: Objects) -> str:
+    # teacher1 is the proxy parent of the child of the builders (a head teacher pairs a child of their class).
+    body = {"kind": "proxy_parent", "staff_id": str(o.world["teacher1"])}
+    return str((await o.post(f"/children/{o.world['family1_child']}/care-pairings", "admin1", body))["id"])
+
+
+async def _care_record(o: Objects) -> str:
+    body = {
+        "kind": "talk",
+        "occurred_on": o.now.date().isoformat(),
+        "content": {"place": "教室", "topics": "最近学习和生活", "mood": "good"},
+    }
+    return str((await o.post(f"/children/{o.world['family1_child']}/care-records", "teacher1", body))["id"])
+
+
 BUILDERS: dict[str, Builder] = {
     "county_id": Builder(Level.county, lambda o: _given(o, "county")),
     "school_id": Builder(Level.school, lambda o: _given(o, "school1")),
@@ -230,6 +245,8 @@ BUILDERS: dict[str, Builder] = {
     "party_id": Builder(Level.child, _party),
     "line_id": Builder(Level.school, _call_line),
     "call_id": Builder(Level.child, _family_call),
+    "pairing_id": Builder(Level.child, _pairing),
+    "record_id": Builder(Level.child, _care_record),
 }
 
 

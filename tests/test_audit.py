@@ -1,5 +1,13 @@
 """The audit log: every write is recorded with who, what, when, from where; each sees only their part."""
 
+import sqlalchemy as sa
+
+from api import audit
+from api.db import scoped_session
+from api.models.audit import AuditEntry
+from api.models.organisations import SchoolClass
+from api.scoping import SYSTEM
+
 
 async def test_a_write_is_logged_with_actor_changes_address_and_request_id(client, world):
     r = await client.patch(f"/classes/{world['class11']}", json={"name": "一班"}, headers=world.headers("admin1"))
@@ -87,3 +95,52 @@ async def test_audit_times_come_from_the_app_clock(client, world, clock):
     r = await client.patch(f"/classes/{world['class11']}", json={"name": "一班"}, headers=world.headers("admin1"))
     log = (await client.get("/audit", params={"action": "class.update"}, headers=world.headers("admin1"))).json()
     assert log["data"][0]["at"].startswith(clock.now().isoformat()[:16]), (log["data"][0]["at"], r.status_code)
+
+
+async def test_a_read_and_its_entry_cost_the_look_up_the_read_and_one_insert(app, client, world):
+    # The entry goes in with the flush as a plain INSERT, its id from the column default: no nextval round trip
+    # first (the unit of work needed the key back, and row security forbids most writers RETURNING it).
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    engine = app.state.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = await client.get(
+            "/children", params={"class_id": str(world["class11"]), "limit": 20}, headers=world.headers("admin1")
+        )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 200, r.text
+    work = [s for s in statements if not s.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", ";"))]
+    assert len(work) == 3, work  # the principal and its scope, the page, the audit entry
+    assert work[2].startswith("INSERT INTO audit_log") and not any("nextval" in s for s in work)
+    log = (await client.get("/audit", params={"action": "child.list"}, headers=world.headers("admin1"))).json()
+    entry = next(e for e in log["data"] if e["request_id"] == r.headers["x-request-id"])
+    assert entry["account_id"] == str(world["admin1"]) and entry["school_id"] == str(world["school1"])
+    assert entry["changes"]["class_id"] == str(world["class11"]) and entry["id"] > 0
+
+
+async def test_entries_made_before_a_write_and_by_it_keep_their_order(app, world):
+    # One flush writes the entries recorded since the last one, then those of its own writes, in one batch.
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as session:
+        audit.record(session, action="probe.first", resource_type="probe")
+        klass = await session.get(SchoolClass, world["class11"])
+        assert klass is not None
+        klass.name = "一班"
+        audit.record(session, action="probe.second", resource_type="probe")
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as session:
+        actions = (
+            (
+                await session.execute(
+                    sa.select(AuditEntry.action)
+                    .where(sa.or_(AuditEntry.resource_type == "probe", AuditEntry.action == "class.update"))
+                    .order_by(AuditEntry.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert actions == ["probe.first", "probe.second", "class.update"]

@@ -65,6 +65,18 @@ async def test_a_teacher_reports_an_incident_and_gets_its_chain(kit):
     assert len(incident["case_code"]) == 13 and "刘" not in incident["case_code"]
 
 
+async def test_the_answer_to_a_report_is_the_incident_as_a_read_then_shows_it(kit):
+    # The report answers from the chain it has just written, without reading it back: the same steps, parties
+    # in the same order with the same states, the same contacts and the child's name as a read gives.
+    family = await kit.family()
+    for holds in ([], [{"step_no": 1, "minutes": 5}]):
+        r = await post(kit, "/incidents", "teacher1", body(kit, family.child_id, holds=holds))
+        assert r.status_code == 201, r.text
+        read = await kit.client.get(f"/incidents/{r.json()['id']}", headers=await kit.headers("teacher1"))
+        assert read.status_code == 200
+        assert r.json() == read.json()
+
+
 @pytest.mark.parametrize(
     ("overrides", "status", "code"),
     [

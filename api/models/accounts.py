@@ -57,6 +57,7 @@ class Account(SQLModel, table=True):
     wechat_openid: str | None = Field(default=None, max_length=128, unique=True, sa_column_kwargs=SENSITIVE)
     wechat_unionid: str | None = Field(default=None, max_length=128, index=True, sa_column_kwargs=SENSITIVE)
     is_active: bool = Field(default=True)
+    is_counsellor: bool = Field(default=False, description="心理辅导教师: reads and writes counselling records")
     created_at: datetime = timestamp_field(default_now=True)
     last_login_at: datetime | None = timestamp_field(nullable=True)
 

@@ -19,7 +19,8 @@ class AuditEntry(SQLModel, table=True):
         sa.Index("ix_audit_log_school_at", "school_id", "at"),
         sa.Index("ix_audit_log_resource", "resource_type", "resource_id", "at"),
         # Most who write an entry may not read it back (row-level security, below), and PostgreSQL checks
-        # the read policy on the rows an INSERT ... RETURNING returns: the id is drawn from the sequence first.
+        # the read policy on the rows an INSERT ... RETURNING returns: entries go in without it, their ids left
+        # to the column default (api/audit.py).
         {"implicit_returning": False},
     )
 

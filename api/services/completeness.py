@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
@@ -145,6 +146,11 @@ def link_facts_subquery(*child_conditions: Any) -> Any:
     re-applied to them: the children come from the scoped ``child`` entity, and only yes/no facts about
     their own links leave the subquery (no guardian data).
     """
+    return link_facts_of(sa.select(col(Child.id)).where(*child_conditions))
+
+
+def link_facts_of(child_ids: Any) -> Any:
+    """:func:`link_facts_subquery` over the children whose ids ``child_ids`` (a one-column select) gives."""
     cg = ChildGuardian.__table__.alias("cg")  # type: ignore[attr-defined]
     g = Guardian.__table__.alias("g")  # type: ignore[attr-defined]
     phone_ok = sa.or_(
@@ -153,7 +159,6 @@ def link_facts_subquery(*child_conditions: Any) -> Any:
     )
     entrusted = cg.c.role == GuardianRole.entrusted_guardian.value
     away = cg.c.role == GuardianRole.parent_away.value
-    children = sa.select(col(Child.id)).where(*child_conditions)
     return (
         sa.select(
             cg.c.child_id.label("child_id"),
@@ -163,7 +168,7 @@ def link_facts_subquery(*child_conditions: Any) -> Any:
             sa.func.bool_or(sa.and_(away, phone_ok)).label("away_phone"),
         )
         .select_from(cg.join(g, g.c.id == cg.c.guardian_id))
-        .where(cg.c.is_active, cg.c.child_id.in_(children))
+        .where(cg.c.is_active, cg.c.child_id.in_(child_ids))
         .group_by(cg.c.child_id)
         .subquery("links")
     )
@@ -205,21 +210,34 @@ def incomplete_condition(links: Any) -> ColumnElement[bool]:
     return sa.or_(*missing_conditions(links).values())
 
 
+def missing_columns(links: Any) -> list[Any]:
+    """One boolean column per missing item, labelled with the item's value (read back by :func:`missing_of`)."""
+    return [cond.label(item.value) for item, cond in missing_conditions(links).items()]
+
+
+def missing_of(row: Any) -> list[MissingItem]:
+    """The missing items of a row that has the :func:`missing_columns`, in the stable order."""
+    mapping = row._mapping
+    return [item for item in ORDER if mapping[item.value]]
+
+
+def _missing_by_child_statement() -> Any:
+    # Built once: the children to look at are one array parameter (one statement, prepared once per
+    # connection, whatever the page size).
+    among = col(Child.id) == sa.any_(sa.bindparam("child_ids", type_=postgresql.ARRAY(sa.Uuid())))
+    links = link_facts_subquery(among)
+    return with_link_facts(sa.select(col(Child.id), *missing_columns(links)).select_from(Child), links).where(among)
+
+
+_MISSING_BY_CHILD = _missing_by_child_statement()
+
+
 async def missing_by_child(session: AsyncSession, child_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[MissingItem]]:
     """The missing items of each of these children (already found in scope), computed in one query."""
     if not child_ids:
         return {}
-    among = col(Child.id).in_(child_ids)
-    links = link_facts_subquery(among)
-    conditions = missing_conditions(links)
-    stmt = with_link_facts(
-        sa.select(col(Child.id), *[cond.label(item.value) for item, cond in conditions.items()]).select_from(Child),
-        links,
-    ).where(among)
-    result: dict[uuid.UUID, list[MissingItem]] = {}
-    for row in (await session.execute(stmt)).mappings():
-        result[row["id"]] = [item for item in ORDER if row[item.value]]
-    return result
+    rows = await session.execute(_MISSING_BY_CHILD, {"child_ids": list(child_ids)})
+    return {row[0]: missing_of(row) for row in rows}
 
 
 # ---- 建档率 -------------------------------------------------------------------------------------------------

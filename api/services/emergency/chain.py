@@ -300,8 +300,9 @@ async def advance_party(
         target = next((t for t in targets if t.seq > party.cursor and t.dead_at is None), None)
     if target is not None:
         message = await queue_notification(
-            session, incident, step, party, target, settings=settings, now=now, reason=reason
-        )
+            session, incident, step, party, target, settings=settings, now=now, reason=reason,
+            new_party=targets is not None and party.cursor == 0 and party.round == 1,
+        )  # fmt: skip
         party.cursor = target.seq
         party.current_message_id = message.id
         # A safety net: the dispatcher and callbacks nudge the party sooner when something happens.
@@ -464,6 +465,15 @@ def _new_rows(
     return steps, parties
 
 
+@dataclass(frozen=True)
+class FrozenChain:
+    """What :func:`freeze_chain` wrote: the steps in order, their parties, and every party's targets."""
+
+    steps: list[EscalationStep]
+    parties: list[EscalationParty]
+    targets: list[EscalationTarget]
+
+
 async def freeze_chain(
     session: AsyncSession,
     incident: Incident,
@@ -472,7 +482,7 @@ async def freeze_chain(
     holds: Sequence[StepHold],
     settings: Settings,
     now: datetime,
-) -> list[EscalationStep]:
+) -> FrozenChain:
     """Create the incident's steps, parties and targets, and start every step that is not held."""
     steps, parties = _new_rows(incident, policy=policy, holds=holds, now=now)
     frozen: list[dict[str, Any]] = []
@@ -527,4 +537,8 @@ async def freeze_chain(
         for step in steps:
             await check_step(session, step, settings=settings, now=now)
         await session.flush()
-    return steps
+    return FrozenChain(
+        steps=steps,
+        parties=[party for _, party in parties],
+        targets=[target for targets in party_targets.values() for target in targets],
+    )

@@ -9,6 +9,7 @@ the chain is told and the child's outcome is recorded.
 import secrets
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -74,6 +75,8 @@ _OLDEST_REPORT = timedelta(days=7)
 
 
 _SCHOOL_STAFF = (Role.school_admin, Role.teacher)
+# session.info: incident id → (the transaction of its report, the chain that report froze, the child's name).
+_JUST_REPORTED = "liushou_just_reported"
 
 
 def _case_code(now: datetime) -> str:
@@ -189,9 +192,16 @@ async def report_incident(
     )
     # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
     async with as_system(session):
-        await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
+        frozen = await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
         await session.flush()
     await wake_workers(session)
+    # The answer to the report shows this chain: kept for incident_public, which need not read back what this
+    # transaction has just written.
+    session.info.setdefault(_JUST_REPORTED, {})[incident.id] = (
+        session.sync_session.get_transaction(),
+        frozen,
+        child.name,
+    )
     return incident
 
 
@@ -200,10 +210,10 @@ def _full_numbers(principal: Principal) -> bool:
     return principal.role in _SCHOOL_STAFF
 
 
-async def _parties_by_step(
-    session: AsyncSession, incident_id: uuid.UUID, *, full: bool
-) -> dict[uuid.UUID, list[PartyPublic]]:
-    """Each step's parties with their frozen contacts (numbers masked unless ``full``)."""
+async def _chain_rows(
+    session: AsyncSession, incident_id: uuid.UUID
+) -> tuple[list[EscalationParty], list[EscalationTarget]]:
+    """The incident's parties and their targets (each party's in order)."""
     parties = (
         await session.execute(
             select(EscalationParty)
@@ -218,6 +228,14 @@ async def _parties_by_step(
             .order_by(col(EscalationTarget.party_id), col(EscalationTarget.seq))
         )
     ).scalars()
+    return list(parties), list(targets)
+
+
+def _parties_by_step(
+    parties: Sequence[EscalationParty], targets: Sequence[EscalationTarget], *, full: bool
+) -> dict[uuid.UUID, list[PartyPublic]]:
+    """Each step's parties with their frozen contacts (numbers masked unless ``full``); ``targets`` in each
+    party's order."""
     by_party: dict[uuid.UUID, list[ContactPublic]] = defaultdict(list)
     for t in targets:
         address = t.address if full and t.channel != Channel.wechat else masked_address(t.channel, t.address)
@@ -253,10 +271,20 @@ async def _parties_by_step(
 
 
 async def incident_public(session: AsyncSession, principal: Principal, incident: Incident) -> IncidentPublic:
-    steps = await incident_steps(session, incident.id)
+    just_reported = session.info.get(_JUST_REPORTED, {}).pop(incident.id, None)
+    child_name: str | None
+    # The answer to its report: the chain it has just frozen (read back in any later transaction, where the
+    # chain may have moved on).
+    if just_reported is not None and just_reported[0] is session.sync_session.get_transaction():
+        _, frozen, child_name = just_reported
+        steps, parties, targets = frozen.steps, frozen.parties, sorted(frozen.targets, key=lambda t: t.seq)
+    else:
+        steps = await incident_steps(session, incident.id)
+        parties, targets = await _chain_rows(session, incident.id)
+        child = await session.get(Child, incident.child_id)
+        child_name = child.name if child else None
     full = _full_numbers(principal)
-    by_step = await _parties_by_step(session, incident.id, full=full)
-    child = await session.get(Child, incident.child_id)
+    by_step = _parties_by_step(parties, targets, full=full)
     if full:
         audit.record(
             session,
@@ -273,7 +301,7 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
         township_id=incident.township_id,
         school_id=incident.school_id,
         child_id=incident.child_id,
-        child_name=child.name if child else "",
+        child_name=child_name or "",
         class_id=incident.class_id,
         category=incident.category,
         category_label=CATEGORY_LABELS[incident.category],

@@ -128,24 +128,34 @@ _REPLY_CODE_DRAWS = 8
 
 
 async def reserve_reply_code(
-    session: AsyncSession, *, incident_id: uuid.UUID, party_id: uuid.UUID, address: str, now: datetime
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    party_id: uuid.UUID,
+    address: str,
+    now: datetime,
+    new_party: bool = False,
 ) -> str:
     """The SMS reply code of a party on a number: the one it already holds there, else a fresh one that no
     other open party of the number holds.
 
     The partial unique index on open codes decides, not a read beforehand: a concurrent report that drew the
     same code waits for ours to commit, finds the conflict and draws again. After a few collisions in a row
-    (the number has thousands of open parties) the code gets two digits longer."""
-    held = (
-        await session.execute(
-            select(ReplyCode.code).where(
-                ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+    (the number has thousands of open parties) the code gets two digits longer.
+
+    ``new_party``: the party was written moments ago in this transaction (the report freezing its chain), so
+    it holds no code yet and needs no flush before one refers to it."""
+    if not new_party:
+        held = (
+            await session.execute(
+                select(ReplyCode.code).where(
+                    ReplyCode.party_id == party_id, ReplyCode.address == address, col(ReplyCode.released_at).is_(None)
+                )
             )
-        )
-    ).first()
-    if held is not None:
-        return held[0]
-    await session.flush()  # the party the code refers to
+        ).first()
+        if held is not None:
+            return held[0]
+        await session.flush()  # the party the code refers to
     for digits in range(texts.REPLY_CODE_DIGITS, texts.REPLY_CODE_MAX_DIGITS + 1, 2):
         for _ in range(_REPLY_CODE_DRAWS):
             code = texts.new_reply_code(digits)
@@ -193,13 +203,15 @@ async def queue_notification(
     settings: Settings,
     now: datetime,
     reason: str,
+    new_party: bool = False,
 ) -> OutboundMessage:
-    """Queue one notification to one target; the dispatcher sends it."""
+    """Queue one notification to one target; the dispatcher sends it. (``new_party``: see
+    :func:`reserve_reply_code`.)"""
     facts = await case_facts(session, incident)
     reply_code = None
     if target.channel == Channel.sms:
         reply_code = await reserve_reply_code(
-            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now
+            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now, new_party=new_party
         )
 
     def render(*, link: str, reply_code: str, token: str) -> texts.Rendered:
