@@ -30,6 +30,7 @@ from api.routers import (
     children,
     escalation_policy,
     family,
+    family_calls,
     guardians,
     health,
     home,
@@ -126,6 +127,7 @@ def create_app(
     app.include_router(roster.router)
     for module in (incidents, escalation_policy, inbound, metrics):
         app.include_router(module.router)
+    app.include_router(family_calls.router)
     for module in (care_pairings, care_records):
         app.include_router(module.router)
     for module in (care_rhythm, care_todo, child_timeline):

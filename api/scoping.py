@@ -129,8 +129,9 @@ def parse_uuid_array(text: str) -> frozenset[uuid.UUID]:
 
 @event.listens_for(Session, "after_begin")
 def _scope_transaction(session: Session, _transaction: SessionTransaction, connection: Any) -> None:
-    """The first statement of every transaction: the principal's role and scope (nothing for the system)."""
-    if session.info.get(_SYSTEM_DEPTH_KEY) or session.info.get(_SET_BY_STATEMENT_KEY):
+    """The first statement of every transaction: the principal's role and scope (nothing for the system).
+    A savepoint is inside a transaction whose scope is already set: it costs no second round trip."""
+    if _transaction.nested or session.info.get(_SYSTEM_DEPTH_KEY) or session.info.get(_SET_BY_STATEMENT_KEY):
         return
     principal = get_principal(session)
     if not principal.is_system:

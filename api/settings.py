@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     wechat_appid: str = "wx-dev-appid"
     wechat_secret: str = "wx-dev-secret"
     wechat_subscribe_template_id: str = "liushou-emergency-template"
+    # The family-call template (亲情通话提醒), for reminders and cancellations: thing1 the line, time2 the time,
+    # thing3 the room or what happened. Never the child (docs/architecture.md, family calls).
+    wechat_family_call_template_id: str = "liushou-family-call-template"
     http_timeout_seconds: float = 10.0
 
     sms_base_url: str = "http://127.0.0.1:9100/sms"

@@ -14,7 +14,7 @@ the test world that must not see it: another county, township or school, and the
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 import httpx
@@ -195,6 +195,27 @@ async def _duty_contact(o: Objects) -> str:
     return str((await o.post(f"/counties/{o.world['county']}/duty-contacts", "official1", body))["id"])
 
 
+async def _call_line(o: Objects) -> str:
+    body = {
+        "name": "亲情电话",
+        "kind": "phone",
+        "room": "留守儿童之家",
+        "capacity": 2,
+        "windows": [{"weekday": d, "starts": "07:00", "ends": "22:00"} for d in range(7)],
+    }
+    return str((await o.post(f"/schools/{o.world['school1']}/call-lines", "admin1", body))["id"])
+
+
+async def _family_call(o: Objects) -> str:
+    """A call booked by family1 for its child, on the first slot at least a day ahead."""
+    line = await o.get("line_id")
+    r = await o.client.get(f"/call-lines/{line}/slots", headers=o.world.headers("admin1"))
+    assert r.status_code == 200, r.text
+    start = next(s["starts_at"] for s in r.json() if s["starts_at"] >= (o.now + timedelta(days=1)).isoformat())
+    body = {"child_id": str(o.world["family1_child"]), "line_id": line, "starts_at": start}
+    return str((await o.post("/family-calls", "family1", body))["id"])
+
+
 async def _pairing(o: Objects) -> str:
     # teacher1 is the proxy parent of the child of the builders (a head teacher pairs a child of their class).
     body = {"kind": "proxy_parent", "staff_id": str(o.world["teacher1"])}
@@ -249,6 +270,8 @@ BUILDERS: dict[str, Builder] = {
     "link_id": Builder(Level.child, lambda o: _given(o, "family1_link")),
     "incident_id": Builder(Level.child, _incident),
     "party_id": Builder(Level.child, _party),
+    "line_id": Builder(Level.school, _call_line),
+    "call_id": Builder(Level.child, _family_call),
     "pairing_id": Builder(Level.child, _pairing),
     "record_id": Builder(Level.child, _care_record),
     "plan_id": Builder(Level.school, _plan),

@@ -7,6 +7,9 @@ __all__ += ["escalation", "incidents", "notifications"]
 from api.models import roster  # noqa: E402  (花名册 import records)
 
 __all__ += ["roster"]
+from api.models import family_calls  # noqa: E402  (亲情电话)
+
+__all__ += ["family_calls"]
 from api.models import care  # noqa: E402  (结对帮扶, care records)
 
 __all__ += ["care"]

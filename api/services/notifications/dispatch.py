@@ -81,6 +81,16 @@ class Claimed:
         return MessageRef.of(self)
 
 
+def wechat_template(settings: Settings, message: Claimed) -> str:
+    """The subscribe-message template a message goes out on: its own if it names one, else its topic's (read at
+    send time, so a template the console replaced applies to messages already queued)."""
+    if message.wechat_template_id:
+        return message.wechat_template_id
+    if message.topic == Topic.family_call:
+        return settings.wechat_family_call_template_id
+    return settings.wechat_subscribe_template_id
+
+
 async def claim_due(
     session: AsyncSession,
     *,
@@ -323,7 +333,7 @@ class Dispatcher:
             base_url=s.wechat_base_url,
             tokens=self.wechat_tokens,
             openid=message.address,
-            template_id=message.wechat_template_id or s.wechat_subscribe_template_id,
+            template_id=wechat_template(s, message),
             data=message.template_data or {},
             page=message.wechat_page,
             timeout=timeout,

@@ -228,6 +228,16 @@ async def fall_back(session: AsyncSession, message_id: uuid.UUID, *, now: dateti
     return follow.id
 
 
+_WOKEN_KEY = "liushou_workers_woken"  # the transaction in which the workers were last woken
+
+
 async def wake_workers(session: AsyncSession) -> None:
-    """Wake idle workers when the transaction commits (PostgreSQL delivers NOTIFY on commit)."""
+    """Wake idle workers when the transaction commits (PostgreSQL delivers NOTIFY on commit). Once per
+    transaction (or savepoint, whose rollback would drop it): PostgreSQL folds a transaction's identical
+    notifications into one anyway, so a booking that queues four reminders spends one round trip on it."""
+    sync = session.sync_session
+    current = sync.get_nested_transaction() or sync.get_transaction()
+    if current is not None and session.info.get(_WOKEN_KEY) is current:
+        return
     await session.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, "")))
+    session.info[_WOKEN_KEY] = sync.get_nested_transaction() or sync.get_transaction()
