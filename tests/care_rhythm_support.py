@@ -3,7 +3,7 @@ numbered after the chain's last), incidents, pairings, terms and holidays."""
 
 import hashlib
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.models.care import CareKind, CarePairing, CareRecord, PairingKind
 from api.models.care_rhythm import SchoolHoliday, SchoolTerm
+from api.models.family_calls import CallLine, CallLineKind, CallStatus, FamilyCall
 from api.models.incidents import IncidentCategory, Severity
 
 
@@ -128,4 +129,39 @@ async def set_calendar(
         session.add(SchoolTerm(school_id=school_id, name=name, starts_on=start, ends_on=end))
     for name, start, end in holidays:
         session.add(SchoolHoliday(school_id=school_id, name=name, starts_on=start, ends_on=end))
+    await session.flush()
+
+
+async def add_call_line(session: AsyncSession, school_id: uuid.UUID) -> uuid.UUID:
+    line = CallLine(school_id=school_id, name="亲情电话", kind=CallLineKind.phone, room="留守儿童之家")
+    session.add(line)
+    await session.flush()
+    return line.id
+
+
+async def add_family_call(
+    session: AsyncSession,
+    *,
+    line_id: uuid.UUID,
+    school_id: uuid.UUID,
+    child_id: uuid.UUID,
+    booked_by: uuid.UUID,
+    at: datetime,
+    status: CallStatus,
+) -> None:
+    """A booked call that already happened (completed) or did not (missed, cancelled)."""
+    session.add(
+        FamilyCall(
+            line_id=line_id,
+            school_id=school_id,
+            child_id=child_id,
+            booked_by=booked_by,
+            starts_at=at,
+            ends_at=at + timedelta(minutes=15),
+            blocked_until=at + timedelta(minutes=20),
+            status=status,
+            created_at=at - timedelta(days=1),
+            updated_at=at,
+        )
+    )
     await session.flush()

@@ -1,7 +1,7 @@
 """The care rhythm's rule has two forms — Python (api.services.care.rules) and SQL (api.services.care.due) — and
 they judge alike: every period of every child done, due or overdue by the same days, and the same to-do item,
-over generated schools, children, incidents and records, on days at month ends, term edges and in holidays
-(Asia/Shanghai dates; instants a few minutes either side of Shanghai midnight)."""
+over generated schools, children, incidents, records and booked family calls, on days at month ends, term edges
+and in holidays (Asia/Shanghai dates; instants a few minutes either side of Shanghai midnight)."""
 
 import random
 import uuid
@@ -14,6 +14,7 @@ from sqlmodel import col
 from api.models.care import CareKind
 from api.models.care_rhythm import Cadence, CareRule, RhythmKind
 from api.models.children import Child, ChildStatus, Sex
+from api.models.family_calls import CallStatus
 from api.services.care.due import (
     cared_children,
     counts_for,
@@ -24,7 +25,14 @@ from api.services.care.due import (
     todo_rows,
 )
 from api.services.care.rules import asked_periods, is_strict, judge, shanghai_date, todo_item
-from tests.care_rhythm_support import add_incident, add_records, record_row, set_calendar
+from tests.care_rhythm_support import (
+    add_call_line,
+    add_family_call,
+    add_incident,
+    add_records,
+    record_row,
+    set_calendar,
+)
 
 TERMS = [
     ("2025年秋季学期", date(2025, 9, 1), date(2026, 1, 16)),
@@ -85,6 +93,8 @@ async def test_sql_and_python_judge_every_period_alike(app, world, system_sessio
     children: list[Child] = []
     records: dict[uuid.UUID, list[tuple[CareKind, date, str | None]]] = {}
     incidents: dict[uuid.UUID, list[datetime]] = {}
+    calls: dict[uuid.UUID, list[date]] = {}
+    line = await add_call_line(s, school)
     rows = []
     start = date(2025, 8, 1)
     for i in range(24):
@@ -111,6 +121,17 @@ async def test_sql_and_python_judge_every_period_alike(app, world, system_sessio
             at = near_shanghai_midnight(rng, start + timedelta(days=rng.randrange(0, 520)))
             incidents[child.id].append(at)
             await add_incident(s, world=world, school="school1", child_id=child.id, at=at, reporter="teacher1")
+        # 亲情电话 booked through the family-call domain: a completed one keeps the weekly call rule, a missed or
+        # cancelled one does not; some a few minutes either side of Shanghai midnight.
+        calls[child.id] = []
+        for _ in range(rng.randrange(0, 12)):
+            at = near_shanghai_midnight(rng, start + timedelta(days=rng.randrange(0, 520)))
+            status = rng.choice([CallStatus.completed, CallStatus.completed, CallStatus.missed, CallStatus.cancelled])
+            if status == CallStatus.completed:
+                calls[child.id].append(shanghai_date(at))
+            await add_family_call(
+                s, line_id=line, school_id=school, child_id=child.id, booked_by=world["teacher1"], at=at, status=status
+            )
         records[child.id] = []
         for _ in range(rng.randrange(0, 40)):
             kind = rng.choice(list(CareKind))
@@ -165,6 +186,8 @@ async def test_sql_and_python_judge_every_period_alike(app, world, system_sessio
                     rhythm.periods(kind, strict=strict, lo=lo, hi=hi), since=shanghai_date(child.created_at)
                 )
                 dates = [on for k, on, ch in records[child.id] if counts_for(kind, k, ch)]
+                if kind == RhythmKind.family_call:
+                    dates += calls[child.id]
                 for p in asked:
                     j = judge(p, dates, today)
                     want[(child.id, kind.value, p.due_on)] = (j.status.value, j.days, strict)

@@ -4,6 +4,7 @@ The test clock is Tuesday 24 November 2026, 10:00 in Shanghai. Three left-behind
 teacher 李老师, teacher1) whose files exist since 20 August; no school calendar (every day counts) unless a
 test enters one; the default rules (谈心 monthly, 监护人沟通 monthly, 亲情电话 weekly; strict: fortnightly)."""
 
+import uuid
 from datetime import UTC, date, datetime
 
 import pytest
@@ -12,8 +13,9 @@ import sqlalchemy as sa
 from api.models.audit import AuditEntry
 from api.models.care_rhythm import Cadence
 from api.models.children import Child, Sex
+from api.models.family_calls import CallStatus
 from api.services.care.calendar import Calendar, periods
-from tests.care_rhythm_support import add_incident
+from tests.care_rhythm_support import add_call_line, add_family_call, add_incident
 
 CREATED = datetime(2026, 8, 20, 2, 0, tzinfo=UTC)
 
@@ -313,6 +315,17 @@ async def test_timeline_pages_filters_and_hides_counselling(client, world, kids,
         at=datetime(2026, 11, 11, 1, 0, tzinfo=UTC),
         reporter="teacher1",
     )
+    line = await add_call_line(system_session, world["school1"])
+    for day, status in ((21, CallStatus.completed), (22, CallStatus.missed), (27, CallStatus.booked)):
+        await add_family_call(
+            system_session,
+            line_id=line,
+            school_id=world["school1"],
+            child_id=uuid.UUID(child),
+            booked_by=world["teacher1"],
+            at=datetime(2026, 11, day, 11, 0, tzinfo=UTC),
+            status=status,
+        )
     await system_session.commit()
 
     async def all_pages(who, **params):
@@ -328,7 +341,9 @@ async def test_timeline_pages_filters_and_hides_counselling(client, world, kids,
 
     admin = await all_pages("admin1")
     kinds = [e["kind"] for e in admin]
-    assert {"care_record", "pairing", "incident"} <= set(kinds)
+    assert {"care_record", "pairing", "incident", "family_call"} <= set(kinds)
+    # the calls that took place or were missed; the one still booked is not something that happened
+    assert sorted(e["label"] for e in admin if e["kind"] == "family_call") == ["亲情电话: 已通话", "亲情电话: 未接通"]
     assert len({(e["kind"], e["ref_id"]) for e in admin}) == len(admin)  # no entry twice across pages
     keys = [(e["day"], e["at"]) for e in admin]
     assert keys == sorted(keys, reverse=True)

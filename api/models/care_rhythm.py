@@ -362,6 +362,7 @@ class TimelineKind(StrEnum):
     status = "status"  # 学籍变动 (转学, 升级, 父母返乡 …)
     archive = "archive"  # 档案变更
     incident = "incident"  # 突发事件
+    family_call = "family_call"  # 亲情电话 (a booked call that took place or was missed)
 
 
 class TimelineEntry(BaseModel):

@@ -34,6 +34,7 @@ from api.models.care_rhythm import (
     call_records_where,
 )
 from api.models.children import Child, ChildStatus
+from api.models.family_calls import CallStatus, FamilyCall
 from api.models.incidents import Incident
 from api.models.organisations import SchoolClass
 from api.services.care.calendar import Calendar, Period, Span, periods
@@ -48,11 +49,8 @@ RECORD_KIND: dict[RhythmKind, CareKind] = {
 }
 CALL_CHANNELS = (ContactChannel.phone.value, ContactChannel.video.value)
 CALLS_ONLY = frozenset({RhythmKind.family_call})
-# The seam for the family-call domain (亲情电话 bookings): until its completed calls are on this branch, the
-# family-call rule counts the calls and videos with the parents that staff record (parent_contact records). A
-# completed booked call will count too: its Shanghai date joins the record dates in three places marked
-# "family calls" — the ``done`` probe of :func:`judged_periods`, :func:`last_done`, and the Python form's
-# dates (``counts_for``'s callers).
+# The family-call rule is kept by a completed booked call (亲情电话, api/models/family_calls.py) or by a call
+# or video with the parents that staff recorded (a parent_contact record): both forms read both.
 
 # The flags that make a child's rules strict (特困, 单亲, 需个别教育管理方案).
 STRICT_FLAGS = ("special_hardship", "single_parent", "needs_individual_plan")
@@ -60,6 +58,7 @@ STRICT_FLAGS = ("special_hardship", "single_parent", "needs_individual_plan")
 _record: Any = CareRecord.__table__  # type: ignore[attr-defined]
 _pairing: Any = CarePairing.__table__  # type: ignore[attr-defined]
 _incident: Any = Incident.__table__  # type: ignore[attr-defined]
+_family_call: Any = FamilyCall.__table__  # type: ignore[attr-defined]
 _class: Any = SchoolClass.__table__  # type: ignore[attr-defined]
 
 
@@ -284,10 +283,20 @@ def judged_periods(kid: Any, rows: list[tuple[Any, ...]], *, today: date, judged
         r.c.occurred_on.between(p.c.starts_on, p.c.ends_on),
     )
     # Two probes, each answered from an index alone: a call's by the index of call records (its condition
-    # written out as constants, so the planner matches the partial index), any other by the general one.
-    # family calls: a completed booked call will be another EXISTS, OR-ed into the calls' branch.
+    # written out as constants, so the planner matches the partial index), any other by the general one. A
+    # completed booked call keeps the family-call rule too (its Shanghai date inside the period).
+    fc = _family_call.alias("fc")
+    booked_call = sa.exists().where(
+        fc.c.child_id == kid.c.child_id,
+        fc.c.status == CallStatus.completed.value,
+        fc.c.starts_at >= sa.func.timezone("Asia/Shanghai", sa.cast(p.c.starts_on, sa.DateTime)),
+        fc.c.starts_at < sa.func.timezone("Asia/Shanghai", sa.cast(p.c.ends_on + 1, sa.DateTime)),
+    )
     done = sa.case(
-        (p.c.calls_only, sa.exists().where(*in_period, sa.text(call_records_where(r.name)))),
+        (
+            p.c.calls_only,
+            sa.or_(sa.exists().where(*in_period, sa.text(call_records_where(r.name))), booked_call),
+        ),
         else_=sa.exists().where(*in_period, r.c.kind == p.c.record_kind),
     )
     strict = sa.or_(
@@ -414,8 +423,8 @@ def todo_rows(rows: Iterable[Any], *, today: date) -> list[TodoRow]:
 async def last_done(
     session: AsyncSession, child_ids: Sequence[uuid.UUID], *, today: date
 ) -> dict[tuple[uuid.UUID, RhythmKind], date]:
-    """When each rule was last done for each of these children (records dated up to ``today``; family calls:
-    completed booked calls will join the family-call rule's dates here)."""
+    """When each rule was last done for each of these children (records and completed booked calls dated up to
+    ``today``)."""
     if not child_ids:
         return {}
     r = _record
@@ -436,4 +445,16 @@ async def last_done(
         for kind in RhythmKind:
             if row[kind.value] is not None:
                 out[(row["child_id"], kind)] = row[kind.value]
+    calls = (
+        sa.select(_family_call.c.child_id, sa.func.max(shanghai_day(_family_call.c.starts_at)))
+        .where(
+            _family_call.c.child_id.in_(list(child_ids)),
+            _family_call.c.status == CallStatus.completed.value,
+            shanghai_day(_family_call.c.starts_at) <= today,
+        )
+        .group_by(_family_call.c.child_id)
+    )
+    for child_id, on in (await session.execute(calls)).all():
+        key = (child_id, RhythmKind.family_call)
+        out[key] = max(on, out.get(key, on))
     return out

@@ -1,5 +1,6 @@
 """A child's timeline: everything that happened to the child in one chronological view — care records,
-pairings begun and ended, archive changes, status events on the roster, incidents — newest first, in pages.
+pairings begun and ended, archive changes, status events on the roster, incidents, family calls that took place
+or were missed — newest first, in pages.
 
 One ``UNION ALL`` ordered by (day, instant, source, id) and cut with a keyset cursor, so a page costs the
 same on the first screen and the fiftieth and an entry added meanwhile never shifts a page. Entries carry
@@ -28,6 +29,7 @@ from api.models.audit import AuditEntry
 from api.models.care import CARE_KIND_LABELS, PAIRING_KIND_LABELS, CareKind, CarePairing, CareRecord, PairingKind
 from api.models.care_rhythm import TimelineEntry, TimelineKind, TimelinePage
 from api.models.children import CHILD_EVENT_LABELS, ChildEvent, ChildEventKind
+from api.models.family_calls import CallStatus, FamilyCall
 from api.models.incidents import CATEGORY_LABELS, Incident, IncidentCategory
 from api.scoping import Principal, as_system
 from api.services.care.due import shanghai_day
@@ -40,6 +42,7 @@ _pairing: Any = CarePairing.__table__  # type: ignore[attr-defined]
 _event: Any = ChildEvent.__table__  # type: ignore[attr-defined]
 _audit: Any = AuditEntry.__table__  # type: ignore[attr-defined]
 _incident: Any = Incident.__table__  # type: ignore[attr-defined]
+_family_call: Any = FamilyCall.__table__  # type: ignore[attr-defined]
 
 MAX_LIMIT = 200
 
@@ -136,6 +139,20 @@ def _sources(child_id: uuid.UUID, *, kinds: set[TimelineKind], counselling: bool
                 i.c.child_id == child_id,
             )
         )
+    if TimelineKind.family_call in kinds:
+        c = _family_call
+        parts.append(
+            _select(
+                shanghai_day(c.c.starts_at),
+                c.c.starts_at,
+                TimelineKind.family_call,
+                c.c.status,
+                c.c.id,
+                c.c.booked_by,
+                c.c.child_id == child_id,
+                c.c.status.in_([CallStatus.completed.value, CallStatus.missed.value]),
+            )
+        )
     return parts
 
 
@@ -174,6 +191,8 @@ def _label(source: TimelineKind, sub: str | None) -> str:
                 return CHILD_EVENT_LABELS[ChildEventKind(sub)]
             case TimelineKind.archive:
                 return "建档" if sub == "child.create" else "档案修改"
+            case TimelineKind.family_call:
+                return "亲情电话: 已通话" if sub == CallStatus.completed.value else "亲情电话: 未接通"
             case TimelineKind.incident:
                 return f"突发事件: {CATEGORY_LABELS[IncidentCategory(sub)]}"
     except (KeyError, ValueError):
