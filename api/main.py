@@ -24,6 +24,9 @@ from api.routers import (
     auth,
     care_pairings,
     care_records,
+    care_rhythm,
+    care_todo,
+    child_timeline,
     children,
     escalation_policy,
     family,
@@ -126,6 +129,8 @@ def create_app(
         app.include_router(module.router)
     app.include_router(family_calls.router)
     for module in (care_pairings, care_records):
+        app.include_router(module.router)
+    for module in (care_rhythm, care_todo, child_timeline):
         app.include_router(module.router)
     app.include_router(care_plan.router)  # 工作计划
     app.include_router(care_activities.router)  # 关爱活动

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     sms_api_key: str = "dev-sms-key"
     voice_base_url: str = "http://127.0.0.1:9100/voice"
     voice_api_key: str = "dev-voice-key"
+    # The care digest's WeChat template (关爱工作提醒): thing1 what, number2 overdue, number3 due,
+    # character_string4 the week, thing5 a hint — counts only, never a child's name.
+    wechat_care_digest_template_id: str = "liushou-care-digest-template"
     callback_secret: str = DEV_CALLBACK_SECRET
     # Acknowledgement-link key ring "kid:base64key,…" (own keys, not the JWT secret's): the first signs, all verify.
     ack_link_keys: str = DEV_ACK_LINK_KEYS

@@ -283,3 +283,24 @@ BUILDERS: dict[str, Builder] = {
 
 async def _given(o: Objects, key: str) -> uuid.UUID:
     return o.world[key]
+
+
+# ---- the care rhythm: a school's terms and holidays --------------------------------------------------------
+
+
+async def _term(o: Objects) -> str:
+    body = {"name": "2026年秋季学期", "starts_on": "2026-09-01", "ends_on": "2027-01-20"}
+    return str((await o.post(f"/schools/{o.world['school1']}/terms", "admin1", body))["id"])
+
+
+async def _holiday(o: Objects) -> str:
+    body = {"name": "国庆节", "starts_on": "2026-10-01", "ends_on": "2026-10-07"}
+    return str((await o.post(f"/schools/{o.world['school1']}/holidays", "admin1", body))["id"])
+
+
+BUILDERS.update(
+    {
+        "term_id": Builder(Level.school, _term),
+        "holiday_id": Builder(Level.school, _holiday),
+    }
+)

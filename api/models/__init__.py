@@ -13,6 +13,9 @@ __all__ += ["family_calls"]
 from api.models import care  # noqa: E402  (结对帮扶, care records)
 
 __all__ += ["care"]
+from api.models import care_rhythm  # noqa: E402  (the rhythm of care work: rules, term calendar)
+
+__all__ += ["care_rhythm"]
 
 from api.models import plan  # noqa: E402  (工作计划, 关爱活动)
 

@@ -27,6 +27,7 @@ from api.clock import Clock
 from api.db import make_sessionmaker, scoped_session
 from api.models.escalation import WorkerHeartbeat
 from api.scoping import SYSTEM
+from api.services.care.digest import run_digests
 from api.services.notifications.dispatch import Dispatcher
 from api.services.notifications.outbox import WAKE_CHANNEL
 from api.settings import Environment, Settings
@@ -35,6 +36,8 @@ from api.worker.scheduler import run_parties, run_steps
 log = logging.getLogger("liushou.escalation.worker")
 # One run_once drains what is due now, but never loops forever on a flood.
 _MAX_ROUNDS_PER_PASS = 50
+# Weekly jobs (the care digest) are looked for at most this often; the look is one small query.
+_WEEKLY_JOBS_EVERY = timedelta(minutes=1)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class PassStats:
     steps: int = 0
     parties: int = 0
     messages: int = 0
+    digests: int = 0  # schools whose weekly care digest this pass queued
 
     @property
     def busy(self) -> bool:
@@ -86,6 +90,7 @@ class Worker:
         )
         self.totals = PassStats()
         self._last_beat: datetime | None = None
+        self._last_weekly: datetime | None = None
         self._wake = asyncio.Event()
 
     async def heartbeat(self, *, force: bool = False) -> None:
@@ -118,7 +123,7 @@ class Worker:
         """Do everything that is due now: steps, parties, and the messages they queue, until quiet."""
         await self.heartbeat()
         batch = self.settings.escalation_batch_size
-        stats = PassStats()
+        stats = PassStats(digests=await self.weekly_jobs())
         for _ in range(_MAX_ROUNDS_PER_PASS):
             done = PassStats(
                 steps=await run_steps(self.sessionmaker, settings=self.settings, clock=self.clock, batch=batch),
@@ -134,6 +139,18 @@ class Worker:
         self.totals.parties += stats.parties
         self.totals.messages += stats.messages
         return stats
+
+    async def weekly_jobs(self) -> int:
+        """The care digest of every school not yet sent this week (its messages go out in this same pass)."""
+        now = self.clock.now()
+        if self._last_weekly is not None and now - self._last_weekly < _WEEKLY_JOBS_EVERY:
+            return 0
+        self._last_weekly = now
+        try:
+            return len(await run_digests(self.sessionmaker, settings=self.settings, clock=self.clock))
+        except Exception:  # the database is away: the next look tries again
+            log.exception("weekly care digests could not be looked at")
+            return 0
 
     def wake(self) -> None:
         self._wake.set()
