@@ -327,6 +327,17 @@ async def test_timeline_pages_filters_and_hides_counselling(client, world, kids,
             status=status,
         )
     await system_session.commit()
+    activity = {
+        "kind": "lecture_law",
+        "title": "法制教育讲座",
+        "held_on": "2026-11-18",
+        "place": "学校多功能室",
+        "organiser": "guan_gong_wei",
+        "child_ids": [child],
+    }
+    r = await client.post(f"/schools/{world['school1']}/activities", json=activity, headers=world.headers("admin1"))
+    assert r.status_code == 201, r.text
+    activity_id = r.json()["id"]
 
     async def all_pages(who, **params):
         seen, cursor = [], None
@@ -341,7 +352,11 @@ async def test_timeline_pages_filters_and_hides_counselling(client, world, kids,
 
     admin = await all_pages("admin1")
     kinds = [e["kind"] for e in admin]
-    assert {"care_record", "pairing", "incident", "family_call"} <= set(kinds)
+    assert {"care_record", "pairing", "incident", "family_call", "activity"} <= set(kinds)
+    # the activity the child took part in, on its day, with its kind
+    [took_part] = [e for e in admin if e["kind"] == "activity"]
+    assert (took_part["ref_id"], took_part["day"]) == (activity_id, "2026-11-18")
+    assert took_part["label"].startswith("关爱活动: ")
     # the calls that took place or were missed; the one still booked is not something that happened
     assert sorted(e["label"] for e in admin if e["kind"] == "family_call") == ["亲情电话: 已通话", "亲情电话: 未接通"]
     assert len({(e["kind"], e["ref_id"]) for e in admin}) == len(admin)  # no entry twice across pages

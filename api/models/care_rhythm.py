@@ -363,6 +363,7 @@ class TimelineKind(StrEnum):
     archive = "archive"  # 档案变更
     incident = "incident"  # 突发事件
     family_call = "family_call"  # 亲情电话 (a booked call that took place or was missed)
+    activity = "activity"  # 关爱活动 the child took part in
 
 
 class TimelineEntry(BaseModel):

@@ -1,6 +1,6 @@
 """A child's timeline: everything that happened to the child in one chronological view — care records,
 pairings begun and ended, archive changes, status events on the roster, incidents, family calls that took place
-or were missed — newest first, in pages.
+or were missed, the activities (关爱活动) the child took part in — newest first, in pages.
 
 One ``UNION ALL`` ordered by (day, instant, source, id) and cut with a keyset cursor, so a page costs the
 same on the first screen and the fiftieth and an entry added meanwhile never shifts a page. Entries carry
@@ -31,6 +31,7 @@ from api.models.care_rhythm import TimelineEntry, TimelineKind, TimelinePage
 from api.models.children import CHILD_EVENT_LABELS, ChildEvent, ChildEventKind
 from api.models.family_calls import CallStatus, FamilyCall
 from api.models.incidents import CATEGORY_LABELS, Incident, IncidentCategory
+from api.models.plan import ACTIVITY_KIND_LABELS, Activity, ActivityKind, ActivityParticipant
 from api.scoping import Principal, as_system
 from api.services.care.due import shanghai_day
 from api.services.care.scope import sees_counselling
@@ -43,6 +44,8 @@ _event: Any = ChildEvent.__table__  # type: ignore[attr-defined]
 _audit: Any = AuditEntry.__table__  # type: ignore[attr-defined]
 _incident: Any = Incident.__table__  # type: ignore[attr-defined]
 _family_call: Any = FamilyCall.__table__  # type: ignore[attr-defined]
+_activity: Any = Activity.__table__  # type: ignore[attr-defined]
+_participant: Any = ActivityParticipant.__table__  # type: ignore[attr-defined]
 
 MAX_LIMIT = 200
 
@@ -153,6 +156,20 @@ def _sources(child_id: uuid.UUID, *, kinds: set[TimelineKind], counselling: bool
                 c.c.status.in_([CallStatus.completed.value, CallStatus.missed.value]),
             )
         )
+    if TimelineKind.activity in kinds:
+        a, p = _activity, _participant
+        parts.append(
+            _select(
+                p.c.held_on,
+                a.c.created_at,
+                TimelineKind.activity,
+                a.c.kind,
+                a.c.id,
+                a.c.recorded_by_id,
+                p.c.child_id == child_id,
+                a.c.id == p.c.activity_id,
+            )
+        )
     return parts
 
 
@@ -195,6 +212,8 @@ def _label(source: TimelineKind, sub: str | None) -> str:
                 return "亲情电话: 已通话" if sub == CallStatus.completed.value else "亲情电话: 未接通"
             case TimelineKind.incident:
                 return f"突发事件: {CATEGORY_LABELS[IncidentCategory(sub)]}"
+            case TimelineKind.activity:
+                return f"关爱活动: {ACTIVITY_KIND_LABELS[ActivityKind(sub)]}"
     except (KeyError, ValueError):
         pass
     return sub
