@@ -153,10 +153,10 @@ class Kit:
         kit.fake.use_clock(clock.now)
         return kit
 
-    def new_worker(self, engine: Any = None, worker_id: str | None = None) -> Worker:
+    def new_worker(self, engine: Any = None, worker_id: str | None = None, http: Any = None) -> Worker:
         return Worker(
             engine or self.app.state.engine,
-            http=self.app.state.http,
+            http=http or self.app.state.http,
             settings=self.app.state.settings,
             clock=self.clock,
             worker_id=worker_id,
