@@ -188,7 +188,7 @@ async def figures(
                     )
                     .group_by(col(CareRecord.kind))
                 )
-            ).tuples()
+            )
         }
         calls = (
             await session.execute(
@@ -242,7 +242,7 @@ async def figures(
 
 async def _school_names(session: AsyncSession, school_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     rows = await session.execute(sa.select(col(School.id), col(School.name)).where(col(School.id).in_(school_ids)))
-    return {i: n for i, n in rows.tuples()}
+    return {i: n for i, n in rows}
 
 
 def _list_item(s: TermSummary, school_name: str) -> SummaryListItem:
@@ -321,7 +321,7 @@ async def submissions(session: AsyncSession, *, starts_on: date, ends_on: date) 
         .order_by(col(School.name), submitted.c.submitted_at)
     )
     seen: dict[uuid.UUID, SubmissionRow] = {}
-    for sid, name, township_id, summary_id, title, submitted_at in rows.tuples():
+    for sid, name, township_id, summary_id, title, submitted_at in rows:
         if sid not in seen:  # a school with two overlapping summaries is listed once, by its first
             seen[sid] = SubmissionRow(
                 school_id=sid,
