@@ -1,9 +1,11 @@
 """工作总结 through the API: its figures against a count by hand on a small dataset, the Word document, one
 submission only, scope (another school, the bureau's list) and audit."""
 
+import asyncio
 import io
 
 import docx
+import httpx
 from sqlalchemy import func, select
 
 from api.models.audit import AuditEntry
@@ -153,3 +155,14 @@ async def test_scope_the_school_its_own_the_bureau_its_countys_submissions(clien
         headers=world.headers("bureau"),
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "span_reversed"
+
+
+async def test_two_submits_at_once_through_a_real_server_one_is_refused(live_url, client, world):
+    summary = await _draft(client, world, {"starts_on": "2026-09-01", "ends_on": "2027-01-20"})
+    url = f"{live_url}/summaries/{summary['id']}/submit"
+    headers = world.headers("admin1")
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        answers = await asyncio.gather(a.post(url, headers=headers), b.post(url, headers=headers))
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code == 409)
+    assert refused.json()["error"]["code"] == "summary_submitted"
