@@ -41,6 +41,7 @@ from api.routers import (
 )
 from api.routers import activities as care_activities
 from api.routers import plan as care_plan
+from api.routers import summaries as term_summaries
 from api.security import Passwords
 from api.settings import Settings, get_settings
 from api.text_input import refuse_nul_text
@@ -134,6 +135,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(care_plan.router)  # 工作计划
     app.include_router(care_activities.router)  # 关爱活动
+    app.include_router(term_summaries.router)  # 工作总结
     escalation_worker.install(app)
     home.install(app)
 

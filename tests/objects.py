@@ -258,6 +258,11 @@ async def _activity(o: Objects) -> str:
     return str((await o.post(f"/schools/{o.world['school1']}/activities", "admin1", body))["id"])
 
 
+async def _summary(o: Objects) -> str:
+    body = {"starts_on": "2026-09-01", "ends_on": "2027-01-20", "highlights": "结对帮扶全覆盖"}
+    return str((await o.post(f"/schools/{o.world['school1']}/summaries", "admin1", body))["id"])
+
+
 BUILDERS: dict[str, Builder] = {
     "county_id": Builder(Level.county, lambda o: _given(o, "county")),
     "school_id": Builder(Level.school, lambda o: _given(o, "school1")),
@@ -278,6 +283,7 @@ BUILDERS: dict[str, Builder] = {
     "plan_member_id": Builder(Level.school, _plan_member),
     "plan_item_id": Builder(Level.school, _plan_item),
     "activity_id": Builder(Level.school, _activity),
+    "summary_id": Builder(Level.school, _summary),
 }
 
 

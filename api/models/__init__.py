@@ -20,3 +20,6 @@ __all__ += ["care_rhythm"]
 from api.models import plan  # noqa: E402  (工作计划, 关爱活动)
 
 __all__ += ["plan"]
+from api.models import term_summary  # noqa: E402  (工作总结)
+
+__all__ += ["term_summary"]

@@ -5,4 +5,6 @@
 - ``rules.py``     checks on dates, months, participants and links; the 三个优先 share (pure)
 - ``plans.py``     plans, their 领导小组 and items, progress — the database side
 - ``activities.py`` activities and their participants, a child's activities, 三个优先 per school and term
+- ``summary.py``  工作总结: the term summary counted from the records, submitted to the bureau
+- ``summary_document.py`` the summary as labelled figures and a Word document (pure)
 """
