@@ -77,19 +77,23 @@ async def build_dataset(app: FastAPI, client: httpx.AsyncClient, world: World) -
         s.add(c17)
         await s.flush()
         ds.class17 = c17.id
+        c11, c12, c21 = world["class11"], world["class12"], world["class21"]
+        both, father, mother = ParentsAway.both, ParentsAway.father, ParentsAway.mother
+        boy, girl = Sex.male, Sex.female
+        left_on_10_nov = {"status": ChildStatus.left, "status_changed_on": date(2026, 11, 10)}
         spec = [
             # key, school, class, sex, born, parents, boarding, relation, flags, extra
-            ("A", "school1", world["class11"], Sex.male, date(2016, 3, 1), ParentsAway.both, True, "祖母", {"special_hardship": True}),
-            ("B", "school1", world["class11"], Sex.female, date(2021, 6, 1), ParentsAway.father, False, "外公", {"single_parent": True}),
-            ("C", "school1", c17.id, Sex.female, date(2010, 1, 15), ParentsAway.mother, True, "叔叔", {"disability": True}),
-            ("D", "school1", None, Sex.male, date(2009, 5, 1), ParentsAway.both, False, "邻居", {"struggling_learner": True}),
-            ("E", "school1", world["class12"], Sex.male, date(2015, 1, 1), ParentsAway.both, False, None, {"status": ChildStatus.left, "status_changed_on": date(2026, 11, 10)}),
-            ("F", "school1", world["class11"], Sex.male, date(2016, 1, 1), ParentsAway.none, False, None, {"is_left_behind": False}),
-            ("G", "school1", world["class11"], Sex.male, date(2014, 12, 1), ParentsAway.both, False, "爷爷", {"created_at": sh(2026, 11, 15, 9)}),
-            ("H", "school1", world["class12"], Sex.female, date(2012, 11, 30), ParentsAway.father, False, "母亲", {}),
-            ("I", "school2", world["class21"], Sex.female, date(2016, 7, 1), ParentsAway.both, True, "外婆", {}),
-            ("J", "school2", world["class21"], Sex.male, date(2020, 12, 1), ParentsAway.mother, False, "祖父", {}),
-            ("K", "school3", None, Sex.female, date(2016, 1, 1), ParentsAway.both, False, None, {}),
+            ("A", "school1", c11, boy, date(2016, 3, 1), both, True, "祖母", {"special_hardship": True}),
+            ("B", "school1", c11, girl, date(2021, 6, 1), father, False, "外公", {"single_parent": True}),
+            ("C", "school1", c17.id, girl, date(2010, 1, 15), mother, True, "叔叔", {"disability": True}),
+            ("D", "school1", None, boy, date(2009, 5, 1), both, False, "邻居", {"struggling_learner": True}),
+            ("E", "school1", c12, boy, date(2015, 1, 1), both, False, None, left_on_10_nov),
+            ("F", "school1", c11, boy, date(2016, 1, 1), ParentsAway.none, False, None, {"is_left_behind": False}),
+            ("G", "school1", c11, boy, date(2014, 12, 1), both, False, "爷爷", {"created_at": sh(2026, 11, 15, 9)}),
+            ("H", "school1", c12, girl, date(2012, 11, 30), father, False, "母亲", {}),
+            ("I", "school2", c21, girl, date(2016, 7, 1), both, True, "外婆", {}),
+            ("J", "school2", c21, boy, date(2020, 12, 1), mother, False, "祖父", {}),
+            ("K", "school3", None, girl, date(2016, 1, 1), both, False, None, {}),
         ]  # fmt: skip
         for key, school, klass, sex, born, parents, boarding, relation, extra in spec:
             name = f"测试{key}娃"

@@ -62,7 +62,7 @@ SCHOOL1 = {
     "incidents": 2,
     "incidents_injury": 1,
     "incidents_missing": 1,
-    **Z(["incidents_illness", "incidents_safety", "incidents_violence_bullying", "incidents_psychological_crisis", "incidents_other"], 0),
+    **Z([f"incidents_{c}" for c in ("illness", "safety", "violence_bullying", "psychological_crisis", "other")], 0),
     "incidents_sev_minor": 1,
     "incidents_sev_severe": 1,
     "incidents_sev_moderate": 0,
