@@ -157,7 +157,7 @@ async def teacher_duties(
         )
         .group_by(col(Activity.recorded_by_id))
     )
-    activities = {t: n for t, n in (await session.execute(activity_stmt)).tuples().all() if t is not None}
+    activities = {t: n for t, n in (await session.execute(activity_stmt)).all() if t is not None}
 
     # Everyone on the school's staff now, and anyone who did or answered for care work in the span since gone.
     ids: set[uuid.UUID] = set(staff) | set(rules) | set(children) | set(records) | set(items) | set(activities)
