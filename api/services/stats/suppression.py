@@ -1,0 +1,171 @@
+"""Small-count suppression (pure): which figures of a table are hidden so that no child can be picked out.
+
+A table's figures are integer *variables* — a count per row (a unit, or the totals row) and per quantity
+(``left_behind``, ``lb_sex_female``, ``archive_complete`` …) — tied by *equations* a reader knows hold: the
+rows of a quantity add up to the totals row, the categories of a breakdown add up to their parent count, and
+a rate shows its numerator and denominator. A cell is shown only when every variable it shows is.
+
+1. **Primary**: a suppressible variable counting more than none and fewer than ``threshold`` is hidden.
+2. **Ties**: some variables go with others (the aid amount with the number of children aided).
+3. **Complementary**: an equation with exactly one hidden variable would give it away, so a second one is
+   hidden — the smallest positive visible member (a zero would tell the reader its share of the sum).
+4. **No linear recovery**: equations together can still pin a hidden variable (a chain of rows and
+   columns); the system restricted to the hidden variables is reduced and any variable it determines gets
+   one more complement, until none is determined.
+
+The same function serves every level and every export: the exports are written from the tables it hid.
+"""
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from math import gcd
+
+Var = tuple[Hashable, str]  # (row key, quantity)
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``whole`` = the sum of ``parts``."""
+
+    whole: Var
+    parts: tuple[Var, ...]
+
+    @property
+    def members(self) -> tuple[Var, ...]:
+        return (self.whole, *self.parts)
+
+
+def primary(values: Mapping[Var, int], suppressible: Iterable[Var], threshold: int) -> set[Var]:
+    """Variables counting fewer than ``threshold`` (and more than none)."""
+    return {v for v in suppressible if 0 < values[v] < threshold}
+
+
+def _combine(a: int, row: dict[Var, int], b: int, other: dict[Var, int], drop: Var) -> dict[Var, int]:
+    """``a·row − b·other`` without ``drop`` (which cancels), divided by the gcd of what is left."""
+    out = {k: a * c for k, c in row.items() if k != drop}
+    for k, c in other.items():
+        if k != drop:
+            new = out.get(k, 0) - b * c
+            if new:
+                out[k] = new
+            else:
+                out.pop(k, None)
+    g = 0
+    for c in out.values():
+        g = gcd(g, c)
+        if g == 1:
+            return out
+    return {k: c // g for k, c in out.items()} if g > 1 else out
+
+
+def determined(hidden: set[Var], equations: Iterable[Equation]) -> set[Var]:
+    """The hidden variables the equations pin down once every visible variable is known: reduce the system
+    restricted to the hidden ones to reduced row echelon form (exact: integer rows, fraction-free); a pivot
+    whose row has no other variable is determined. Sparse rows, with an index of the rows each variable
+    appears in, so a county's table (thousands of hidden cells) reduces quickly."""
+    pivots: dict[Var, dict[Var, int]] = {}
+    rows_with: dict[Var, set[Var]] = defaultdict(set)  # a non-pivot variable → the pivots whose row holds it
+    for eq in equations:
+        row: dict[Var, int] = {}
+        if eq.whole in hidden:
+            row[eq.whole] = 1
+        for part in eq.parts:
+            if part in hidden:
+                row[part] = row.get(part, 0) - 1
+        row = {k: c for k, c in row.items() if c}
+        # Pivot rows hold no other pivot, so subtracting one never brings another pivot into the row.
+        for k in [k for k in row if k in pivots]:
+            if k in row:
+                prow = pivots[k]
+                row = _combine(prow[k], row, row[k], prow, k)
+        if not row:
+            continue
+        pivot = min(row, key=lambda k: len(rows_with.get(k, ())))  # the sparsest column: least fill-in
+        for p in list(rows_with.pop(pivot, ())):
+            other = pivots[p]
+            before = set(other)
+            updated = _combine(row[pivot], other, other[pivot], row, pivot)
+            pivots[p] = updated
+            for c in before - set(updated):
+                if c != p:
+                    rows_with[c].discard(p)
+            for c in set(updated) - before:
+                rows_with[c].add(p)
+        pivots[pivot] = row
+        for c in row:
+            if c != pivot:
+                rows_with[c].add(pivot)
+    return {pivot for pivot, row in pivots.items() if len(row) == 1}
+
+
+def suppress(
+    values: Mapping[Var, int],
+    *,
+    threshold: int,
+    suppressible: Iterable[Var],
+    equations: list[Equation],
+    ties: Iterable[tuple[Var, Var]] = (),
+) -> set[Var]:
+    """The variables to hide (primary and complementary), so that none of them can be solved from the
+    visible ones through ``equations``."""
+    hidden = primary(values, suppressible, threshold)
+    tie_map: dict[Var, list[Var]] = defaultdict(list)
+    for a, b in ties:
+        tie_map[a].append(b)
+    by_var: dict[Var, list[int]] = defaultdict(list)
+    for i, eq in enumerate(equations):
+        for member in eq.members:
+            by_var[member].append(i)
+    hidden_in = [0] * len(equations)  # hidden members of each equation
+
+    def complement(eq: Equation) -> Var | None:
+        visible = [m for m in eq.members if m not in hidden]
+        if not visible:
+            return None
+        positive = [m for m in visible if values[m] > 0]
+        return min(positive or visible, key=lambda m: (values[m], m not in eq.parts, repr(m)))
+
+    def hide(var: Var, pending: list[Var]) -> None:
+        if var in hidden:
+            return
+        hidden.add(var)
+        for i in by_var.get(var, ()):
+            hidden_in[i] += 1
+        pending.append(var)
+
+    def close(pending: list[Var]) -> None:
+        while pending:
+            var = pending.pop()
+            for tied in tie_map.get(var, ()):
+                hide(tied, pending)
+            for i in by_var.get(var, ()):
+                if hidden_in[i] == 1:
+                    extra = complement(equations[i])
+                    if extra is not None:
+                        hide(extra, pending)
+
+    if not hidden:
+        return hidden
+    start = list(hidden)
+    hidden.clear()
+    pending: list[Var] = []
+    for var in start:
+        hide(var, pending)
+    close(pending)
+    while True:
+        relevant = [eq for i, eq in enumerate(equations) if hidden_in[i]]
+        pinned = determined(hidden, relevant)
+        if not pinned:
+            return hidden
+        # One more complement for each pinned variable (in one of its equations), then check again.
+        for var in sorted(pinned, key=repr):
+            candidates = [c for i in by_var.get(var, ()) if (c := complement(equations[i])) is not None]
+            if candidates:
+                hide(min(candidates, key=lambda m: (values[m], repr(m))), pending)
+        if not pending:  # every equation of the pinned variables is hidden already: widen through neighbours
+            spare = [m for eq in relevant for m in eq.members if m not in hidden]
+            if not spare:
+                return hidden
+            hide(min(spare, key=lambda m: (values[m] == 0, values[m], repr(m))), pending)
+        close(pending)
