@@ -308,7 +308,16 @@ def month(year, m):
     )
 
 
-TREND_KEYS = ["archive_rate", "care_talk_rate", "left_behind", "incidents", "chain_s1_median_minutes"]
+TREND_KEYS = [
+    "archive_rate",
+    "care_talk_rate",
+    "care_home_visit_rate",
+    "left_behind",
+    "incidents",
+    "chain_s1_median_minutes",
+]
+# A rate charted beside 谈心 (same group), not in the tables.
+HOME_VISIT = _ind("care_home_visit_rate", "家访完成率", "帮扶关爱", R, FLOW, "%", 1)
 
 
 def trend() -> StatsTrend:
@@ -317,12 +326,13 @@ def trend() -> StatsTrend:
         cells = {
             "archive_rate": rate(180 + m, 211),
             "care_talk_rate": rate(500 + 10 * m, 640),
+            "care_home_visit_rate": rate(30 + m, 60) if m != 2 else Cell(value=None, numerator=0, denominator=0),
             "left_behind": cell(200 + m),
             "incidents": cell(6 + m % 3) if m not in (4, 9) else hidden(2),
             "chain_s1_median_minutes": cell(30 + m) if m != 9 else hidden(47),
         }
         points.append(TrendPoint(period=month(2026, m), cells=cells))
-    by_key = {i.key: i for i in INDICATORS}
+    by_key = {i.key: i for i in [*INDICATORS, HOME_VISIT]}
     return StatsTrend(
         area_level=Level.county,
         area_id=COUNTY_ID,

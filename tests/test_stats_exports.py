@@ -19,6 +19,13 @@ from api.services.stats.exports import bulletin, charts, layout, table_csv, work
 from tests import stats_export_tables as T
 
 BY_KEY = {i.key: i for i in T.INDICATORS}
+# A category is headed with its breakdown where the head stands alone, so that 男 or 未分班 reads (and stays
+# unique) without the two-row header of the workbook.
+BREAKDOWN_PREFIX = {"lb_sex_male": "性别：", "lb_sex_female": "性别：", "incidents_safety": "事件类别："}
+
+
+def full_header(indicator) -> str:
+    return f"{BREAKDOWN_PREFIX.get(indicator.key, '')}{indicator.name}（{indicator.unit}）"
 
 
 def expected_value(cell: Cell | None, kind: IndicatorKind, digits: int, threshold: int = T.THRESHOLD):
@@ -44,7 +51,7 @@ def expected_text(cell: Cell | None, kind: IndicatorKind, digits: int, threshold
 def header_map(sheet, first_column: int) -> dict[int, tuple[str, bool]]:
     """Column → (indicator key, previous?) read from the two header rows."""
     by_header = {f"{i.name}（{i.unit}）": i.key for i in T.INDICATORS}
-    out = {}
+    out: dict[int, tuple[str, bool]] = {}
     current = None
     for column in range(first_column, sheet.max_column + 1):
         head = sheet.cell(row=4, column=column).value
@@ -96,6 +103,8 @@ def test_every_figure_of_a_level_sheet_is_the_tables(xlsx, tables, index):
         "chain_s1_median_minutes",
     }
     assert sheet.cell(row=3, column=first).value == "基本情况"  # the group above its indicators
+    groups = [sheet.cell(row=3, column=c).value for c in range(first, sheet.max_column + 1)]
+    assert "结构·性别" in groups  # a breakdown's categories under its name
 
     rows = [*table.rows, table.total]
     for offset, row in enumerate(rows):
@@ -145,16 +154,23 @@ def test_the_trend_sheet_and_its_native_charts(xlsx):
             assert sheet.cell(row=4 + offset, column=column).value == want
             # the charts' data: the same number, or empty where suppressed (a gap, never a zero)
             assert data.cell(row=4 + offset, column=column).value == (None if isinstance(want, str) else want)
-    assert sheet.cell(row=4 + 8, column=5).value == "<5"  # September's incidents
+    assert sheet.cell(row=4 + 8, column=6).value == "<5"  # September's incidents
+    assert sheet.cell(row=4 + 1, column=4).value == "—"  # February: no home visit was due
 
     chart_list = sheet._charts
-    assert len(chart_list) == 4  # the two rates together, then 留守儿童数, 突发事件数, 用时
+    # 建档; the two rates of 帮扶关爱 together; then 留守儿童数, 突发事件数, 用时 each alone
+    assert len(chart_list) == 5
     refs = [[s.val.numRef.f for s in c.series] for c in chart_list]
-    assert refs[0] == ["'图表数据'!$B$4:$B$15", "'图表数据'!$C$4:$C$15"]
-    assert refs[1:] == [["'图表数据'!$D$4:$D$15"], ["'图表数据'!$E$4:$E$15"], ["'图表数据'!$F$4:$F$15"]]
+    assert refs == [
+        ["'图表数据'!$B$4:$B$15"],
+        ["'图表数据'!$C$4:$C$15", "'图表数据'!$D$4:$D$15"],
+        ["'图表数据'!$E$4:$E$15"],
+        ["'图表数据'!$F$4:$F$15"],
+        ["'图表数据'!$G$4:$G$15"],
+    ]
     with zipfile.ZipFile(io.BytesIO(xlsx)) as z:
         chart_xml = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/charts/chart")]
-    assert len(chart_xml) == 4
+    assert len(chart_xml) == 5
     for xml in chart_xml:
         assert "<lineChart>" in xml
         assert '<dispBlanksAs val="gap"/>' in xml
@@ -168,7 +184,7 @@ def test_the_csv_holds_the_same_cells_and_marks(tables):
     rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
     head = rows[0]
     assert head[:3] == ["序号", "学校", "所属乡镇"]
-    by_header = {f"{i.name}（{i.unit}）": i.key for i in T.INDICATORS}
+    by_header = {full_header(i): i.key for i in T.INDICATORS}
     columns = {}
     for n, h in enumerate(head[3:], start=3):
         previous = h.startswith("上期")
@@ -250,7 +266,7 @@ def test_the_bulletins_tables_hold_the_tables_figures(bulletin_docx, tables):
     for n, table in enumerate(tables):
         for part, chunk in enumerate((shown[:7], shown[7:])):
             word = word_tables[2 * n + part]
-            assert word[0] == ["序号", "乡镇" if n == 0 else "学校"] + [f"{i.name}（{i.unit}）" for i in chunk]
+            assert word[0] == ["序号", "乡镇" if n == 0 else "学校"] + [full_header(i) for i in chunk]
             for line, row in zip(word[1:], [*table.rows, table.total], strict=True):
                 assert line[1] == ("合计" if row is table.total else row.unit_name)
                 assert line[2:] == [expected_text(row.cells[i.key], i.kind, i.digits) for i in chunk]
@@ -258,11 +274,11 @@ def test_the_bulletins_tables_hold_the_tables_figures(bulletin_docx, tables):
 
 def test_the_bulletin_carries_the_trend_charts_as_images(bulletin_docx):
     document = docx.Document(io.BytesIO(bulletin_docx))
-    assert len(document.inline_shapes) == 4
+    assert len(document.inline_shapes) == 5
     captions = [p.text for p in document.paragraphs if p.text.startswith("图")]
-    assert captions[0] == "图1　各项比率月度趋势"
+    assert captions[:2] == ["图1　建档（比率）月度趋势", "图2　帮扶关爱（比率）月度趋势"]
     images = [r for r in document.part.rels.values() if "image" in r.reltype]
-    assert len(images) == 4
+    assert len(images) == 5
     for rel in images:
         with Image.open(io.BytesIO(rel.target_part.blob)) as image:
             assert image.format == "PNG" and image.width > 800
@@ -321,8 +337,9 @@ def test_a_rate_without_a_denominator_is_a_dash_not_zero(tables):
 
 def test_charts_without_a_chinese_font_number_their_series_and_the_caption_names_them():
     made = charts.trend_charts(T.trend(), font=None)
-    assert made[0].title == "各项比率月度趋势：1 建档率；2 谈心完成率"
-    assert made[1].title == "留守儿童数（人）月度趋势"
+    assert made[0].title == "建档（比率）月度趋势"
+    assert made[1].title == "帮扶关爱（比率）月度趋势：1 谈心完成率；2 家访完成率"
+    assert made[2].title == "留守儿童数（人）月度趋势"
     with Image.open(io.BytesIO(made[0].png)) as image:
         assert image.format == "PNG"
 

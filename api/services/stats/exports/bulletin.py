@@ -9,7 +9,7 @@ before sending.
 """
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from docx import Document
@@ -97,11 +97,14 @@ def figure(row: StatsRow, indicator: IndicatorDef, threshold: int) -> str:
     return out + f"（上期{before_text}{unit}）"
 
 
-def overview(area: StatsTable, parts: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+def overview(
+    area: StatsTable, parts: Mapping[str, Sequence[str]] | None = None, quiet: Collection[str] = ()
+) -> list[str]:
     """A paragraph per indicator group: the area's figures against the previous period. ``parts`` maps a
-    count to the keys of its breakdown (incidents → by category), told as "其中…" after it."""
+    count to the keys of its breakdown (incidents → by category), told as "其中…" after it; ``quiet``
+    indicators are left to the tables (another breakdown of the same count)."""
     parts = parts or {}
-    inside = {key for keys in parts.values() for key in keys}
+    inside = {key for keys in parts.values() for key in keys} | set(quiet)
     by_key = {i.key: i for i in area.indicators}
     groups: dict[str, list[IndicatorDef]] = {}
     for indicator in area.indicators:
@@ -183,6 +186,7 @@ def write_text(
     tables: Sequence[StatsTable],
     *,
     parts: Mapping[str, Sequence[str]] | None = None,
+    quiet: Collection[str] = (),
     floor: float = DEFAULT_FLOOR,
 ) -> Text:
     """The bulletin's words from its tables (coarsest level first; the area's figures are their totals
@@ -194,7 +198,7 @@ def write_text(
         f"（{area.area_name}{kind}通报　统计期：{layout.period_span(area)}　对比期：{area.previous_period.label}　"
         f"数据截至{as_of:%Y年%m月%d日 %H:%M}）"
     )
-    text = Text(title(area), subtitle, overview(area, parts))
+    text = Text(title(area), subtitle, overview(area, parts, quiet))
     finest = tables[-1]
     if finest.rows:
         text.lags = lag_paragraphs(finest, area.total, floor=floor)
@@ -230,7 +234,7 @@ def table_headers(table: StatsTable) -> list[tuple[str, list[IndicatorDef]]]:
 
 def _add_table(document: object, table: StatsTable, indicators: list[IndicatorDef]) -> None:
     rows = [*table.rows, table.total]
-    heads = ["序号", layout.LEVEL_NAMES[table.level]] + [layout.header(i) for i in indicators]
+    heads = ["序号", layout.LEVEL_NAMES[table.level]] + [layout.full_header(i) for i in indicators]
     word_table = document.add_table(rows=len(rows) + 1, cols=len(heads))  # type: ignore[attr-defined]
     word_table.style = "Table Grid"
     word_table.alignment = WD_TABLE_ALIGNMENT.CENTER
@@ -254,10 +258,11 @@ def render(
     charts: Sequence[Chart],
     *,
     parts: Mapping[str, Sequence[str]] | None = None,
+    quiet: Collection[str] = (),
     floor: float = DEFAULT_FLOOR,
 ) -> bytes:
     """The bulletin as a .docx: title, period, the text, the tables (landscape), the trend charts."""
-    text = write_text(tables, parts=parts, floor=floor)
+    text = write_text(tables, parts=parts, quiet=quiet, floor=floor)
     area = tables[0]
     document = Document()
     _set_fonts(document)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from api.models.stats import Cell, IndicatorDef, IndicatorKind, Level, Measure, StatsRow, StatsTable
+from api.services.stats import indicators as registry
 
 # The sheet of each level, and the header of its name column.
 LEVEL_NAMES = {Level.county: "县", Level.township: "乡镇", Level.school: "学校", Level.klass: "班级"}
@@ -27,9 +28,47 @@ def suppression_note(threshold: int) -> str:
     return f"“{mark(threshold)}”表示人数少于{threshold}人（或可据此推算出这样的人数），按规定不显示具体数字。"
 
 
+# What each breakdown of the registry divides by: its categories are named alone (男, 女, 未分班), which
+# only reads right — and only stays unique — under this label.
+BREAKDOWN_LABELS = {
+    "by_parents": "父母外出情况",
+    "by_sex": "性别",
+    "by_age": "年龄段",
+    "by_stage": "学段",
+    "by_grade": "年级",
+    "by_boarding": "寄宿情况",
+    "by_guardian": "监护人类型",
+    "incidents_by_category": "事件类别",
+    "incidents_by_severity": "事件程度",
+}
+STRUCTURE_GROUP = "结构"
+SPECIAL_LABEL = "特殊情况"  # the flags a child may carry several of (特困, 单亲 …): counts of 结构 in no breakdown
+_BREAKDOWN_OF = {key: BREAKDOWN_LABELS.get(name, name) for name, keys in registry.PARTITIONS.items() for key in keys}
+
+
+def breakdown(indicator: IndicatorDef) -> str | None:
+    """The breakdown an indicator is a category of (性别 for 男), if any."""
+    found = _BREAKDOWN_OF.get(indicator.key)
+    if found is None and indicator.group == STRUCTURE_GROUP and indicator.kind == IndicatorKind.count:
+        return SPECIAL_LABEL
+    return found
+
+
 def header(indicator: IndicatorDef) -> str:
-    """The column head as county sheets write it: 建档率（%）, 留守儿童（人）."""
+    """The column head as county sheets write it: 建档率（%）, 留守儿童数（人）."""
     return f"{indicator.name}（{indicator.unit}）" if indicator.unit else indicator.name
+
+
+def full_header(indicator: IndicatorDef) -> str:
+    """A head that stands alone (one header row: CSV, Word): 性别：男（人）, 学段：未分班（人）."""
+    label = breakdown(indicator)
+    return f"{label}：{header(indicator)}" if label else header(indicator)
+
+
+def group_label(indicator: IndicatorDef) -> str:
+    """The head above an indicator in a two-row header: its group, and its breakdown (结构·性别)."""
+    label = breakdown(indicator)
+    return f"{indicator.group}·{label}" if label else indicator.group
 
 
 def shows_previous(indicator: IndicatorDef) -> bool:
@@ -46,7 +85,7 @@ class Column:
 
     @property
     def header(self) -> str:
-        return f"上期{header(self.indicator)}" if self.previous else header(self.indicator)
+        return f"上期{full_header(self.indicator)}" if self.previous else full_header(self.indicator)
 
     def cell(self, row: StatsRow) -> Cell | None:
         return (row.previous if self.previous else row.cells).get(self.indicator.key)

@@ -63,7 +63,7 @@ def _group_spans(cols: list[layout.Column], first: int) -> list[tuple[str, int, 
     """Consecutive columns of one indicator group: (group, first column, last column)."""
     spans: list[tuple[str, int, int]] = []
     for index, col in enumerate(cols, start=first):
-        group = col.indicator.group
+        group = layout.group_label(col.indicator)
         if spans and spans[-1][0] == group and spans[-1][2] == index - 1:
             spans[-1] = (group, spans[-1][1], index)
         else:
@@ -163,13 +163,14 @@ def trend_title(trend: StatsTrend) -> str:
 
 
 def chart_groups(indicators: Sequence[IndicatorDef]) -> list[tuple[str, list[IndicatorDef]]]:
-    """The charts of a trend: all rates on one percentage chart, every other indicator on its own (counts of
-    children and minutes do not share a scale)."""
-    rates = [i for i in indicators if i.kind == IndicatorKind.rate]
-    groups: list[tuple[str, list[IndicatorDef]]] = []
-    if rates:
-        groups.append(("各项比率月度趋势", rates))
-    groups += [(f"{layout.header(i)}月度趋势", [i]) for i in indicators if i.kind != IndicatorKind.rate]
+    """The charts of a trend: the rates of one indicator group on one percentage chart (建档, 帮扶关爱 …),
+    every other indicator on its own (counts of children and minutes do not share a scale)."""
+    rates: dict[str, list[IndicatorDef]] = {}
+    for indicator in indicators:
+        if indicator.kind == IndicatorKind.rate:
+            rates.setdefault(indicator.group, []).append(indicator)
+    groups = [(f"{group}（比率）月度趋势", members) for group, members in rates.items()]
+    groups += [(f"{layout.full_header(i)}月度趋势", [i]) for i in indicators if i.kind != IndicatorKind.rate]
     return groups
 
 
@@ -185,7 +186,7 @@ def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
     note.font, note.alignment = _NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
     sheet.row_dimensions[2].height = 30
 
-    heads = ["月份"] + [layout.header(i) for i in inds]
+    heads = ["月份"] + [layout.full_header(i) for i in inds]
     for column, head in enumerate(heads, start=1):
         for target in (sheet, data):
             cell = _text(target, 3, column, head)
