@@ -148,6 +148,7 @@ def test_the_trend_sheet_and_its_native_charts(xlsx):
     assert heads == ["月份"] + [f"{i.name}（{i.unit}）" for i in trend.indicators]
     for offset, point in enumerate(trend.points):
         assert sheet.cell(row=4 + offset, column=1).value == point.period.label
+        assert data.cell(row=4 + offset, column=1).value == point.period.key  # the charts' category axis
         for column, indicator in enumerate(trend.indicators, start=2):
             source = point.cells[indicator.key]
             want = expected_value(source, indicator.kind, indicator.digits)
@@ -161,6 +162,7 @@ def test_the_trend_sheet_and_its_native_charts(xlsx):
     # 建档; the two rates of 帮扶关爱 together; then 留守儿童数, 突发事件数, 用时 each alone
     assert len(chart_list) == 5
     refs = [[s.val.numRef.f for s in c.series] for c in chart_list]
+    assert {c.series[0].cat.numRef.f for c in chart_list} == {"'图表数据'!$A$4:$A$15"}
     assert refs == [
         ["'图表数据'!$B$4:$B$15"],
         ["'图表数据'!$C$4:$C$15", "'图表数据'!$D$4:$D$15"],
@@ -380,3 +382,28 @@ def test_who_lags(values, area, floor, below, under):
         return
     assert [n for n, _ in found[0].below_area] == below
     assert [n for n, _ in found[0].below_floor] == under
+
+
+def test_a_suppressed_figure_is_told_as_its_mark_with_the_previous_period():
+    table = T.school_table()
+    row = table.rows[1]  # 石桥镇第二完小: incidents suppressed this quarter, none the last
+    incidents = BY_KEY["incidents"]
+    assert bulletin.figure(row, incidents, table.threshold) == "突发事件数<5起（按规定不显示具体数字，上期0起）"
+    minutes = BY_KEY["chain_s1_median_minutes"]
+    # a mark beside a rate or a duration would read as 5% or 5 minutes: the sentence says what is small
+    assert bulletin.figure(row, minutes, table.threshold) == "第1步告知用时(中位)按规定不显示（涉及人数或次数少于5）"
+    talk = BY_KEY["care_talk_rate"]
+    assert (
+        bulletin.figure(table.rows[2], talk, table.threshold)
+        == "谈心完成率按规定不显示（涉及人数或次数少于5，上期85.00%）"
+    )
+
+
+def test_the_overview_leaves_out_what_has_nothing_to_measure():
+    table = T.township_table()
+    cells = dict(table.total.cells, chain_s1_median_minutes=Cell(value=None, denominator=0))
+    quiet = table.model_copy(update={"total": table.total.model_copy(update={"cells": cells})})
+    paragraphs = bulletin.overview(quiet, T.PARTS)
+    assert "应急处置：本期无可统计的数据。" in paragraphs
+    assert not any("告知用时" in p for p in paragraphs)
+    assert paragraphs[0].startswith("基本情况：全县留守儿童数211人（上期213人，比上期减少2人）")

@@ -35,6 +35,8 @@ UNIT_NOUNS = {Level.township: "个乡镇", Level.school: "所学校", Level.klas
 DEFAULT_FLOOR = 0.9  # a compliance rate below 90% is named whatever the area's own rate
 MAX_NAMED = 10  # units named per indicator (the lowest first); the rest are counted
 TABLE_COLUMNS = 7  # indicator columns per Word table, so that a landscape A4 page holds them
+LANDSCAPE_TEXT_WIDTH = 24.0  # cm: A4 landscape less Word's default margins
+NUMBER_WIDTH, NAME_WIDTH = 1.2, 4.5
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,18 @@ def figure(row: StatsRow, indicator: IndicatorDef, threshold: int) -> str:
     now_text = layout.text(cell, indicator, threshold)
     if now_text == layout.NOT_APPLICABLE:
         return f"{indicator.name}无可统计数据"
-    out = f"{indicator.name}{now_text}{unit}"
-    if cell is not None and cell.suppressed:
-        out += "（按规定不显示具体数字）"
+    suppressed = cell is not None and cell.suppressed
+    notes = ["按规定不显示具体数字"] if suppressed else []
+    if suppressed and indicator.kind != IndicatorKind.count:
+        # "<5" beside a rate or a duration would read as 5% or 5 minutes: say what is small instead.
+        now_text, unit, notes = "按规定不显示", "", [f"涉及人数或次数少于{threshold}"]
     now, before = layout.number(cell, indicator), layout.number(before_cell, indicator)
     before_text = layout.text(before_cell, indicator, threshold)
-    if before_text == layout.NOT_APPLICABLE:
-        return out
-    if now is not None and before is not None:
-        return out + f"（上期{before_text}{unit}，{_change(indicator, now, before)}）"
-    return out + f"（上期{before_text}{unit}）"
+    if before_text != layout.NOT_APPLICABLE:
+        notes.append(f"上期{before_text}{unit}")
+        if now is not None and before is not None:
+            notes.append(_change(indicator, now, before))
+    return f"{indicator.name}{now_text}{unit}" + (f"（{'，'.join(notes)}）" if notes else "")
 
 
 def overview(
@@ -116,6 +120,8 @@ def overview(
     for group, indicators in groups.items():
         clauses = []
         for indicator in indicators:
+            if layout.value(_cell(area.total, indicator.key), indicator, area.threshold) == layout.NOT_APPLICABLE:
+                continue  # nothing to measure (no incident to time): the tables show the dash
             clause = figure(area.total, indicator, area.threshold)
             shown_parts = []
             for key in parts.get(indicator.key, ()):
@@ -129,7 +135,10 @@ def overview(
             if shown_parts:
                 clause += "，其中" + "、".join(shown_parts)
             clauses.append(clause)
-        paragraphs.append(f"{group}：{word}{'；'.join(clauses)}。")
+        if clauses:
+            paragraphs.append(f"{group}：{word}{'；'.join(clauses)}。")
+        else:
+            paragraphs.append(f"{group}：本期无可统计的数据。")
     return paragraphs
 
 
@@ -238,16 +247,21 @@ def _add_table(document: object, table: StatsTable, indicators: list[IndicatorDe
     word_table = document.add_table(rows=len(rows) + 1, cols=len(heads))  # type: ignore[attr-defined]
     word_table.style = "Table Grid"
     word_table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    for cell, head in zip(word_table.rows[0].cells, heads, strict=True):
+    word_table.autofit = False
+    figure_width = (LANDSCAPE_TEXT_WIDTH - NUMBER_WIDTH - NAME_WIDTH) / max(len(indicators), 1)
+    widths = [NUMBER_WIDTH, NAME_WIDTH] + [figure_width] * len(indicators)
+    for cell, head, width in zip(word_table.rows[0].cells, heads, widths, strict=True):
         cell.text = head
+        cell.width = Cm(width)
         for run in cell.paragraphs[0].runs:
             run.bold = True
     for n, (row, word_row) in enumerate(zip(rows, word_table.rows[1:], strict=True), start=1):
         total = row is table.total
         values = ["" if total else str(n), layout.TOTAL_NAME if total else row.unit_name]
         values += [layout.text(row.cells.get(i.key), i, table.threshold) for i in indicators]
-        for cell, value in zip(word_row.cells, values, strict=True):
+        for cell, value, width in zip(word_row.cells, values, widths, strict=True):
             cell.text = value
+            cell.width = Cm(width)
             if total:
                 for run in cell.paragraphs[0].runs:
                     run.bold = True

@@ -80,7 +80,8 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
 
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(last, 2))
     title = _text(sheet, 1, 1, sheet_title(table))
-    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="center", vertical="center")
+    # Left, not centred: on a sheet a hundred columns wide the centre is far off screen.
+    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="left", vertical="center")
     sheet.row_dimensions[1].height = 26
     sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=max(last, 2))
     info = _text(sheet, 2, 1, info_line(table))
@@ -150,12 +151,12 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
         sheet.column_dimensions["C"].width = 16
     for column in range(first, last + 1):
         sheet.column_dimensions[get_column_letter(column)].width = 11
+    # Printed on A4 landscape pages across: a hundred columns do not fit one page legibly, so each page
+    # repeats the header rows and the name columns instead.
     sheet.print_title_rows = "3:5"
+    sheet.print_title_cols = f"A:{get_column_letter(first - 1)}"
     sheet.page_setup.orientation = "landscape"
     sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
-    sheet.page_setup.fitToWidth = 1
-    sheet.page_setup.fitToHeight = 0
-    sheet.sheet_properties.pageSetUpPr.fitToPage = True
 
 
 def trend_title(trend: StatsTrend) -> str:
@@ -194,8 +195,9 @@ def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
     sheet.row_dimensions[3].height = 45
     for offset, point in enumerate(trend.points):
         row_no = 4 + offset
-        for target in (sheet, data):
-            month = _text(target, row_no, 1, point.period.label)
+        # The charts' axis reads the data sheet's short months (2026-11): "2026年11月" wraps under a tick.
+        for target, label in ((sheet, point.period.label), (data, point.period.key)):
+            month = _text(target, row_no, 1, label)
             month.border, month.font = _BORDER, _PLAIN
         for column, indicator in enumerate(inds, start=2):
             cell_data = point.cells.get(indicator.key)
