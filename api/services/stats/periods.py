@@ -19,11 +19,11 @@ MAX_TREND_MONTHS = 36
 _CN_NUMBERS = {1: "一", 2: "二", 3: "三", 4: "四"}
 
 _PATTERNS = {
-    PeriodKind.month: re.compile(r"(\d{4})-(\d{2})"),
-    PeriodKind.quarter: re.compile(r"(\d{4})-Q([1-4])"),
-    PeriodKind.term: re.compile(r"(\d{4})-(\d{4})-([12])"),
-    PeriodKind.school_year: re.compile(r"(\d{4})-(\d{4})"),
-    PeriodKind.year: re.compile(r"(\d{4})"),
+    PeriodKind.month: re.compile(r"(\d{4})-(\d{2})", re.ASCII),
+    PeriodKind.quarter: re.compile(r"(\d{4})-Q([1-4])", re.ASCII),
+    PeriodKind.term: re.compile(r"(\d{4})-(\d{4})-([12])", re.ASCII),
+    PeriodKind.school_year: re.compile(r"(\d{4})-(\d{4})", re.ASCII),
+    PeriodKind.year: re.compile(r"(\d{4})", re.ASCII),
 }
 _EXAMPLES = {
     PeriodKind.month: "2026-11",
