@@ -407,3 +407,40 @@ def test_the_overview_leaves_out_what_has_nothing_to_measure():
     assert "应急处置：本期无可统计的数据。" in paragraphs
     assert not any("告知用时" in p for p in paragraphs)
     assert paragraphs[0].startswith("基本情况：全县留守儿童数211人（上期213人，比上期减少2人）")
+
+
+def test_every_charted_trend_is_an_indicator_of_the_registry():
+    from api.services.stats.exports import service
+
+    assert service.trend_keys() == list(service.TREND_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "today", "span"),
+    [
+        ("quarter", "2026-Q4", "2026-11-24", ("2025-12", "2026-11")),  # running: up to this month
+        ("quarter", "2026-Q3", "2026-11-24", ("2025-10", "2026-09")),
+        ("year", "2025", "2026-11-24", ("2025-01", "2025-12")),
+        ("month", "2026-01", "2026-11-24", ("2025-02", "2026-01")),
+    ],
+)
+def test_the_trend_of_an_export_is_the_twelve_months_to_the_periods_end(kind, key, today, span):
+    from datetime import date
+
+    from api.models.stats import PeriodKind
+    from api.services.stats import periods
+    from api.services.stats.exports import service
+
+    period = periods.parse(PeriodKind(kind), key)
+    assert service.trend_span(period, date.fromisoformat(today)) == span
+
+
+def test_the_bulletin_tells_one_breakdown_of_a_count_and_leaves_the_others_to_the_tables():
+    from api.services.stats import indicators as registry
+    from api.services.stats.exports import service
+
+    parts, quiet = service.bulletin_parts()
+    assert parts["incidents"] == list(registry.PARTITIONS["incidents_by_category"])
+    assert parts["left_behind"] == list(registry.PARTITIONS["by_parents"])
+    assert set(registry.PARTITIONS["incidents_by_severity"]) <= quiet
+    assert set(registry.PARTITIONS["by_sex"]) <= quiet
