@@ -444,3 +444,28 @@ def test_the_bulletin_tells_one_breakdown_of_a_count_and_leaves_the_others_to_th
     assert parts["left_behind"] == list(registry.PARTITIONS["by_parents"])
     assert set(registry.PARTITIONS["incidents_by_severity"]) <= quiet
     assert set(registry.PARTITIONS["by_sex"]) <= quiet
+
+
+def test_a_long_list_of_lagging_units_names_the_ten_lowest_and_counts_all():
+    from api.models.stats import Level, StatsRow
+
+    indicator = BY_KEY["archive_rate"]
+    rows = [
+        StatsRow(
+            unit_id=None,
+            unit_name=f"第{n:02d}小学",
+            level=Level.school,
+            cells={"archive_rate": Cell(value=0.5 + n / 100)},
+            previous={},
+        )
+        for n in range(12, 0, -1)
+    ]
+    area = StatsRow(
+        unit_id=None, unit_name="合计", level=Level.county, cells={"archive_rate": Cell(value=0.95)}, previous={}
+    )
+    units = T.school_table().model_copy(update={"rows": rows, "indicators": [indicator]})
+    (sentence,) = bulletin.lag_paragraphs(units, area)
+    named = [f"第{n:02d}小学（{50 + n:.1f}%）" for n in range(1, 11)]
+    assert sentence.startswith(f"建档率：全县为95.0%，低于全县水平的有12所学校：{'、'.join(named)}等；")
+    assert "第11小学" not in sentence.split("；")[0]
+    assert sentence.endswith("低于90%的有12所学校：" + "、".join(f"第{n:02d}小学" for n in range(1, 11)) + "等。")

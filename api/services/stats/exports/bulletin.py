@@ -2,8 +2,9 @@
 
 The text is written from the numbers of the tables, never typed: the area's figures against the previous
 period, then the units (schools, or townships / classes) that lag — below the area's own rate, and those
-below a floor — on each compliance rate, naming units and never a child. A suppressed figure is written as
-its mark ("<5"), never as a number, and a unit whose rate is suppressed is not judged. Then the tables and
+below a floor — on each compliance rate, naming units and never a child. A suppressed count is written as
+its mark ("<5"), a suppressed rate or duration as not shown — never as a number — and a unit whose rate is
+suppressed is not judged. Then the tables and
 the monthly-trend charts as images. Everything stays plain Word text and tables so the bureau can edit it
 before sending.
 """
@@ -41,7 +42,7 @@ NUMBER_WIDTH, NAME_WIDTH = 1.2, 4.5
 
 @dataclass(frozen=True)
 class Lag:
-    """Units below the area's rate (lowest first) on one rate, and those of them below the floor."""
+    """The units below the area's rate on one rate, and those below the floor, each lowest first."""
 
     indicator: IndicatorDef
     area_value: float
@@ -167,9 +168,7 @@ def lags(units: StatsTable, area_row: StatsRow, *, floor: float = DEFAULT_FLOOR)
 
 def _named(indicator: IndicatorDef, units: list[tuple[str, float]]) -> str:
     shown = "、".join(f"{name}（{layout.format_number(v, indicator)}）" for name, v in units[:MAX_NAMED])
-    if len(units) > MAX_NAMED:
-        shown += f"等{len(units)}个"
-    return shown
+    return shown + ("等" if len(units) > MAX_NAMED else "")
 
 
 def lag_paragraphs(units: StatsTable, area_row: StatsRow, *, floor: float = DEFAULT_FLOOR) -> list[str]:
@@ -185,7 +184,7 @@ def lag_paragraphs(units: StatsTable, area_row: StatsRow, *, floor: float = DEFA
             sentence += (
                 f"；低于{floor * 100:g}%的有{len(lag.below_floor)}{noun}："
                 + "、".join(name for name, _ in lag.below_floor[:MAX_NAMED])
-                + (f"等{len(lag.below_floor)}个" if len(lag.below_floor) > MAX_NAMED else "")
+                + ("等" if len(lag.below_floor) > MAX_NAMED else "")
             )
         out.append(sentence + "。")
     return out
