@@ -424,6 +424,7 @@ def test_every_charted_trend_is_an_indicator_of_the_registry():
         ("quarter", "2026-Q3", "2026-11-24", ("2025-10", "2026-09")),
         ("year", "2025", "2026-11-24", ("2025-01", "2025-12")),
         ("month", "2026-01", "2026-11-24", ("2025-02", "2026-01")),
+        ("quarter", "2000-Q2", "2026-11-24", ("2000-01", "2000-06")),  # nothing before the calendar's first
     ],
 )
 def test_the_trend_of_an_export_is_the_twelve_months_to_the_periods_end(kind, key, today, span):

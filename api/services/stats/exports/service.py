@@ -65,6 +65,8 @@ def trend_span(period: Period, today: date) -> tuple[str, str]:
     last = periods.month(min(period.ends_on, today).year, min(period.ends_on, today).month)
     first = last
     for _ in range(TREND_MONTHS - 1):
+        if first.starts_on.year == periods.MIN_YEAR and first.starts_on.month == 1:
+            break  # the calendar's first month: no trend before it
         first = periods.previous(first)
     return first.key, last.key
 
