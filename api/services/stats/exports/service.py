@@ -72,8 +72,9 @@ def trend_span(period: Period, today: date) -> tuple[str, str]:
 
 
 def bulletin_parts() -> tuple[dict[str, list[str]], set[str]]:
-    """How the bulletin's text tells the breakdowns of a count: incidents by category after the count
-    ("其中…"); the other breakdowns (severity) only in the tables."""
+    """How the bulletin's text tells the breakdowns of a count: the first breakdown of each after it
+    ("其中…": left-behind children by how their parents are away, incidents by category); the others (sex,
+    age band, severity …) only in the tables."""
     parts: dict[str, list[str]] = {}
     quiet: set[str] = set()
     for name, keys in registry.PARTITIONS.items():
