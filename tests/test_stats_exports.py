@@ -81,7 +81,7 @@ def test_the_workbook_has_a_sheet_per_level_then_the_trends(xlsx):
 def test_every_figure_of_a_level_sheet_is_the_tables(xlsx, tables, index):
     table = tables[index]
     sheet = openpyxl.load_workbook(io.BytesIO(xlsx)).worksheets[index]
-    assert sheet["A1"].value == f"青山县留守儿童关爱工作统计表（{'乡镇' if index == 0 else '学校'}）"
+    assert sheet["A1"].value == f"青山县2026年第四季度留守儿童关爱工作统计表（{'乡镇' if index == 0 else '学校'}）"
     info = sheet["A2"].value
     assert "2026年第四季度" in info and "2026年第三季度" in info and "2027-01-05 10:00" in info and "“<5”" in info
     has_parent = index == 1  # a school's township is known from the township sheet

@@ -1,6 +1,6 @@
 """The statistics workbook (pure): laid out the way county offices exchange them.
 
-One sheet per level (县 / 乡镇 / 学校 …): a title row (area and level), a line with the period, the period it
+One sheet per level (县 / 乡镇 / 学校 …): a title row (area, period and level), a line with the period, the period it
 is compared with, the as-of time and what "<5" means; a two-row header (the indicator group, the indicator
 with its unit, 本期 / 上期 under the indicators compared period on period); one row per unit; a bold 合计 row;
 the header and the name columns frozen; integer, percentage and minute number formats. Then a sheet of
@@ -48,7 +48,7 @@ def _text(sheet: Any, row: int, column: int, value: str) -> Any:
 
 
 def sheet_title(table: StatsTable) -> str:
-    return f"{table.area_name}留守儿童关爱工作统计表（{layout.LEVEL_NAMES[table.level]}）"
+    return f"{table.area_name}{table.period.label}留守儿童关爱工作统计表（{layout.LEVEL_NAMES[table.level]}）"
 
 
 def info_line(table: StatsTable) -> str:
