@@ -43,6 +43,7 @@ from api.routers import (
 from api.routers import activities as care_activities
 from api.routers import plan as care_plan
 from api.routers import stats as county_stats
+from api.routers import stats_exports as stats_files
 from api.routers import summaries as term_summaries
 from api.security import Passwords
 from api.settings import Settings, get_settings
@@ -141,6 +142,7 @@ def create_app(
     app.include_router(term_summaries.router)  # 工作总结
     app.include_router(teacher_duties.router)  # 教师履职
     app.include_router(county_stats.router)  # 统计 (the bureau's statistics)
+    app.include_router(stats_files.router)  # 统计导出: XLSX, CSV, 季度/年度通报
     install_stats_db(app)
     escalation_worker.install(app)
     home.install(app)

@@ -1,0 +1,253 @@
+"""The exports as the API serves them: the tables and trends from :func:`api.services.stats.build_table` /
+:func:`~api.services.stats.build_trend` — the very answers of ``GET /stats/table`` and ``GET /stats/trend``,
+with their suppression — written to files off the event loop, each export audited.
+
+The figures are read on the statistics session (a replica when one is configured); the audit entry is
+written on the request's own session, the primary, which commits before the response.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from api import audit
+from api.models.organisations import County, School, Township
+from api.models.stats import Level, Period, StatsTable, StatsTrend
+from api.scoping import Principal
+from api.services.stats import build_table, build_trend, periods
+from api.services.stats import indicators as registry
+from api.services.stats.exports import bulletin, charts, layout, table_csv, workbook
+from api.services.stats.service import resolve_area
+
+# The levels of a workbook for an area: its own, then every level below it.
+WORKBOOK_LEVELS = {
+    Level.county: [Level.county, Level.township, Level.school],
+    Level.township: [Level.township, Level.school],
+    Level.school: [Level.school, Level.klass],
+}
+# The monthly trends the workbook's and the bulletin's charts draw (those the registry defines).
+TREND_KEYS = (
+    "left_behind",
+    "archive_rate",
+    "pairing_rate",
+    "care_talk_rate",
+    "care_home_visit_rate",
+    "care_guardian_contact_rate",
+    "care_family_call_rate",
+    "incidents",
+    "chain_s1_on_time_rate",
+    "chain_s2_on_time_rate",
+    "chain_s3_on_time_rate",
+)
+TREND_MONTHS = 12
+
+
+@dataclass(frozen=True)
+class Export:
+    file_name: str  # the Chinese name the bureau files it under
+    ascii_name: str  # the fallback for clients that do not read RFC 5987
+    media_type: str
+    content: bytes
+
+
+def trend_keys() -> list[str]:
+    return [k for k in TREND_KEYS if k in registry.REGISTRY]
+
+
+def trend_span(period: Period, today: date) -> tuple[str, str]:
+    """The twelve months ending with the period's last month (or this month, if the period is running)."""
+    last = periods.month(min(period.ends_on, today).year, min(period.ends_on, today).month)
+    first = last
+    for _ in range(TREND_MONTHS - 1):
+        if first.starts_on.year == periods.MIN_YEAR and first.starts_on.month == 1:
+            break  # the calendar's first month: no trend before it
+        first = periods.previous(first)
+    return first.key, last.key
+
+
+def bulletin_parts() -> tuple[dict[str, list[str]], set[str]]:
+    """How the bulletin's text tells the breakdowns of a count: the first breakdown of each after it
+    ("其中…": left-behind children by how their parents are away, incidents by category); the others (sex,
+    age band, severity …) only in the tables."""
+    parts: dict[str, list[str]] = {}
+    quiet: set[str] = set()
+    for name, keys in registry.PARTITIONS.items():
+        parent = registry.BREAKDOWN_PARENT[name]
+        if parent in parts:
+            quiet.update(keys)
+        else:
+            parts[parent] = list(keys)
+    return parts, quiet
+
+
+async def _tables(
+    session: AsyncSession,
+    principal: Principal,
+    levels: Sequence[Level],
+    *,
+    period: Period,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int,
+) -> list[StatsTable]:
+    return [
+        await build_table(
+            session,
+            principal,
+            level=level,
+            period=period,
+            area_id=area_id,
+            indicators=None,
+            now=now,
+            threshold=threshold,
+        )
+        for level in levels
+    ]
+
+
+async def _trend(
+    session: AsyncSession, principal: Principal, *, period: Period, area_id: uuid.UUID, now: datetime, threshold: int
+) -> StatsTrend:
+    first, last = trend_span(period, periods.shanghai_date(now))
+    return await build_trend(
+        session,
+        principal,
+        indicators=trend_keys(),
+        from_key=first,
+        to_key=last,
+        area_id=area_id,
+        now=now,
+        threshold=threshold,
+    )
+
+
+def _audit(session: AsyncSession, table: StatsTable, *, export: str, levels: Sequence[Level]) -> None:
+    audit.record(
+        session,
+        action="stats.export",
+        resource_type=table.area_level.value,
+        resource_id=table.area_id,
+        school_id=table.area_id if table.area_level == Level.school else None,
+        county_id=table.area_id if table.area_level == Level.county else None,
+        detail={
+            "format": export,
+            "period_kind": table.period.kind.value,
+            "period": table.period.key,
+            "levels": [level.value for level in levels],
+            "threshold": table.threshold,
+        },
+    )
+
+
+async def export_workbook(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    period: Period,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int,
+) -> Export:
+    """The workbook of the area (the caller's own unless named): a sheet for its level and each level below,
+    and the twelve months' trends with their charts."""
+    area = await resolve_area(stats_session, principal, area_id)
+    levels = WORKBOOK_LEVELS[area.level]
+    tables = await _tables(
+        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+    )
+    trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
+    content = await asyncio.to_thread(workbook.workbook, tables, trend)
+    _audit(session, tables[0], export="xlsx", levels=levels)
+    await session.flush()
+    return Export(
+        file_name=f"{area.name}留守儿童关爱工作统计表（{period.label}）.xlsx",
+        ascii_name=f"statistics-{period.key}.xlsx",
+        media_type=workbook.MEDIA_TYPE,
+        content=content,
+    )
+
+
+async def parent_names(session: AsyncSession, table: StatsTable) -> dict[uuid.UUID, str]:
+    """The names of the units a table's rows belong to (a school's township, a class's school)."""
+    ids = {row.parent_id for row in table.rows if row.parent_id is not None}
+    if not ids:
+        return {}
+    if table.level == Level.township:
+        query = sa.select(col(County.id), col(County.name)).where(col(County.id).in_(ids))
+    elif table.level == Level.school:
+        query = sa.select(col(Township.id), col(Township.name)).where(col(Township.id).in_(ids))
+    elif table.level == Level.klass:
+        query = sa.select(col(School.id), col(School.name)).where(col(School.id).in_(ids))
+    else:
+        return {}
+    return {row[0]: row[1] for row in await session.execute(query)}
+
+
+async def export_csv(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    level: Level,
+    period: Period,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int,
+) -> Export:
+    """One level of the area as CSV, with the same cells and suppression marks as the workbook."""
+    (table,) = await _tables(
+        stats_session, principal, [level], period=period, area_id=area_id, now=now, threshold=threshold
+    )
+    names = await parent_names(stats_session, table)
+    content = await asyncio.to_thread(table_csv.table_csv, table, names)
+    _audit(session, table, export="csv", levels=[level])
+    await session.flush()
+    level_name = layout.LEVEL_NAMES[level]
+    return Export(
+        file_name=f"{table.area_name}各{level_name}统计表（{period.label}）.csv",
+        ascii_name=f"statistics-{level.value}-{period.key}.csv",
+        media_type=table_csv.MEDIA_TYPE,
+        content=content,
+    )
+
+
+def _render_bulletin(tables: list[StatsTable], trend: StatsTrend) -> bytes:
+    parts, quiet = bulletin_parts()
+    drawn = charts.trend_charts(trend, font=charts.cjk_font())
+    return bulletin.render(tables, drawn, parts=parts, quiet=quiet)
+
+
+async def export_bulletin(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    period: Period,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int,
+) -> Export:
+    """The quarterly or annual bulletin of the area: its figures from the tables of the levels below it
+    (townships and schools for a county), the lagging units named, the twelve months' charts."""
+    area = await resolve_area(stats_session, principal, area_id)
+    levels = WORKBOOK_LEVELS[area.level][1:]
+    tables = await _tables(
+        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+    )
+    trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
+    content = await asyncio.to_thread(_render_bulletin, tables, trend)
+    _audit(session, tables[0], export="docx", levels=levels)
+    await session.flush()
+    return Export(
+        file_name=bulletin.file_name(tables[0]),
+        ascii_name=f"bulletin-{period.key}.docx",
+        media_type=bulletin.MEDIA_TYPE,
+        content=content,
+    )
