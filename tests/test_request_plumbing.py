@@ -198,5 +198,6 @@ async def test_the_roster_template_is_not_built_on_the_event_loop(client, world)
         assert r.status_code == 200 and r.content[:2] == b"PK"
     done.set()
     await task
-    # Building the workbook takes ~30 ms of CPU; ten builds on the loop would hold it for 300 ms or more.
-    assert sum(s for s in stalls if s > 0.01) < 0.1, [round(s, 3) for s in sorted(stalls)[-10:]][::-1]
+    # Building the workbook takes ~30 ms of CPU; ten builds on the loop would hold it for 300 ms or more. A
+    # request's own work holds the loop too, 12–14 ms on a loaded machine: only longer holds are counted.
+    assert sum(s for s in stalls if s > 0.025) < 0.15, [round(s, 3) for s in sorted(stalls)[-10:]][::-1]
