@@ -24,14 +24,18 @@ _LAST_USED = "liushou_last_used"
 async def resolve_database_url(settings: Settings) -> str:
     """``DATABASE_URL`` if set, else a database on the embedded server (started if needed)."""
     if settings.database_url:
-        url = settings.database_url
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                url = "postgresql+asyncpg://" + url[len(prefix) :]
-        return url
+        return driver_url(settings.database_url)
     uri = await asyncio.to_thread(start_embedded, settings.embedded_pg_dir)
     await ensure_database(uri, EMBEDDED_DATABASE)
     return asyncpg_url(uri, EMBEDDED_DATABASE)
+
+
+def driver_url(url: str) -> str:
+    """A ``postgresql://`` URL as SQLAlchemy's asyncpg dialect wants it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
 
 
 def make_engine(url: str, settings: Settings) -> AsyncEngine:

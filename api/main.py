@@ -41,9 +41,11 @@ from api.routers import (
 )
 from api.routers import activities as care_activities
 from api.routers import plan as care_plan
+from api.routers import stats as county_stats
 from api.routers import summaries as term_summaries
 from api.security import Passwords
 from api.settings import Settings, get_settings
+from api.stats_db import install as install_stats_db
 from api.text_input import refuse_nul_text
 from api.worker import loop as escalation_worker
 
@@ -136,6 +138,8 @@ def create_app(
     app.include_router(care_plan.router)  # 工作计划
     app.include_router(care_activities.router)  # 关爱活动
     app.include_router(term_summaries.router)  # 工作总结
+    app.include_router(county_stats.router)  # 统计 (the bureau's statistics)
+    install_stats_db(app)
     escalation_worker.install(app)
     home.install(app)
 

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # If set, /metrics wants "Authorization: Bearer <token>".
     metrics_token: str | None = None
 
+    # The bureau's statistics (docs/statistics.md): a PostgreSQL replica to read them from, so that heavy
+    # reads never slow a school's emergency (unset: the main database), and the small-count threshold —
+    # cells counting fewer children than this (but some) are suppressed.
+    stats_database_url: str | None = None
+    stats_suppression_threshold: int = Field(default=5, ge=0, le=100)
+
     @field_validator("ack_link_keys")
     @classmethod
     def _ack_link_keys_parse(cls, value: str) -> str:

@@ -23,3 +23,6 @@ __all__ += ["plan"]
 from api.models import term_summary  # noqa: E402  (工作总结)
 
 __all__ += ["term_summary"]
+from api.models import enrolment  # noqa: E402  (在校学生数 per term, for the statistics)
+
+__all__ += ["enrolment"]
