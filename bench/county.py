@@ -678,6 +678,34 @@ async def build(socket: str, database: str, *, seed: int, size: Size) -> County:
     return county
 
 
+# The enrolment each school records per term (在校学生数, the denominator of the left-behind share): its pupil
+# count now, a little lower in the terms before (rolls grow slowly), and its boarders in proportion.
+ENROLMENT_TERMS = (("2024-2025-1", 0.96), ("2024-2025-2", 0.97), ("2025-2026-1", 0.98), ("2025-2026-2", 0.99),
+                   ("2026-2027-1", 1.0))  # fmt: skip
+
+
+async def record_enrolment(conn: asyncpg.Connection) -> int:
+    """Each school's enrolment for the county's terms, where the schema has it and none is recorded yet."""
+    if not await conn.fetchval("SELECT to_regclass('school_enrolment') IS NOT NULL"):
+        return 0
+    if await conn.fetchval("SELECT EXISTS (SELECT FROM school_enrolment)"):
+        return 0
+    status = await conn.execute(
+        """
+        INSERT INTO school_enrolment (school_id, term_key, pupils, boarders, updated_at)
+        SELECT s.id, t.key, round(s.pupil_count * t.factor)::int,
+               least(round(s.pupil_count * t.factor)::int,
+                     round(t.factor * (SELECT count(*) FROM child c WHERE c.school_id = s.id AND c.is_boarding))::int),
+               $3
+        FROM school s CROSS JOIN unnest($1::text[], $2::float8[]) AS t(key, factor)
+        """,
+        [k for k, _ in ENROLMENT_TERMS],
+        [f for _, f in ENROLMENT_TERMS],
+        NOW,
+    )
+    return int(status.split()[-1])
+
+
 async def existing(socket: str, database: str) -> County | None:
     """The county already written to ``database`` (a kept folder), or None."""
     conn = await asyncpg.connect(host=socket, user="postgres", database=database)
@@ -725,6 +753,13 @@ async def prepare(data_dir: Path, *, small: bool, seed: int) -> tuple[str, str, 
         print(f"the county written in {time.perf_counter() - t0:.1f} s")
     else:
         print(f"reusing the county kept in {data_dir} ({database}): {county.counts}")
+    conn = await asyncpg.connect(host=socket_dir(uri), user="postgres", database=database)
+    try:
+        if written := await record_enrolment(conn):
+            await conn.execute("ANALYZE school_enrolment")
+            print(f"recorded {written} terms of enrolment")
+    finally:
+        await conn.close()
     return uri, database, county
 
 
