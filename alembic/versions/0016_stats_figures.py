@@ -73,6 +73,7 @@ def upgrade() -> None:
         sa.Column("period_key", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("judged_on", sa.Date(), nullable=False),
         sa.Column("counts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("totals", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("steps", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("enrolment", sa.Integer(), nullable=True),
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),

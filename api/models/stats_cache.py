@@ -2,7 +2,8 @@
 computed them, kept so that a county's table is a read of 300 small rows rather than two years of records.
 
 * ``stats_figures`` — one row per school, period and the day it was judged on: the school's quantities per
-  class (``counts``), its chain steps (``steps``), its enrolment, and when they were computed.
+  class (``counts``, for class tables) and summed (``totals``, for every other level), its chain steps
+  (``steps``), its enrolment, and when they were computed.
 * ``stats_dirty`` — the schools whose records changed since their figures were computed: triggers on every
   table the figures read mark the school (statement-level, one insert per statement and school); the
   refresher (:func:`api.services.stats.preaggregate.refresh`) recomputes them and deletes the marks it read.
@@ -32,6 +33,7 @@ class StatsFigures(SQLModel, table=True):
     period_key: str = Field(max_length=16, primary_key=True)
     judged_on: date = Field(description="the day (Asia/Shanghai) the figures were judged on")
     counts: Any = Field(sa_type=JSONB, description="[[class_id | null, {quantity: value}], …]")
+    totals: Any = Field(sa_type=JSONB, description="{quantity: value}: the classes summed (for every level above)")
     steps: Any = Field(sa_type=JSONB, description="[[class_id | null, step_no, minutes | null, met | null], …]")
     enrolment: int | None = Field(default=None, description="the school's pupils for the period")
     computed_at: datetime = timestamp_field()

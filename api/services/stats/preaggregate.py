@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -77,18 +78,32 @@ def _key(class_id: uuid.UUID | None) -> str | None:
 
 def dump(figures: queries.Figures, school_id: uuid.UUID) -> dict[str, Any]:
     """One school's part of ``figures``, as a ``stats_figures`` row stores it."""
+    totals: dict[str, int] = defaultdict(int)
+    for (s, _), values in figures.counts.items():
+        if s == school_id:
+            for q, v in values.items():
+                totals[q] += v
     return {
         "counts": [[_key(c), dict(v)] for (s, c), v in figures.counts.items() if s == school_id],
+        "totals": dict(totals),
         "steps": [[_key(c), *step] for (s, c), mine in figures.steps.items() if s == school_id for step in mine],
         "enrolment": figures.enrolment.get(school_id),
     }
 
 
-def load(figures: queries.Figures, school_id: uuid.UUID, counts: Any, steps: Any, enrolment: int | None) -> None:
-    """Add a stored school's figures to ``figures``."""
-    for class_key, values in counts or []:
-        cell = figures.counts[(school_id, uuid.UUID(class_key) if class_key else None)]
-        for q, v in values.items():
+def load(
+    figures: queries.Figures, school_id: uuid.UUID, counts: Any, steps: Any, enrolment: int | None, *, by_class: bool
+) -> None:
+    """Add a stored school's figures to ``figures``: per class (``counts``), or summed (``counts`` is the
+    school's totals, filed under the school with no class: every level above a class adds classes up)."""
+    if by_class:
+        for class_key, values in counts or []:
+            cell = figures.counts[(school_id, uuid.UUID(class_key) if class_key else None)]
+            for q, v in values.items():
+                cell[q] += v
+    elif counts:
+        cell = figures.counts[(school_id, None)]
+        for q, v in counts.items():
             cell[q] += v
     for class_key, step_no, minutes, met in steps or []:
         figures.steps[(school_id, uuid.UUID(class_key) if class_key else None)].append((step_no, minutes, met))
@@ -96,15 +111,13 @@ def load(figures: queries.Figures, school_id: uuid.UUID, counts: Any, steps: Any
         figures.enrolment[school_id] = enrolment
 
 
-_STORED = sa.text(
-    """
-    SELECT f.school_id, f.counts, f.steps, f.enrolment, d.since
+_STORED = """
+    SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since
     FROM stats_figures f
     LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
       ON d.school_id = f.school_id
     WHERE f.school_id = ANY(:ids) AND f.period_kind = :kind AND f.period_key = :key AND f.judged_on = :today
     """
-)
 
 
 async def figures_for(
@@ -115,21 +128,24 @@ async def figures_for(
     today: date,
     now: datetime,
     max_stale: timedelta,
+    by_class: bool = True,
 ) -> tuple[queries.Figures, datetime]:
     """The figures of these schools for ``period``: the kept ones where fresh enough, the rest computed now;
-    and the time every change before which they count."""
+    and the time every change before which they count. ``by_class`` False: each school's kept figures come
+    summed over its classes (enough for any level above a class, and much less to read)."""
     figures = queries.Figures()
     if not school_ids:
         return figures, now
     as_of = now
     rows = await session.execute(
-        _STORED, {"ids": list(school_ids), "kind": period.kind.value, "key": period.key, "today": today}
+        sa.text(_STORED.format(counts="counts" if by_class else "totals")),
+        {"ids": list(school_ids), "kind": period.kind.value, "key": period.key, "today": today},
     )
     used: set[uuid.UUID] = set()
     for school_id, counts, steps, enrolment, since in rows:
         if since is not None and now - since > max_stale:
             continue  # the refresher is behind on this school: count it afresh
-        load(figures, school_id, counts, steps, enrolment)
+        load(figures, school_id, counts, steps, enrolment, by_class=by_class)
         used.add(school_id)
         if since is not None:
             as_of = min(as_of, since)
@@ -145,10 +161,14 @@ _STALE_DAYS = sa.text("SELECT DISTINCT school_id FROM stats_figures WHERE judged
 _KEPT = sa.text("SELECT DISTINCT school_id FROM stats_figures WHERE judged_on = :today")
 _UPSERT = sa.text(
     """
-    INSERT INTO stats_figures (school_id, period_kind, period_key, judged_on, counts, steps, enrolment, computed_at)
-    VALUES (:school_id, :kind, :key, :today, CAST(:counts AS jsonb), CAST(:steps AS jsonb), :enrolment, :at)
+    INSERT INTO stats_figures (
+        school_id, period_kind, period_key, judged_on, counts, totals, steps, enrolment, computed_at
+    ) VALUES (
+        :school_id, :kind, :key, :today, CAST(:counts AS jsonb), CAST(:totals AS jsonb), CAST(:steps AS jsonb),
+        :enrolment, :at
+    )
     ON CONFLICT (school_id, period_kind, period_key) DO UPDATE SET
-        judged_on = excluded.judged_on, counts = excluded.counts, steps = excluded.steps,
+        judged_on = excluded.judged_on, counts = excluded.counts, totals = excluded.totals, steps = excluded.steps,
         enrolment = excluded.enrolment, computed_at = excluded.computed_at
     """
 )
@@ -187,6 +207,7 @@ async def refresh(sessionmaker: async_sessionmaker[AsyncSession], *, clock: Cloc
                             "key": period.key,
                             "today": today,
                             "counts": json.dumps(part["counts"]),
+                            "totals": json.dumps(part["totals"]),
                             "steps": json.dumps(part["steps"]),
                             "enrolment": part["enrolment"],
                             "at": now,
