@@ -180,7 +180,13 @@ async def compute(
     as_of = None
     if now is not None and max_stale is not None:
         figures, as_of = await preaggregate.figures_for(
-            session, school_ids=ids, period=period, today=today, now=now, max_stale=max_stale
+            session,
+            school_ids=ids,
+            period=period,
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=level == Level.klass,
         )
     else:
         figures = queries.Figures()
