@@ -24,6 +24,9 @@ from typing import Any
 
 import asyncpg
 
+from api.models.stats import PeriodKind
+from api.services.stats import periods
+
 UNIT = {
     "county": "s.county_id",
     "township": "s.township_id",
@@ -253,3 +256,61 @@ async def trend(conn: asyncpg.Connection, *, school_ids: list[Any], today: date,
     for _ in range(months - 1):
         first = (first - timedelta(days=1)).replace(day=1)
     return await conn.fetch(TREND, school_ids, first, today)
+
+
+# ---- the floor over the pre-aggregates -------------------------------------------------------------------
+# What the API reads when the schools' figures are kept (api/services/stats/preaggregate.py): the same
+# stats_figures rows, summed per unit in SQL, and the chain's step times ranked — the floor of that path.
+
+KEPT_UNIT = {
+    "county": "s.county_id::text",
+    "township": "s.township_id::text",
+    "school": "s.id::text",
+    "class": "e.cell ->> 0",
+}
+
+KEPT_COUNTS = """
+SELECT f.period_key, {unit} AS unit, kv.key, sum(kv.value::bigint) AS value
+FROM stats_figures f JOIN school s ON s.id = f.school_id
+CROSS JOIN LATERAL jsonb_array_elements(f.counts) AS e(cell)
+CROSS JOIN LATERAL jsonb_each_text(e.cell -> 1) AS kv(key, value)
+WHERE f.school_id = ANY($1::uuid[]) AND f.period_kind = $2 AND f.period_key = ANY($3::text[]) AND f.judged_on = $4
+GROUP BY 1, 2, 3
+"""
+
+KEPT_STEPS = """
+SELECT f.period_key, {unit} AS unit, (e.cell ->> 1)::int AS step_no, count(*) AS steps,
+       count(*) FILTER (WHERE (e.cell ->> 3)::boolean) AS on_time,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY (e.cell ->> 2)::float8) AS median_minutes,
+       max((e.cell ->> 2)::float8) AS worst_minutes
+FROM stats_figures f JOIN school s ON s.id = f.school_id
+CROSS JOIN LATERAL jsonb_array_elements(f.steps) AS e(cell)
+WHERE f.school_id = ANY($1::uuid[]) AND f.period_kind = $2 AND f.period_key = ANY($3::text[]) AND f.judged_on = $4
+GROUP BY 1, 2, 3
+"""
+
+
+def kept_keys(kind: str, today: date) -> list[str]:
+    """The keys of the period of ``kind`` holding ``today`` and of the one before, as the API names them."""
+    current = periods.containing(PeriodKind(kind), today)
+    return [current.key, periods.previous(current).key]
+
+
+async def kept_table(
+    conn: asyncpg.Connection, *, school_ids: list[Any], level: str, kind: str, today: date
+) -> list[list[asyncpg.Record]]:
+    args = (school_ids, kind, kept_keys(kind, today), today)
+    unit = KEPT_UNIT[level]
+    return [await conn.fetch(sql.format(unit=unit), *args) for sql in (KEPT_COUNTS, KEPT_STEPS)]
+
+
+async def kept_trend(
+    conn: asyncpg.Connection, *, school_ids: list[Any], today: date, months: int = 12
+) -> list[list[asyncpg.Record]]:
+    month = periods.containing(PeriodKind.month, today)
+    keys = []
+    for _ in range(months):
+        keys.append(month.key)
+        month = periods.previous(month)
+    args = (school_ids, "month", keys, today)
+    return [await conn.fetch(sql.format(unit="NULL::text"), *args) for sql in (KEPT_COUNTS, KEPT_STEPS)]
