@@ -269,11 +269,20 @@ KEPT_UNIT = {
     "class": "e.cell ->> 0",
 }
 
-KEPT_COUNTS = """
+# Per class for a class table; above it, each school's totals (as the API reads them).
+KEPT_CLASS_COUNTS = """
 SELECT f.period_key, {unit} AS unit, kv.key, sum(kv.value::bigint) AS value
 FROM stats_figures f JOIN school s ON s.id = f.school_id
 CROSS JOIN LATERAL jsonb_array_elements(f.counts) AS e(cell)
 CROSS JOIN LATERAL jsonb_each_text(e.cell -> 1) AS kv(key, value)
+WHERE f.school_id = ANY($1::uuid[]) AND f.period_kind = $2 AND f.period_key = ANY($3::text[]) AND f.judged_on = $4
+GROUP BY 1, 2, 3
+"""
+
+KEPT_COUNTS = """
+SELECT f.period_key, {unit} AS unit, kv.key, sum(kv.value::bigint) AS value
+FROM stats_figures f JOIN school s ON s.id = f.school_id
+CROSS JOIN LATERAL jsonb_each_text(f.totals) AS kv(key, value)
 WHERE f.school_id = ANY($1::uuid[]) AND f.period_kind = $2 AND f.period_key = ANY($3::text[]) AND f.judged_on = $4
 GROUP BY 1, 2, 3
 """
@@ -301,7 +310,8 @@ async def kept_table(
 ) -> list[list[asyncpg.Record]]:
     args = (school_ids, kind, kept_keys(kind, today), today)
     unit = KEPT_UNIT[level]
-    return [await conn.fetch(sql.format(unit=unit), *args) for sql in (KEPT_COUNTS, KEPT_STEPS)]
+    counts = KEPT_CLASS_COUNTS if level == "class" else KEPT_COUNTS
+    return [await conn.fetch(sql.format(unit=unit), *args) for sql in (counts, KEPT_STEPS)]
 
 
 async def kept_trend(
