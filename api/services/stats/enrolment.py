@@ -21,7 +21,7 @@ async def _school(session: AsyncSession, school_id: uuid.UUID) -> School:
 
 
 def _public(school: School, term_key: str, row: SchoolEnrolment | None) -> EnrolmentPublic:
-    term = periods.parse(PeriodKind.term, term_key, loc="term_key")
+    term = periods.parse(PeriodKind.term, term_key, loc="term_key", where="path")
     if row is None:
         return EnrolmentPublic(
             school_id=school.id,
@@ -46,7 +46,7 @@ def _public(school: School, term_key: str, row: SchoolEnrolment | None) -> Enrol
 async def get_enrolment(session: AsyncSession, *, school_id: uuid.UUID, term_key: str) -> EnrolmentPublic:
     """The school's enrolment of a term (the school's own pupil count when none is recorded)."""
     school = await _school(session, school_id)  # before the key: out of scope is "not found" whatever the key
-    term = periods.parse(PeriodKind.term, term_key, loc="term_key")
+    term = periods.parse(PeriodKind.term, term_key, loc="term_key", where="path")
     return _public(school, term.key, await session.get(SchoolEnrolment, (school.id, term.key)))
 
 
@@ -61,7 +61,7 @@ async def put_enrolment(
 ) -> EnrolmentPublic:
     """Record (or correct) the school's enrolment of a term; the audit log keeps each change."""
     school = await _school(session, school_id)
-    term = periods.parse(PeriodKind.term, term_key, loc="term_key")
+    term = periods.parse(PeriodKind.term, term_key, loc="term_key", where="path")
     row = await session.get(SchoolEnrolment, (school.id, term.key), with_for_update=True)
     if row is None:
         row = SchoolEnrolment(

@@ -19,11 +19,11 @@ MAX_TREND_MONTHS = 36
 _CN_NUMBERS = {1: "一", 2: "二", 3: "三", 4: "四"}
 
 _PATTERNS = {
-    PeriodKind.month: re.compile(r"(\d{4})-(\d{2})"),
-    PeriodKind.quarter: re.compile(r"(\d{4})-Q([1-4])"),
-    PeriodKind.term: re.compile(r"(\d{4})-(\d{4})-([12])"),
-    PeriodKind.school_year: re.compile(r"(\d{4})-(\d{4})"),
-    PeriodKind.year: re.compile(r"(\d{4})"),
+    PeriodKind.month: re.compile(r"(\d{4})-(\d{2})", re.ASCII),
+    PeriodKind.quarter: re.compile(r"(\d{4})-Q([1-4])", re.ASCII),
+    PeriodKind.term: re.compile(r"(\d{4})-(\d{4})-([12])", re.ASCII),
+    PeriodKind.school_year: re.compile(r"(\d{4})-(\d{4})", re.ASCII),
+    PeriodKind.year: re.compile(r"(\d{4})", re.ASCII),
 }
 _EXAMPLES = {
     PeriodKind.month: "2026-11",
@@ -39,9 +39,9 @@ def shanghai_date(instant: datetime) -> date:
     return instant.astimezone(SHANGHAI).date()
 
 
-def _bad(kind: PeriodKind, key: str, loc: str = "key") -> Invalid:
+def _bad(kind: PeriodKind, key: str, loc: str = "key", where: str = "query") -> Invalid:
     message = f"统计期 {key[:40]!r} 无效，{kind.value} 的写法如 {_EXAMPLES[kind]} (bad period key)"
-    return Invalid(message, code="period_invalid", fields=[field_error(["query", loc], message, "period_invalid")])
+    return Invalid(message, code="period_invalid", fields=[field_error([where, loc], message, "period_invalid")])
 
 
 def _month_end(year: int, month: int) -> date:
@@ -100,24 +100,24 @@ def year(y: int) -> Period:
     )
 
 
-def parse(kind: PeriodKind, key: str, *, loc: str = "key") -> Period:
-    """The period ``key`` names; 422 ``period_invalid`` for a key that is not one of ``kind``."""
+def parse(kind: PeriodKind, key: str, *, loc: str = "key", where: str = "query") -> Period:
+    """The period ``key`` names; 422 ``period_invalid`` (at ``[where, loc]``) for a key not one of ``kind``."""
     found = _PATTERNS[kind].fullmatch(key)
     if found is None:
-        raise _bad(kind, key, loc)
+        raise _bad(kind, key, loc, where)
     numbers = [int(g) for g in found.groups()]
     first = numbers[0]
     if not MIN_YEAR <= first <= MAX_YEAR:
-        raise _bad(kind, key, loc)
+        raise _bad(kind, key, loc, where)
     if kind == PeriodKind.month:
         if not 1 <= numbers[1] <= 12:
-            raise _bad(kind, key, loc)
+            raise _bad(kind, key, loc, where)
         return month(first, numbers[1])
     if kind == PeriodKind.quarter:
         return quarter(first, numbers[1])
     if kind in (PeriodKind.term, PeriodKind.school_year):
         if numbers[1] != first + 1:
-            raise _bad(kind, key, loc)
+            raise _bad(kind, key, loc, where)
         return term(first, numbers[2]) if kind == PeriodKind.term else school_year(first)
     return year(first)
 

@@ -19,7 +19,7 @@ The same function serves every level and every export: the exports are written f
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
+from math import gcd
 
 Var = tuple[Hashable, str]  # (row key, quantity)
 
@@ -41,47 +41,61 @@ def primary(values: Mapping[Var, int], suppressible: Iterable[Var], threshold: i
     return {v for v in suppressible if 0 < values[v] < threshold}
 
 
+def _combine(a: int, row: dict[Var, int], b: int, other: dict[Var, int], drop: Var) -> dict[Var, int]:
+    """``a·row − b·other`` without ``drop`` (which cancels), divided by the gcd of what is left."""
+    out = {k: a * c for k, c in row.items() if k != drop}
+    for k, c in other.items():
+        if k != drop:
+            new = out.get(k, 0) - b * c
+            if new:
+                out[k] = new
+            else:
+                out.pop(k, None)
+    g = 0
+    for c in out.values():
+        g = gcd(g, c)
+        if g == 1:
+            return out
+    return {k: c // g for k, c in out.items()} if g > 1 else out
+
+
 def determined(hidden: set[Var], equations: Iterable[Equation]) -> set[Var]:
     """The hidden variables the equations pin down once every visible variable is known: reduce the system
-    restricted to the hidden ones (exact fractions); a pivot whose row has no free variable is determined."""
-    rows: list[dict[Var, Fraction]] = []
+    restricted to the hidden ones to reduced row echelon form (exact: integer rows, fraction-free); a pivot
+    whose row has no other variable is determined. Sparse rows, with an index of the rows each variable
+    appears in, so a county's table (thousands of hidden cells) reduces quickly."""
+    pivots: dict[Var, dict[Var, int]] = {}
+    rows_with: dict[Var, set[Var]] = defaultdict(set)  # a non-pivot variable → the pivots whose row holds it
     for eq in equations:
-        row: dict[Var, Fraction] = defaultdict(Fraction)
+        row: dict[Var, int] = {}
         if eq.whole in hidden:
-            row[eq.whole] += 1
+            row[eq.whole] = 1
         for part in eq.parts:
             if part in hidden:
-                row[part] -= 1
+                row[part] = row.get(part, 0) - 1
         row = {k: c for k, c in row.items() if c}
-        if row:
-            rows.append(row)
-    pivots: dict[Var, dict[Var, Fraction]] = {}
-    for row in rows:
-        row = dict(row)
-        for pivot, prow in pivots.items():
-            factor = row.get(pivot)
-            if factor:
-                for k, c in prow.items():
-                    new = row.get(k, Fraction(0)) - factor * c
-                    if new:
-                        row[k] = new
-                    else:
-                        row.pop(k, None)
+        # Pivot rows hold no other pivot, so subtracting one never brings another pivot into the row.
+        for k in [k for k in row if k in pivots]:
+            if k in row:
+                prow = pivots[k]
+                row = _combine(prow[k], row, row[k], prow, k)
         if not row:
             continue
-        pivot = min(row, key=repr)
-        scale = row[pivot]
-        row = {k: c / scale for k, c in row.items()}
-        for other in pivots.values():
-            factor = other.get(pivot)
-            if factor:
-                for k, c in row.items():
-                    new = other.get(k, Fraction(0)) - factor * c
-                    if new:
-                        other[k] = new
-                    else:
-                        other.pop(k, None)
+        pivot = min(row, key=lambda k: len(rows_with.get(k, ())))  # the sparsest column: least fill-in
+        for p in list(rows_with.pop(pivot, ())):
+            other = pivots[p]
+            before = set(other)
+            updated = _combine(row[pivot], other, other[pivot], row, pivot)
+            pivots[p] = updated
+            for c in before - set(updated):
+                if c != p:
+                    rows_with[c].discard(p)
+            for c in set(updated) - before:
+                rows_with[c].add(p)
         pivots[pivot] = row
+        for c in row:
+            if c != pivot:
+                rows_with[c].add(pivot)
     return {pivot for pivot, row in pivots.items() if len(row) == 1}
 
 
@@ -99,10 +113,11 @@ def suppress(
     tie_map: dict[Var, list[Var]] = defaultdict(list)
     for a, b in ties:
         tie_map[a].append(b)
-    by_var: dict[Var, list[Equation]] = defaultdict(list)
-    for eq in equations:
+    by_var: dict[Var, list[int]] = defaultdict(list)
+    for i, eq in enumerate(equations):
         for member in eq.members:
-            by_var[member].append(eq)
+            by_var[member].append(i)
+    hidden_in = [0] * len(equations)  # hidden members of each equation
 
     def complement(eq: Equation) -> Var | None:
         visible = [m for m in eq.members if m not in hidden]
@@ -111,39 +126,46 @@ def suppress(
         positive = [m for m in visible if values[m] > 0]
         return min(positive or visible, key=lambda m: (values[m], m not in eq.parts, repr(m)))
 
-    def close() -> None:
-        pending = list(hidden)
+    def hide(var: Var, pending: list[Var]) -> None:
+        if var in hidden:
+            return
+        hidden.add(var)
+        for i in by_var.get(var, ()):
+            hidden_in[i] += 1
+        pending.append(var)
+
+    def close(pending: list[Var]) -> None:
         while pending:
             var = pending.pop()
             for tied in tie_map.get(var, ()):
-                if tied not in hidden:
-                    hidden.add(tied)
-                    pending.append(tied)
-            for eq in by_var.get(var, ()):
-                if sum(m in hidden for m in eq.members) == 1:
-                    extra = complement(eq)
+                hide(tied, pending)
+            for i in by_var.get(var, ()):
+                if hidden_in[i] == 1:
+                    extra = complement(equations[i])
                     if extra is not None:
-                        hidden.add(extra)
-                        pending.append(extra)
+                        hide(extra, pending)
 
     if not hidden:
         return hidden
-    close()
+    start = list(hidden)
+    hidden.clear()
+    pending: list[Var] = []
+    for var in start:
+        hide(var, pending)
+    close(pending)
     while True:
-        relevant = [eq for eq in equations if any(m in hidden for m in eq.members)]
+        relevant = [eq for i, eq in enumerate(equations) if hidden_in[i]]
         pinned = determined(hidden, relevant)
         if not pinned:
             return hidden
-        added = False
+        # One more complement for each pinned variable (in one of its equations), then check again.
         for var in sorted(pinned, key=repr):
-            candidates = [c for eq in by_var.get(var, ()) if (c := complement(eq)) is not None]
+            candidates = [c for i in by_var.get(var, ()) if (c := complement(equations[i])) is not None]
             if candidates:
-                hidden.add(min(candidates, key=lambda m: (values[m], repr(m))))
-                added = True
-                break
-        if not added:  # every equation of a pinned variable is hidden already: widen through its neighbours
+                hide(min(candidates, key=lambda m: (values[m], repr(m))), pending)
+        if not pending:  # every equation of the pinned variables is hidden already: widen through neighbours
             spare = [m for eq in relevant for m in eq.members if m not in hidden]
             if not spare:
                 return hidden
-            hidden.add(min(spare, key=lambda m: (values[m] == 0, values[m], repr(m))))
-        close()
+            hide(min(spare, key=lambda m: (values[m] == 0, values[m], repr(m))), pending)
+        close(pending)

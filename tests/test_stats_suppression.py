@@ -1,0 +1,313 @@
+"""Small-count suppression: counts below the threshold are hidden, and so are enough other cells that no
+hidden one can be solved from what is shown — the totals row, a breakdown adding up to its parent, a rate's
+numerator and denominator. Checked on hand-made tables and, property-style, on generated ones against an
+attacker who solves every visible sum (exact linear algebra written here independently of the module)."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.models.stats import Cell, IndicatorKind
+from api.services.stats import indicators as registry
+from api.services.stats.service import TOTAL, Computed, cell, suppress_counts
+from api.services.stats.suppression import Equation, suppress
+
+T = "total"
+
+
+def grid(rows: dict[str, dict[str, int]], partitions: dict[str, tuple[str, ...]] | None = None):
+    """A table: its values, and the equations a reader knows (rows add up to the totals row; categories to
+    their parent)."""
+    quantities = list(next(iter(rows.values())))
+    total = {q: sum(r[q] for r in rows.values()) for q in quantities}
+    everything = {**rows, T: total}
+    values = {(k, q): v for k, row in everything.items() for q, v in row.items()}
+    equations = [Equation((T, q), tuple((k, q) for k in rows)) for q in quantities]
+    for parent, parts in (partitions or {}).items():
+        equations += [Equation((k, parent), tuple((k, p) for p in parts)) for k in everything]
+    return values, equations
+
+
+# ---- the attacker ------------------------------------------------------------------------------------------
+
+
+P = (1 << 61) - 1  # a large prime: the equations' coefficients are ±1, so ranks mod P are the rational ranks
+
+
+def echelon(matrix: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """A basis of the row space mod P, as (pivot column, row with 1 at the pivot and 0 at earlier pivots)."""
+    basis: list[tuple[int, list[int]]] = []
+    for original in matrix:
+        row = reduce(original, basis)
+        pivot = next((i for i, a in enumerate(row) if a), None)
+        if pivot is None:
+            continue
+        inv = pow(row[pivot], P - 2, P)
+        row = [a * inv % P for a in row]
+        basis.append((pivot, row))
+    return basis
+
+
+def reduce(row: list[int], basis: list[tuple[int, list[int]]]) -> list[int]:
+    row = [a % P for a in row]
+    for pivot, b in basis:
+        f = row[pivot]
+        if f:
+            row = [(a - f * c) % P for a, c in zip(row, b, strict=True)]
+    return row
+
+
+def recoverable(hidden: set, equations: list[Equation]) -> set:
+    """Hidden cells a reader can solve for: those whose unit vector lies in the row space of the equations
+    restricted to the hidden cells (it reduces to nothing against a basis of that space)."""
+    order = sorted(hidden, key=repr)
+    index = {v: i for i, v in enumerate(order)}
+    matrix = []
+    for eq in equations:
+        row = [0] * len(order)
+        if eq.whole in index:
+            row[index[eq.whole]] += 1
+        for p in eq.parts:
+            if p in index:
+                row[index[p]] -= 1
+        if any(row):
+            matrix.append(row)
+    basis = echelon(matrix)
+    out = set()
+    for v in order:
+        unit = [int(i == index[v]) for i in range(len(order))]
+        if not any(reduce(unit, basis)):
+            out.add(v)
+    return out
+
+
+def peel(hidden: set, equations: list[Equation]) -> set:
+    """The simple attack: an equation with one unknown gives it; repeat."""
+    unknown, solved = set(hidden), set()
+    changed = True
+    while changed:
+        changed = False
+        for eq in equations:
+            left = [m for m in eq.members if m in unknown]
+            if len(left) == 1:
+                unknown.discard(left[0])
+                solved.add(left[0])
+                changed = True
+    return solved
+
+
+# ---- hand-made tables ------------------------------------------------------------------------------------------
+
+
+def test_a_small_count_and_its_complement_in_the_same_column():
+    values, equations = grid({"a": {"n": 3}, "b": {"n": 10}, "c": {"n": 20}})
+    # a (3) is below 5; with only it hidden, total − b − c gives it back: the smallest other row goes too.
+    assert suppress(values, threshold=5, suppressible=list(values), equations=equations) == {("a", "n"), ("b", "n")}
+
+
+def test_zero_is_shown_and_never_chosen_as_a_complement():
+    values, equations = grid({"a": {"n": 0}, "b": {"n": 2}, "c": {"n": 9}, "d": {"n": 30}})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations)
+    assert hidden == {("b", "n"), ("c", "n")}
+
+
+def test_two_small_counts_protect_each_other():
+    values, equations = grid({"a": {"n": 3}, "b": {"n": 4}, "c": {"n": 20}})
+    assert suppress(values, threshold=5, suppressible=list(values), equations=equations) == {("a", "n"), ("b", "n")}
+
+
+def test_a_single_row_hides_the_totals_row_with_it():
+    values, equations = grid({"a": {"n": 3}})
+    assert suppress(values, threshold=5, suppressible=list(values), equations=equations) == {("a", "n"), (T, "n")}
+
+
+def test_a_breakdown_hides_a_second_category_and_the_columns_follow():
+    rows = {
+        "a": {"all": 30, "boys": 27, "girls": 3},
+        "b": {"all": 40, "boys": 20, "girls": 20},
+        "c": {"all": 50, "boys": 24, "girls": 26},
+    }
+    values, equations = grid(rows, {"all": ("boys", "girls")})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations)
+    assert ("a", "girls") in hidden and ("a", "boys") in hidden  # the row: all − boys would give girls
+    assert ("b", "girls") in hidden and ("b", "boys") in hidden  # the columns: total − others would give a's
+    assert not recoverable(hidden, equations)
+
+
+def test_a_threshold_of_one_or_zero_hides_nothing():
+    values, equations = grid({"a": {"n": 1}, "b": {"n": 2}})
+    for threshold in (0, 1):
+        assert suppress(values, threshold=threshold, suppressible=list(values), equations=equations) == set()
+
+
+def test_counts_that_are_not_suppressible_stay_shown():
+    values, equations = grid({"a": {"pupils": 3}, "b": {"pupils": 400}})
+    assert suppress(values, threshold=5, suppressible=[], equations=equations) == set()
+
+
+def test_a_tied_quantity_is_hidden_with_its_count():
+    values, equations = grid(
+        {"a": {"aided": 2, "amount": 900}, "b": {"aided": 3, "amount": 1200}, "c": {"aided": 9, "amount": 100}}
+    )
+    hidden = suppress(
+        values,
+        threshold=5,
+        suppressible=[v for v in values if v[1] == "aided"],
+        equations=equations,
+        ties=[((k, "aided"), (k, "amount")) for k in ("a", "b", "c", T)],
+    )
+    assert {("a", "amount"), ("b", "amount")} <= hidden
+    assert not recoverable(hidden, equations)
+
+
+def test_a_chain_of_rows_and_columns_that_pins_a_cell_is_broken():
+    # Two columns and a partition: the one-unknown rule alone can leave a cell solvable through a cycle.
+    rows = {
+        "a": {"p": 6, "x": 3, "y": 3},
+        "b": {"p": 12, "x": 4, "y": 8},
+        "c": {"p": 30, "x": 15, "y": 15},
+    }
+    values, equations = grid(rows, {"p": ("x", "y")})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations)
+    assert {("a", "x"), ("a", "y"), ("b", "x")} <= hidden
+    assert not recoverable(hidden, equations)
+
+
+# ---- generated tables ----------------------------------------------------------------------------------------
+
+small = st.integers(min_value=0, max_value=12)
+
+
+@st.composite
+def tables(draw):
+    n_rows = draw(st.integers(min_value=1, max_value=6))
+    n_cats = draw(st.integers(min_value=2, max_value=4))
+    rows = {}
+    for i in range(n_rows):
+        cats = [draw(small) for _ in range(n_cats)]
+        row = {f"c{j}": v for j, v in enumerate(cats)}
+        row["parent"] = sum(cats)
+        row["other"] = draw(small)
+        rows[f"r{i}"] = row
+    threshold = draw(st.integers(min_value=2, max_value=6))
+    return rows, tuple(f"c{j}" for j in range(n_cats)), threshold
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(tables())
+def test_no_hidden_cell_of_a_generated_table_can_be_solved(case):
+    rows, cats, threshold = case
+    values, equations = grid(rows, {"parent": cats})
+    hidden = suppress(values, threshold=threshold, suppressible=list(values), equations=equations)
+    for var, v in values.items():
+        if 0 < v < threshold:
+            assert var in hidden, f"{var}={v} is below the threshold and shown"
+    assert not peel(hidden, equations)
+    assert not recoverable(hidden, equations), f"solvable: {recoverable(hidden, equations)} of {sorted(hidden)}"
+
+
+# ---- the tables the API answers: every registry quantity, suppressed as the service does ---------------------
+
+# The breakdowns, listed here from what they mean (not read from the registry): a reader knows these add up.
+KNOWN_PARTITIONS = {
+    "parents": ("left_behind", ["lb_parents_both", "lb_parents_father", "lb_parents_mother", "lb_parents_other"]),
+    "sex": ("left_behind", ["lb_sex_male", "lb_sex_female"]),
+    "age": ("left_behind", ["lb_age_0_5", "lb_age_6_13", "lb_age_14_16", "lb_age_17_up"]),
+    "stage": ("left_behind", ["lb_stage_primary", "lb_stage_junior", "lb_stage_unplaced"]),
+    "grade": ("left_behind", [f"lb_grade_{g}" for g in range(1, 10)] + ["lb_grade_unplaced"]),
+    "boarding": ("left_behind", ["lb_boarding", "lb_day"]),
+    "guardian": (
+        "left_behind",
+        [f"lb_guardian_{k}" for k in ("grandparents", "parent", "relatives", "other", "none")],
+    ),
+    "category": (
+        "incidents",
+        [
+            f"incidents_{c}"
+            for c in ("injury", "illness", "missing", "safety", "violence_bullying", "psychological_crisis", "other")
+        ],
+    ),
+    "severity": ("incidents", [f"incidents_sev_{s}" for s in ("minor", "moderate", "severe", "critical")]),
+}
+
+
+def test_the_registry_declares_every_breakdown_a_reader_knows():
+    declared = {(registry.BREAKDOWN_PARENT[n], tuple(parts)) for n, parts in registry.PARTITIONS.items()}
+    assert {(parent, tuple(parts)) for parent, parts in KNOWN_PARTITIONS.values()} == declared
+
+
+@st.composite
+def registry_tables(draw):
+    quantities = registry.quantities_of(list(registry.REGISTRY))
+    n_rows = draw(st.integers(min_value=1, max_value=4))
+    rows = {}
+    for i in range(n_rows):
+        lb = draw(st.integers(min_value=0, max_value=14))
+        row = dict.fromkeys(quantities, 0)
+        for q in quantities:
+            row[q] = (
+                draw(st.integers(min_value=0, max_value=lb))
+                if q.startswith(("lb_", "archive", "paired"))
+                else draw(small)
+            )
+        row["left_behind"] = lb
+        for parent, parts in KNOWN_PARTITIONS.values():
+            # Split the parent among the categories.
+            left = row[parent]
+            for p in parts[:-1]:
+                row[p] = draw(st.integers(min_value=0, max_value=left))
+                left -= row[p]
+            row[parts[-1]] = left
+        rows[f"r{i}"] = row
+    total = {q: sum(r[q] for r in rows.values()) for q in quantities}
+    return {**rows, TOTAL: total}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(registry_tables())
+def test_no_hidden_cell_of_an_api_table_can_be_solved_from_what_it_shows(counts):
+    hidden = suppress_counts(counts, threshold=5)
+    computed = Computed(units=[], counts=counts, minutes={k: {} for k in counts}, hidden=hidden)
+    # What the table shows: every quantity some visible cell shows (a rate shows its numerator and denominator).
+    shown: set = set()
+    for key in counts:
+        for ind in registry.REGISTRY.values():
+            c: Cell = cell(computed, key, ind) if ind.definition.kind != IndicatorKind.minutes else Cell(value=None)
+            if not c.suppressed and ind.definition.kind != IndicatorKind.minutes:
+                shown.update((key, q) for q in ind.quantities)
+    every = {(k, q) for k, row in counts.items() for q in row}
+    unseen = every - shown
+    rows = [k for k in counts if k != TOTAL]
+    equations = [Equation((TOTAL, q), tuple((k, q) for k in rows)) for q in counts[TOTAL]]
+    for parent, parts in KNOWN_PARTITIONS.values():
+        equations += [Equation((k, parent), tuple((k, p) for p in parts)) for k in counts]
+    for (k, q), v in ((var, counts[var[0]][var[1]]) for var in every):
+        if 0 < v < 5 and q not in registry.NOT_SUPPRESSIBLE:
+            assert (k, q) in unseen, f"{k}.{q}={v} is shown"
+    assert not recoverable(unseen, equations)
+
+
+@pytest.mark.parametrize("kind", [IndicatorKind.rate])
+def test_a_rate_whose_numerator_or_denominator_is_hidden_is_hidden(kind):
+    counts = {
+        "a": {"archive_complete": 3, "left_behind": 40},
+        "b": {"archive_complete": 30, "left_behind": 3},
+        TOTAL: {"archive_complete": 33, "left_behind": 43},
+    }
+    hidden = {("a", "archive_complete"), ("b", "left_behind")}
+    computed = Computed(units=[], counts=counts, minutes={}, hidden=hidden)
+    ind = registry.REGISTRY["archive_rate"]
+    assert ind.definition.kind == kind
+    assert cell(computed, "a", ind) == Cell(value=None, suppressed=True)
+    assert cell(computed, "b", ind) == Cell(value=None, suppressed=True)
+    assert cell(computed, TOTAL, ind) == Cell(value=0.767, numerator=33, denominator=43)
+
+
+def test_the_attacker_does_solve_what_primary_suppression_alone_leaves():
+    values, equations = grid({"a": {"n": 3}, "b": {"n": 10}, "c": {"n": 20}})
+    assert recoverable({("a", "n")}, equations) == {("a", "n")}
+    rows = {"a": {"p": 6, "x": 3, "y": 3}, "b": {"p": 12, "x": 4, "y": 8}}
+    values, equations = grid(rows, {"p": ("x", "y")})
+    # a.x and b.x hidden (the column has two unknowns), but each row's parent and other category give them.
+    assert recoverable({("a", "x"), ("b", "x")}, equations) == {("a", "x"), ("b", "x")}
+    assert not peel({("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")}, equations)
