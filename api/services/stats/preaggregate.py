@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -112,7 +112,7 @@ def load(
 
 
 _STORED = """
-    SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since
+    SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since, f.xmin::text AS row_version
     FROM stats_figures f
     LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
       ON d.school_id = f.school_id
@@ -129,29 +129,33 @@ async def figures_for(
     now: datetime,
     max_stale: timedelta,
     by_class: bool = True,
-) -> tuple[queries.Figures, datetime]:
+) -> tuple[queries.Figures, datetime, Hashable | None]:
     """The figures of these schools for ``period``: the kept ones where fresh enough, the rest computed now;
-    and the time every change before which they count. ``by_class`` False: each school's kept figures come
-    summed over its classes (enough for any level above a class, and much less to read)."""
+    the time every change before which they count; and, when every school came from a kept row, the version
+    of those rows (equal versions: equal figures), else None. ``by_class`` False: each school's kept figures
+    come summed over its classes (enough for any level above a class, and much less to read)."""
     figures = queries.Figures()
     if not school_ids:
-        return figures, now
+        return figures, now, None
     as_of = now
+    versions: list[tuple[uuid.UUID, str]] = []  # each row's version (its xmin: new with every write)
     rows = await session.execute(
         sa.text(_STORED.format(counts="counts" if by_class else "totals")),
         {"ids": list(school_ids), "kind": period.kind.value, "key": period.key, "today": today},
     )
     used: set[uuid.UUID] = set()
-    for school_id, counts, steps, enrolment, since in rows:
+    for school_id, counts, steps, enrolment, since, row_version in rows:
         if since is not None and now - since > max_stale:
             continue  # the refresher is behind on this school: count it afresh
         load(figures, school_id, counts, steps, enrolment, by_class=by_class)
         used.add(school_id)
+        versions.append((school_id, row_version))
         if since is not None:
             as_of = min(as_of, since)
     missing = [s for s in school_ids if s not in used]
     await compute_direct(session, figures, school_ids=missing, period=period, today=today)
-    return figures, as_of
+    version = None if missing else (period.kind.value, period.key, today, by_class, tuple(sorted(versions)))
+    return figures, as_of, version
 
 
 # ---- the refresher -------------------------------------------------------------------------------------------
