@@ -88,6 +88,7 @@ class Row:
     kept: list[float] = field(default_factory=list)
     status: str = ""
     as_of: str | None = None
+    cold: float = float("nan")  # the first request (nothing remembered from an earlier one)
 
     def p(self, values: list[float], q: float) -> float:
         return percentile(values, q) if values else float("nan")
@@ -232,8 +233,8 @@ async def time_floor(conn: asyncpg.Connection, endpoint: Endpoint, runs: int, *,
 
 async def time_api(
     client: httpx.AsyncClient, token: str, endpoint: Endpoint, runs: int
-) -> tuple[list[float], str, Any]:
-    timings, status, as_of = [], "", None
+) -> tuple[list[float], str, Any, float]:
+    timings, status, as_of, cold = [], "", None, float("nan")
     headers = {"Authorization": f"Bearer {token}"}
     for i in range(runs + 2):
         t0 = time.perf_counter()
@@ -241,11 +242,13 @@ async def time_api(
         elapsed = (time.perf_counter() - t0) * 1000
         status = str(r.status_code)
         if r.status_code != 200:
-            return timings, f"{status}: {r.text[:200]}", None
+            return timings, f"{status}: {r.text[:200]}", None, cold
         as_of = r.json().get("as_of")
+        if i == 0:
+            cold = elapsed
         if i >= 2:
             timings.append(elapsed)
-    return timings, status, as_of
+    return timings, status, as_of, cold
 
 
 def fmt(v: float) -> str:
@@ -254,9 +257,9 @@ def fmt(v: float) -> str:
 
 def table_lines(rows: list[Row]) -> list[str]:
     lines = [
-        "| caller | endpoint | API p50 | API p95 | API max | floor over the records p50 / p95 | ratio | "
+        "| caller | endpoint | API first | API p50 | API p95 | API max | floor over the records p50 / p95 | ratio | "
         "floor over the pre-aggregates p50 / p95 | ratio | target met |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         api95, floor95, kept95 = r.p(r.api, 0.95), r.p(r.floor, 0.95), r.p(r.kept, 0.95)
@@ -269,7 +272,8 @@ def table_lines(rows: list[Row]) -> list[str]:
             + ("" if r.status == "200" else f" ({r.status})")
         )
         lines.append(
-            f"| {r.endpoint.caller.label} | {r.endpoint.name} | {fmt(r.p(r.api, 0.5))} | {fmt(api95)} | "
+            f"| {r.endpoint.caller.label} | {r.endpoint.name} | {fmt(r.cold)} | {fmt(r.p(r.api, 0.5))} | "
+            f"{fmt(api95)} | "
             f"{fmt(max(r.api) if r.api else float('nan'))} | {fmt(r.p(r.floor, 0.5))} / {fmt(floor95)} | "
             f"{'—' if raw_ratio != raw_ratio else f'{raw_ratio:.2f}'} | "
             f"{fmt(r.p(r.kept, 0.5))} / {fmt(kept95)} | {'—' if ratio != ratio else f'{ratio:.2f}'} | {met} |"
@@ -421,7 +425,9 @@ async def main() -> None:
         "warm-ups. Floors (`bench/stats_floor.py`, straight through asyncpg, no row security): over the records, "
         "the same figures (period and previous period) as four hand-written aggregates over the living rows "
         f"({args.floor_runs} runs); over the pre-aggregates, the same `stats_figures` rows the API reads summed "
-        "per unit in SQL (the ratio the target is about). Milliseconds. Targets: "
+        "per unit in SQL (the ratio the target is about). *API first*: the first request of an endpoint, before "
+        "the API has a suppressed table to reuse (its p50/p95 are over requests after two warm-ups). "
+        "Milliseconds. Targets: "
         f"p95 ≤ {TARGET_MS:.0f} ms and ≤ {TARGET_RATIO:.0f}× the floor over the pre-aggregates.",
         "",
         *[f"- {n}" for n in notes],
