@@ -392,7 +392,7 @@ async def main() -> None:
                         continue
                     row = Row(ep)
                     if ep.path:
-                        row.api, row.status, row.as_of = await time_api(
+                        row.api, row.status, row.as_of, row.cold = await time_api(
                             client, tokens[ep.caller.username], ep, args.runs
                         )
                     row.floor = await time_floor(conn, ep, args.floor_runs)
