@@ -10,7 +10,7 @@ are asked for, so that two answers for the same area, level and period hide the 
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -160,6 +160,8 @@ class Computed:
     minutes: dict[Hashable, dict[str, float | None]]
     hidden: set[tuple[Hashable, str]]
     as_of: datetime | None = None  # every change before it is counted (None: computed from the records now)
+    # (row key, indicator keys) → its cells, made once per computed table (a reused table reuses them too)
+    cells_made: dict[tuple[Hashable, tuple[str, ...]], dict[str, Cell]] = field(default_factory=dict)
 
 
 # Suppressed tables computed from kept figures, by what they were computed from (least recently used dropped).
@@ -321,7 +323,10 @@ def cell(computed: Computed, key: Hashable, indicator: registry.Indicator) -> Ce
 
 
 def cells(computed: Computed, key: Hashable, keys: Sequence[str]) -> dict[str, Cell]:
-    return {k: cell(computed, key, registry.REGISTRY[k]) for k in keys}
+    made = computed.cells_made.get((key, tuple(keys)))
+    if made is None:
+        made = computed.cells_made[(key, tuple(keys))] = {k: cell(computed, key, registry.REGISTRY[k]) for k in keys}
+    return made
 
 
 # ---- the answers -------------------------------------------------------------------------------------------------
