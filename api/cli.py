@@ -1,6 +1,7 @@
 """The ``liushou`` command: serve, migrate, seed the demo, create users, run the escalation worker."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import TYPE_CHECKING, Annotated
@@ -252,6 +253,44 @@ def worker(
         asyncio.run(run())
     except asyncio.CancelledError:
         pass  # a second signal: stopped at once
+    finally:
+        embedded_pg.release_all()
+
+
+@app.command("stats-refresh")
+def stats_refresh(
+    once: Annotated[bool, typer.Option(help="one pass, then exit (e.g. from cron)")] = False,
+) -> None:
+    """Keep the statistics' pre-aggregates fresh: every ``stats_refresh_seconds``, recompute the schools whose
+    records changed (a process of its own, on the primary, apart from the escalation worker)."""
+    _logging()
+    shutdown = Shutdown().install()
+    from api.clock import SystemClock
+    from api.services.stats.preaggregate import refresh
+
+    async def run() -> None:
+        settings = get_settings()
+        url = await _migrate()
+        engine = make_engine(url, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        shutdown.drain = lambda: loop.is_closed() or loop.call_soon_threadsafe(stop.set)
+        try:
+            while not stop.is_set():
+                try:
+                    done = await refresh(make_sessionmaker(engine), clock=SystemClock())
+                    typer.echo(f"refreshed {done['schools']} schools in {done['seconds']:.1f} s")
+                except Exception:  # the database is away: the next pass tries again
+                    logging.getLogger("liushou.stats").exception("statistics refresh failed")
+                if once:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=settings.stats_refresh_seconds)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(run())
     finally:
         embedded_pg.release_all()
 

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # cells counting fewer children than this (but some) are suppressed.
     stats_database_url: str | None = None
     stats_suppression_threshold: int = Field(default=5, ge=0, le=100)
+    # The statistics' pre-aggregates (api/services/stats/preaggregate.py): a school's figures are used while its
+    # oldest change not yet counted is younger than this; past it, the school is computed afresh. The refresher
+    # (``liushou stats-refresh``) looks for changes every ``stats_refresh_seconds``.
+    stats_max_stale_seconds: int = Field(default=300, ge=0, le=3600)
+    stats_refresh_seconds: int = Field(default=60, ge=1, le=3600)
 
     @field_validator("ack_link_keys")
     @classmethod

@@ -26,3 +26,6 @@ __all__ += ["term_summary"]
 from api.models import enrolment  # noqa: E402  (在校学生数 per term, for the statistics)
 
 __all__ += ["enrolment"]
+from api.models import stats_cache  # noqa: E402  (the statistics' pre-aggregates)
+
+__all__ += ["stats_cache"]

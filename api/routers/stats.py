@@ -3,6 +3,7 @@ aggregates only (docs/statistics.md); and the enrolment a school records per ter
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -78,6 +79,7 @@ async def stats_table(
         indicators=registry.parse_keys(indicators),
         now=now,
         threshold=settings.stats_suppression_threshold,
+        max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
     )
 
 
@@ -102,6 +104,7 @@ async def stats_trend(
         area_id=area_id,
         now=now,
         threshold=settings.stats_suppression_threshold,
+        max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
     )
 
 

@@ -8,10 +8,10 @@ are asked for, so that two answers for the same area, level and period hide the 
 """
 
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,10 +23,11 @@ from api.models.organisations import County, School, SchoolClass, Township, clas
 from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, StatsTable, StatsTrend, TrendPoint
 from api.scoping import Principal
 from api.services.stats import indicators as registry
-from api.services.stats import periods, queries
+from api.services.stats import periods, preaggregate, queries
 from api.services.stats.suppression import Equation, suppress
 
 DEFAULT_THRESHOLD = 5
+DEFAULT_MAX_STALE = timedelta(minutes=5)  # the setting stats_max_stale_seconds
 STATS_ROLES = (Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin)
 TOTAL = "total"
 UNPLACED = "unplaced"
@@ -158,26 +159,59 @@ class Computed:
     counts: dict[Hashable, dict[str, int]]  # unit key (or TOTAL) → quantity → value
     minutes: dict[Hashable, dict[str, float | None]]
     hidden: set[tuple[Hashable, str]]
+    as_of: datetime | None = None  # every change before it is counted (None: computed from the records now)
+    # (row key, indicator keys) → its cells, made once per computed table (a reused table reuses them too)
+    cells_made: dict[tuple[Hashable, tuple[str, ...]], dict[str, Cell]] = field(default_factory=dict)
+
+
+# Suppressed tables computed from kept figures, by what they were computed from (least recently used dropped).
+MEMO_TABLES = 128
+_MEMO: OrderedDict[Hashable, Computed] = OrderedDict()
 
 
 async def compute(
-    session: AsyncSession, area: Area, level: Level, period: Period, *, today: date, threshold: int
+    session: AsyncSession,
+    area: Area,
+    level: Level,
+    period: Period,
+    *,
+    today: date,
+    threshold: int,
+    now: datetime | None = None,
+    max_stale: timedelta | None = None,
 ) -> Computed:
-    """Every quantity of the registry for each unit of ``level`` in ``area`` and the totals, suppressed."""
-    figures = queries.Figures()
+    """Every quantity of the registry for each unit of ``level`` in ``area`` and the totals, suppressed. With
+    ``now`` and ``max_stale``, each school's figures come from the pre-aggregates where they are fresh enough
+    (:mod:`.preaggregate`); otherwise all from the living records."""
     ids = list(area.schools)
-    on = min(period.ends_on, today)
-    if ids:
-        await queries.children_figures(session, figures, school_ids=ids, on=on, age_on=period.ends_on)
-        await queries.enrolment_figures(session, figures, school_ids=ids, on=on)
-        await queries.care_figures(
-            session, figures, school_ids=ids, starts_on=period.starts_on, ends_on=period.ends_on, today=today
-        )
-        await queries.aid_figures(session, figures, school_ids=ids, starts_on=period.starts_on, ends_on=period.ends_on)
-        await queries.incident_figures(
-            session, figures, school_ids=ids, starts_on=period.starts_on, ends_on=period.ends_on
-        )
+    by_class = level == Level.klass
     units = await units_of(session, area, level)
+    shape = tuple((u.key, u.name, u.parent_id) for u in units)
+    as_of: datetime | None = None
+    # The same kept rows (and units) give the same suppressed table: reuse it rather than read, add up and
+    # suppress again (a 300-school table is most of a second of Python; the bureau and the exports ask often).
+    if now is not None and max_stale is not None:
+        version, kept_as_of = await preaggregate.kept_version(
+            session, school_ids=ids, period=period, today=today, now=now, max_stale=max_stale, by_class=by_class
+        )
+        if version is not None and (hit := _MEMO.get((area.id, level, threshold, version, shape))) is not None:
+            _MEMO.move_to_end((area.id, level, threshold, version, shape))
+            return replace(hit, as_of=kept_as_of)
+    version = None
+    if now is not None and max_stale is not None:
+        figures, as_of, version = await preaggregate.figures_for(
+            session,
+            school_ids=ids,
+            period=period,
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=by_class,
+        )
+    else:
+        figures = queries.Figures()
+        await preaggregate.compute_direct(session, figures, school_ids=ids, period=period, today=today)
+    memo_key = (area.id, level, threshold, version, shape) if version is not None else None
 
     def unit_of(school_id: uuid.UUID, class_id: uuid.UUID | None) -> Hashable:
         school = area.schools[school_id]
@@ -231,7 +265,12 @@ async def compute(
             name = class_label(klass.grade, klass.name) if klass is not None else "其他"
             units.append(Unit(key, name, area.id))
     hidden = suppress_counts(counts, threshold=threshold)
-    return Computed(units=units, counts=counts, minutes=minutes, hidden=hidden)
+    computed = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=as_of)
+    if memo_key is not None:
+        _MEMO[memo_key] = computed
+        while len(_MEMO) > MEMO_TABLES:
+            _MEMO.popitem(last=False)
+    return computed
 
 
 def _all_quantities() -> list[str]:
@@ -286,7 +325,10 @@ def cell(computed: Computed, key: Hashable, indicator: registry.Indicator) -> Ce
 
 
 def cells(computed: Computed, key: Hashable, keys: Sequence[str]) -> dict[str, Cell]:
-    return {k: cell(computed, key, registry.REGISTRY[k]) for k in keys}
+    made = computed.cells_made.get((key, tuple(keys)))
+    if made is None:
+        made = computed.cells_made[(key, tuple(keys))] = {k: cell(computed, key, registry.REGISTRY[k]) for k in keys}
+    return made
 
 
 # ---- the answers -------------------------------------------------------------------------------------------------
@@ -302,6 +344,7 @@ async def build_table(
     indicators: list[str] | None,
     now: datetime,
     threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> StatsTable:
     """A level × period table of ``area_id`` (else the caller's own area), with the previous period beside
     each row, the totals row and the time the figures were computed. ``indicators``: keys of the registry
@@ -315,8 +358,10 @@ async def build_table(
     area = await resolve_area(session, principal, area_id)
     check_level(area, level)
     previous_period = periods.previous(period)
-    current = await compute(session, area, level, period, today=today, threshold=threshold)
-    before = await compute(session, area, level, previous_period, today=today, threshold=threshold)
+    current, before = [
+        await compute(session, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        for p in (period, previous_period)
+    ]
     rows = [
         StatsRow(
             unit_id=u.key if isinstance(u.key, uuid.UUID) else None,
@@ -347,7 +392,7 @@ async def build_table(
         rows=rows,
         total=total,
         threshold=threshold,
-        as_of=now,
+        as_of=min(c.as_of or now for c in (current, before)),
     )
 
 
@@ -361,6 +406,7 @@ async def build_trend(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> StatsTrend:
     """The monthly figures of the area (its totals, suppressed as in the area's own table) from ``from_key`` to
     ``to_key`` (months such as ``2026-01``; at most 36, none after this month)."""
@@ -373,8 +419,12 @@ async def build_trend(
     check_period(months[-1], today)
     area = await resolve_area(session, principal, area_id)
     points = []
+    as_of = now
     for month in months:
-        computed = await compute(session, area, area.level, month, today=today, threshold=threshold)
+        computed = await compute(
+            session, area, area.level, month, today=today, threshold=threshold, now=now, max_stale=max_stale
+        )
+        as_of = min(as_of, computed.as_of or now)
         points.append(TrendPoint(period=month, cells=cells(computed, TOTAL, keys)))
     return StatsTrend(
         area_level=area.level,
@@ -383,5 +433,5 @@ async def build_trend(
         indicators=registry.definitions(keys),
         points=points,
         threshold=threshold,
-        as_of=now,
+        as_of=as_of,
     )

@@ -1,0 +1,448 @@
+"""The bureau's statistics at county scale, beside a floor: every statistics endpoint as the bureau, a township
+official and a school admin, and the same figures as hand-written SQL straight through asyncpg.
+
+    .venv/bin/python -m bench.stats [--small] [--seed 13] [--keep DIR] [--runs 20] [--no-write] [--floor-only]
+        [--only TEXT] [--profile]
+
+The county comes from :mod:`bench.county` (built in ``--keep DIR`` the first time, reused after). The API runs
+as ``liushou serve`` runs it (one uvicorn process, its logging, no worker in it) on a loopback port, its clock
+frozen on the county's day (:mod:`bench.stats_app`); the three callers sign in with a password. Then, one
+endpoint after another and side by side in the same run:
+
+* the API: ``--runs`` sequential requests (after two warm-ups) — p50 / p95 / max in milliseconds, the
+  answer's ``as_of``;
+* the floor over the records: the same figures for the same area, level and periods by
+  :mod:`bench.stats_floor` (four aggregates over the living rows, no ORM, no row security, no suppression);
+* the floor over the pre-aggregates: the same ``stats_figures`` rows the API reads, summed per unit in SQL;
+* the ratios of the p95s. Targets: every endpoint p95 ≤ 300 ms, ≤ 3× the floor over the pre-aggregates.
+
+Before that, the refresher's passes are timed (:func:`refresh_passes`): the first keeps every school's
+figures, the next ones recompute the schools a change marked.
+
+The endpoints are found in the API's OpenAPI document (``/stats/…`` routes): the tables at each level the
+caller may ask for × month / term / year, and the monthly trend of the last twelve months. Results go to
+``bench/results/stats.md`` (unless ``--no-write``), with the load average before and after: the machine is
+shared, so ratios measured side by side are the point. ``--floor-only`` times the floor alone (no API).
+``--profile``: py-spy samples the API while each table endpoint is requested again, flame graphs beside the
+results (``bench/results/stats/``).
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from api.clock import FrozenClock
+from api.db import make_engine, make_sessionmaker
+from api.embedded_pg import asyncpg_url, socket_dir
+from api.security import Passwords
+from api.services.stats.preaggregate import refresh
+from api.settings import Environment, Settings
+from bench import stats_floor
+from bench.county import NOW, TODAY, County, prepare
+from bench.escalation import free_port, percentile, service_env, spawn, stop_processes, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PASSWORD = "bench-stats-2026"  # the benchmark's throwaway accounts
+KINDS = ("month", "term", "year")
+TARGET_MS, TARGET_RATIO = 300.0, 3.0
+
+
+@dataclass
+class Caller:
+    label: str  # 县教育局, 镇专干, 校长
+    username: str
+    area: str  # county / township / school
+    school_ids: list[Any]  # the schools of the caller's area
+    levels: tuple[str, ...]  # the table levels this caller asks for
+
+
+@dataclass
+class Endpoint:
+    caller: Caller
+    name: str  # e.g. "table school × term"
+    path: str  # with its query
+    floor: Callable[[asyncpg.Connection], Awaitable[Any]]
+    kept: Callable[[asyncpg.Connection], Awaitable[Any]] | None = None  # the floor over the pre-aggregates
+
+
+@dataclass
+class Row:
+    endpoint: Endpoint
+    api: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+    kept: list[float] = field(default_factory=list)
+    status: str = ""
+    as_of: str | None = None
+    cold: float = float("nan")  # the first request (nothing remembered from an earlier one)
+
+    def p(self, values: list[float], q: float) -> float:
+        return percentile(values, q) if values else float("nan")
+
+
+def callers(county: County) -> list[Caller]:
+    return [
+        Caller("县教育局 (bureau)", "bureau", "county", county.school_ids, ("county", "township", "school")),
+        Caller("镇专干 (township)", "township1", "township", [], ("township", "school")),
+        Caller("校长 (school admin)", "admin1", "school", [county.school_ids[0]], ("school", "class")),
+    ]
+
+
+async def sign_in_accounts(conn: asyncpg.Connection) -> None:
+    """Passwords for the bureau, the first township's official and the first school's admin."""
+    hashed = await Passwords(Settings(environment=Environment.development)).hash(PASSWORD)
+    await conn.execute(
+        "UPDATE account SET password_hash = $1 WHERE username = ANY($2::text[])",
+        hashed,
+        ["bureau", "township1", "admin1"],
+    )
+
+
+def _param(params: list[dict[str, Any]], *names: str) -> str | None:
+    known = {p["name"] for p in params}
+    return next((n for n in names if n in known), None)
+
+
+def stats_routes(openapi: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The statistics' GET routes and their query parameters."""
+    return {
+        path: ops["get"].get("parameters", [])
+        for path, ops in openapi["paths"].items()
+        if path.startswith("/stats") and "get" in ops
+    }
+
+
+def period_key(kind: str, today: date) -> str:
+    """The key of the period of ``kind`` holding ``today``, as the read models name it."""
+    if kind == "month":
+        return f"{today:%Y-%m}"
+    if kind == "term":
+        first = today.year if today.month >= 9 else today.year - 1
+        return f"{first}-{first + 1}-{1 if today.month >= 9 or today.month < 2 else 2}"
+    if kind == "year":
+        return str(today.year)
+    raise ValueError(kind)
+
+
+Floor = Callable[[asyncpg.Connection], Awaitable[Any]]
+
+
+def table_floor(ids: list[Any], level: str, kind: str, today: date) -> Floor:
+    async def floor(conn: asyncpg.Connection) -> Any:
+        return await stats_floor.table(conn, school_ids=ids, level=level, kind=kind, today=today)
+
+    return floor
+
+
+def trend_floor(ids: list[Any], today: date) -> Floor:
+    async def floor(conn: asyncpg.Connection) -> Any:
+        return await stats_floor.trend(conn, school_ids=ids, today=today)
+
+    return floor
+
+
+def kept_table_floor(ids: list[Any], level: str, kind: str, today: date) -> Floor:
+    async def floor(conn: asyncpg.Connection) -> Any:
+        return await stats_floor.kept_table(conn, school_ids=ids, level=level, kind=kind, today=today)
+
+    return floor
+
+
+def kept_trend_floor(ids: list[Any], today: date) -> Floor:
+    async def floor(conn: asyncpg.Connection) -> Any:
+        return await stats_floor.kept_trend(conn, school_ids=ids, today=today)
+
+    return floor
+
+
+def endpoints(routes: dict[str, list[dict[str, Any]]], who: list[Caller], today: date) -> list[Endpoint]:
+    found: list[Endpoint] = []
+    table = next((p for p in routes if p.rstrip("/").endswith("/table")), None)
+    trend = next((p for p in routes if p.rstrip("/").endswith("/trend")), None)
+    for caller in who:
+        ids = caller.school_ids
+        if table is not None:
+            params = routes[table]
+            kind_name = _param(params, "period", "period_kind", "kind")
+            key_name = _param(params, "key", "period_key")
+            for level in caller.levels:
+                for kind in KINDS:
+                    query = f"level={level}&{kind_name}={kind}&{key_name}={period_key(kind, today)}"
+                    floor = table_floor(ids, level, kind, today)
+                    kept = kept_table_floor(ids, level, kind, today)
+                    found.append(Endpoint(caller, f"table {level} × {kind}", f"{table}?{query}", floor, kept))
+        if trend is not None:
+            params = routes[trend]
+            first = today.replace(day=1)
+            for _ in range(11):
+                first = (first - timedelta(days=1)).replace(day=1)
+            lo = _param(params, "from", "from_key", "start")
+            hi = _param(params, "to", "to_key", "end")
+            query = f"{lo}={first:%Y-%m}&{hi}={today:%Y-%m}"
+            found.append(
+                Endpoint(
+                    caller,
+                    "trend, 12 months",
+                    f"{trend}?{query}",
+                    trend_floor(ids, today),
+                    kept_trend_floor(ids, today),
+                )
+            )
+    return found
+
+
+def floor_endpoints(who: list[Caller], today: date) -> list[Endpoint]:
+    """The floor's statements alone, for every endpoint the API will have (``--floor-only``)."""
+    found = []
+    for caller in who:
+        ids = caller.school_ids
+        for level in caller.levels:
+            for kind in KINDS:
+                found.append(Endpoint(caller, f"table {level} × {kind}", "", table_floor(ids, level, kind, today)))
+        found.append(Endpoint(caller, "trend, 12 months", "", trend_floor(ids, today)))
+    return found
+
+
+async def time_floor(conn: asyncpg.Connection, endpoint: Endpoint, runs: int, *, kept: bool = False) -> list[float]:
+    run = endpoint.kept if kept else endpoint.floor
+    if run is None:
+        return []
+    warm = 0 if not kept else 1  # the floor over the records takes seconds: no warm-up to speak of
+    timings = []
+    for i in range(runs + warm):
+        t0 = time.perf_counter()
+        await run(conn)
+        if i >= warm:
+            timings.append((time.perf_counter() - t0) * 1000)
+    return timings
+
+
+async def time_api(
+    client: httpx.AsyncClient, token: str, endpoint: Endpoint, runs: int
+) -> tuple[list[float], str, Any, float]:
+    timings, status, as_of, cold = [], "", None, float("nan")
+    headers = {"Authorization": f"Bearer {token}"}
+    for i in range(runs + 2):
+        t0 = time.perf_counter()
+        r = await client.get(endpoint.path, headers=headers)
+        elapsed = (time.perf_counter() - t0) * 1000
+        status = str(r.status_code)
+        if r.status_code != 200:
+            return timings, f"{status}: {r.text[:200]}", None, cold
+        as_of = r.json().get("as_of")
+        if i == 0:
+            cold = elapsed
+        if i >= 2:
+            timings.append(elapsed)
+    return timings, status, as_of, cold
+
+
+def fmt(v: float) -> str:
+    return "—" if v != v else f"{v:.0f}"  # NaN → —
+
+
+def table_lines(rows: list[Row]) -> list[str]:
+    lines = [
+        "| caller | endpoint | API first | API p50 | API p95 | API max | floor over the records p50 / p95 | ratio | "
+        "floor over the pre-aggregates p50 / p95 | ratio | target met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        api95, floor95, kept95 = r.p(r.api, 0.95), r.p(r.floor, 0.95), r.p(r.kept, 0.95)
+        raw_ratio = api95 / floor95 if r.api and r.floor else float("nan")
+        ratio = api95 / kept95 if r.api and r.kept else float("nan")
+        met = (
+            "—"
+            if not r.api
+            else ("yes" if api95 <= TARGET_MS and ratio <= TARGET_RATIO else "no")
+            + ("" if r.status == "200" else f" ({r.status})")
+        )
+        lines.append(
+            f"| {r.endpoint.caller.label} | {r.endpoint.name} | {fmt(r.cold)} | {fmt(r.p(r.api, 0.5))} | "
+            f"{fmt(api95)} | "
+            f"{fmt(max(r.api) if r.api else float('nan'))} | {fmt(r.p(r.floor, 0.5))} / {fmt(floor95)} | "
+            f"{'—' if raw_ratio != raw_ratio else f'{raw_ratio:.2f}'} | "
+            f"{fmt(r.p(r.kept, 0.5))} / {fmt(kept95)} | {'—' if ratio != ratio else f'{ratio:.2f}'} | {met} |"
+        )
+    return lines
+
+
+async def profile_api(py_spy: str, pid: int, client: httpx.AsyncClient, token: str, ep: Endpoint, out: Path) -> None:
+    """py-spy the API process while ``ep`` is requested again and again."""
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    slug = ep.name.replace(" × ", "-").replace(" ", "-").replace(",", "")
+    name = f"{ep.caller.username}-{slug}"
+    proc = await asyncio.create_subprocess_exec(
+        py_spy, "record", "-p", str(pid), "-o", str(out / f"{name}.txt"), "-f", "raw", "-d", "12", "-r", "200",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 11
+    while time.monotonic() < deadline:
+        await client.get(ep.path, headers={"Authorization": f"Bearer {token}"})
+    await proc.wait()
+
+
+async def refresh_passes(url: str, conn: asyncpg.Connection, county: County) -> list[str]:
+    """The pre-aggregates: a pass over whatever is not yet kept for today (all of it, the first time), then
+    incremental passes after a change in one school and in a tenth of them — what the refresher spends."""
+    settings = Settings(environment=Environment.development)
+    engine = make_engine(url, settings)
+    maker = make_sessionmaker(engine)
+    clock = FrozenClock(NOW)
+    notes = []
+    try:
+        first = await refresh(maker, clock=clock)
+        notes.append(
+            f"Pre-aggregates: the first pass kept {first['schools']:.0f} schools × {first['periods']:.0f} periods in "
+            f"{first['seconds']:.1f} s"
+            + (" (all were kept for the county's day by an earlier run)." if not first["schools"] else ".")
+        )
+        for n in (1, max(1, len(county.school_ids) // 10)):
+            # A real change in each of n schools (a file edited): the triggers mark them.
+            await conn.execute(
+                "UPDATE child SET updated_at = updated_at WHERE id IN (SELECT DISTINCT ON (school_id) id FROM child"
+                " WHERE school_id = ANY($1::uuid[]) ORDER BY school_id, id)",
+                county.school_ids[:n],
+            )
+            done = await refresh(maker, clock=clock)
+            notes.append(
+                f"After a change in {n} school(s): the refresher recomputed {done['schools']:.0f} school(s) × "
+                f"{done['periods']:.0f} periods in {done['seconds']:.1f} s."
+            )
+    finally:
+        await engine.dispose()
+    for note in notes:
+        print(note, flush=True)
+    return notes
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--keep", type=Path, help="data folder to keep (and reuse) instead of a temporary one")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--floor-runs", type=int, default=3, help="runs of the floor over the records (slow)")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--floor-only", action="store_true")
+    parser.add_argument("--only", help="time only the endpoints whose name contains this")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--name", default="stats", help="results file name (bench/results/<name>.md)")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    data_dir = args.keep or Path(tempfile.mkdtemp(prefix="liushou-county-"))
+    uri, database, county = await prepare(data_dir, small=args.small, seed=args.seed)
+    url = asyncpg_url(uri, database)
+    conn = await asyncpg.connect(host=socket_dir(uri), user="postgres", database=database)
+    version = await conn.fetchval("SHOW server_version")
+    await sign_in_accounts(conn)
+    who = callers(county)
+    who[1].school_ids = [
+        r[0] for r in await conn.fetch("SELECT id FROM school WHERE township_id = $1", county.township_ids[0])
+    ]
+    rows: list[Row] = []
+    notes: list[str] = []
+    if not args.floor_only:
+        notes += await refresh_passes(url, conn, county)
+    procs: list[subprocess.Popen[bytes]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-stats-"))
+    try:
+        if args.floor_only:
+            for ep in floor_endpoints(who, TODAY):
+                if args.only and args.only not in ep.name:
+                    continue
+                row = Row(ep, floor=await time_floor(conn, ep, args.floor_runs))
+                print(f"{ep.caller.label:<22} {ep.name:<26} floor p50 {fmt(row.p(row.floor, 0.5))} ms, "
+                      f"p95 {fmt(row.p(row.floor, 0.95))} ms", flush=True)  # fmt: skip
+                rows.append(row)
+        else:
+            port = free_port()
+            unused = {channel: free_port() for channel in ("sms", "voice", "wechat")}
+            env = service_env(url, unused, port, {"LIUSHOU_ACCESS_TOKEN_MINUTES": "120"})
+            procs.append(spawn([sys.executable, "-m", "bench.stats_app", str(port)], env, workdir / "api.log"))
+            await wait_http(f"http://127.0.0.1:{port}/healthz")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+                tokens = {}
+                for caller in who:
+                    login = await client.post("/auth/login", json={"username": caller.username, "password": PASSWORD})
+                    login.raise_for_status()
+                    tokens[caller.username] = login.json()["access_token"]
+                routes = stats_routes((await client.get("/openapi.json")).json())
+                notes.append("Statistics routes served: " + (", ".join(f"`{p}`" for p in routes) or "none yet"))
+                eps = endpoints(routes, who, TODAY) if routes else []
+                if not eps:
+                    notes.append("The API serves no statistics table or trend yet: the floor alone is timed.")
+                    eps = floor_endpoints(who, TODAY)
+                for ep in eps:
+                    if args.only and args.only not in ep.name:
+                        continue
+                    row = Row(ep)
+                    if ep.path:
+                        row.api, row.status, row.as_of, row.cold = await time_api(
+                            client, tokens[ep.caller.username], ep, args.runs
+                        )
+                    row.floor = await time_floor(conn, ep, args.floor_runs)
+                    row.kept = await time_floor(conn, ep, args.runs, kept=True)
+                    print(table_lines([row])[-1], flush=True)
+                    rows.append(row)
+                if args.profile:
+                    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                    for ep in eps:
+                        if ep.path and (not args.only or args.only in ep.name):
+                            await profile_api(py_spy, procs[0].pid, client, tokens[ep.caller.username], ep,
+                                              RESULTS / args.name)  # fmt: skip
+    finally:
+        stop_processes(procs)
+        await conn.close()
+    load_after = os.getloadavg()
+    counts = county.counts
+    head = [
+        f"# The bureau's statistics at county scale ({'small' if args.small else 'full'} county, seed {args.seed})",
+        "",
+        f"`.venv/bin/python -m bench.stats{' --small' if args.small else ''}` — {platform.node()}, "
+        f"{os.cpu_count()} cores shared with other work: load average {load_before[0]:.1f} / {load_before[1]:.1f} "
+        f"before, {load_after[0]:.1f} / {load_after[1]:.1f} after (1 / 5 min); Python {platform.python_version()}, "
+        f"PostgreSQL {version} (embedded). Today is {TODAY} (the clock of the data).",
+        "",
+        "The county: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".",
+        "",
+        "API: `liushou serve` as `bench/stats_app.py` runs it (one uvicorn process, the clock on the county's "
+        f"day), {args.runs} sequential requests per endpoint after two "
+        "warm-ups. Floors (`bench/stats_floor.py`, straight through asyncpg, no row security): over the records, "
+        "the same figures (period and previous period) as four hand-written aggregates over the living rows "
+        f"({args.floor_runs} runs); over the pre-aggregates, the same `stats_figures` rows the API reads summed "
+        "per unit in SQL (the ratio the target is about). *API first*: the first request of an endpoint, before "
+        "the API has a suppressed table to reuse (its p50/p95 are over requests after two warm-ups). "
+        "Milliseconds. Targets: "
+        f"p95 ≤ {TARGET_MS:.0f} ms and ≤ {TARGET_RATIO:.0f}× the floor over the pre-aggregates.",
+        "",
+        *[f"- {n}" for n in notes],
+        "",
+    ]
+    as_ofs = sorted({r.as_of for r in rows if r.as_of})
+    tail = ["", f"`as_of` of the answers: {', '.join(as_ofs[:3])}{' …' if len(as_ofs) > 3 else ''}"] if as_ofs else []
+    text = "\n".join(head + table_lines(rows) + tail) + "\n"
+    print("\n" + text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{args.name}.md").write_text(text)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
