@@ -38,6 +38,7 @@ from api.routers import (
     incidents,
     organisations,
     roster,
+    teacher_duties,
 )
 from api.routers import activities as care_activities
 from api.routers import plan as care_plan
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(care_plan.router)  # 工作计划
     app.include_router(care_activities.router)  # 关爱活动
     app.include_router(term_summaries.router)  # 工作总结
+    app.include_router(teacher_duties.router)  # 教师履职
     escalation_worker.install(app)
     home.install(app)
 

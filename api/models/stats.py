@@ -33,7 +33,7 @@ class PeriodKind(StrEnum):
 
 
 class IndicatorKind(StrEnum):
-    count = "count"  # a number of children, records, incidents… (人, 次, 起)
+    count = "count"  # type: ignore[assignment]  # a number of children, records, incidents… (人, 次, 起)
     rate = "rate"  # numerator / denominator, a share in [0, 1], shown as a percentage
     minutes = "minutes"  # a duration in minutes (median / worst time to "told")
 
