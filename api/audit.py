@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 from api.context import current_request
 from api.models.audit import AuditEntry
 from api.models.base import AUDITED as _audited
-from api.models.base import utcnow
+from api.models.base import new_row, utcnow
 from api.scoping import get_principal
 
 REDACTED = "***"
@@ -97,7 +97,8 @@ def make_entry(
     principal = get_principal(session)
     ctx = current_request()
     clock = session.info.get(CLOCK_KEY)
-    return AuditEntry(
+    return new_row(
+        AuditEntry,
         at=clock.now() if clock is not None else utcnow(),
         account_id=principal.account_id,
         role=principal.role.value if principal.role else ("system" if principal.is_system else None),
@@ -134,6 +135,24 @@ def record(
             school_id=school_id,
             county_id=county_id,
             changes=detail,
+        )
+    )
+
+
+def record_created(session: Any, obj: Any) -> None:
+    """The entry a flush would write for ``obj`` of an audited table, for a row inserted with Core instead
+    (the same action, scope and snapshot of its values)."""
+    resource_type = _audited[type(obj)]
+    school_id, county_id = _school_and_county(obj, {})
+    session.add(
+        make_entry(
+            session,
+            action=f"{resource_type}.create",
+            resource_type=resource_type,
+            resource_id=getattr(obj, "id", None),
+            school_id=school_id,
+            county_id=county_id,
+            changes=_snapshot(obj),
         )
     )
 

@@ -61,21 +61,30 @@ def _verification_key(secret: str) -> jwt.PyJWK:
     return jwt.PyJWK({"kty": "oct", "k": encoded}, algorithm=ALGORITHM)
 
 
+@functools.lru_cache(maxsize=1024)
+def _verified(secret: str, issuer: str, audience: str, token: str) -> dict[str, Any]:
+    """The claims of a token whose signature, audience and issuer check out (raises otherwise). Kept for the
+    next request that sends the same token: the same bytes under the same key verify the same way, and what
+    can change (expiry, a revoked login session) is checked on every request after this."""
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        _verification_key(secret),
+        algorithms=[ALGORITHM],  # a fixed list: "alg": "none" and algorithm swaps are refused
+        audience=audience,
+        issuer=issuer,
+        # Expiry is checked by the caller against the app's clock, the one every deadline uses.
+        options={
+            "require": ["exp", "iat", "sub", "aud", "iss", "typ"],
+            "verify_exp": False,
+            "verify_iat": False,
+        },
+    )
+    return claims
+
+
 def _decode(settings: Settings, token: str, audience: str, typ: str, now: datetime) -> dict[str, Any]:
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            _verification_key(settings.jwt_secret),
-            algorithms=[ALGORITHM],  # a fixed list: "alg": "none" and algorithm swaps are refused
-            audience=audience,
-            issuer=settings.jwt_issuer,
-            # Expiry is checked below against the app's clock, the one every deadline uses.
-            options={
-                "require": ["exp", "iat", "sub", "aud", "iss", "typ"],
-                "verify_exp": False,
-                "verify_iat": False,
-            },
-        )
+        claims = dict(_verified(settings.jwt_secret, settings.jwt_issuer, audience, token))
     except jwt.PyJWTError:
         raise Unauthorized("登录凭证无效 (invalid token)", code="token_invalid") from None
     if claims.get("typ") != typ or not isinstance(claims.get("exp"), int | float):

@@ -13,7 +13,8 @@ service's duties (session look-up and the audit entry in the read's transaction)
 * ``list``: the class page, ``GET /children?class_id=…&limit=20``;
 * ``file``: one child's file of that class, ``GET /children/{id}``;
 * ``incident``: reporting an incident, ``POST /incidents``; the floor inserts the rows one real report wrote;
-* ``todo``: the teacher's to-do list, when the API has such a route (no floor: reported alone).
+* ``todo``: the teacher's to-do list, ``GET /care/todo``; the floor replays the statements the service runs
+  for it (captured from the service in the bench process) on bare asyncpg.
 
 The load generator is one asyncio process speaking keep-alive HTTP/1.1 over raw sockets (cheap: the machine
 is small and it competes). For each row: requests per second, p50 / p99 latency, errors (non-2xx or broken
@@ -35,6 +36,7 @@ import platform
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = 20
+TODO = "/care/todo"
 
 # ---- the load generator ----------------------------------------------------------------------------------
 
@@ -258,6 +261,47 @@ async def pick(conn: asyncpg.Connection) -> World:
     return World(row["username"], row["account_id"], row["school_id"], row["class_id"], child, row["children"])
 
 
+async def todo_statements(url: str, world: World, conn: asyncpg.Connection) -> list[tuple[str, list[Any]]]:
+    """The statements the API runs for the teacher's to-do list, as the driver receives them (SQL and
+    parameters), captured from the service itself in this process: the floor replays them on bare asyncpg.
+    The scope settings and the audit entry are left out (the floor runs as the owner; ``floor + duties``
+    writes its own entry)."""
+    from sqlalchemy import event
+
+    from api.models.accounts import Role
+    from api.scoping import Principal, set_principal
+    from api.services.care.todo import todo_list
+    from api.services.children.rules import today_in_china
+
+    account = await conn.fetchrow(
+        "SELECT role, county_id, township_id, school_id FROM account WHERE id = $1", world.account_id
+    )
+    engine = make_engine(url, Settings(environment=Environment.development))
+    captured: list[tuple[str, list[Any]]] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "set_config(" not in statement and "INSERT INTO audit_log" not in statement:
+            captured.append((statement, list(parameters or ())))
+
+    try:
+        async with make_sessionmaker(engine)() as session:
+            principal = Principal(
+                account_id=world.account_id,
+                role=Role(account["role"]),
+                county_id=account["county_id"],
+                township_id=account["township_id"],
+                school_id=account["school_id"],
+            )
+            captured.clear()
+            await set_principal(session, principal)
+            await todo_list(session, principal, today=today_in_china(datetime.now(UTC)))
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    return captured
+
+
 TABLES = """
 SELECT c.relname AS table, a.attname AS pk, format_type(a.atttypid, a.atttypmod) AS pk_type
 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -323,6 +367,11 @@ async def incident_template(conn: asyncpg.Connection, before: dict[str, tuple[st
         "ids": ids,
         "unique_text": {t: unique.get(t, {}) for t in order},
     }
+
+
+def spawn_in(folder: Path, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A process of another checkout (``python -m`` imports from the working directory first)."""
+    return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=folder)
 
 
 # ---- profiles ---------------------------------------------------------------------------------------------
@@ -446,6 +495,12 @@ async def main() -> None:
     parser.add_argument("--name", default="api-floor", help="bench/results/<name>.md and bench/results/<name>/")
     parser.add_argument("--note", default="", help="a line about this run for the results file")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout of the service (e.g. `git worktree add /tmp/before <commit>`): its API runs beside"
+        " this one on the same database, in rows of its own ('API (before)')",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-floor-"))
@@ -481,11 +536,23 @@ async def main() -> None:
     try:
         await wait_http(f"http://127.0.0.1:{api_port}/healthz")
         api_pid = procs[0].pid
+        before_port = before_pid = 0
+        if args.compare:
+            before_port = free_port()
+            before_env = env | {"PYTHONPATH": str(args.compare.resolve())}
+            before_env["LIUSHOU_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{before_port}"
+            before = spawn_in(args.compare, [sys.executable, "-m", "api.cli", "serve", "--port", str(before_port)],
+                              before_env, workdir / "api-before.log")  # fmt: skip
+            procs.append(before)
+            await wait_http(f"http://127.0.0.1:{before_port}/healthz")
+            before_pid = before.pid
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
             login = await client.post("/auth/login", json={"username": world.teacher, "password": DEMO_PASSWORD})
             login.raise_for_status()
             token = login.json()["access_token"]
-            paths = (await client.get("/openapi.json")).json()["paths"]
+            # Whether the to-do list exists, asked of the route itself: fetching /openapi.json would build the
+            # schema in the API process and add its megabytes to the RSS measured.
+            has_todo = (await client.get(TODO, headers={"Authorization": f"Bearer {token}"})).status_code != 404
         session_id = await conn.fetchval(
             "SELECT id FROM login_session WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1", world.account_id
         )
@@ -516,17 +583,22 @@ async def main() -> None:
         written = ", ".join(f"{t} {len(rs)}" for t, _, rs in template["tables"])
         notes.append(f"One report writes (the floor inserts the same rows): {written}.")
 
+        todo = [TODO] if has_todo else []
+        if todo:
+            todo_path = workdir / "todo-statements.pickle"
+            todo_path.write_bytes(pickle.dumps(await todo_statements(url, world, conn)))
         floor_env = env | {"FLOOR_DSN": dsn, "FLOOR_TEMPLATE": str(template_path)}
+        if todo:
+            floor_env["FLOOR_TODO"] = str(todo_path)
         procs.append(
             spawn([sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(floor_port),
                    "--log-level", "warning", "--no-access-log"], floor_env, workdir / "floor.log")
         )  # fmt: skip
         await wait_http(f"http://127.0.0.1:{floor_port}/docs")
-        floor_pid = procs[1].pid
+        floor_pid = procs[-1].pid
 
         page = f"class_id={world.class_id}&limit={PAGE}"
         school = f"school_id={world.school_id}"
-        todo = sorted(p for p, ops in paths.items() if "get" in ops and ("todo" in p or "to-do" in p))
         targets: dict[str, list[tuple[str, int, int, Request]]] = {
             "list": [
                 ("API", api_port, api_pid, Request("GET", f"/children?{page}", auth)),
@@ -544,10 +616,21 @@ async def main() -> None:
             ],
         }  # fmt: skip
         if todo:
-            targets["todo"] = [("API", api_port, api_pid, Request("GET", todo[0], auth))]
-            notes.append(f"The to-do list: `GET {todo[0]}` (no floor for it yet: the API alone).")
+            targets["todo"] = [
+                ("API", api_port, api_pid, Request("GET", todo[0], auth)),
+                ("floor", floor_port, floor_pid, Request("GET", "/care/todo")),
+                ("floor + duties", floor_port, floor_pid, Request("GET", "/duty/care/todo", duty)),
+            ]
+            notes.append(
+                f"The to-do list: `GET {todo[0]}`; its floor replays on bare asyncpg the statements the service"
+                " ran for this teacher (captured in the bench process), one after another on one connection."
+            )
         else:
             notes.append("The to-do list: the API has no such route yet; not measured.")
+
+        if args.compare:
+            for servers in targets.values():
+                servers.insert(1, ("API (before)", before_port, before_pid, servers[0][3]))
 
         for endpoint in [e for e in args.endpoints if e in targets]:
             for connections in args.connections:
@@ -613,7 +696,7 @@ async def main() -> None:
         return next(found, None)
 
     targets_lines = []
-    for endpoint, label in (("list", "the class list"), ("file", "one child's file")):
+    for endpoint, label in (("list", "the class list"), ("file", "one child's file"), ("todo", "the to-do list")):
         api64, floor64 = find(endpoint, 64, "API"), find(endpoint, 64, "floor")
         api8, floor8 = find(endpoint, 8, "API"), find(endpoint, 8, "floor")
         if api64 and floor64 and floor64.rate:
@@ -633,6 +716,33 @@ async def main() -> None:
     if api_rss:
         targets_lines.append(f"- the API's peak RSS under load: {api_rss:.0f} MB (target ≤ 150 MB)"
                              f" {'— met' if api_rss <= 150 else '— not met'}")  # fmt: skip
+    if args.compare:
+        lines += [
+            f"Before and after, side by side: `API (before)` is the checkout `{args.compare.name}` on the same"
+            " database, loaded in the same run.",
+            "",
+            "| endpoint | connections | req/s before → after | % of floor before → after | CPU ms/req before → after |"
+            " p99 ms before → after |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            if r.server != "API":
+                continue
+            old = find(r.endpoint, r.connections, "API (before)")
+            floor = floors.get((r.endpoint, r.connections))
+            if old is None:
+                continue
+            o = r.outcome
+            share = (
+                f"{old.rate / floor.outcome.rate * 100:.0f} % → {o.rate / floor.outcome.rate * 100:.0f} %"
+                if floor and floor.outcome.rate
+                else ""
+            )
+            lines.append(
+                f"| {r.endpoint} | {r.connections} | {old.rate:.0f} → {o.rate:.0f} | {share} |"
+                f" {old.cpu_ms:.2f} → {o.cpu_ms:.2f} | {old.p(0.99):.0f} → {o.p(0.99):.0f} |"
+            )
+        lines.append("")
     lines += ["Against the targets of issue #10:", "", *targets_lines, "", *(f"{n}" for n in notes), ""]
     if profiles:
         lines += [

@@ -7,6 +7,9 @@ Not part of the service. One asyncpg pool, hand-written SQL, dicts for JSON, no 
 * ``/duty/children…`` — the same, plus what the service must also do for each request: look up the login
   session and the account behind it (``X-Account-Id``, ``X-Session-Id``), and write the audit entry of the
   read in the same transaction (no token signature check, no scope rules);
+* ``GET /care/todo`` — the teacher's to-do list: the statements the service runs for it (``FLOOR_TODO``: a
+  pickle of SQL and parameters captured by bench/api_floor.py), replayed on one connection, rows as dicts;
+  ``/duty/care/todo`` with the session look-up and the audit entry;
 * ``POST /incidents`` — a bare insert of the rows one real report wrote (``FLOOR_TEMPLATE``: a pickle made
   by bench/api_floor.py), with fresh ids, in one transaction.
 
@@ -193,12 +196,20 @@ class Template:
         }
 
 
+def _load(path: str) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = await asyncpg.create_pool(os.environ["FLOOR_DSN"], min_size=10, max_size=20)
     path = os.environ.get("FLOOR_TEMPLATE")
     app.state.template = Template(path) if path else None
     app.state.inserts = app.state.template.statements() if path else {}
+    todo = os.environ.get("FLOOR_TODO")
+    if todo:
+        app.state.todo = _load(todo)
     yield
     await app.state.pool.close()
 
@@ -268,6 +279,29 @@ async def duty_read_child(
             uuid.uuid4().hex, request.client.host if request.client else None, None,
         )  # fmt: skip
     return full(row)
+
+
+async def _todo(conn: asyncpg.Connection, statements: list[tuple[str, list[Any]]]) -> list[list[dict[str, Any]]]:
+    return [[dict(r) for r in await conn.fetch(sql, *params)] for sql, params in statements]
+
+
+@app.get("/care/todo")
+async def todo(request: Request) -> dict[str, Any]:
+    async with request.app.state.pool.acquire() as conn:
+        return {"results": await _todo(conn, request.app.state.todo)}
+
+
+@app.get("/duty/care/todo")
+async def duty_todo(request: Request, x_account_id: uuid.UUID = Header(), x_session_id: uuid.UUID = Header()) -> Any:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        principal = await _principal(conn, x_account_id, x_session_id)
+        results = await _todo(conn, request.app.state.todo)
+        await conn.execute(
+            AUDIT, x_account_id, principal["role"], "care.todo.read", None, principal["school_id"],
+            principal["county_id"], uuid.uuid4().hex, request.client.host if request.client else None,
+            json.dumps({"items": sum(len(rows) for rows in results)}),
+        )  # fmt: skip
+    return {"results": results}
 
 
 @app.post("/incidents", status_code=201)

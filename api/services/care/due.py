@@ -104,6 +104,15 @@ def effective_rules(rows: Iterable[CareRule]) -> dict[RhythmKind, RuleSpec]:
     return {kind: rules[kind] for kind in RhythmKind}
 
 
+# Built once; the schools are one array parameter.
+_SCHOOL_IDS = sa.bindparam("school_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
+_RULES = sa.select(CareRule).where(col(CareRule.school_id) == sa.any_(_SCHOOL_IDS))
+_TERMS = (
+    sa.select(SchoolTerm).where(col(SchoolTerm.school_id) == sa.any_(_SCHOOL_IDS)).order_by(col(SchoolTerm.starts_on))
+)
+_HOLIDAYS = sa.select(SchoolHoliday).where(col(SchoolHoliday.school_id) == sa.any_(_SCHOOL_IDS))
+
+
 async def school_rhythms(session: AsyncSession, school_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, SchoolRhythm]:
     """The rules and calendars of these schools (three small queries, whatever their number)."""
     ids = list(dict.fromkeys(school_ids))
@@ -111,13 +120,12 @@ async def school_rhythms(session: AsyncSession, school_ids: Sequence[uuid.UUID])
     terms: dict[uuid.UUID, list[SchoolTerm]] = {s: [] for s in ids}
     holidays: dict[uuid.UUID, list[SchoolHoliday]] = {s: [] for s in ids}
     if ids:
-        for rule in (await session.execute(sa.select(CareRule).where(col(CareRule.school_id).in_(ids)))).scalars():
+        params = {"school_ids": ids}
+        for rule in (await session.execute(_RULES, params)).scalars():
             rule_rows[rule.school_id].append(rule)
-        stmt = sa.select(SchoolTerm).where(col(SchoolTerm.school_id).in_(ids)).order_by(col(SchoolTerm.starts_on))
-        for term in (await session.execute(stmt)).scalars():
+        for term in (await session.execute(_TERMS, params)).scalars():
             terms[term.school_id].append(term)
-        hstmt = sa.select(SchoolHoliday).where(col(SchoolHoliday.school_id).in_(ids))
-        for holiday in (await session.execute(hstmt)).scalars():
+        for holiday in (await session.execute(_HOLIDAYS, params)).scalars():
             holidays[holiday.school_id].append(holiday)
     return {
         s: SchoolRhythm(
@@ -229,8 +237,9 @@ def has_proxy_parent(child_id: Any) -> Any:
     )
 
 
-def teacher_children(teacher_id: uuid.UUID) -> Any:
-    """A condition on ``child``: the teacher is its active proxy parent or heads its class."""
+def teacher_children(teacher_id: uuid.UUID | sa.BindParameter[uuid.UUID]) -> Any:
+    """A condition on ``child``: the teacher is its active proxy parent or heads its class (``teacher_id``: the
+    id, or a parameter given at execution)."""
     proxied = sa.select(_pairing.c.child_id).where(
         _pairing.c.staff_id == teacher_id,
         _pairing.c.kind == PairingKind.proxy_parent.value,
@@ -420,14 +429,11 @@ def todo_rows(rows: Iterable[Any], *, today: date) -> list[TodoRow]:
     return out
 
 
-async def last_done(
-    session: AsyncSession, child_ids: Sequence[uuid.UUID], *, today: date
-) -> dict[tuple[uuid.UUID, RhythmKind], date]:
-    """When each rule was last done for each of these children (records and completed booked calls dated up to
-    ``today``)."""
-    if not child_ids:
-        return {}
+def _last_done_statements() -> tuple[Any, Any]:
+    # Built once; the children are one array parameter.
     r = _record
+    ids = sa.bindparam("child_ids", type_=ARRAY(PG_UUID(as_uuid=True)))
+    today = sa.bindparam("today", type_=sa.Date)
     call = r.c.content["channel"].astext.in_(CALL_CHANNELS)
     columns = [
         sa.func.max(r.c.occurred_on)
@@ -435,26 +441,40 @@ async def last_done(
         .label(kind.value)
         for kind in RhythmKind
     ]
-    stmt = (
+    records = (
         sa.select(r.c.child_id, *columns)
-        .where(r.c.child_id.in_(list(child_ids)), r.c.occurred_on <= today)
+        .where(r.c.child_id == sa.any_(ids), r.c.occurred_on <= today)
         .group_by(r.c.child_id)
     )
-    out: dict[tuple[uuid.UUID, RhythmKind], date] = {}
-    for row in (await session.execute(stmt)).mappings():
-        for kind in RhythmKind:
-            if row[kind.value] is not None:
-                out[(row["child_id"], kind)] = row[kind.value]
     calls = (
         sa.select(_family_call.c.child_id, sa.func.max(shanghai_day(_family_call.c.starts_at)))
         .where(
-            _family_call.c.child_id.in_(list(child_ids)),
+            _family_call.c.child_id == sa.any_(ids),
             _family_call.c.status == CallStatus.completed.value,
             shanghai_day(_family_call.c.starts_at) <= today,
         )
         .group_by(_family_call.c.child_id)
     )
-    for child_id, on in (await session.execute(calls)).all():
+    return records, calls
+
+
+_LAST_DONE, _LAST_CALL = _last_done_statements()
+
+
+async def last_done(
+    session: AsyncSession, child_ids: Sequence[uuid.UUID], *, today: date
+) -> dict[tuple[uuid.UUID, RhythmKind], date]:
+    """When each rule was last done for each of these children (records and completed booked calls dated up to
+    ``today``)."""
+    if not child_ids:
+        return {}
+    params = {"child_ids": list(child_ids), "today": today}
+    out: dict[tuple[uuid.UUID, RhythmKind], date] = {}
+    for row in (await session.execute(_LAST_DONE, params)).mappings():
+        for kind in RhythmKind:
+            if row[kind.value] is not None:
+                out[(row["child_id"], kind)] = row[kind.value]
+    for child_id, on in (await session.execute(_LAST_CALL, params)).all():
         key = (child_id, RhythmKind.family_call)
         out[key] = max(on, out.get(key, on))
     return out

@@ -1,12 +1,14 @@
 """The teacher's first screen — "what must I do this week" — and done / due / overdue for any span, per child,
 teacher, class or school. Both read the rule's SQL form (:mod:`api.services.care.due`)."""
 
+import functools
 import uuid
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -45,36 +47,67 @@ TODO_LOOKBACK_DAYS = 150
 MAX_SPAN_DAYS = 366
 
 
+# The teacher whose children a to-do is of: a parameter of the statement, so that one statement serves every
+# teacher of the school.
+_TEACHER = sa.bindparam("todo_teacher_id", type_=sa.Uuid())
+
+
+@functools.lru_cache(maxsize=16)
+def _todo_statement(
+    school_ids: tuple[uuid.UUID, ...],
+    of_teacher: bool,
+    today: date,
+    overdue_only: bool,
+    rows: tuple[tuple[Any, ...], ...],
+) -> Any:
+    """The to-do statement, built once for the same schools, day, periods and shape. Building it (CTEs, the
+    periods as arrays, a probe per rule) and computing its cache key took longer than running it; the same
+    object's cache key is computed once. The periods are part of the key: a school that edits its rules or
+    calendar gets a new statement."""
+    where = [teacher_children(_TEACHER)] if of_teacher else []
+    kid = cared_children(col(Child.school_id).in_(school_ids), *where, judged_on=today)
+    judged = judged_periods(kid, list(rows), today=today, judged_on=today)
+    return todo_query(judged, today=today, overdue_only=overdue_only)
+
+
 async def _rows(
-    session: AsyncSession, school_ids: list[uuid.UUID], where: list[Any], *, today: date, overdue_only: bool
+    session: AsyncSession,
+    school_ids: list[uuid.UUID],
+    teacher_id: uuid.UUID | None,
+    *,
+    today: date,
+    overdue_only: bool,
 ) -> list[TodoRow]:
+    """The to-do items of these schools' children (only ``teacher_id``'s children, when given)."""
     rhythms = await school_rhythms(session, school_ids)
     rows = period_rows(
         rhythms.values(), today - timedelta(days=TODO_LOOKBACK_DAYS), today + timedelta(days=TODO_HORIZON_DAYS)
     )
-    kid = cared_children(col(Child.school_id).in_(school_ids), *where, judged_on=today)
-    judged = judged_periods(kid, rows, today=today, judged_on=today)
-    result = await session.execute(todo_query(judged, today=today, overdue_only=overdue_only))
+    stmt = _todo_statement(tuple(school_ids), teacher_id is not None, today, overdue_only, tuple(rows))
+    result = await session.execute(stmt, {"todo_teacher_id": teacher_id} if teacher_id is not None else {})
     return todo_rows(result.all(), today=today)
 
 
 async def school_todo_rows(session: AsyncSession, school_id: uuid.UUID, *, today: date) -> list[TodoRow]:
     """Every to-do item of a school (overdue, or due within the week), most urgent first."""
-    return await _rows(session, [school_id], [], today=today, overdue_only=False)
+    return await _rows(session, [school_id], None, today=today, overdue_only=False)
+
+
+# Built once; the ids are one array parameter (``IN`` with a list is a new statement for each length).
+_IDS = sa.bindparam("ids", type_=ARRAY(sa.Uuid()))
+_NAMES = sa.select(col(Child.id), col(Child.name)).where(col(Child.id) == sa.any_(_IDS))
+_CLASSES = sa.select(col(SchoolClass.id), col(SchoolClass.grade), col(SchoolClass.name)).where(
+    col(SchoolClass.id) == sa.any_(_IDS)
+)
 
 
 async def _entries(session: AsyncSession, rows: list[TodoRow], *, today: date) -> list[TodoEntry]:
     if not rows:
         return []
     child_ids = list({r.child_id for r in rows})
-    names = dict(
-        (await session.execute(sa.select(col(Child.id), col(Child.name)).where(col(Child.id).in_(child_ids)))).all()
-    )
-    class_ids = {r.class_id for r in rows if r.class_id}
-    labels = {
-        c.id: class_label(c.grade, c.name)
-        for c in (await session.execute(sa.select(SchoolClass).where(col(SchoolClass.id).in_(class_ids)))).scalars()
-    }
+    names = dict((await session.execute(_NAMES, {"ids": child_ids})).all())
+    class_ids = list({r.class_id for r in rows if r.class_id})
+    labels = {c.id: class_label(c.grade, c.name) for c in (await session.execute(_CLASSES, {"ids": class_ids}))}
     done = await last_done(session, child_ids, today=today)
     return [
         TodoEntry(
@@ -117,9 +150,9 @@ async def todo_list(session: AsyncSession, principal: Principal, *, today: date)
         raise Forbidden("只有学校教职工有待办 (only a school's staff have a to-do list)", code="todo_staff_only")
     school_ids = [principal.school_id]
     me = principal.account_id
-    own = await _rows(session, school_ids, [teacher_children(me)], today=today, overdue_only=False)
+    own = await _rows(session, school_ids, me, today=today, overdue_only=False)
     if principal.role == Role.school_admin:
-        staff_rows = await _rows(session, school_ids, [], today=today, overdue_only=True)
+        staff_rows = await _rows(session, school_ids, None, today=today, overdue_only=True)
     else:
         # A teacher's own children are those they are proxy parent of (they answer for them) and those of the
         # class they head: the class's children another teacher answers for are already among them.

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.errors import DatabaseBusy, NotFound
+from api.models.base import new_row
 from api.models.escalation import (
     AUDIENCE_LABELS,
     Audience,
@@ -40,7 +41,8 @@ from api.models.incidents import (
     Incident,
     StepHold,
 )
-from api.models.notifications import OutboundMessage, Topic
+from api.models.notifications import Channel, OutboundMessage, Topic
+from api.services.emergency import rows
 from api.services.emergency.contacts import add_targets, resolve_contacts
 from api.services.emergency.decide import (
     after_last_target,
@@ -50,7 +52,13 @@ from api.services.emergency.decide import (
     step_deadline_minutes,
     step_due,
 )
-from api.services.emergency.notify import alert_leaders, queue_notification
+from api.services.emergency.notify import (
+    alert_leaders,
+    notification,
+    queue_notification,
+    record_queued,
+    reserve_new_reply_codes,
+)
 from api.services.emergency.timeline import record_event
 from api.services.notifications.topics import Change, MessageRef, TopicHooks, register
 from api.settings import Settings
@@ -255,10 +263,13 @@ async def flag_party(
     *,
     settings: Settings,
     now: datetime,
+    step: EscalationStep | None = None,
+    incident: Incident | None = None,
 ) -> None:
-    """Nobody left to try: stop waiting and tell the school's leaders at once."""
-    step = await session.get(EscalationStep, party.step_id)
-    incident = await session.get(Incident, party.incident_id)
+    """Nobody left to try: stop waiting and tell the school's leaders at once. (``step`` and ``incident``:
+    the party's, when the caller has them.)"""
+    step = step or await session.get(EscalationStep, party.step_id)
+    incident = incident or await session.get(Incident, party.incident_id)
     assert step is not None and incident is not None
     party.status = status
     party.next_check_at = None
@@ -393,9 +404,12 @@ async def start_step(session: AsyncSession, step: EscalationStep, *, settings: S
             await advance_party(session, party, settings=settings, now=now, reason="step_started")
 
 
-async def check_step(session: AsyncSession, step: EscalationStep, *, settings: Settings, now: datetime) -> None:
-    """The scheduler's look at a step: end its hold, alert near the deadline, record a missed deadline."""
-    incident = await session.get(Incident, step.incident_id)
+async def check_step(
+    session: AsyncSession, step: EscalationStep, *, settings: Settings, now: datetime, incident: Incident | None = None
+) -> None:
+    """The scheduler's look at a step: end its hold, alert near the deadline, record a missed deadline.
+    (``incident``: the step's, when the caller has it.)"""
+    incident = incident or await session.get(Incident, step.incident_id)
     assert incident is not None
     due = step_due(step, now=now)
     if due.start:
@@ -439,7 +453,8 @@ def _new_rows(
         policy, occurred_at=incident.occurred_at, reported_at=now, holds=holds
     ):
         held = hold_until is not None
-        step = EscalationStep(
+        step = new_row(
+            EscalationStep,
             incident_id=incident.id,
             step_no=step_no,
             deadline_minutes=step_deadline_minutes(policy, step_no),
@@ -455,7 +470,8 @@ def _new_rows(
         )
         steps.append(step)
         for audience in STEP_AUDIENCES[step_no]:
-            party = EscalationParty(
+            party = new_row(
+                EscalationParty,
                 incident_id=incident.id,
                 step_id=step.id,
                 audience=audience,
@@ -483,60 +499,89 @@ async def freeze_chain(
     settings: Settings,
     now: datetime,
 ) -> FrozenChain:
-    """Create the incident's steps, parties and targets, and start every step that is not held."""
+    """Create the incident's steps, parties and targets, and start every step that is not held.
+
+    Every row is decided in memory first, as :func:`advance_party` and :func:`check_step` would move the new
+    chain along, so that each is inserted once in its final state (:mod:`.rows`): steps, parties and targets
+    in one go; then each SMS target's reply code (the database decides whether a code is free); then the
+    messages and the timeline. The caller collects rows (:func:`.rows.collecting`)."""
     steps, parties = _new_rows(incident, policy=policy, holds=holds, now=now)
+    rows.add(session, *steps, *(party for _, party in parties))
     frozen: list[dict[str, Any]] = []
-    # No ORM relationships between these tables, so the flush order is ours: steps, parties, targets, then
-    # messages and events. Autoflush is off so that each table is one multi-row INSERT, not one per query.
-    with session.no_autoflush:
-        session.add_all(steps)
-        await session.flush()
-        session.add_all([p for _, p in parties])
-        await session.flush()
-        party_targets: dict[uuid.UUID, list[EscalationTarget]] = {}
-        contacts = await resolve_contacts(session, incident)
-        for step, party in parties:
-            plans = contacts[party.audience]
-            targets = add_targets(session, party, plans, first_seq=1, first_contact_no=1, now=now)
-            party_targets[party.id] = targets
-            frozen.append(
-                {
-                    "step_no": step.step_no,
-                    "audience": party.audience.value,
-                    "contacts": [
-                        {
-                            "label": p.label,
-                            "name": p.name,
-                            "channels": [c.value for c, _ in p.ways],
-                            "unusable": p.unusable,
-                        }
-                        for p in plans
-                    ],
-                    "targets": len(targets),
-                }
+    party_targets: dict[uuid.UUID, list[EscalationTarget]] = {}
+    contacts = await resolve_contacts(session, incident)
+    for step, party in parties:
+        plans = contacts[party.audience]
+        targets = add_targets(session, party, plans, first_seq=1, first_contact_no=1, now=now)
+        party_targets[party.id] = targets
+        frozen.append(
+            {
+                "step_no": step.step_no,
+                "audience": party.audience.value,
+                "contacts": [
+                    {"label": p.label, "name": p.name, "channels": [c.value for c, _ in p.ways], "unusable": p.unusable}
+                    for p in plans
+                ],
+                "targets": len(targets),
+            }
+        )
+    record_event(session, incident.id, EventKind.chain_frozen, at=now, parties=frozen, policy=incident.policy)
+    for step in steps:
+        if step.status == StepStatus.held:
+            record_event(
+                session,
+                incident.id,
+                EventKind.step_held,
+                at=now,
+                step_no=step.step_no,
+                hold_until=step.hold_until.isoformat() if step.hold_until else None,
             )
-        await session.flush()
-        record_event(session, incident.id, EventKind.chain_frozen, at=now, parties=frozen, policy=incident.policy)
-        for step in steps:
-            if step.status == StepStatus.held:
-                record_event(
-                    session,
-                    incident.id,
-                    EventKind.step_held,
-                    at=now,
-                    step_no=step.step_no,
-                    hold_until=step.hold_until.isoformat() if step.hold_until else None,
-                )
-            else:
-                record_event(session, incident.id, EventKind.step_started, at=now, step_no=step.step_no)
-        for _, party in parties:
-            if party.status == PartyStatus.notifying:
-                await advance_party(
-                    session, party, settings=settings, now=now, reason="reported", targets=party_targets[party.id]
-                )
-        for step in steps:
-            await check_step(session, step, settings=settings, now=now)
-        await session.flush()
+        else:
+            record_event(session, incident.id, EventKind.step_started, at=now, step_no=step.step_no)
+    # What advance_party does for a party just frozen: its first target, else (no way to reach anyone) the
+    # party is flagged at once. A message's id is drawn now; the message is written once its code is held.
+    first: list[tuple[EscalationStep, EscalationParty, EscalationTarget, uuid.UUID]] = []
+    for step, party in parties:
+        if party.status != PartyStatus.notifying:
+            continue
+        target = next((t for t in party_targets[party.id] if t.dead_at is None), None)
+        if target is None:
+            used_up = after_last_target(
+                any_live_target=False,
+                round_=party.round,
+                max_rounds=step.max_rounds,
+                round_pause_seconds=step.round_pause_seconds,
+                now=now,
+            )
+            assert used_up.flag is not None
+            await flag_party(session, party, used_up.flag, settings=settings, now=now, step=step, incident=incident)
+            continue
+        message_id = uuid.uuid4()
+        record_queued(session, incident.id, step, party, target, message_id=message_id, now=now, reason="reported")
+        party.cursor = target.seq
+        party.current_message_id = message_id
+        # A safety net: the dispatcher and callbacks nudge the party sooner when something happens.
+        party.next_check_at = now + timedelta(seconds=step.ack_wait_seconds)
+        first.append((step, party, target, message_id))
+    for step in steps:
+        # At the report no hold is over yet (a hold is at least a minute): this records a deadline already
+        # missed (a late report) or near, and when the scheduler must look next.
+        await check_step(session, step, settings=settings, now=now, incident=incident)
+    collected: list[Any] = session.info[rows.KEY]
+    await rows.write(session, collected, (EscalationStep, EscalationParty, EscalationTarget))
+    codes = await reserve_new_reply_codes(
+        session,
+        incident_id=incident.id,
+        wanted=[(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms],
+        now=now,
+    )
+    for step, party, target, message_id in first:
+        code = codes.get((party.id, target.address)) if target.channel == Channel.sms else None
+        message = await notification(
+            session, incident, step, party, target, settings=settings, now=now, message_id=message_id, reply_code=code
+        )
+        rows.add(session, message)
+    await rows.write(session, collected)
     return FrozenChain(
         steps=steps,
         parties=[party for _, party in parties],

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from api.models.accounts import Account, Role
+from api.models.base import new_row
 from api.models.escalation import (
     Audience,
     DutyContact,
@@ -24,6 +26,7 @@ from api.models.incidents import (
 )
 from api.models.notifications import Channel
 from api.phones import PhoneError, PhoneKind, normalize_phone
+from api.services.emergency import rows
 
 # Channel order per audience: elderly guardians are called first (press 1 is the surest acknowledgement),
 # families in the mini-program and officials get WeChat first, SMS and voice after.
@@ -77,49 +80,68 @@ def _ways(
     plan.ways.extend((c, a) for c, a in alt.items())
 
 
+# Built once, and only the columns the plans use (rows, not mapped objects): the report's two reads.
+_FAMILY: Any = (
+    sa.select(
+        col(ChildGuardian.role),
+        col(ChildGuardian.relation),
+        col(Guardian.id).label("guardian_id"),
+        col(Guardian.name),
+        col(Guardian.phone),
+        col(Guardian.phone_alt),
+        col(Account.id).label("account_id"),
+        col(Account.wechat_openid),
+    )
+    .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
+    .outerjoin(
+        Account,
+        sa.and_(col(Account.id) == Guardian.account_id, col(Account.is_active), col(Account.role) == Role.family),
+    )
+    .where(
+        col(ChildGuardian.child_id) == sa.bindparam("child_id"),
+        col(ChildGuardian.is_active),
+        col(ChildGuardian.role).in_(
+            [GuardianRole.entrusted_guardian, GuardianRole.parent_home, GuardianRole.parent_away]
+        ),
+    )
+    .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
+)
+_DUTY: Any = (
+    sa.select(
+        col(DutyContact.id),
+        col(DutyContact.township_id),
+        col(DutyContact.name),
+        col(DutyContact.phone),
+        col(Account.id).label("account_id"),
+        col(Account.display_name),
+        col(Account.wechat_openid),
+        col(Account.phone).label("account_phone"),
+    )
+    .outerjoin(Account, sa.and_(col(Account.id) == DutyContact.account_id, col(Account.is_active)))
+    .where(
+        sa.or_(
+            sa.and_(col(DutyContact.county_id) == sa.bindparam("county_id"), col(DutyContact.township_id).is_(None)),
+            col(DutyContact.township_id) == sa.bindparam("township_id"),
+        ),
+        col(DutyContact.is_active),
+    )
+    .order_by(col(DutyContact.position), col(DutyContact.created_at))
+)
+
+
 async def _family_contacts(session: AsyncSession, child_id: uuid.UUID) -> dict[Audience, list[ContactPlan]]:
     """Step 1 and step 2's people from the child's contact card, in its call order (one query for both)."""
-    rows = (
-        await session.execute(
-            select(ChildGuardian, Guardian, Account)
-            .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-            .outerjoin(
-                Account,
-                sa.and_(
-                    col(Account.id) == Guardian.account_id,
-                    col(Account.is_active),
-                    col(Account.role) == Role.family,
-                ),
-            )
-            .where(
-                ChildGuardian.child_id == child_id,
-                col(ChildGuardian.is_active),
-                col(ChildGuardian.role).in_(
-                    [GuardianRole.entrusted_guardian, GuardianRole.parent_home, GuardianRole.parent_away]
-                ),
-            )
-            .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
-        )
-    ).all()
+    rows = (await session.execute(_FAMILY, {"child_id": child_id})).all()
 
     def plans(audience: Audience, role: GuardianRole) -> list[ContactPlan]:
         found = []
-        for link, guardian, account in rows:
-            if link.role != role:
+        for row in rows:
+            if row.role != role:
                 continue
             plan = ContactPlan(
-                label=link.relation,
-                name=guardian.name,
-                guardian_id=guardian.id,
-                account_id=account.id if account else None,
+                label=row.relation, name=row.name, guardian_id=row.guardian_id, account_id=row.account_id
             )
-            _ways(
-                plan,
-                _FAMILY_ORDER[audience],
-                openid=account.wechat_openid if account else None,
-                phone=guardian.phone,
-                phone_alt=guardian.phone_alt,
-            )
+            _ways(plan, _FAMILY_ORDER[audience], openid=row.wechat_openid, phone=row.phone, phone_alt=row.phone_alt)
             found.append(plan)
         return found
 
@@ -136,36 +158,12 @@ async def _family_contacts(session: AsyncSession, child_id: uuid.UUID) -> dict[A
 async def _official_contacts(session: AsyncSession, incident: Incident) -> dict[Audience, list[ContactPlan]]:
     """Duty contacts of the county bureau and of the township (one query for both); where there is none,
     the accounts of that role there."""
-    rows = (
-        await session.execute(
-            select(DutyContact, Account)
-            .outerjoin(Account, sa.and_(col(Account.id) == DutyContact.account_id, col(Account.is_active)))
-            .where(
-                sa.or_(
-                    sa.and_(col(DutyContact.county_id) == incident.county_id, col(DutyContact.township_id).is_(None)),
-                    col(DutyContact.township_id) == incident.township_id,
-                ),
-                col(DutyContact.is_active),
-            )
-            .order_by(col(DutyContact.position), col(DutyContact.created_at))
-        )
-    ).all()
+    rows = (await session.execute(_DUTY, {"county_id": incident.county_id, "township_id": incident.township_id})).all()
     found: dict[Audience, list[ContactPlan]] = {Audience.county_bureau: [], Audience.township: []}
-    for duty, account in rows:
-        plan = ContactPlan(
-            label=duty.name,
-            name=account.display_name if account else None,
-            duty_contact_id=duty.id,
-            account_id=account.id if account else None,
-        )
-        _ways(
-            plan,
-            _OFFICIAL_ORDER,
-            openid=account.wechat_openid if account else None,
-            phone=duty.phone or (account.phone if account else None),
-            phone_alt=None,
-        )
-        found[Audience.county_bureau if duty.township_id is None else Audience.township].append(plan)
+    for row in rows:
+        plan = ContactPlan(label=row.name, name=row.display_name, duty_contact_id=row.id, account_id=row.account_id)
+        _ways(plan, _OFFICIAL_ORDER, openid=row.wechat_openid, phone=row.phone or row.account_phone, phone_alt=None)
+        found[Audience.county_bureau if row.township_id is None else Audience.township].append(plan)
     for audience, role_where in (
         (Audience.county_bureau, [Account.role == Role.county_bureau, Account.county_id == incident.county_id]),
         (Audience.township, [Account.role == Role.township_official, Account.township_id == incident.township_id]),
@@ -210,7 +208,8 @@ def add_targets(
                 continue
             seen.add((channel, address))
             targets.append(
-                EscalationTarget(
+                new_row(
+                    EscalationTarget,
                     incident_id=party.incident_id,
                     party_id=party.id,
                     seq=seq,
@@ -227,5 +226,5 @@ def add_targets(
                 )
             )
             seq += 1
-    session.add_all(targets)
+    rows.add(session, *targets)
     return targets

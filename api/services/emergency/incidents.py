@@ -11,9 +11,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -21,15 +22,17 @@ from api import audit
 from api.clock import SHANGHAI
 from api.errors import Conflict, Invalid, NotFound, field_error
 from api.models.accounts import Role
-from api.models.base import Page
+from api.models.base import Page, new_row
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (
     AUDIENCE_LABELS,
     STEP_LABELS,
     EscalationParty,
+    EscalationPolicy,
     EscalationStep,
     EscalationTarget,
     PartyStatus,
+    PolicyValues,
     StepStatus,
 )
 from api.models.incidents import (
@@ -54,10 +57,11 @@ from api.models.notifications import (
 )
 from api.models.organisations import School
 from api.scoping import Principal, as_system
-from api.services.emergency.chain import freeze_chain
+from api.services.emergency import rows
+from api.services.emergency.chain import FrozenChain, freeze_chain
 from api.services.emergency.decide import deadline_met, plan_steps
-from api.services.emergency.notify import release_reply_codes
-from api.services.emergency.policy import effective_policy, snapshot_policy
+from api.services.emergency.notify import known_case_facts, release_reply_codes
+from api.services.emergency.policy import policy_values, snapshot_policy
 from api.services.emergency.timeline import NOT_FOUND, get_incident, incident_steps, record_event, step_summary
 from api.services.notifications.delivery import masked_address
 from api.services.notifications.outbox import wake_workers
@@ -89,27 +93,48 @@ def _require_open(incident: Incident) -> None:
         raise Conflict("事件已结案 (the incident is closed)", code="incident_closed")
 
 
+# Built once. ON CONFLICT DO NOTHING: a case code (or id) already taken inserts nothing and returns no row, and
+# another code is drawn: no savepoint, one round trip per draw.
+_INSERT_INCIDENT = (
+    pg_insert(Incident.__table__)  # type: ignore[attr-defined]
+    .on_conflict_do_nothing()
+    .returning(col(Incident.id))
+)
+_REPORTED_CHILD: Any = (
+    sa.select(
+        col(Child.id),
+        col(Child.status),
+        col(Child.class_id),
+        col(Child.name),
+        col(School.id).label("school_id"),
+        col(School.county_id),
+        col(School.township_id),
+        col(School.name).label("school_name"),
+        col(School.duty_phone),
+        EscalationPolicy,
+    )
+    .join(School, col(School.id) == Child.school_id)
+    .outerjoin(EscalationPolicy, col(EscalationPolicy.county_id) == School.county_id)
+    .where(col(Child.id) == sa.bindparam("child_id"))
+)
+_INCIDENT_COLUMNS = [c.key for c in Incident.__table__.columns]  # type: ignore[attr-defined]
+
+
 async def _insert_with_case_code(
-    session: AsyncSession, draft: Incident, *, draw_code: bool, draw_id: bool, now: datetime
-) -> Incident | None:
+    session: AsyncSession, incident: Incident, *, draw_code: bool, draw_id: bool, now: datetime
+) -> bool:
     """Insert the incident under a random case code, drawing again when one is taken (the demo seeder fixes
-    its id and code: ``draw_id`` / ``draw_code`` false). ``None`` when five draws were all taken."""
-    values = draft.model_dump()
+    its id and code: ``draw_id`` / ``draw_code`` false); ``incident`` keeps what was inserted. False when five
+    draws were all taken."""
     for _ in range(5):
-        drawn: dict[str, object] = {}
         if draw_code:
-            drawn["case_code"] = _case_code(now)
+            incident.case_code = _case_code(now)
         if draw_id:
-            drawn["id"] = uuid.uuid4()
-        candidate = Incident(**{**values, **drawn})
-        try:
-            async with session.begin_nested():
-                session.add(candidate)
-                await session.flush()
-        except IntegrityError:
-            continue  # the random case code was taken: draw another
-        return candidate
-    return None
+            incident.id = uuid.uuid4()
+        values = {key: getattr(incident, key) for key in _INCIDENT_COLUMNS}
+        if (await session.execute(_INSERT_INCIDENT, values)).first() is not None:
+            return True
+    return False
 
 
 async def report_incident(
@@ -125,7 +150,8 @@ async def report_incident(
     """Report an emergency: the chain is frozen onto it and every step that is due starts at once.
     (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)"""
     assert principal.account_id is not None
-    child = await session.get(Child, data.child_id)
+    # The child, its school and the county's policy in one round trip, in the reporter's scope.
+    child = (await session.execute(_REPORTED_CHILD, {"child_id": data.child_id})).one_or_none()
     if child is None:
         raise NotFound("学生不存在 (child not found)", code="child_not_found")
     if child.status != ChildStatus.enrolled:
@@ -148,17 +174,17 @@ async def report_incident(
             fields=[field_error(["body", "occurred_at"], "发生时间早于7天前", "occurred_too_long_ago")],
         )
     occurred_at = min(occurred_at, now)
-    school = await session.get(School, child.school_id)
-    assert school is not None
-    policy, policy_row = await effective_policy(session, school.county_id)
+    policy_row: EscalationPolicy | None = child.EscalationPolicy
+    policy = policy_values(policy_row)
     # Holds are checked before anything is written, so a refused hold leaves no trace.
     plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
-    draft = Incident(
+    incident = new_row(
+        Incident,
         id=incident_id or uuid.uuid4(),
         case_code=case_code or "",
-        county_id=school.county_id,
-        township_id=school.township_id,
-        school_id=school.id,
+        county_id=child.county_id,
+        township_id=child.township_id,
+        school_id=child.school_id,
         child_id=child.id,
         class_id=child.class_id,
         category=data.category,
@@ -173,11 +199,41 @@ async def report_incident(
         policy=snapshot_policy(policy, policy_row),
         updated_at=now,
     )
-    incident = await _insert_with_case_code(
-        session, draft, draw_code=case_code is None, draw_id=incident_id is None, now=now
-    )
-    if incident is None:
+    if not await _insert_with_case_code(
+        session, incident, draw_code=case_code is None, draw_id=incident_id is None, now=now
+    ):
         raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
+    async with rows.collecting(session):
+        frozen = await _freeze(
+            session, incident, child, now=now, policy=policy, data=data, principal=principal, settings=settings
+        )
+    # The entry the unit of work would have written for the incident; added now, it goes out in one INSERT
+    # with the answer's own (incident_public) when the request commits.
+    audit.record_created(session, incident)
+    await wake_workers(session)
+    # The answer to the report shows this chain: kept for incident_public, which need not read back what this
+    # transaction has just written.
+    session.info.setdefault(_JUST_REPORTED, {})[incident.id] = (
+        session.sync_session.get_transaction(),
+        frozen,
+        child.name,
+    )
+    return incident
+
+
+async def _freeze(
+    session: AsyncSession,
+    incident: Incident,
+    child: sa.Row[Any],
+    *,
+    now: datetime,
+    policy: PolicyValues,
+    data: IncidentCreate,
+    principal: Principal,
+    settings: Settings,
+) -> FrozenChain:
+    """The report's line on the timeline, and the chain frozen onto the incident (its rows collected and
+    written by :func:`.chain.freeze_chain`)."""
     record_event(
         session,
         incident.id,
@@ -192,17 +248,10 @@ async def report_incident(
     )
     # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
     async with as_system(session):
-        frozen = await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
-        await session.flush()
-    await wake_workers(session)
-    # The answer to the report shows this chain: kept for incident_public, which need not read back what this
-    # transaction has just written.
-    session.info.setdefault(_JUST_REPORTED, {})[incident.id] = (
-        session.sync_session.get_transaction(),
-        frozen,
-        child.name,
-    )
-    return incident
+        await known_case_facts(
+            session, incident, school_name=child.school_name, duty_phone=child.duty_phone, child_name=child.name
+        )
+        return await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
 
 
 def _full_numbers(principal: Principal) -> bool:

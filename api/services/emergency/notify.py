@@ -6,6 +6,7 @@ cancellation of what a told party no longer needs. The texts are :mod:`.texts`; 
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -30,49 +31,64 @@ from api.models.incidents import (
 from api.models.notifications import Channel, MessagePurpose, MessageStatus, OutboundMessage, Topic
 from api.models.organisations import School
 from api.phones import PhoneError, PhoneKind, normalize_phone
-from api.services.emergency import texts
+from api.services.emergency import rows, texts
 from api.services.emergency.timeline import record_event, target_detail
 from api.services.notifications.outbox import Route, new_message
 from api.settings import Settings
 
+_CASE_FACTS = "liushou_case_facts"
+# Built once: the reporter's phone, else a school admin's.
+_SCHOOL_PHONE: Any = (
+    sa.select(col(Account.phone))
+    .where(
+        col(Account.phone).is_not(None),
+        col(Account.is_active),
+        sa.or_(
+            col(Account.id) == sa.bindparam("reporter_id"),
+            sa.and_(col(Account.school_id) == sa.bindparam("school_id"), col(Account.role) == Role.school_admin),
+        ),
+    )
+    .order_by((col(Account.id) == sa.bindparam("reporter_id")).desc(), col(Account.created_at))
+    .limit(1)
+)
+
 
 async def case_facts(session: AsyncSession, incident: Incident) -> texts.CaseFacts:
-    cache: dict[uuid.UUID, texts.CaseFacts] = session.info.setdefault("liushou_case_facts", {})
+    cache: dict[uuid.UUID, texts.CaseFacts] = session.info.setdefault(_CASE_FACTS, {})
     if incident.id in cache:
         return cache[incident.id]
     school = await session.get(School, incident.school_id)
     child = await session.get(Child, incident.child_id)
     assert school is not None and child is not None
+    return await known_case_facts(
+        session, incident, school_name=school.name, duty_phone=school.duty_phone, child_name=child.name
+    )
+
+
+async def known_case_facts(
+    session: AsyncSession, incident: Incident, *, school_name: str, duty_phone: str | None, child_name: str
+) -> texts.CaseFacts:
+    """The facts every text of the case shows, from what the caller has already read (the report)."""
     # The school's duty phone; a school without one: the reporter's phone, else a school admin's.
     phone = (
-        school.duty_phone
+        duty_phone
         or (
             await session.execute(
-                select(Account.phone)
-                .where(
-                    col(Account.phone).is_not(None),
-                    col(Account.is_active),
-                    sa.or_(
-                        col(Account.id) == incident.reported_by_id,
-                        sa.and_(col(Account.school_id) == incident.school_id, col(Account.role) == Role.school_admin),
-                    ),
-                )
-                .order_by((col(Account.id) == incident.reported_by_id).desc(), col(Account.created_at))
-                .limit(1)
+                _SCHOOL_PHONE, {"reporter_id": incident.reported_by_id, "school_id": incident.school_id}
             )
         ).scalar_one_or_none()
     )
     facts = texts.CaseFacts(
         incident_id=incident.id,
         case_code=incident.case_code,
-        school_name=school.name,
+        school_name=school_name,
         school_phone=phone,
-        child_name=child.name,
+        child_name=child_name,
         category_label=CATEGORY_LABELS[incident.category],
         severity_label=SEVERITY_LABELS[incident.severity],
         occurred_at=incident.occurred_at,
     )
-    cache[incident.id] = facts
+    session.info.setdefault(_CASE_FACTS, {})[incident.id] = facts
     return facts
 
 
@@ -93,8 +109,9 @@ def _message(
     reply_code: str | None = None,
     due_by: datetime | None = None,
     settings: Settings,
+    message_id: uuid.UUID | None = None,
 ) -> OutboundMessage:
-    message_id = uuid.uuid4()
+    message_id = message_id or uuid.uuid4()
     token = ack_links.ack_token(settings.ack_link_keys, message_id)
     link = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
     rendered: texts.Rendered = rendered_for(link=link, reply_code=reply_code or "", token=token)
@@ -125,6 +142,12 @@ def _message(
 
 # Draws of one length before trying a longer code (a number with that many open parties is a duty phone).
 _REPLY_CODE_DRAWS = 8
+# Built once: the statement is the same for every code (only its parameters change).
+_INSERT_REPLY_CODE = (
+    pg_insert(ReplyCode.__table__)  # type: ignore[attr-defined]
+    .on_conflict_do_nothing(index_elements=["address", "code"], index_where=col(ReplyCode.released_at).is_(None))
+    .returning(col(ReplyCode.code))
+)
 
 
 async def reserve_reply_code(
@@ -160,23 +183,62 @@ async def reserve_reply_code(
         for _ in range(_REPLY_CODE_DRAWS):
             code = texts.new_reply_code(digits)
             inserted = await session.execute(
-                pg_insert(ReplyCode)
-                .values(
-                    id=uuid.uuid4(),
-                    incident_id=incident_id,
-                    party_id=party_id,
-                    address=address,
-                    code=code,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["address", "code"], index_where=col(ReplyCode.released_at).is_(None)
-                )
-                .returning(col(ReplyCode.code))
+                _INSERT_REPLY_CODE,
+                {
+                    "id": uuid.uuid4(),
+                    "incident_id": incident_id,
+                    "party_id": party_id,
+                    "address": address,
+                    "code": code,
+                    "created_at": now,
+                },
             )
             if inserted.first() is not None:
                 return code
     raise RuntimeError("no free SMS reply code for this number")  # 8 digits: 90 million open parties
+
+
+# Every code a new chain needs in one statement (its parties' SMS targets): a code taken on its number (or drawn
+# twice for one number in the batch) inserts nothing, and only those are drawn again.
+_INSERT_REPLY_CODES = sa.text(
+    "INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
+    " SELECT id, CAST(:incident_id AS uuid), party_id, address, code, CAST(:now AS timestamptz)"
+    " FROM unnest(CAST(:ids AS uuid[]), CAST(:party_ids AS uuid[]), CAST(:addresses AS text[]),"
+    " CAST(:codes AS text[])) AS c(id, party_id, address, code)"
+    " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
+    " RETURNING party_id, address, code"
+)
+
+
+async def reserve_new_reply_codes(
+    session: AsyncSession, *, incident_id: uuid.UUID, wanted: list[tuple[uuid.UUID, str]], now: datetime
+) -> dict[tuple[uuid.UUID, str], str]:
+    """Reply codes for parties written moments ago in this transaction (the report freezing its chain), which
+    hold none yet: (party, number) → code, drawn as :func:`reserve_reply_code` draws them, each round of draws
+    one statement."""
+    held: dict[tuple[uuid.UUID, str], str] = {}
+    pending = list(dict.fromkeys(wanted))
+    for digits in range(texts.REPLY_CODE_DIGITS, texts.REPLY_CODE_MAX_DIGITS + 1, 2):
+        for _ in range(_REPLY_CODE_DRAWS):
+            if not pending:
+                return held
+            inserted = await session.execute(
+                _INSERT_REPLY_CODES,
+                {
+                    "incident_id": incident_id,
+                    "now": now,
+                    "ids": [uuid.uuid4() for _ in pending],
+                    "party_ids": [party_id for party_id, _ in pending],
+                    "addresses": [address for _, address in pending],
+                    "codes": [texts.new_reply_code(digits) for _ in pending],
+                },
+            )
+            for party_id, address, code in inserted:
+                held[(party_id, address)] = code
+            pending = [key for key in pending if key not in held]
+    if pending:
+        raise RuntimeError("no free SMS reply code for this number")  # 8 digits: 90 million open parties
+    return held
 
 
 async def release_reply_codes(
@@ -190,6 +252,80 @@ async def release_reply_codes(
         .where(where, col(ReplyCode.released_at).is_(None))
         .values(released_at=now)
         .execution_options(synchronize_session=False)
+    )
+
+
+async def notification(
+    session: AsyncSession,
+    incident: Incident,
+    step: EscalationStep,
+    party: EscalationParty,
+    target: EscalationTarget,
+    *,
+    settings: Settings,
+    now: datetime,
+    new_party: bool = False,
+    message_id: uuid.UUID | None = None,
+    reply_code: str | None = None,
+) -> OutboundMessage:
+    """The notification to one target (its SMS reply code reserved, unless the caller has: ``reply_code``),
+    not yet added. (``new_party``: see :func:`reserve_reply_code`.)"""
+    facts = await case_facts(session, incident)
+    if target.channel == Channel.sms and reply_code is None:
+        reply_code = await reserve_reply_code(
+            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now, new_party=new_party
+        )
+
+    def render(*, link: str, reply_code: str, token: str) -> texts.Rendered:
+        return texts.notification(
+            facts, audience=party.audience, channel=target.channel, link=link, reply_code=reply_code, token=token
+        )
+
+    return _message(
+        incident,
+        purpose=MessagePurpose.notify,
+        channel=target.channel,
+        address=target.address,
+        recipient_label=f"{target.contact_label} {target.contact_name or ''}".strip(),
+        rendered_for=render,
+        now=now,
+        ack_wait_seconds=step.ack_wait_seconds,
+        party_id=party.id,
+        target_id=target.id,
+        account_id=target.account_id,
+        round_=party.round,
+        reply_code=reply_code,
+        due_by=step.deadline_at,
+        settings=settings,
+        message_id=message_id,
+    )
+
+
+def record_queued(
+    session: AsyncSession,
+    incident_id: uuid.UUID,
+    step: EscalationStep,
+    party: EscalationParty,
+    target: EscalationTarget,
+    *,
+    message_id: uuid.UUID,
+    now: datetime,
+    reason: str,
+) -> None:
+    """The timeline's line for a notification queued to ``target``."""
+    record_event(
+        session,
+        incident_id,
+        EventKind.message_queued,
+        at=now,
+        step_no=step.step_no,
+        party_id=party.id,
+        message_id=message_id,
+        channel=target.channel,
+        audience=party.audience.value,
+        round=party.round,
+        reason=reason,
+        **target_detail(target),
     )
 
 
@@ -207,50 +343,11 @@ async def queue_notification(
 ) -> OutboundMessage:
     """Queue one notification to one target; the dispatcher sends it. (``new_party``: see
     :func:`reserve_reply_code`.)"""
-    facts = await case_facts(session, incident)
-    reply_code = None
-    if target.channel == Channel.sms:
-        reply_code = await reserve_reply_code(
-            session, incident_id=incident.id, party_id=party.id, address=target.address, now=now, new_party=new_party
-        )
-
-    def render(*, link: str, reply_code: str, token: str) -> texts.Rendered:
-        return texts.notification(
-            facts, audience=party.audience, channel=target.channel, link=link, reply_code=reply_code, token=token
-        )
-
-    message = _message(
-        incident,
-        purpose=MessagePurpose.notify,
-        channel=target.channel,
-        address=target.address,
-        recipient_label=f"{target.contact_label} {target.contact_name or ''}".strip(),
-        rendered_for=render,
-        now=now,
-        ack_wait_seconds=step.ack_wait_seconds,
-        party_id=party.id,
-        target_id=target.id,
-        account_id=target.account_id,
-        round_=party.round,
-        reply_code=reply_code,
-        due_by=step.deadline_at,
-        settings=settings,
+    message = await notification(
+        session, incident, step, party, target, settings=settings, now=now, new_party=new_party
     )
-    session.add(message)
-    record_event(
-        session,
-        incident.id,
-        EventKind.message_queued,
-        at=now,
-        step_no=step.step_no,
-        party_id=party.id,
-        message_id=message.id,
-        channel=target.channel,
-        audience=party.audience.value,
-        round=party.round,
-        reason=reason,
-        **target_detail(target),
-    )
+    rows.add(session, message)
+    record_queued(session, incident.id, step, party, target, message_id=message.id, now=now, reason=reason)
     return message
 
 
@@ -319,7 +416,7 @@ async def alert_leaders(
                     settings=settings,
                 )
             )
-    session.add_all(queued)
+    rows.add(session, *queued)
     record_event(
         session,
         incident.id,

@@ -50,7 +50,8 @@ def check_policy(values: PolicyValues) -> None:
         )
 
 
-def _policy_values(row: EscalationPolicy | None) -> PolicyValues:
+def policy_values(row: EscalationPolicy | None) -> PolicyValues:
+    """The values of a county's policy row (the defaults when it has none)."""
     if row is None:
         return DEFAULT_POLICY
     return PolicyValues.model_validate(row, from_attributes=True)
@@ -60,7 +61,7 @@ async def effective_policy(session: AsyncSession, county_id: uuid.UUID) -> tuple
     row = (
         await session.execute(select(EscalationPolicy).where(EscalationPolicy.county_id == county_id))
     ).scalar_one_or_none()
-    return _policy_values(row), row
+    return policy_values(row), row
 
 
 async def _county(session: AsyncSession, county_id: uuid.UUID) -> County:
@@ -72,7 +73,7 @@ async def _county(session: AsyncSession, county_id: uuid.UUID) -> County:
 
 def _policy_public(county_id: uuid.UUID, row: EscalationPolicy | None) -> PolicyPublic:
     return PolicyPublic(
-        **_policy_values(row).model_dump(),
+        **policy_values(row).model_dump(),
         county_id=county_id,
         is_default=row is None,
         updated_at=row.updated_at if row else None,

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from api import audit
 from api.clock import SHANGHAI
 from api.errors import NotFound
+from api.models.base import new_row
 from api.models.escalation import (
     EscalationStep,
     EscalationTarget,
@@ -26,6 +27,7 @@ from api.models.incidents import (
     TimelineEntry,
 )
 from api.models.notifications import CHANNEL_LABELS, Channel
+from api.services.emergency import rows
 from api.services.emergency.decide import deadline_met
 from api.services.notifications.delivery import masked_address
 
@@ -53,8 +55,10 @@ def record_event(
     **detail: Any,
 ) -> None:
     """Append a line to the incident's timeline."""
-    session.add(
-        IncidentEvent(
+    rows.add(
+        session,
+        new_row(
+            IncidentEvent,
             incident_id=incident_id,
             at=at,
             kind=kind,
@@ -64,7 +68,7 @@ def record_event(
             channel=channel,
             actor_account_id=actor_account_id,
             detail={k: v for k, v in detail.items() if v is not None},
-        )
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api.models.base import new_row
 from api.models.notifications import Channel, MessagePurpose, MessageStatus, OutboundMessage, Topic
 from api.scoping import as_system
 
@@ -114,7 +115,8 @@ def new_message(
     (``incident_id``, ``party_id``, ``target_id``, ``reply_code``, ``round`` …)."""
     check_wechat(route, private_words)
     message_id = message_id or uuid.uuid4()
-    return OutboundMessage(
+    return new_row(
+        OutboundMessage,
         id=message_id,
         topic=topic,
         subject_id=subject_id,
@@ -228,6 +230,7 @@ async def fall_back(session: AsyncSession, message_id: uuid.UUID, *, now: dateti
     return follow.id
 
 
+_WAKE = sa.select(sa.func.pg_notify(WAKE_CHANNEL, ""))  # built once
 _WOKEN_KEY = "liushou_workers_woken"  # the transaction in which the workers were last woken
 
 
@@ -239,5 +242,5 @@ async def wake_workers(session: AsyncSession) -> None:
     current = sync.get_nested_transaction() or sync.get_transaction()
     if current is not None and session.info.get(_WOKEN_KEY) is current:
         return
-    await session.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, "")))
+    await session.execute(_WAKE)
     session.info[_WOKEN_KEY] = sync.get_nested_transaction() or sync.get_transaction()
