@@ -238,6 +238,7 @@ async def refresh(sessionmaker: async_sessionmaker[AsyncSession], *, clock: Cloc
     hot = hot_periods(today)
     for ids in _batches(todo, batch):
         rows = []
+        # SYSTEM: the refresher works for every caller: each school's figures, counted from all its records.
         async with scoped_session(sessionmaker, SYSTEM) as session:
             for period in hot:
                 figures = queries.Figures()
@@ -258,6 +259,7 @@ async def refresh(sessionmaker: async_sessionmaker[AsyncSession], *, clock: Cloc
                         }
                     )
         # The batch's figures and the deletion of its marks commit together, in a short transaction.
+        # SYSTEM: the kept figures and the marks are the refresher's own tables, written for every school.
         async with scoped_session(sessionmaker, SYSTEM) as session:
             await session.execute(_UPSERT, rows)
             done = [m for m, s in marks if s in set(ids)]
