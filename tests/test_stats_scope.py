@@ -181,3 +181,26 @@ async def test_enrolment_is_recorded_by_the_school_admin_and_audited(client, wor
     )
     assert (r.status_code, r.json()["error"]["code"]) == (422, "period_invalid")
     assert r.json()["error"]["fields"][0]["loc"] == ["path", "term_key"]
+
+
+async def test_enrolment_through_a_real_server_concurrent_puts_and_the_next_read(live_url, world):
+    """Five admins' PUTs of the same new term at once all succeed (one inserts, the others correct it), and a
+    table asked right after the last answer already divides by it (the write was committed before the reply)."""
+    import asyncio
+
+    import httpx
+
+    path = f"{live_url}/schools/{world['school1']}/enrolment/2026-2027-1"
+    async with httpx.AsyncClient(timeout=30) as http:
+        answers = await asyncio.gather(
+            *[http.put(path, json={"pupils": 700 + i}, headers=world.headers("admin1")) for i in range(5)]
+        )
+        assert sorted(a.status_code for a in answers) == [200] * 5, [a.text for a in answers]
+        last = await http.put(path, json={"pupils": 812}, headers=world.headers("admin1"))
+        assert last.status_code == 200
+        r = await http.get(
+            f"{live_url}/stats/table",
+            params={"level": "school", "period": "month", "key": "2026-11", "indicators": "enrolled_pupils"},
+            headers=world.headers("admin1"),
+        )
+        assert r.json()["rows"][0]["cells"]["enrolled_pupils"]["value"] == 812

@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import NotFound
@@ -62,19 +63,29 @@ async def put_enrolment(
     """Record (or correct) the school's enrolment of a term; the audit log keeps each change."""
     school = await _school(session, school_id)
     term = periods.parse(PeriodKind.term, term_key, loc="term_key", where="path")
-    row = await session.get(SchoolEnrolment, (school.id, term.key), with_for_update=True)
+    key = (school.id, term.key)
+    row = await session.get(SchoolEnrolment, key, with_for_update=True)
     if row is None:
-        row = SchoolEnrolment(
-            school_id=school.id,
-            term_key=term.key,
-            pupils=data.pupils,
-            boarders=data.boarders,
-            updated_at=now,
-            updated_by_id=principal.account_id,
-        )
-        session.add(row)
-    else:
-        row.pupils, row.boarders = data.pupils, data.boarders
-        row.updated_at, row.updated_by_id = now, principal.account_id
+        try:
+            async with session.begin_nested():
+                row = SchoolEnrolment(
+                    school_id=school.id,
+                    term_key=term.key,
+                    pupils=data.pupils,
+                    boarders=data.boarders,
+                    updated_at=now,
+                    updated_by_id=principal.account_id,
+                )
+                session.add(row)
+                await session.flush()
+            return _public(school, term.key, row)
+        except IntegrityError:
+            # Recorded by another request at the same moment (its insert committed first): correct that row,
+            # as a second PUT would.
+            row = await session.get(SchoolEnrolment, key, with_for_update=True, populate_existing=True)
+            if row is None:
+                raise
+    row.pupils, row.boarders = data.pupils, data.boarders
+    row.updated_at, row.updated_by_id = now, principal.account_id
     await session.flush()
     return _public(school, term.key, row)

@@ -133,7 +133,7 @@ _partition(
         (f"lb_parents_{p.value}", PARENTS_AWAY_LABELS[p], f"{LB}中{PARENTS_AWAY_LABELS[p]}的人数")
         for p in (ParentsAway.both, ParentsAway.father, ParentsAway.mother)
     ]
-    + [("lb_parents_other", "外出情况未填", f"{LB}中父母外出情况记为均在家的人数 (待更正)")],
+    + [("lb_parents_other", "父母均在家(待核实)", f"{LB}中父母外出情况记为均在家的人数 (记录待核实)")],
 )
 _partition(
     "by_sex",
