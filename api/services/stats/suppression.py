@@ -106,10 +106,18 @@ def suppress(
     suppressible: Iterable[Var],
     equations: list[Equation],
     ties: Iterable[tuple[Var, Var]] = (),
+    fixed: Mapping[Var, bool] | None = None,
 ) -> set[Var]:
     """The variables to hide (primary and complementary), so that none of them can be solved from the
-    visible ones through ``equations``."""
-    hidden = primary(values, suppressible, threshold)
+    visible ones through ``equations``.
+
+    ``fixed``: variables whose fate was decided elsewhere (True: hidden, False: shown) — a school's figures
+    in its class table, decided by the county's joint solve. They are never added and never chosen as a
+    complement; the hidden ones count as unknowns, so a cell they could give away still gets a complement
+    among the free variables. The answer includes the fixed hidden ones."""
+    frozen: Mapping[Var, bool] = fixed or {}
+    hidden = {v for v in primary(values, suppressible, threshold) if v not in frozen}
+    hidden |= {v for v, is_hidden in frozen.items() if is_hidden}
     tie_map: dict[Var, list[Var]] = defaultdict(list)
     for a, b in ties:
         tie_map[a].append(b)
@@ -120,14 +128,14 @@ def suppress(
     hidden_in = [0] * len(equations)  # hidden members of each equation
 
     def complement(eq: Equation) -> Var | None:
-        visible = [m for m in eq.members if m not in hidden]
+        visible = [m for m in eq.members if m not in hidden and m not in frozen]
         if not visible:
             return None
         positive = [m for m in visible if values[m] > 0]
         return min(positive or visible, key=lambda m: (values[m], m not in eq.parts, repr(m)))
 
-    def hide(var: Var, pending: list[Var]) -> None:
-        if var in hidden:
+    def hide(var: Var, pending: list[Var], *, decided: bool = False) -> None:
+        if var in hidden or (var in frozen and not decided):
             return
         hidden.add(var)
         for i in by_var.get(var, ()):
@@ -151,7 +159,7 @@ def suppress(
     hidden.clear()
     pending: list[Var] = []
     for var in start:
-        hide(var, pending)
+        hide(var, pending, decided=True)
     close(pending)
     while True:
         relevant = [eq for i, eq in enumerate(equations) if hidden_in[i]]
@@ -164,7 +172,7 @@ def suppress(
             if candidates:
                 hide(min(candidates, key=lambda m: (values[m], repr(m))), pending)
         if not pending:  # every equation of the pinned variables is hidden already: widen through neighbours
-            spare = [m for eq in relevant for m in eq.members if m not in hidden]
+            spare = [m for eq in relevant for m in eq.members if m not in hidden and m not in frozen]
             if not spare:
                 return hidden
             hide(min(spare, key=lambda m: (values[m] == 0, values[m], repr(m))), pending)
