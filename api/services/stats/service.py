@@ -25,7 +25,7 @@ from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, Stats
 from api.scoping import Principal
 from api.services.stats import indicators as registry
 from api.services.stats import periods, preaggregate, queries
-from api.services.stats.suppression import Equation, suppress
+from api.services.stats.suppression import Equation, narrowed, suppress
 
 DEFAULT_THRESHOLD = 5
 DEFAULT_MAX_STALE = timedelta(minutes=5)  # the setting stats_max_stale_seconds
@@ -430,25 +430,52 @@ async def classes(
                 units.append(Unit(key, name, school.id))
     counts[TOTAL] = found.counts[school.id]
     minutes[TOTAL] = found.minutes[school.id]
-    # The joint's variables as they are: the school's own under TOTAL, as the class table shows them.
-    rename: dict[Hashable, Hashable] = {school.id: TOTAL}
-    context = {(rename.get(k, k), q): v for k, row in found.counts.items() for q, v in row.items()}
-    fixed = {var: (var[0] if var[0] != TOTAL else school.id, var[1]) in found.hidden for var in context}
-    context_equations = tree_equations(
-        cast(dict[Hashable, dict[str, int]], {rename.get(k, k): row for k, row in found.counts.items()}),
-        {rename.get(k, k): [rename.get(c, c) for c in cs] for k, cs in found.children.items()},
-    )
-    hidden = suppress_tree(
-        {k: v for k, v in counts.items()},
-        {TOTAL: [u.key for u in units]},
-        threshold=threshold,
-        fixed=fixed,
-        context=(context, context_equations),
-    )
-    hidden = {(k, q) for k, q in hidden if k in counts and (k == TOTAL or k in {u.key for u in units})}
+    hidden = suppress_classes(found, school.id, counts, threshold=threshold)
     made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=_earliest(found.as_of, as_of))
     _remember(memo_key, made)
     return made
+
+
+def suppress_classes(
+    found: Joint, school_id: Hashable, counts: dict[Hashable, dict[str, int]], *, threshold: int
+) -> set[tuple[Hashable, str]]:
+    """The cells to hide of a class table: ``counts`` holds each class (or the children without one) and,
+    under :data:`TOTAL`, the school's figures as the joint suppression ``found`` has them. The school's cells
+    are fixed (hidden or shown as the joint left them); every equation of the joint is known beside the class
+    table's own (the school is the sum of its classes, each class's breakdowns), and only class cells may be
+    chosen as complements."""
+    rename: dict[Hashable, Hashable] = {school_id: TOTAL}
+    context = {(rename.get(k, k), q): v for k, row in found.counts.items() for q, v in row.items()}
+    fixed = {var: (school_id if var[0] == TOTAL else var[0], var[1]) in found.hidden for var in context}
+    context_equations = tree_equations(
+        {rename.get(k, k): row for k, row in found.counts.items()},
+        {rename.get(k, k): [rename.get(c, c) for c in cs] for k, cs in found.children.items()},
+    )
+    rows = [k for k in counts if k != TOTAL]
+    own = tree_equations(counts, {TOTAL: rows})
+    school_row = tree_equations({TOTAL: counts[TOTAL]}, {})
+    school_hidden = {var for var, is_hidden in fixed.items() if is_hidden and var[0] == TOTAL}
+    forced: dict[tuple[Hashable, str], bool] = {}
+    while True:
+        hidden = suppress_tree(
+            counts,
+            {TOTAL: rows},
+            threshold=threshold,
+            fixed={**fixed, **forced},
+            context=(context, context_equations),
+        )
+        # The classes must tell nothing about the school's hidden cells beyond its own breakdowns (so that
+        # class tables of several schools, together, still pin nothing): where they would, hide one more
+        # class cell of each such quantity and solve again.
+        culprits = narrowed(hidden, own, school_row, school_hidden)
+        more = []
+        for _, q in sorted(culprits, key=repr):
+            spare = [(k, q) for k in rows if q in counts[k] and (k, q) not in hidden]
+            if spare:
+                more.append(min(spare, key=lambda v: (counts[v[0]][q] == 0, counts[v[0]][q], repr(v))))
+        if not more:
+            return {(k, q) for k, q in hidden if k in counts}
+        forced |= dict.fromkeys(more, True)
 
 
 async def compute(

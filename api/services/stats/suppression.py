@@ -17,7 +17,7 @@ The same function serves every level and every export: the exports are written f
 """
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from math import gcd
 
@@ -59,44 +59,85 @@ def _combine(a: int, row: dict[Var, int], b: int, other: dict[Var, int], drop: V
     return {k: c // g for k, c in out.items()} if g > 1 else out
 
 
+class Echelon:
+    """Sparse integer rows kept in reduced row echelon form (fraction-free), with an index of the rows each
+    variable appears in: each kept row has a pivot no other kept row holds. ``first``: variables to pivot on
+    before any other (so that the rows pivoted on the rest hold only the rest)."""
+
+    def __init__(self, first: Callable[[Var], bool] | None = None) -> None:
+        self.pivots: dict[Var, dict[Var, int]] = {}
+        self.rows_with: dict[Var, set[Var]] = defaultdict(set)  # a non-pivot variable → the pivots holding it
+        self.first = first
+
+    def add(self, row: dict[Var, int]) -> dict[Var, int] | None:
+        """Reduce ``row`` by the kept rows; keep what is left (returned), or None when nothing is."""
+        row = {k: c for k, c in row.items() if c}
+        # Pivot rows hold no other pivot, so subtracting one never brings another pivot into the row.
+        for k in [k for k in row if k in self.pivots]:
+            if k in row:
+                prow = self.pivots[k]
+                row = _combine(prow[k], row, row[k], prow, k)
+        if not row:
+            return None
+        first = self.first
+        # The sparsest column (least fill-in), among the variables to eliminate first if the row has any.
+        pivot = min(row, key=lambda k: (first is not None and not first(k), len(self.rows_with.get(k, ()))))
+        for p in list(self.rows_with.pop(pivot, ())):
+            other = self.pivots[p]
+            before = set(other)
+            updated = _combine(row[pivot], other, other[pivot], row, pivot)
+            self.pivots[p] = updated
+            for c in before - set(updated):
+                if c != p:
+                    self.rows_with[c].discard(p)
+            for c in set(updated) - before:
+                self.rows_with[c].add(p)
+        self.pivots[pivot] = row
+        for c in row:
+            if c != pivot:
+                self.rows_with[c].add(pivot)
+        return row
+
+
+def _restricted(eq: Equation, hidden: set[Var]) -> dict[Var, int]:
+    row: dict[Var, int] = {}
+    if eq.whole in hidden:
+        row[eq.whole] = 1
+    for part in eq.parts:
+        if part in hidden:
+            row[part] = row.get(part, 0) - 1
+    return row
+
+
 def determined(hidden: set[Var], equations: Iterable[Equation]) -> set[Var]:
     """The hidden variables the equations pin down once every visible variable is known: reduce the system
     restricted to the hidden ones to reduced row echelon form (exact: integer rows, fraction-free); a pivot
     whose row has no other variable is determined. Sparse rows, with an index of the rows each variable
     appears in, so a county's table (thousands of hidden cells) reduces quickly."""
-    pivots: dict[Var, dict[Var, int]] = {}
-    rows_with: dict[Var, set[Var]] = defaultdict(set)  # a non-pivot variable → the pivots whose row holds it
+    echelon = Echelon()
     for eq in equations:
-        row: dict[Var, int] = {}
-        if eq.whole in hidden:
-            row[eq.whole] = 1
-        for part in eq.parts:
-            if part in hidden:
-                row[part] = row.get(part, 0) - 1
-        row = {k: c for k, c in row.items() if c}
-        # Pivot rows hold no other pivot, so subtracting one never brings another pivot into the row.
-        for k in [k for k in row if k in pivots]:
-            if k in row:
-                prow = pivots[k]
-                row = _combine(prow[k], row, row[k], prow, k)
-        if not row:
-            continue
-        pivot = min(row, key=lambda k: len(rows_with.get(k, ())))  # the sparsest column: least fill-in
-        for p in list(rows_with.pop(pivot, ())):
-            other = pivots[p]
-            before = set(other)
-            updated = _combine(row[pivot], other, other[pivot], row, pivot)
-            pivots[p] = updated
-            for c in before - set(updated):
-                if c != p:
-                    rows_with[c].discard(p)
-            for c in set(updated) - before:
-                rows_with[c].add(p)
-        pivots[pivot] = row
-        for c in row:
-            if c != pivot:
-                rows_with[c].add(pivot)
-    return {pivot for pivot, row in pivots.items() if len(row) == 1}
+        echelon.add(_restricted(eq, hidden))
+    return {pivot for pivot, row in echelon.pivots.items() if len(row) == 1}
+
+
+def narrowed(hidden: set[Var], equations: Iterable[Equation], baseline: Iterable[Equation], keep: set[Var]) -> set[Var]:
+    """The hidden variables of ``keep`` that ``equations`` tie by a relation among them alone (every other
+    hidden variable eliminated) which ``baseline`` does not already imply: what a table tells a reader about
+    cells decided elsewhere beyond what was known. Empty: it tells nothing new about them."""
+    echelon = Echelon(first=lambda v: v not in keep)
+    for eq in equations:
+        echelon.add(_restricted(eq, hidden))
+    # Rows pivoted on a variable of ``keep`` hold only variables of ``keep`` (the others were pivoted first).
+    relations = [row for pivot, row in echelon.pivots.items() if pivot in keep]
+    known = Echelon()
+    for eq in baseline:
+        known.add(_restricted(eq, hidden & keep))
+    out: set[Var] = set()
+    for row in relations:
+        rest = known.add(dict(row))
+        if rest is not None:
+            out |= set(rest)
+    return out
 
 
 def suppress(
@@ -116,7 +157,8 @@ def suppress(
     complement; the hidden ones count as unknowns, so a cell they could give away still gets a complement
     among the free variables. The answer includes the fixed hidden ones."""
     frozen: Mapping[Var, bool] = fixed or {}
-    hidden = {v for v in primary(values, suppressible, threshold) if v not in frozen}
+    small = {v for v in primary(values, suppressible, threshold) if v not in frozen}
+    hidden = set(small)
     hidden |= {v for v, is_hidden in frozen.items() if is_hidden}
     tie_map: dict[Var, list[Var]] = defaultdict(list)
     for a, b in ties:
@@ -174,6 +216,8 @@ def suppress(
         if not pending:  # every equation of the pinned variables is hidden already: widen through neighbours
             spare = [m for eq in relevant for m in eq.members if m not in hidden and m not in frozen]
             if not spare:
-                return hidden
+                # Nothing left to hide but fixed cells: a pinned complement's value follows from what is shown
+                # anyway (showing it tells nothing new), so it is shown; a pinned small count stays hidden.
+                return hidden - {v for v in pinned if v not in small and v not in frozen}
             hide(min(spare, key=lambda m: (values[m] == 0, values[m], repr(m))), pending)
         close(pending)
