@@ -4,7 +4,9 @@ units, one period beside the previous one, every figure from :mod:`.queries` and
 
 :func:`build_table` and :func:`build_trend` are what the API and the exports (XLSX, CSV, bulletins) call; their
 signatures stay put. The suppression is always worked out over every indicator of the registry, whichever
-are asked for, so that two answers for the same area, level and period hide the same cells.
+are asked for, and over the whole scope of the caller (:func:`scope_root`: the county, township or school;
+:func:`joint`), so that every table the caller can fetch — any level, any area within the scope — shows cells
+of one hidden set; a class table is solved after it, top down (:func:`suppress_classes`).
 """
 
 import uuid
