@@ -308,7 +308,8 @@ async def refresh_passes(url: str, conn: asyncpg.Connection, county: County) -> 
         first = await refresh(maker, clock=clock)
         notes.append(
             f"Pre-aggregates: the first pass kept {first['schools']:.0f} schools × {first['periods']:.0f} periods in "
-            f"{first['seconds']:.1f} s (nothing is recomputed when nothing changed)."
+            f"{first['seconds']:.1f} s"
+            + (" (all were kept for the county's day by an earlier run)." if not first["schools"] else ".")
         )
         for n in (1, max(1, len(county.school_ids) // 10)):
             # A real change in each of n schools (a file edited): the triggers mark them.
