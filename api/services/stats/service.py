@@ -11,7 +11,7 @@ of one hidden set; a class table is solved after it, top down (:func:`suppress_c
 
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -27,7 +27,7 @@ from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, Stats
 from api.scoping import Principal
 from api.services.stats import indicators as registry
 from api.services.stats import periods, preaggregate, queries
-from api.services.stats.suppression import Equation, narrowed, suppress
+from api.services.stats.suppression import Equation, implied, narrowed, suppress
 
 DEFAULT_THRESHOLD = 5
 DEFAULT_MAX_STALE = timedelta(minutes=5)  # the setting stats_max_stale_seconds
@@ -219,6 +219,10 @@ class Joint:
     as_of: datetime | None
     memo_key: Hashable | None
     views: dict[Hashable, Computed] = field(default_factory=dict)  # (area, level, …) → its table
+    # a school → what the joint implies about its hidden cells (relations among them alone): a class table's
+    # suppression knows them, rather than the whole joint
+    relations: dict[Hashable, list[dict[tuple[Hashable, str], int]]] = field(default_factory=dict)
+    equations: list[Equation] = field(default_factory=list)  # what a reader knows (:func:`tree_equations`)
 
     def below(self, area_id: Hashable) -> set[Hashable]:
         """``area_id`` and every unit under it."""
@@ -352,7 +356,8 @@ async def joint(
         for key in lineage[school_id]:
             counts[key]["enrolled_pupils"] += pupils
     tree = {k: list(v) for k, v in children.items()}
-    hidden = suppress_tree(counts, tree, threshold=threshold)
+    equations = tree_equations(counts, tree)
+    hidden = suppress_tree(counts, tree, threshold=threshold, equations=equations)
     found = Joint(
         root=root,
         units=units,
@@ -363,6 +368,7 @@ async def joint(
         hidden=hidden,
         as_of=as_of,
         memo_key=memo_key,
+        equations=equations,
     )
     _remember(memo_key, found)
     return found
@@ -443,16 +449,18 @@ def suppress_classes(
 ) -> set[tuple[Hashable, str]]:
     """The cells to hide of a class table: ``counts`` holds each class (or the children without one) and,
     under :data:`TOTAL`, the school's figures as the joint suppression ``found`` has them. The school's cells
-    are fixed (hidden or shown as the joint left them); every equation of the joint is known beside the class
-    table's own (the school is the sum of its classes, each class's breakdowns), and only class cells may be
-    chosen as complements."""
-    rename: dict[Hashable, Hashable] = {school_id: TOTAL}
-    context = {(rename.get(k, k), q): v for k, row in found.counts.items() for q, v in row.items()}
-    fixed = {var: (school_id if var[0] == TOTAL else var[0], var[1]) in found.hidden for var in context}
-    context_equations = tree_equations(
-        {rename.get(k, k): row for k, row in found.counts.items()},
-        {rename.get(k, k): [rename.get(c, c) for c in cs] for k, cs in found.children.items()},
-    )
+    are fixed (hidden or shown as the joint left them); what the joint implies about the school's hidden cells
+    (the relations among them alone, every other hidden cell eliminated — the same as knowing every equation
+    of the joint, for cells of this table) is known beside the class table's own equations (the school is the
+    sum of its classes, each class's breakdowns), and only class cells may be chosen as complements."""
+    relations = found.relations.get(school_id)
+    if relations is None:
+        mine = {(k, q) for k, q in found.hidden if k == school_id}
+        equations = found.equations or tree_equations(found.counts, found.children)
+        relations = implied(found.hidden, equations, mine)
+        found.relations[school_id] = relations
+    known: list[dict[tuple[Hashable, str], int]] = [{(TOTAL, q): c for (_, q), c in row.items()} for row in relations]
+    fixed: dict[tuple[Hashable, str], bool] = {(TOTAL, q): (school_id, q) in found.hidden for q in counts[TOTAL]}
     rows = [k for k in counts if k != TOTAL]
     own = tree_equations(counts, {TOTAL: rows})
     school_row = tree_equations({TOTAL: counts[TOTAL]}, {})
@@ -464,7 +472,7 @@ def suppress_classes(
             {TOTAL: rows},
             threshold=threshold,
             fixed={**fixed, **forced},
-            context=(context, context_equations),
+            known=known,
         )
         # The classes must tell nothing about the school's hidden cells beyond its own breakdowns (so that
         # class tables of several schools, together, still pin nothing): where they would, hide one more
@@ -536,25 +544,29 @@ def suppress_tree(
     *,
     threshold: int,
     fixed: Mapping[tuple[Hashable, str], bool] | None = None,
-    context: tuple[Mapping[tuple[Hashable, str], int], list[Equation]] | None = None,
+    known: Iterable[dict[tuple[Hashable, str], int]] = (),
+    equations: list[Equation] | None = None,
 ) -> set[tuple[Hashable, str]]:
     """The cells to hide of units tied by ``children`` (a parent is the sum of its children), each with its
-    breakdowns. ``fixed``: cells decided already (True hidden); ``context``: further values and equations a
-    reader also knows (all of them fixed)."""
+    breakdowns. ``fixed``: cells decided already (True hidden); ``known``: relations among fixed hidden cells
+    a reader also has."""
     values: dict[tuple[Hashable, str], int] = {}
     for key, row in counts.items():
         for q, v in row.items():
             values[(key, q)] = v
-    equations = tree_equations(counts, children)
+    if equations is None:
+        equations = tree_equations(counts, children)
     frozen = dict(fixed or {})
     suppressible = [v for v in values if v[1] not in registry.NOT_SUPPRESSIBLE and v not in frozen]
     ties = [((key, a), (key, b)) for key in counts for a, b in registry.TIES if a in counts[key] and b in counts[key]]
-    if context is not None:
-        more, more_equations = context
-        values = {**more, **values}
-        equations += more_equations
     return suppress(
-        values, threshold=threshold, suppressible=suppressible, equations=equations, ties=ties, fixed=frozen or None
+        values,
+        threshold=threshold,
+        suppressible=suppressible,
+        equations=equations,
+        ties=ties,
+        fixed=frozen or None,
+        known=known,
     )
 
 

@@ -123,7 +123,7 @@ def _restricted(eq: Equation, hidden: set[Var]) -> dict[Var, int]:
     return row
 
 
-def determined(hidden: set[Var], equations: Iterable[Equation]) -> set[Var]:
+def determined(hidden: set[Var], equations: Iterable[Equation], known: Iterable[dict[Var, int]] = ()) -> set[Var]:
     """The hidden variables the equations pin down once every visible variable is known: reduce the system
     restricted to the hidden ones to reduced row echelon form (exact: integer rows, fraction-free); a pivot
     whose row has no other variable is determined. Sparse rows, with an index of the rows each variable
@@ -131,18 +131,26 @@ def determined(hidden: set[Var], equations: Iterable[Equation]) -> set[Var]:
     echelon = Echelon()
     for eq in equations:
         echelon.add(_restricted(eq, hidden))
+    for row in known:  # relations among hidden variables known from elsewhere
+        echelon.add(dict(row))
     return {pivot for pivot, row in echelon.pivots.items() if len(row) == 1}
+
+
+def implied(hidden: set[Var], equations: Iterable[Equation], keep: set[Var]) -> list[dict[Var, int]]:
+    """A basis of the relations among the hidden variables of ``keep`` that the equations imply once every
+    visible variable is known (every other hidden variable eliminated)."""
+    echelon = Echelon(first=lambda v: v not in keep)
+    for eq in equations:
+        echelon.add(_restricted(eq, hidden))
+    # Rows pivoted on a variable of ``keep`` hold only variables of ``keep`` (the others were pivoted first).
+    return [row for pivot, row in echelon.pivots.items() if pivot in keep]
 
 
 def narrowed(hidden: set[Var], equations: Iterable[Equation], baseline: Iterable[Equation], keep: set[Var]) -> set[Var]:
     """The hidden variables of ``keep`` that ``equations`` tie by a relation among them alone (every other
     hidden variable eliminated) which ``baseline`` does not already imply: what a table tells a reader about
     cells decided elsewhere beyond what was known. Empty: it tells nothing new about them."""
-    echelon = Echelon(first=lambda v: v not in keep)
-    for eq in equations:
-        echelon.add(_restricted(eq, hidden))
-    # Rows pivoted on a variable of ``keep`` hold only variables of ``keep`` (the others were pivoted first).
-    relations = [row for pivot, row in echelon.pivots.items() if pivot in keep]
+    relations = implied(hidden, equations, keep)
     known = Echelon()
     for eq in baseline:
         known.add(_restricted(eq, hidden & keep))
@@ -162,6 +170,7 @@ def suppress(
     equations: list[Equation],
     ties: Iterable[tuple[Var, Var]] = (),
     fixed: Mapping[Var, bool] | None = None,
+    known: Iterable[dict[Var, int]] = (),
 ) -> set[Var]:
     """The variables to hide (primary and complementary), so that none of them can be solved from the
     visible ones through ``equations``.
@@ -169,7 +178,8 @@ def suppress(
     ``fixed``: variables whose fate was decided elsewhere (True: hidden, False: shown) — a school's figures
     in its class table, decided by the county's joint solve. They are never added and never chosen as a
     complement; the hidden ones count as unknowns, so a cell they could give away still gets a complement
-    among the free variables. The answer includes the fixed hidden ones."""
+    among the free variables. ``known``: relations (integer coefficients) among fixed hidden variables that a
+    reader also has (what other tables imply about them). The answer includes the fixed hidden ones."""
     frozen: Mapping[Var, bool] = fixed or {}
     small = {v for v in primary(values, suppressible, threshold) if v not in frozen}
     hidden = set(small)
@@ -219,7 +229,7 @@ def suppress(
     close(pending)
     while True:
         relevant = [eq for i, eq in enumerate(equations) if hidden_in[i]]
-        pinned = determined(hidden, relevant)
+        pinned = determined(hidden, relevant, known)
         if not pinned:
             return hidden
         # One more complement for each pinned variable (in one of its equations), then check again.
