@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from api.models.stats import Cell, IndicatorKind
 from api.services.stats import indicators as registry
 from api.services.stats.service import TOTAL, Computed, cell, suppress_counts
-from api.services.stats.suppression import Equation, suppress
+from api.services.stats.suppression import Equation, determined, implied, narrowed, suppress
 
 T = "total"
 
@@ -503,3 +503,50 @@ async def test_a_school_hidden_in_the_school_table_cannot_be_had_from_its_townsh
         assert shown_cell["suppressed"] or hidden != 1, f"{township}: shown, with exactly one of its schools hidden"
     hidden_townships = sum(1 for c in townships.values() if c["suppressed"])
     assert county["left_behind"]["suppressed"] or hidden_townships != 1
+
+
+# ---- fixed cells and what a table tells about them (the class tables' part) ----------------------------------
+
+
+def test_a_fixed_shown_cell_is_never_chosen_as_a_complement():
+    values, equations = grid({"a": {"n": 3}, "b": {"n": 30}, "c": {"n": 40}})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations, fixed={("b", "n"): False})
+    assert hidden == {("a", "n"), ("c", "n")}
+
+
+def test_a_fixed_hidden_cell_is_protected_by_free_cells():
+    values, equations = grid({"a": {"n": 10}, "b": {"n": 20}})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations, fixed={(T, "n"): True})
+    assert hidden == {(T, "n"), ("a", "n")}
+    assert not recoverable(hidden, equations)
+
+
+def test_a_relation_known_from_elsewhere_counts_like_an_equation():
+    # The school's x and y are hidden (fixed) and x − y is known from other tables. One class c holds them all
+    # (d has none): c.x = S.x and c.y = S.y. Shown, c.y would give S.y, and x − y then S.x; so c.y is hidden
+    # as well as c.x — and nothing is determined with the known relation counted.
+    values = {("S", "x"): 8, ("S", "y"): 9, ("c", "x"): 8, ("c", "y"): 9, ("d", "x"): 0, ("d", "y"): 0}
+    equations = [Equation(("S", "x"), (("c", "x"), ("d", "x"))), Equation(("S", "y"), (("c", "y"), ("d", "y")))]
+    fixed = {("S", "x"): True, ("S", "y"): True}
+    known = [{("S", "x"): 1, ("S", "y"): -1}]
+    hidden = suppress(values, threshold=5, suppressible=[], equations=equations, fixed=fixed, known=known)
+    assert {("c", "x"), ("c", "y")} <= hidden
+    assert not determined(hidden, equations, known)
+
+
+def test_narrowed_finds_what_a_table_tells_about_cells_decided_elsewhere():
+    school = {("S", "x"), ("S", "y")}
+    # One class that is the school: its x and y hidden, its w = x + y shown → x + y of the school is known.
+    equations = [
+        Equation(("S", "x"), (("c", "x"),)),
+        Equation(("S", "y"), (("c", "y"),)),
+        Equation(("c", "w"), (("c", "x"), ("c", "y"))),
+    ]
+    hidden = school | {("c", "x"), ("c", "y")}
+    assert narrowed(hidden, equations, [], school) == school
+    # …unless the school's own w (shown) already tells it.
+    assert narrowed(hidden, equations, [Equation(("S", "w"), (("S", "x"), ("S", "y")))], school) == set()
+    # With c.w hidden too, the class table tells nothing about the school's cells.
+    assert narrowed(hidden | {("c", "w")}, equations, [], school) == set()
+    [relation] = implied(hidden, equations, school)
+    assert set(relation) == school and relation[("S", "x")] == relation[("S", "y")]  # x + y

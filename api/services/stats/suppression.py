@@ -20,14 +20,16 @@ The same function serves every level and every export: the exports are written f
 solve hides the cells of every table the caller can fetch above a class; a table is a view of it.
 
 **Classes, top down**: a school's class table is solved with the school's cells ``fixed`` — hidden as the joint
-solve hid them, shown otherwise — and every equation of the joint beside its own, only class cells being
-added. Why that stays consistent with the joint and safe with every other table: (a) the school's cells are
-not changed, so every table above a class still shows exactly what the joint decided; (b) :func:`suppress`
-checks the joint's equations and the class table's together, so no cell is determined by the two; (c)
-:func:`narrowed` then checks that the class table ties the school's hidden cells by no relation beyond the
-school's own breakdowns (more class cells are hidden until it does not) — so a class table adds nothing to
-what a reader knows about any joint cell, and class tables of several schools (whose class cells are
-disjoint) cannot be combined into a relation the joint did not already leave undetermined.
+solve hid them, shown otherwise — and what the joint implies about the school's hidden cells (``known``: the
+relations among them alone, :func:`implied`) beside its own equations, only class cells being added. Why that
+stays consistent with the joint and safe with every other table: (a) the school's cells are not changed, so
+every table above a class still shows exactly what the joint decided; (b) :func:`suppress` checks the class
+table's equations with what the joint implies about the school (the same, for the cells of this table, as
+every equation of the joint), so no cell is determined by the two; (c) :func:`narrowed` then checks that the
+class table ties the school's hidden cells by no relation beyond the school's own breakdowns (more class cells
+are hidden until it does not) — so a class table adds nothing to what a reader knows about any joint cell,
+and class tables of several schools (whose class cells are disjoint) cannot be combined into a relation the
+joint did not already leave undetermined.
 """
 
 from collections import defaultdict
