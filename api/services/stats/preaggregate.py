@@ -158,6 +158,46 @@ async def figures_for(
     return figures, as_of, version
 
 
+_VERSIONS = """
+    SELECT f.school_id, f.xmin::text AS row_version, d.since
+    FROM stats_figures f
+    LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
+      ON d.school_id = f.school_id
+    WHERE f.school_id = ANY(:ids) AND f.period_kind = :kind AND f.period_key = :key AND f.judged_on = :today
+    """
+
+
+async def kept_version(
+    session: AsyncSession,
+    *,
+    school_ids: Sequence[uuid.UUID],
+    period: Period,
+    today: date,
+    now: datetime,
+    max_stale: timedelta,
+    by_class: bool = True,
+) -> tuple[Hashable | None, datetime]:
+    """The version :func:`figures_for` would report for these schools, and its ``as_of``, without reading the
+    figures themselves (a table computed from that version can be reused as it is)."""
+    if not school_ids:
+        return None, now
+    rows = await session.execute(
+        sa.text(_VERSIONS),
+        {"ids": list(school_ids), "kind": period.kind.value, "key": period.key, "today": today},
+    )
+    as_of = now
+    versions: list[tuple[uuid.UUID, str]] = []
+    for school_id, row_version, since in rows:
+        if since is not None and now - since > max_stale:
+            return None, now
+        versions.append((school_id, row_version))
+        if since is not None:
+            as_of = min(as_of, since)
+    if len(versions) != len(set(school_ids)):
+        return None, now
+    return (period.kind.value, period.key, today, by_class, tuple(sorted(versions))), as_of
+
+
 # ---- the refresher -------------------------------------------------------------------------------------------
 
 _MARKS = sa.text("SELECT id, school_id FROM stats_dirty")

@@ -313,9 +313,6 @@ async def joint(
     """Every quantity of the registry for the root and each township and school under it, suppressed as one
     system (:func:`suppress_tree`). Each school's figures come summed over its classes — from the
     pre-aggregates where fresh enough (with ``now`` and ``max_stale``), else from the living records."""
-    figures, as_of, version = await _figures(
-        session, list(root.schools), period, today=today, now=now, max_stale=max_stale, by_class=False
-    )
     units: dict[Hashable, Unit] = {root.id: Unit(root.id, root.name, None)}
     levels: dict[Hashable, Level] = {root.id: root.level}
     if root.level == Level.county:
@@ -333,6 +330,23 @@ async def joint(
             units[school.id] = Unit(school.id, school.name, parent)
             levels[school.id] = Level.school
     shape = tuple((u.key, u.name, u.parent_id) for u in units.values())
+    # The same kept rows (and units) give the same suppression: look it up by the rows' versions before
+    # reading the figures themselves (a month of the bureau's trend need not decode 300 schools' figures).
+    if now is not None and max_stale is not None:
+        kept, kept_as_of = await preaggregate.kept_version(
+            session,
+            school_ids=list(root.schools),
+            period=period,
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=False,
+        )
+        if kept is not None and (hit := _recall(("joint", root.id, threshold, kept, shape))) is not None:
+            return replace(cast(Joint, hit), as_of=kept_as_of)
+    figures, as_of, version = await _figures(
+        session, list(root.schools), period, today=today, now=now, max_stale=max_stale, by_class=False
+    )
     memo_key = ("joint", root.id, threshold, version, shape) if version is not None else None
     if (hit := _recall(memo_key)) is not None:
         return replace(cast(Joint, hit), as_of=as_of)
@@ -413,11 +427,17 @@ async def classes(
     totals row) are fixed as the joint left them — hidden ones stay hidden, shown ones are known — and only
     class cells are added as complements, with every equation of the joint beside the class table's own, so
     that no combination of this table with any other the caller can fetch solves a hidden cell."""
+    units = await units_of(session, school, Level.klass)
+    shape = tuple((u.key, u.name, u.parent_id) for u in units)
+    if now is not None and max_stale is not None and found.memo_key is not None:
+        kept, kept_as_of = await preaggregate.kept_version(
+            session, school_ids=[school.id], period=period, today=today, now=now, max_stale=max_stale
+        )
+        if kept is not None and (hit := _recall(("classes", found.memo_key, school.id, kept, shape))) is not None:
+            return replace(cast(Computed, hit), as_of=_earliest(found.as_of, kept_as_of))
     figures, as_of, version = await _figures(
         session, [school.id], period, today=today, now=now, max_stale=max_stale, by_class=True
     )
-    units = await units_of(session, school, Level.klass)
-    shape = tuple((u.key, u.name, u.parent_id) for u in units)
     memo_key = ("classes", found.memo_key, school.id, version, shape) if found.memo_key and version else None
     if (hit := _recall(memo_key)) is not None:
         return replace(cast(Computed, hit), as_of=_earliest(found.as_of, as_of))
