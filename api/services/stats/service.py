@@ -422,11 +422,14 @@ async def classes(
     threshold: int,
     now: datetime | None = None,
     max_stale: timedelta | None = None,
-) -> Computed:
+    strict: bool = True,
+) -> Computed | None:
     """The class table of ``school``, solved top-down under the joint suppression: the school's cells (the
     totals row) are fixed as the joint left them — hidden ones stay hidden, shown ones are known — and only
     class cells are added as complements, with every equation of the joint beside the class table's own, so
-    that no combination of this table with any other the caller can fetch solves a hidden cell."""
+    that no combination of this table with any other the caller can fetch solves a hidden cell. None (with
+    ``strict``) when the classes do not add up to the school's figures in ``found`` (a change landed between
+    the two reads): the caller reads both again."""
     units = await units_of(session, school, Level.klass)
     shape = tuple((u.key, u.name, u.parent_id) for u in units)
     if now is not None and max_stale is not None and found.memo_key is not None:
@@ -456,7 +459,10 @@ async def classes(
                 klass = await session.get(SchoolClass, key)
                 name = class_label(klass.grade, klass.name) if klass is not None else "其他"
                 units.append(Unit(key, name, school.id))
-    counts[TOTAL] = found.counts[school.id]
+    school_row = found.counts[school.id]
+    if strict and any(sum(counts[k][q] for k in counts) != v for q, v in school_row.items() if q != "enrolled_pupils"):
+        return None  # the classes do not add up to the school's figures of the joint: read at different times
+    counts[TOTAL] = school_row
     minutes[TOTAL] = found.minutes[school.id]
     hidden = suppress_classes(found, school.id, counts, threshold=threshold)
     made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=_earliest(found.as_of, as_of))
@@ -526,6 +532,12 @@ async def compute(
     if level != Level.klass:
         return view(found, area, level)
     made = await classes(session, found, area, period, today=today, threshold=threshold, now=now, max_stale=max_stale)
+    if made is None:  # the school's figures changed between the two reads: read both again (once)
+        found = await joint(session, root, period, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        made = await classes(
+            session, found, area, period, today=today, threshold=threshold, now=now, max_stale=max_stale, strict=False
+        )
+    assert made is not None
     return made
 
 
