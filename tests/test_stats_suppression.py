@@ -550,3 +550,35 @@ def test_narrowed_finds_what_a_table_tells_about_cells_decided_elsewhere():
     assert narrowed(hidden | {("c", "w")}, equations, [], school) == set()
     [relation] = implied(hidden, equations, school)
     assert set(relation) == school and relation[("S", "x")] == relation[("S", "y")]  # x + y
+
+
+async def test_a_tables_totals_row_is_its_area_as_the_table_one_level_up_shows_it(app, client, world):
+    """Every table of a caller is cut from one suppression: the class table's totals row is the school's row
+    of the school table, a township's school table's totals row is its row of the township table, and the
+    county's figures are the same in every table — hidden cells included."""
+    from tests.stats_dataset import build_dataset
+
+    await build_dataset(app, client, world)
+
+    async def fetch(level, area=None):
+        params = {"period": "month", "key": "2026-11", "level": level}
+        if area is not None:
+            params["area_id"] = str(world[area])
+        r = await client.get("/stats/table", params=params, headers=world.headers("bureau"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return {row["unit_id"]: (row["cells"], row["previous"]) for row in body["rows"]}, (
+            body["total"]["cells"],
+            body["total"]["previous"],
+        )
+
+    schools, county = await fetch("school")
+    townships, county_again = await fetch("township")
+    county_row, _ = await fetch("county")
+    assert county == county_again == county_row[str(world["county"])]
+    assert any(c["suppressed"] for c in county[0].values())  # the small county has hidden cells to compare
+    for school, township in (("school1", "township1"), ("school2", "township2")):
+        _, class_total = await fetch("class", school)
+        assert class_total == schools[str(world[school])]
+        _, township_total = await fetch("school", township)
+        assert township_total == townships[str(world[township])]
