@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from api.models.stats import Cell, IndicatorKind
 from api.services.stats import indicators as registry
 from api.services.stats.service import TOTAL, Computed, cell, suppress_counts
-from api.services.stats.suppression import Equation, suppress
+from api.services.stats.suppression import Equation, determined, implied, narrowed, suppress
 
 T = "total"
 
@@ -311,3 +311,274 @@ def test_the_attacker_does_solve_what_primary_suppression_alone_leaves():
     # a.x and b.x hidden (the column has two unknowns), but each row's parent and other category give them.
     assert recoverable({("a", "x"), ("b", "x")}, equations) == {("a", "x"), ("b", "x")}
     assert not peel({("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")}, equations)
+
+
+# ---- across levels: every table a caller can fetch, together ---------------------------------------------------
+
+# A few quantities with their breakdowns (the registry's own: sex and boarding split left_behind), and a rate's
+# numerator beside them — enough for the hierarchy to matter, small enough for the dense attacker.
+LEVEL_QUANTITIES = ("left_behind", "lb_sex_male", "lb_sex_female", "lb_boarding", "lb_day", "archive_complete")
+LEVEL_PARTITIONS = (("left_behind", ("lb_sex_male", "lb_sex_female")), ("left_behind", ("lb_boarding", "lb_day")))
+
+
+def level_row(draw) -> dict[str, int]:
+    lb = draw(st.integers(min_value=0, max_value=12))
+    boys = draw(st.integers(min_value=0, max_value=lb))
+    boarding = draw(st.integers(min_value=0, max_value=lb))
+    return {
+        "left_behind": lb,
+        "lb_sex_male": boys,
+        "lb_sex_female": lb - boys,
+        "lb_boarding": boarding,
+        "lb_day": lb - boarding,
+        "archive_complete": draw(st.integers(min_value=0, max_value=lb)),
+    }
+
+
+@st.composite
+def counties(draw):
+    """A small county: townships of schools of classes (a class: a row of counts; a school: its classes'
+    sum), and a threshold."""
+    classes: dict[str, dict[str, dict[str, int]]] = {}  # school → class → row
+    township_of: dict[str, str] = {}
+    for t in range(draw(st.integers(min_value=1, max_value=3))):
+        for s in range(draw(st.integers(min_value=1, max_value=3))):
+            school = f"t{t}s{s}"
+            township_of[school] = f"t{t}"
+            classes[school] = {f"{school}c{c}": level_row(draw) for c in range(draw(st.integers(1, 3)))}
+    return classes, township_of, draw(st.integers(min_value=3, max_value=6))
+
+
+def every_table(classes, township_of, threshold):
+    """What a bureau can fetch, as the service cuts it: the county, township and school tables of every area
+    (views of one joint suppression) and each school's class table. Returns the hidden cells (named by unit)
+    and every equation the tables show a reader (totals rows = the area's unit; breakdowns per row)."""
+    from api.models.stats import Level
+    from api.services.stats.service import Area, Joint, Unit, suppress_classes, suppress_tree, view
+
+    def add(rows):
+        return {q: sum(r[q] for r in rows) for q in LEVEL_QUANTITIES}
+
+    school_rows = {s: add(list(cs.values())) for s, cs in classes.items()}
+    townships = sorted(set(township_of.values()))
+    township_rows = {t: add([school_rows[s] for s in school_rows if township_of[s] == t]) for t in townships}
+    counts = {"county": add(list(township_rows.values())), **township_rows, **school_rows}
+    children = {"county": townships, **{t: [s for s in school_rows if township_of[s] == t] for t in townships}}
+    hidden = suppress_tree(counts, children, threshold=threshold)
+    units = {"county": Unit("county", "county", None)}
+    units |= {t: Unit(t, t, "county") for t in townships} | {s: Unit(s, s, township_of[s]) for s in school_rows}
+    levels = (
+        {"county": Level.county} | dict.fromkeys(townships, Level.township) | dict.fromkeys(school_rows, Level.school)
+    )
+    found = Joint(
+        root=Area(Level.county, "county", "county", {}),  # type: ignore[arg-type]
+        units=units,
+        levels=levels,
+        children=children,
+        counts=counts,
+        minutes={k: {} for k in counts},
+        hidden=hidden,
+        as_of=None,
+        memo_key=None,
+    )
+    shown_hidden: set = set()
+    equations: list[Equation] = []
+
+    def read(table, name_of):
+        """A table as a reader sees it: its hidden cells and its equations, under the units' own names."""
+        for k, row in table.counts.items():
+            for q in row:
+                if (k, q) in table.hidden:
+                    shown_hidden.add((name_of(k), q))
+        rows = [k for k in table.counts if k != TOTAL]
+        for q in table.counts[TOTAL]:
+            if all(q in table.counts[k] for k in rows):
+                equations.append(Equation((name_of(TOTAL), q), tuple((name_of(k), q) for k in rows)))
+        for whole, parts in LEVEL_PARTITIONS:
+            for k in table.counts:
+                equations.append(Equation((name_of(k), whole), tuple((name_of(k), p) for p in parts)))
+
+    areas = [
+        ("county", Level.county),
+        *((t, Level.township) for t in townships),
+        *((s, Level.school) for s in school_rows),
+    ]
+    for area_id, area_level in areas:
+        area = Area(area_level, area_id, area_id, {})  # type: ignore[arg-type]
+        for level in (Level.county, Level.township, Level.school):
+            if (Level.county, Level.township, Level.school).index(level) >= (
+                Level.county,
+                Level.township,
+                Level.school,
+            ).index(area_level):
+                read(view(found, area, level), lambda k, a=area_id: a if k == TOTAL else k)
+    for school, rows in classes.items():
+        table_counts = {**rows, TOTAL: counts[school]}
+        class_hidden = suppress_classes(found, school, table_counts, threshold=threshold)
+        table = Computed(units=[], counts=table_counts, minutes={}, hidden=class_hidden)
+        read(table, lambda k, s=school: s if k == TOTAL else k)
+    return counts, classes, shown_hidden, equations
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(counties())
+def test_no_hidden_cell_can_be_solved_from_every_table_of_every_level_together(case):
+    classes, township_of, threshold = case
+    counts, classes, hidden, equations = every_table(classes, township_of, threshold)
+    every = {**counts, **{c: row for rows in classes.values() for c, row in rows.items()}}
+    for unit, row in every.items():
+        for q, v in row.items():
+            if 0 < v < threshold:
+                assert (unit, q) in hidden, f"{unit}.{q}={v} is below the threshold and shown"
+    assert not peel(hidden, equations)
+    assert not recoverable(hidden, equations), f"solvable: {recoverable(hidden, equations)}"
+
+
+def test_per_table_suppression_leaks_across_levels_and_the_attacker_sees_it():
+    # The case a review found: 柳河乡 = 23 in the township table; 二小 = 20 in the school table; so 中心小学 = 3.
+    township = {"石桥镇": {"n": 6}, "柳河乡": {"n": 23}, TOTAL: {"n": 29}}
+    school = {"石桥镇中心小学": {"n": 6}, "柳河乡中心小学": {"n": 3}, "柳河乡二小": {"n": 20}, TOTAL: {"n": 29}}
+    hidden = {("township", k, q) for k, q in suppress_counts(township, threshold=5)}
+    hidden |= {("school", k, q) for k, q in suppress_counts(school, threshold=5)}
+    assert ("school", "柳河乡中心小学", "n") in hidden and ("school", "柳河乡二小", "n") not in hidden
+    named = {("township", "石桥镇"): "石桥镇", ("township", "柳河乡"): "柳河乡", ("township", TOTAL): "county"}
+    named |= {("school", k): k for k in school if k != TOTAL} | {("school", TOTAL): "county"}
+    unknown = {(named[(t, k)], q) for t, k, q in hidden}
+    equations = [
+        Equation(("county", "n"), (("石桥镇", "n"), ("柳河乡", "n"))),
+        Equation(("石桥镇", "n"), (("石桥镇中心小学", "n"),)),
+        Equation(("柳河乡", "n"), (("柳河乡中心小学", "n"), ("柳河乡二小", "n"))),
+    ]
+    assert ("柳河乡中心小学", "n") in recoverable(unknown, equations)
+
+
+# ---- through the API: two tables of two levels -----------------------------------------------------------------
+
+
+async def test_a_school_hidden_in_the_school_table_cannot_be_had_from_its_township_minus_the_others(app, client, world):
+    """The review's case: 柳河乡 = 23 in the township table and 柳河乡二小 = 20 in the school table would give
+    柳河乡中心小学 = 3. Each township shown must have none or at least two of its schools hidden (and the county
+    none or at least two of its townships)."""
+    from datetime import UTC, date, datetime
+
+    from api.db import scoped_session
+    from api.models.children import Child, ParentsAway, Sex
+    from api.models.organisations import School
+    from api.scoping import SYSTEM
+
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        second = School(county_id=world["county"], township_id=world["township2"], name="柳河乡二小", pupil_count=300)
+        s.add(second)
+        await s.flush()
+        for school_id, n in ((world["school1"], 6), (world["school2"], 3), (second.id, 20)):
+            for i in range(n):
+                s.add(
+                    Child(
+                        school_id=school_id,
+                        name=f"统计{i}",
+                        sex=Sex.male,
+                        birth_date=date(2016, 3, 1),
+                        parents_away=ParentsAway.both,
+                        is_boarding=False,
+                        created_at=datetime(2026, 9, 1, 1, 0, tzinfo=UTC),
+                    )
+                )
+    params = {"period": "month", "key": "2026-11", "indicators": "left_behind"}
+
+    async def fetch(level):
+        r = await client.get("/stats/table", params={**params, "level": level}, headers=world.headers("bureau"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return {row["unit_id"]: row["cells"]["left_behind"] for row in body["rows"]}, body["total"]["cells"]
+
+    townships, county = await fetch("township")
+    schools, county_again = await fetch("school")
+    assert county == county_again
+    assert schools[str(world["school2"])]["suppressed"]  # 3 children: a small count
+    parent = {str(world["school1"]): str(world["township1"]), str(world["school2"]): str(world["township2"])}
+    parent[str(second.id)] = str(world["township2"])
+    for township, shown_cell in townships.items():
+        mine = [c for s, c in schools.items() if parent[s] == township]
+        hidden = sum(1 for c in mine if c["suppressed"])
+        assert shown_cell["suppressed"] or hidden != 1, f"{township}: shown, with exactly one of its schools hidden"
+    hidden_townships = sum(1 for c in townships.values() if c["suppressed"])
+    assert county["left_behind"]["suppressed"] or hidden_townships != 1
+
+
+# ---- fixed cells and what a table tells about them (the class tables' part) ----------------------------------
+
+
+def test_a_fixed_shown_cell_is_never_chosen_as_a_complement():
+    values, equations = grid({"a": {"n": 3}, "b": {"n": 30}, "c": {"n": 40}})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations, fixed={("b", "n"): False})
+    assert hidden == {("a", "n"), ("c", "n")}
+
+
+def test_a_fixed_hidden_cell_is_protected_by_free_cells():
+    values, equations = grid({"a": {"n": 10}, "b": {"n": 20}})
+    hidden = suppress(values, threshold=5, suppressible=list(values), equations=equations, fixed={(T, "n"): True})
+    assert hidden == {(T, "n"), ("a", "n")}
+    assert not recoverable(hidden, equations)
+
+
+def test_a_relation_known_from_elsewhere_counts_like_an_equation():
+    # The school's x and y are hidden (fixed) and x − y is known from other tables. One class c holds them all
+    # (d has none): c.x = S.x and c.y = S.y. Shown, c.y would give S.y, and x − y then S.x; so c.y is hidden
+    # as well as c.x — and nothing is determined with the known relation counted.
+    values = {("S", "x"): 8, ("S", "y"): 9, ("c", "x"): 8, ("c", "y"): 9, ("d", "x"): 0, ("d", "y"): 0}
+    equations = [Equation(("S", "x"), (("c", "x"), ("d", "x"))), Equation(("S", "y"), (("c", "y"), ("d", "y")))]
+    fixed = {("S", "x"): True, ("S", "y"): True}
+    known = [{("S", "x"): 1, ("S", "y"): -1}]
+    hidden = suppress(values, threshold=5, suppressible=[], equations=equations, fixed=fixed, known=known)
+    assert {("c", "x"), ("c", "y")} <= hidden
+    assert not determined(hidden, equations, known)
+
+
+def test_narrowed_finds_what_a_table_tells_about_cells_decided_elsewhere():
+    school = {("S", "x"), ("S", "y")}
+    # One class that is the school: its x and y hidden, its w = x + y shown → x + y of the school is known.
+    equations = [
+        Equation(("S", "x"), (("c", "x"),)),
+        Equation(("S", "y"), (("c", "y"),)),
+        Equation(("c", "w"), (("c", "x"), ("c", "y"))),
+    ]
+    hidden = school | {("c", "x"), ("c", "y")}
+    assert narrowed(hidden, equations, [], school) == school
+    # …unless the school's own w (shown) already tells it.
+    assert narrowed(hidden, equations, [Equation(("S", "w"), (("S", "x"), ("S", "y")))], school) == set()
+    # With c.w hidden too, the class table tells nothing about the school's cells.
+    assert narrowed(hidden | {("c", "w")}, equations, [], school) == set()
+    [relation] = implied(hidden, equations, school)
+    assert set(relation) == school and relation[("S", "x")] == relation[("S", "y")]  # x + y
+
+
+async def test_a_tables_totals_row_is_its_area_as_the_table_one_level_up_shows_it(app, client, world):
+    """Every table of a caller is cut from one suppression: the class table's totals row is the school's row
+    of the school table, a township's school table's totals row is its row of the township table, and the
+    county's figures are the same in every table — hidden cells included."""
+    from tests.stats_dataset import build_dataset
+
+    await build_dataset(app, client, world)
+
+    async def fetch(level, area=None):
+        params = {"period": "month", "key": "2026-11", "level": level}
+        if area is not None:
+            params["area_id"] = str(world[area])
+        r = await client.get("/stats/table", params=params, headers=world.headers("bureau"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return {row["unit_id"]: (row["cells"], row["previous"]) for row in body["rows"]}, (
+            body["total"]["cells"],
+            body["total"]["previous"],
+        )
+
+    schools, county = await fetch("school")
+    townships, county_again = await fetch("township")
+    county_row, _ = await fetch("county")
+    assert county == county_again == county_row[str(world["county"])]
+    assert any(c["suppressed"] for c in county[0].values())  # the small county has hidden cells to compare
+    for school, township in (("school1", "township1"), ("school2", "township2")):
+        _, class_total = await fetch("class", school)
+        assert class_total == schools[str(world[school])]
+        _, township_total = await fetch("school", township)
+        assert township_total == townships[str(world[township])]

@@ -4,14 +4,17 @@ units, one period beside the previous one, every figure from :mod:`.queries` and
 
 :func:`build_table` and :func:`build_trend` are what the API and the exports (XLSX, CSV, bulletins) call; their
 signatures stay put. The suppression is always worked out over every indicator of the registry, whichever
-are asked for, so that two answers for the same area, level and period hide the same cells.
+are asked for, and over the whole scope of the caller (:func:`scope_root`: the county, township or school;
+:func:`joint`), so that every table the caller can fetch — any level, any area within the scope — shows cells
+of one hidden set; a class table is solved after it, top down (:func:`suppress_classes`).
 """
 
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +27,7 @@ from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, Stats
 from api.scoping import Principal
 from api.services.stats import indicators as registry
 from api.services.stats import periods, preaggregate, queries
-from api.services.stats.suppression import Equation, suppress
+from api.services.stats.suppression import Equation, implied, narrowed, suppress
 
 DEFAULT_THRESHOLD = 5
 DEFAULT_MAX_STALE = timedelta(minutes=5)  # the setting stats_max_stale_seconds
@@ -83,8 +86,16 @@ async def resolve_area(session: AsyncSession, principal: Principal, area_id: uui
             )
         area_id = own
     widest = {Role.township_official: Level.township, Role.school_admin: Level.school}.get(role, Level.county)
-    found: tuple[Level, str] | None = None
     # Scoped reads: an area outside the caller's scope is not found.
+    area = await _load_area(session, area_id)
+    if area is None or _LEVEL_RANK[area.level] < _LEVEL_RANK[widest]:
+        raise _area_not_found()
+    return area
+
+
+async def _load_area(session: AsyncSession, area_id: uuid.UUID) -> Area | None:
+    """The county, township or school ``area_id`` with its schools (as the caller's row scope shows them)."""
+    found: tuple[Level, str] | None = None
     county = await session.get(County, area_id)
     if county is not None:
         found = (Level.county, county.name)
@@ -99,10 +110,39 @@ async def resolve_area(session: AsyncSession, principal: Principal, area_id: uui
             if school is not None:
                 found = (Level.school, school.name)
                 schools_q = sa.select(School).where(col(School.id) == area_id)
-    if found is None or _LEVEL_RANK[found[0]] < _LEVEL_RANK[widest]:
-        raise _area_not_found()
+    if found is None:
+        return None
     schools = {s.id: s for s in (await session.execute(schools_q.order_by(col(School.name)))).scalars()}
     return Area(level=found[0], id=area_id, name=found[1], schools=schools)
+
+
+async def scope_root(session: AsyncSession, principal: Principal, area: Area) -> Area:
+    """The widest area the caller can ask about that holds ``area``: the bureau's county, a township
+    official's township, a school admin's school; for the platform, the county of the area. Every table the
+    caller can fetch within it is cut from one suppression of this root (:func:`joint`)."""
+    own = (
+        {
+            Role.county_bureau: principal.county_id,
+            Role.township_official: principal.township_id,
+            Role.school_admin: principal.school_id,
+        }.get(principal.role)
+        if principal.role is not None
+        else None
+    )
+    if own is None:  # the platform: the county the area belongs to
+        if area.level == Level.county:
+            return area
+        if area.level == Level.township:
+            township = await session.get(Township, area.id)
+            own = township.county_id if township is not None else None
+        else:
+            own = area.schools[area.id].county_id if area.id in area.schools else None
+    if own is None or own == area.id:
+        return area
+    root = await _load_area(session, own)
+    if root is None or not set(area.schools) <= set(root.schools):
+        return area  # not expected: the area was found in the caller's scope, within the caller's own
+    return root
 
 
 def check_level(area: Area, level: Level) -> None:
@@ -164,13 +204,319 @@ class Computed:
     cells_made: dict[tuple[Hashable, tuple[str, ...]], dict[str, Cell]] = field(default_factory=dict)
 
 
-# Suppressed tables computed from kept figures, by what they were computed from (least recently used dropped).
+@dataclass
+class Joint:
+    """The caller's scope root and every unit below it down to the schools (county → townships → schools),
+    for one period, suppressed together: every table above a class is a view of it (:func:`view`)."""
+
+    root: Area
+    units: dict[Hashable, Unit]  # the root first, then townships by name, then schools by name
+    levels: dict[Hashable, Level]
+    children: dict[Hashable, list[Hashable]]
+    counts: dict[Hashable, dict[str, int]]
+    minutes: dict[Hashable, dict[str, float | None]]
+    hidden: set[tuple[Hashable, str]]
+    as_of: datetime | None
+    memo_key: Hashable | None
+    views: dict[Hashable, Computed] = field(default_factory=dict)  # (area, level, …) → its table
+    # a school → what the joint implies about its hidden cells (relations among them alone): a class table's
+    # suppression knows them, rather than the whole joint
+    relations: dict[Hashable, list[dict[tuple[Hashable, str], int]]] = field(default_factory=dict)
+    equations: list[Equation] = field(default_factory=list)  # what a reader knows (:func:`tree_equations`)
+
+    def below(self, area_id: Hashable) -> set[Hashable]:
+        """``area_id`` and every unit under it."""
+        out, todo = set(), [area_id]
+        while todo:
+            key = todo.pop()
+            out.add(key)
+            todo.extend(self.children.get(key, ()))
+        return out
+
+
+# Joint suppressions and class tables computed from kept figures, by what they were computed from (least
+# recently used dropped).
 MEMO_TABLES = 128
-_MEMO: OrderedDict[Hashable, Computed] = OrderedDict()
+_MEMO: OrderedDict[Hashable, Any] = OrderedDict()
+
+
+def _remember(key: Hashable | None, value: Any) -> None:
+    if key is None:
+        return
+    _MEMO[key] = value
+    while len(_MEMO) > MEMO_TABLES:
+        _MEMO.popitem(last=False)
+
+
+def _recall(key: Hashable | None) -> Any:
+    if key is None or (hit := _MEMO.get(key)) is None:
+        return None
+    _MEMO.move_to_end(key)
+    return hit
+
+
+async def _figures(
+    session: AsyncSession,
+    school_ids: list[uuid.UUID],
+    period: Period,
+    *,
+    today: date,
+    now: datetime | None,
+    max_stale: timedelta | None,
+    by_class: bool,
+) -> tuple[queries.Figures, datetime | None, Hashable | None]:
+    if now is not None and max_stale is not None:
+        return await preaggregate.figures_for(
+            session, school_ids=school_ids, period=period, today=today, now=now, max_stale=max_stale, by_class=by_class
+        )
+    figures = queries.Figures()
+    await preaggregate.compute_direct(session, figures, school_ids=school_ids, period=period, today=today)
+    return figures, None, None
+
+
+def _add_up(
+    keys: Sequence[Hashable],
+    figures: queries.Figures,
+    owner: Any,
+    quantities: list[str],
+) -> tuple[dict[Hashable, dict[str, int]], dict[Hashable, dict[str, float | None]]]:
+    """Counts and the chain's minutes per key, each figure of ``figures`` added to every key ``owner``
+    gives for its (school, class)."""
+    counts: dict[Hashable, dict[str, int]] = {k: dict.fromkeys(quantities, 0) for k in keys}
+    steps: dict[Hashable, list[tuple[int, float | None, bool | None]]] = defaultdict(list)
+    for (school_id, class_id), values in figures.counts.items():
+        for key in owner(school_id, class_id):
+            target = counts.setdefault(key, dict.fromkeys(quantities, 0))
+            for q, v in values.items():
+                target[q] += v
+    for (school_id, class_id), mine in figures.steps.items():
+        for key in owner(school_id, class_id):
+            steps[key].extend(mine)
+    minutes: dict[Hashable, dict[str, float | None]] = {}
+    for key in counts:
+        chain, durations = queries.chain_counts(steps.get(key, []))
+        counts[key].update(chain)
+        minutes[key] = durations
+    return counts, minutes
+
+
+async def joint(
+    session: AsyncSession,
+    root: Area,
+    period: Period,
+    *,
+    today: date,
+    threshold: int,
+    now: datetime | None = None,
+    max_stale: timedelta | None = None,
+) -> Joint:
+    """Every quantity of the registry for the root and each township and school under it, suppressed as one
+    system (:func:`suppress_tree`). Each school's figures come summed over its classes — from the
+    pre-aggregates where fresh enough (with ``now`` and ``max_stale``), else from the living records."""
+    units: dict[Hashable, Unit] = {root.id: Unit(root.id, root.name, None)}
+    levels: dict[Hashable, Level] = {root.id: root.level}
+    if root.level == Level.county:
+        townships = (
+            await session.execute(
+                sa.select(Township).where(col(Township.county_id) == root.id).order_by(col(Township.name))
+            )
+        ).scalars()
+        for t in townships:
+            units[t.id] = Unit(t.id, t.name, root.id)
+            levels[t.id] = Level.township
+    if root.level != Level.school:
+        for school in root.schools.values():
+            parent = school.township_id if school.township_id in units else root.id
+            units[school.id] = Unit(school.id, school.name, parent)
+            levels[school.id] = Level.school
+    shape = tuple((u.key, u.name, u.parent_id) for u in units.values())
+    # The same kept rows (and units) give the same suppression: look it up by the rows' versions before
+    # reading the figures themselves (a month of the bureau's trend need not decode 300 schools' figures).
+    if now is not None and max_stale is not None:
+        kept, kept_as_of = await preaggregate.kept_version(
+            session,
+            school_ids=list(root.schools),
+            period=period,
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=False,
+        )
+        if kept is not None and (hit := _recall(("joint", root.id, threshold, kept, shape))) is not None:
+            return replace(cast(Joint, hit), as_of=kept_as_of)
+    figures, as_of, version = await _figures(
+        session, list(root.schools), period, today=today, now=now, max_stale=max_stale, by_class=False
+    )
+    memo_key = ("joint", root.id, threshold, version, shape) if version is not None else None
+    if (hit := _recall(memo_key)) is not None:
+        return replace(cast(Joint, hit), as_of=as_of)
+    children: dict[Hashable, list[Hashable]] = defaultdict(list)
+    for u in units.values():
+        if u.parent_id is not None:
+            children[u.parent_id].append(u.key)
+    lineage: dict[uuid.UUID, tuple[Hashable, ...]] = {}
+    for school_id in root.schools:
+        chain: list[Hashable] = []
+        key: Hashable = school_id
+        while True:
+            chain.append(key)
+            above = units[key].parent_id
+            if above is None:
+                break
+            key = above
+        lineage[school_id] = tuple(chain)
+    counts, minutes = _add_up(list(units), figures, lambda s, _c: lineage[s], _all_quantities())
+    for school_id, pupils in figures.enrolment.items():
+        for key in lineage[school_id]:
+            counts[key]["enrolled_pupils"] += pupils
+    tree = {k: list(v) for k, v in children.items()}
+    equations = tree_equations(counts, tree)
+    hidden = suppress_tree(counts, tree, threshold=threshold, equations=equations)
+    found = Joint(
+        root=root,
+        units=units,
+        levels=levels,
+        children=tree,
+        counts=counts,
+        minutes=minutes,
+        hidden=hidden,
+        as_of=as_of,
+        memo_key=memo_key,
+        equations=equations,
+    )
+    _remember(memo_key, found)
+    return found
+
+
+def view(found: Joint, area: Area, level: Level) -> Computed:
+    """The table of ``level`` within ``area`` cut from the joint suppression: its rows are the units of that
+    level under the area, its totals row the area's own unit — every cell hidden exactly as the joint hid it."""
+    made = found.views.get((area.id, level))
+    if made is not None:
+        return replace(made, as_of=found.as_of)
+    if level == area.level:
+        own = area.schools[area.id].township_id if level == Level.school and area.id in area.schools else None
+        units = [replace(found.units[area.id], parent_id=own)]
+    else:
+        under = found.below(area.id)
+        units = [u for k, u in found.units.items() if k in under and found.levels[k] == level]
+    keys = {u.key for u in units}
+    counts: dict[Hashable, dict[str, int]] = {u.key: found.counts[u.key] for u in units}
+    counts[TOTAL] = found.counts[area.id]
+    minutes: dict[Hashable, dict[str, float | None]] = {u.key: found.minutes[u.key] for u in units}
+    minutes[TOTAL] = found.minutes[area.id]
+    hidden = {(k, q) for k, q in found.hidden if k in keys}
+    hidden |= {(TOTAL, q) for k, q in found.hidden if k == area.id}
+    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=found.as_of)
+    found.views[(area.id, level)] = made
+    return made
+
+
+async def classes(
+    session: AsyncSession,
+    found: Joint,
+    school: Area,
+    period: Period,
+    *,
+    today: date,
+    threshold: int,
+    now: datetime | None = None,
+    max_stale: timedelta | None = None,
+    strict: bool = True,
+) -> Computed | None:
+    """The class table of ``school``, solved top-down under the joint suppression: the school's cells (the
+    totals row) are fixed as the joint left them — hidden ones stay hidden, shown ones are known — and only
+    class cells are added as complements, with every equation of the joint beside the class table's own, so
+    that no combination of this table with any other the caller can fetch solves a hidden cell. None (with
+    ``strict``) when the classes do not add up to the school's figures in ``found`` (a change landed between
+    the two reads): the caller reads both again."""
+    units = await units_of(session, school, Level.klass)
+    shape = tuple((u.key, u.name, u.parent_id) for u in units)
+    if now is not None and max_stale is not None and found.memo_key is not None:
+        kept, kept_as_of = await preaggregate.kept_version(
+            session, school_ids=[school.id], period=period, today=today, now=now, max_stale=max_stale
+        )
+        if kept is not None and (hit := _recall(("classes", found.memo_key, school.id, kept, shape))) is not None:
+            return replace(cast(Computed, hit), as_of=_earliest(found.as_of, kept_as_of))
+    figures, as_of, version = await _figures(
+        session, [school.id], period, today=today, now=now, max_stale=max_stale, by_class=True
+    )
+    memo_key = ("classes", found.memo_key, school.id, version, shape) if found.memo_key and version else None
+    if (hit := _recall(memo_key)) is not None:
+        return replace(cast(Computed, hit), as_of=_earliest(found.as_of, as_of))
+    quantities = [q for q in _all_quantities() if q != "enrolled_pupils"]  # a class has no enrolment of its own
+    counts, minutes = _add_up(
+        [u.key for u in units],
+        figures,
+        lambda _s, c: (c if c is not None else UNPLACED,),
+        quantities,
+    )
+    for key in counts:
+        if key not in {u.key for u in units}:  # a class no longer active that still has children, or none
+            if key == UNPLACED:
+                units.append(Unit(UNPLACED, "未分班", school.id))
+            else:
+                klass = await session.get(SchoolClass, key)
+                name = class_label(klass.grade, klass.name) if klass is not None else "其他"
+                units.append(Unit(key, name, school.id))
+    school_row = found.counts[school.id]
+    if strict and any(sum(counts[k][q] for k in counts) != v for q, v in school_row.items() if q != "enrolled_pupils"):
+        return None  # the classes do not add up to the school's figures of the joint: read at different times
+    counts[TOTAL] = school_row
+    minutes[TOTAL] = found.minutes[school.id]
+    hidden = suppress_classes(found, school.id, counts, threshold=threshold)
+    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=_earliest(found.as_of, as_of))
+    _remember(memo_key, made)
+    return made
+
+
+def suppress_classes(
+    found: Joint, school_id: Hashable, counts: dict[Hashable, dict[str, int]], *, threshold: int
+) -> set[tuple[Hashable, str]]:
+    """The cells to hide of a class table: ``counts`` holds each class (or the children without one) and,
+    under :data:`TOTAL`, the school's figures as the joint suppression ``found`` has them. The school's cells
+    are fixed (hidden or shown as the joint left them); what the joint implies about the school's hidden cells
+    (the relations among them alone, every other hidden cell eliminated — the same as knowing every equation
+    of the joint, for cells of this table) is known beside the class table's own equations (the school is the
+    sum of its classes, each class's breakdowns), and only class cells may be chosen as complements."""
+    relations = found.relations.get(school_id)
+    if relations is None:
+        mine = {(k, q) for k, q in found.hidden if k == school_id}
+        equations = found.equations or tree_equations(found.counts, found.children)
+        relations = implied(found.hidden, equations, mine)
+        found.relations[school_id] = relations
+    known: list[dict[tuple[Hashable, str], int]] = [{(TOTAL, q): c for (_, q), c in row.items()} for row in relations]
+    fixed: dict[tuple[Hashable, str], bool] = {(TOTAL, q): (school_id, q) in found.hidden for q in counts[TOTAL]}
+    rows = [k for k in counts if k != TOTAL]
+    own = tree_equations(counts, {TOTAL: rows})
+    school_row = tree_equations({TOTAL: counts[TOTAL]}, {})
+    school_hidden = {var for var, is_hidden in fixed.items() if is_hidden and var[0] == TOTAL}
+    forced: dict[tuple[Hashable, str], bool] = {}
+    while True:
+        hidden = suppress_tree(
+            counts,
+            {TOTAL: rows},
+            threshold=threshold,
+            fixed={**fixed, **forced},
+            known=known,
+        )
+        # The classes must tell nothing about the school's hidden cells beyond its own breakdowns (so that
+        # class tables of several schools, together, still pin nothing): where they would, hide one more
+        # class cell of each such quantity and solve again.
+        culprits = narrowed(hidden, own, school_row, school_hidden)
+        more = []
+        for _, q in sorted(culprits, key=repr):
+            spare = [(k, q) for k in rows if q in counts[k] and (k, q) not in hidden]
+            if spare:
+                more.append(min(spare, key=lambda v: (counts[v[0]][q] == 0, counts[v[0]][q], repr(v))))
+        if not more:
+            return {(k, q) for k, q in hidden if k in counts}
+        forced |= dict.fromkeys(more, True)
 
 
 async def compute(
     session: AsyncSession,
+    root: Area,
     area: Area,
     level: Level,
     period: Period,
@@ -180,122 +526,85 @@ async def compute(
     now: datetime | None = None,
     max_stale: timedelta | None = None,
 ) -> Computed:
-    """Every quantity of the registry for each unit of ``level`` in ``area`` and the totals, suppressed. With
-    ``now`` and ``max_stale``, each school's figures come from the pre-aggregates where they are fresh enough
-    (:mod:`.preaggregate`); otherwise all from the living records."""
-    ids = list(area.schools)
-    by_class = level == Level.klass
-    units = await units_of(session, area, level)
-    shape = tuple((u.key, u.name, u.parent_id) for u in units)
-    as_of: datetime | None = None
-    # The same kept rows (and units) give the same suppressed table: reuse it rather than read, add up and
-    # suppress again (a 300-school table is most of a second of Python; the bureau and the exports ask often).
-    if now is not None and max_stale is not None:
-        version, kept_as_of = await preaggregate.kept_version(
-            session, school_ids=ids, period=period, today=today, now=now, max_stale=max_stale, by_class=by_class
+    """Every quantity of the registry for each unit of ``level`` in ``area`` and the totals, suppressed as
+    part of the joint suppression of the caller's ``root`` (:func:`scope_root`)."""
+    found = await joint(session, root, period, today=today, threshold=threshold, now=now, max_stale=max_stale)
+    if level != Level.klass:
+        return view(found, area, level)
+    made = await classes(session, found, area, period, today=today, threshold=threshold, now=now, max_stale=max_stale)
+    if made is None:  # the school's figures changed between the two reads: read both again (once)
+        found = await joint(session, root, period, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        made = await classes(
+            session, found, area, period, today=today, threshold=threshold, now=now, max_stale=max_stale, strict=False
         )
-        if version is not None and (hit := _MEMO.get((area.id, level, threshold, version, shape))) is not None:
-            _MEMO.move_to_end((area.id, level, threshold, version, shape))
-            return replace(hit, as_of=kept_as_of)
-    version = None
-    if now is not None and max_stale is not None:
-        figures, as_of, version = await preaggregate.figures_for(
-            session,
-            school_ids=ids,
-            period=period,
-            today=today,
-            now=now,
-            max_stale=max_stale,
-            by_class=by_class,
-        )
-    else:
-        figures = queries.Figures()
-        await preaggregate.compute_direct(session, figures, school_ids=ids, period=period, today=today)
-    memo_key = (area.id, level, threshold, version, shape) if version is not None else None
+    assert made is not None
+    return made
 
-    def unit_of(school_id: uuid.UUID, class_id: uuid.UUID | None) -> Hashable:
-        school = area.schools[school_id]
-        if level == Level.county:
-            return area.id
-        if level == Level.township:
-            return school.township_id
-        if level == Level.school:
-            return school_id
-        return class_id if class_id is not None else UNPLACED
 
-    quantities = _all_quantities()
-    counts: dict[Hashable, dict[str, int]] = {u.key: dict.fromkeys(quantities, 0) for u in units}
-    counts[TOTAL] = dict.fromkeys(quantities, 0)
-    steps: dict[Hashable, list[tuple[int, float | None, bool | None]]] = defaultdict(list)
-    extra: list[Hashable] = []
-
-    def row(key: Hashable) -> dict[str, int]:
-        if key not in counts:
-            counts[key] = dict.fromkeys(quantities, 0)
-            extra.append(key)
-        return counts[key]
-
-    for (school_id, class_id), values in figures.counts.items():
-        target = row(unit_of(school_id, class_id))
-        for q, v in values.items():
-            target[q] += v
-            counts[TOTAL][q] += v
-    for (school_id, class_id), mine in figures.steps.items():
-        steps[unit_of(school_id, class_id)].extend(mine)
-        steps[TOTAL].extend(mine)
-    minutes: dict[Hashable, dict[str, float | None]] = {}
-    for key in counts:
-        chain, durations = queries.chain_counts(steps.get(key, []))
-        counts[key].update(chain)
-        minutes[key] = durations
-    # Enrolment is a school's: summed up to townships and the county; a class has none of its own.
-    for school_id, pupils in figures.enrolment.items():
-        counts[TOTAL]["enrolled_pupils"] += pupils
-        if level != Level.klass:
-            counts[unit_of(school_id, None)]["enrolled_pupils"] += pupils
-    if level == Level.klass:
-        for key in counts:
-            if key != TOTAL:
-                counts[key].pop("enrolled_pupils", None)
-    for key in extra:  # a class no longer active that still has children, or the children without a class
-        if key == UNPLACED:
-            units.append(Unit(UNPLACED, "未分班", area.id))
-        else:
-            klass = await session.get(SchoolClass, key)
-            name = class_label(klass.grade, klass.name) if klass is not None else "其他"
-            units.append(Unit(key, name, area.id))
-    hidden = suppress_counts(counts, threshold=threshold)
-    computed = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=as_of)
-    if memo_key is not None:
-        _MEMO[memo_key] = computed
-        while len(_MEMO) > MEMO_TABLES:
-            _MEMO.popitem(last=False)
-    return computed
+def _earliest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _all_quantities() -> list[str]:
     return registry.quantities_of(list(registry.REGISTRY))
 
 
-def suppress_counts(counts: dict[Hashable, dict[str, int]], *, threshold: int) -> set[tuple[Hashable, str]]:
-    """The cells to hide of a table whose rows are ``counts`` (the totals row under :data:`TOTAL`)."""
+def tree_equations(
+    counts: Mapping[Hashable, Mapping[str, int]], children: Mapping[Hashable, Sequence[Hashable]]
+) -> list[Equation]:
+    """What a reader knows of these units: each parent is the sum of its children (per quantity all of them
+    have), and each unit's breakdowns add up to their parent count."""
+    equations: list[Equation] = []
+    for parent, kids in children.items():
+        if not kids:
+            continue
+        for q in counts[parent]:
+            if all(q in counts[k] for k in kids):
+                equations.append(Equation((parent, q), tuple((k, q) for k in kids)))
+    for name, parts in registry.PARTITIONS.items():
+        whole = registry.BREAKDOWN_PARENT[name]
+        for key, row in counts.items():
+            if whole in row and all(p in row for p in parts):
+                equations.append(Equation((key, whole), tuple((key, p) for p in parts)))
+    return equations
+
+
+def suppress_tree(
+    counts: dict[Hashable, dict[str, int]],
+    children: Mapping[Hashable, Sequence[Hashable]],
+    *,
+    threshold: int,
+    fixed: Mapping[tuple[Hashable, str], bool] | None = None,
+    known: Iterable[dict[tuple[Hashable, str], int]] = (),
+    equations: list[Equation] | None = None,
+) -> set[tuple[Hashable, str]]:
+    """The cells to hide of units tied by ``children`` (a parent is the sum of its children), each with its
+    breakdowns. ``fixed``: cells decided already (True hidden); ``known``: relations among fixed hidden cells
+    a reader also has."""
     values: dict[tuple[Hashable, str], int] = {}
     for key, row in counts.items():
         for q, v in row.items():
             values[(key, q)] = v
-    rows = [k for k in counts if k != TOTAL]
-    equations: list[Equation] = []
-    for q in counts[TOTAL]:
-        if all(q in counts[k] for k in rows):
-            equations.append(Equation((TOTAL, q), tuple((k, q) for k in rows)))
-    for name, parts in registry.PARTITIONS.items():
-        parent = registry.BREAKDOWN_PARENT[name]
-        for key, row in counts.items():
-            if parent in row and all(p in row for p in parts):
-                equations.append(Equation((key, parent), tuple((key, p) for p in parts)))
-    suppressible = [v for v in values if v[1] not in registry.NOT_SUPPRESSIBLE]
+    if equations is None:
+        equations = tree_equations(counts, children)
+    frozen = dict(fixed or {})
+    suppressible = [v for v in values if v[1] not in registry.NOT_SUPPRESSIBLE and v not in frozen]
     ties = [((key, a), (key, b)) for key in counts for a, b in registry.TIES if a in counts[key] and b in counts[key]]
-    return suppress(values, threshold=threshold, suppressible=suppressible, equations=equations, ties=ties)
+    return suppress(
+        values,
+        threshold=threshold,
+        suppressible=suppressible,
+        equations=equations,
+        ties=ties,
+        fixed=frozen or None,
+        known=known,
+    )
+
+
+def suppress_counts(counts: dict[Hashable, dict[str, int]], *, threshold: int) -> set[tuple[Hashable, str]]:
+    """The cells to hide of one table whose rows are ``counts`` (the totals row under :data:`TOTAL`)."""
+    return suppress_tree(counts, {TOTAL: [k for k in counts if k != TOTAL]}, threshold=threshold)
 
 
 # ---- cells -------------------------------------------------------------------------------------------------------
@@ -358,8 +667,9 @@ async def build_table(
     area = await resolve_area(session, principal, area_id)
     check_level(area, level)
     previous_period = periods.previous(period)
+    root = await scope_root(session, principal, area)
     current, before = [
-        await compute(session, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        await compute(session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
         for p in (period, previous_period)
     ]
     rows = [
@@ -418,11 +728,12 @@ async def build_trend(
     today = periods.shanghai_date(now)
     check_period(months[-1], today)
     area = await resolve_area(session, principal, area_id)
+    root = await scope_root(session, principal, area)
     points = []
     as_of = now
     for month in months:
         computed = await compute(
-            session, area, area.level, month, today=today, threshold=threshold, now=now, max_stale=max_stale
+            session, root, area, area.level, month, today=today, threshold=threshold, now=now, max_stale=max_stale
         )
         as_of = min(as_of, computed.as_of or now)
         points.append(TrendPoint(period=month, cells=cells(computed, TOTAL, keys)))
