@@ -1,5 +1,6 @@
 """`serve --demo`: the demo county has proxy parents and three months of care work, some kept up and some let
-slip, chained so that the chain verifies; the bureau's statistics have figures; seeding twice adds nothing."""
+slip, chained so that the chain verifies; the main school's plan for the term is under way, with activities;
+each school's enrolment is recorded; the bureau's statistics have figures; seeding twice adds nothing."""
 
 import time
 from datetime import date, timedelta
@@ -11,6 +12,8 @@ from api.demo.care import care_history
 from api.demo.seed import DEMO_PASSWORD, seed_demo
 from api.models.care import CareChainHead, CareKind, CarePairing, CareRecord, CareSetting
 from api.models.children import Child
+from api.models.enrolment import SchoolEnrolment
+from api.models.plan import Activity, ActivityParticipant, CarePlan, CarePlanItem, CarePlanMember
 
 
 @pytest.fixture
@@ -28,7 +31,18 @@ async def login(client, username):
 async def counts(session):
     return {
         model.__tablename__: (await session.execute(select(func.count()).select_from(model))).scalar_one()
-        for model in (CarePairing, CareRecord, CareSetting, CareChainHead)
+        for model in (
+            CarePairing,
+            CareRecord,
+            CareSetting,
+            CareChainHead,
+            CarePlan,
+            CarePlanItem,
+            CarePlanMember,
+            Activity,
+            ActivityParticipant,
+            SchoolEnrolment,
+        )  # fmt: skip
     }
 
 
@@ -109,7 +123,7 @@ async def test_seeding_twice_adds_nothing(app, clock, demo, system_session):
     assert time.perf_counter() - started < 5
     assert await counts(system_session) == before
     assert (await system_session.execute(select(CareChainHead.school_id, CareChainHead.head_hash))).all() == heads
-    assert before["care_record"] > 1000
+    assert before["care_record"] > 1000 and before["care_plan"] == 1 and before["school_enrolment"] == 6
 
 
 def test_a_child_whose_care_slipped_has_nothing_in_the_last_five_weeks():
@@ -120,3 +134,30 @@ def test_a_child_whose_care_slipped_has_nothing_in_the_last_five_weeks():
     assert max(day for _, day in slipped) <= today - timedelta(days=35)
     assert {kind for kind, _ in kept} == {CareKind.talk, CareKind.home_visit, CareKind.guardian_contact,
                                           CareKind.parent_contact}  # fmt: skip
+
+
+async def test_the_main_school_plan_is_under_way(client, demo):
+    headers = await login(client, "shiqiao-admin")
+    [summary] = (await client.get(f"/schools/{demo.school_ids[0]}/plans", headers=headers)).json()
+    assert summary["template_key"] == "autumn_term"
+    plan = (await client.get(f"/plans/{summary['id']}", headers=headers)).json()
+    progress = plan["progress"]
+    assert progress["done"] > 0 and progress["late"] >= 1 and progress["dropped"] == 1 and progress["planned"] > 0
+    [dropped] = [i for i in plan["items"] if i["progress"] == "dropped"]
+    assert dropped["dropped_reason"]
+    linked = [i for i in plan["items"] if i["fulfilled_by"] is not None]
+    assert linked and all(i["progress"] == "done" for i in linked)
+    assert [m for m in plan["leading_group"] if m["position"] == "leader"]
+    activities = (await client.get(f"/schools/{demo.school_ids[0]}/activities", headers=headers)).json()["data"]
+    kinds = {a["kind"] for a in activities}
+    assert {"contest", "lecture_law", "class_meeting"} <= kinds
+    for linked_item in linked:
+        view = (await client.get(f"/activities/{linked_item['fulfilled_by']['id']}", headers=headers)).json()
+        assert view["plan_item_id"] == linked_item["id"] and view["children"] > 0 and view["participants"]
+
+
+async def test_every_demo_school_has_its_enrolment_for_this_term(client, demo):
+    for school_id, admin in zip(demo.school_ids, ("shiqiao-admin", "shiqiao2-admin", "liuhe-admin"), strict=True):
+        r = await client.get(f"/schools/{school_id}/enrolment/2026-2027-1", headers=await login(client, admin))
+        assert r.status_code == 200, r.text
+        assert r.json()["pupils"] > 0 and r.json()["boarders"] > 0

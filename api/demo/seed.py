@@ -17,6 +17,7 @@ from api.demo.context import DemoContext, DemoSeeder, demo_id
 from api.demo.escalation import seed_emergencies
 from api.demo.family import GRANDMOTHERS, DemoFamilyAccount, demo_family, seed_family_account
 from api.demo.family_calls import seed_family_calls
+from api.demo.plan import seed_plan
 from api.models.accounts import Account, Role
 from api.models.organisations import County, School, SchoolClass, Township
 from api.security import Passwords
@@ -26,7 +27,14 @@ DEMO_PASSWORD = "liushou-demo-2026"
 __all__ = ["DEMO_PASSWORD", "DemoFamilyAccount", "demo_accounts_text", "demo_family", "seed_demo"]
 
 # Seeders of later domains, in dependency order.
-DOMAIN_SEEDERS: list[DemoSeeder] = [seed_archive, seed_family_account, seed_emergencies, seed_family_calls, seed_care]
+DOMAIN_SEEDERS: list[DemoSeeder] = [
+    seed_archive,
+    seed_family_account,
+    seed_emergencies,
+    seed_family_calls,
+    seed_care,
+    seed_plan,
+]
 
 
 SCHOOLS = [
