@@ -335,6 +335,9 @@ async def seed_archive(session: AsyncSession, ctx: DemoContext, *, cipher: Field
             parents_away=ParentsAway.none if returned else c.parents_away,
             left_behind_since=None if returned else c.left_behind_since,
             guardianship_rating=c.rating,
+            # The files were entered when the demo's care history starts, so that history counts.
+            created_at=ctx.history_starts,
+            updated_at=ctx.history_starts,
         )
         for key, value in {**c.flags, **c.notes}.items():
             setattr(row, key, value)

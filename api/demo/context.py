@@ -3,11 +3,16 @@
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Fixed ids so that demo links and docs stay valid across re-seeds.
 NS = uuid.UUID("6f1c1e1a-5d39-4c55-9a53-6c6975736f75")
+
+
+# How far back the demo's care history goes (files, pairings, care records).
+HISTORY_DAYS = 98
 
 
 def demo_id(name: str) -> uuid.UUID:
@@ -23,6 +28,13 @@ class DemoContext:
     school_ids: list[uuid.UUID]
     class_ids: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
     accounts: dict[str, uuid.UUID] = field(default_factory=dict)
+    # The demo's "today": care records lie before it (a test passes its frozen clock's).
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def history_starts(self) -> datetime:
+        """When the demo's files were entered and its children paired: about three months before "today"."""
+        return self.now - timedelta(days=HISTORY_DAYS)
 
 
 DemoSeeder = Callable[[AsyncSession, DemoContext], Awaitable[None]]

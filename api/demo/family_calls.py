@@ -32,7 +32,7 @@ HOURS += [(1, "15:30", "17:30"), (3, "15:30", "17:30"), (6, "09:00", "11:30")]
 async def seed_family_calls(session: AsyncSession, ctx: DemoContext, now: datetime | None = None) -> None:
     """Two lines for the demo school and three calls tomorrow at noon for children with a guardian on file.
     Every row has a fixed id (``demo_id``), so re-seeding adds only what is missing."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.now
     school_id = demo_id(f"school-{DEMO_SCHOOL}")
     admin_id = ctx.accounts["shiqiao-admin"]
     lines = []

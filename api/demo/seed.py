@@ -5,16 +5,19 @@ Idempotent: seeding twice changes nothing. Each later domain (archive, emergenci
 (`seed_demo`, `demo_family`, `demo_accounts_text`, `DEMO_PASSWORD`).
 """
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import select
 
 from api.demo.archive import seed_archive
+from api.demo.care import seed_care
 from api.demo.context import DemoContext, DemoSeeder, demo_id
 from api.demo.escalation import seed_emergencies
 from api.demo.family import GRANDMOTHERS, DemoFamilyAccount, demo_family, seed_family_account
 from api.demo.family_calls import seed_family_calls
+from api.demo.plan import seed_plan
 from api.models.accounts import Account, Role
 from api.models.organisations import County, School, SchoolClass, Township
 from api.security import Passwords
@@ -24,7 +27,14 @@ DEMO_PASSWORD = "liushou-demo-2026"
 __all__ = ["DEMO_PASSWORD", "DemoFamilyAccount", "demo_accounts_text", "demo_family", "seed_demo"]
 
 # Seeders of later domains, in dependency order.
-DOMAIN_SEEDERS: list[DemoSeeder] = [seed_archive, seed_family_account, seed_emergencies, seed_family_calls]
+DOMAIN_SEEDERS: list[DemoSeeder] = [
+    seed_archive,
+    seed_family_account,
+    seed_emergencies,
+    seed_family_calls,
+    seed_care,
+    seed_plan,
+]
 
 
 SCHOOLS = [
@@ -58,8 +68,9 @@ async def _get_or_add(session: AsyncSession, model: type, key: str, **values: ob
     return obj
 
 
-async def seed_demo(session: AsyncSession, passwords: Passwords) -> DemoContext:
-    """Create (or find) the demo county and run every registered demo seeder. ``session`` must be SYSTEM."""
+async def seed_demo(session: AsyncSession, passwords: Passwords, *, now: datetime | None = None) -> DemoContext:
+    """Create (or find) the demo county and run every registered demo seeder. ``session`` must be SYSTEM;
+    ``now`` is the demo's "today" (default: the system clock's)."""
     county = await _get_or_add(session, County, "county", name="青山县", code="430599")
     townships = [
         await _get_or_add(session, Township, "township-shiqiao", county_id=demo_id("county"), name="石桥镇"),
@@ -67,6 +78,8 @@ async def seed_demo(session: AsyncSession, passwords: Passwords) -> DemoContext:
     ]
     await session.flush()
     ctx = DemoContext(county_id=county.id, township_ids=[t.id for t in townships], school_ids=[])
+    if now is not None:
+        ctx.now = now
     for key, t_index, name, kind, pupils in SCHOOLS:
         school = await _get_or_add(
             session,
