@@ -22,10 +22,10 @@ from sqlmodel import col
 
 from api.clock import SHANGHAI
 from api.demo.context import HISTORY_DAYS, DemoContext, demo_id
-from api.models.care import CareChainHead, CareKind, CarePairing, CareRecord, CareSetting, PairingKind
+from api.models.care import CareKind, CarePairing, CareRecord, CareSetting, PairingKind
 from api.models.children import Child, ChildStatus
 from api.models.organisations import SchoolClass
-from api.services.care import chain
+from api.services.care import chain, records
 from api.services.care.contents import canonical_content
 
 # Staff who may be proxy parents at each demo school (the head teachers first, then the school's admin).
@@ -194,18 +194,8 @@ async def _seed_records(
     if not missing:
         return
     # Append after the school's chain head, locked as the record service locks it.
-    await session.execute(
-        insert(CareChainHead)
-        .values(school_id=school_id, seq=0, head_hash=chain.GENESIS, updated_at=now)
-        .on_conflict_do_nothing()
-    )
-    seq, prev_hash = (
-        await session.execute(
-            sa.select(col(CareChainHead.seq), col(CareChainHead.head_hash))
-            .where(col(CareChainHead.school_id) == school_id)
-            .with_for_update()
-        )
-    ).one()
+    seq, prev_hash = await records.next_link(session, school_id, now)
+    seq -= 1
     rows = []
     for record in missing:
         seq += 1
@@ -224,8 +214,4 @@ async def _seed_records(
                               "row_hash": row_hash})  # fmt: skip
         prev_hash = row_hash
     await session.execute(insert(CareRecord), rows)
-    await session.execute(
-        sa.update(CareChainHead)
-        .where(col(CareChainHead.school_id) == school_id)
-        .values(seq=seq, head_hash=prev_hash, updated_at=now)
-    )
+    await records.advance_head(session, school_id, seq, prev_hash, now)

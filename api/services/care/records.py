@@ -54,7 +54,7 @@ WRITERS = (Role.teacher, Role.school_admin)
 # ---- the chain head -------------------------------------------------------------------------------------------
 
 
-async def _next_link(session: AsyncSession, school_id: uuid.UUID, now: datetime) -> tuple[int, str]:
+async def next_link(session: AsyncSession, school_id: uuid.UUID, now: datetime) -> tuple[int, str]:
     """Lock the school's chain head (made on first use) and return the next position and the hash it follows.
     The lock is held until the transaction ends: concurrent links of a school wait for each other."""
     # SYSTEM: the chain is the record's school's, which may no longer be the caller's (an amendment by the
@@ -75,8 +75,8 @@ async def _next_link(session: AsyncSession, school_id: uuid.UUID, now: datetime)
     return int(seq) + 1, str(head_hash)
 
 
-async def _advance_head(session: AsyncSession, school_id: uuid.UUID, seq: int, row_hash: str, now: datetime) -> None:
-    # SYSTEM: as in _next_link — the head of the record's school, locked there.
+async def advance_head(session: AsyncSession, school_id: uuid.UUID, seq: int, row_hash: str, now: datetime) -> None:
+    # SYSTEM: as in next_link — the head of the record's school, locked there.
     async with as_system(session):
         await session.execute(
             sa.update(CareChainHead)
@@ -129,7 +129,7 @@ async def create_record(
     window = timedelta(minutes=(await care_setting(session, child.school_id)).edit_window_minutes)
     record_id = uuid.uuid4()
     # The chain head is locked from here to the commit: everything that can be done before is done before.
-    seq, prev_hash = await _next_link(session, child.school_id, now)
+    seq, prev_hash = await next_link(session, child.school_id, now)
     content_hash = chain.record_content_hash(
         record_id=record_id,
         school_id=child.school_id,
@@ -157,7 +157,7 @@ async def create_record(
         row_hash=row_hash,
     )
     session.add(made)
-    await _advance_head(session, child.school_id, seq, row_hash, now)
+    await advance_head(session, child.school_id, seq, row_hash, now)
     await session.flush()
     # A new record has no versions or amendments yet: its answer needs no further query under the lock.
     public = _public(made, author_name=principal.display_name or None, window=window, amendments=0)
@@ -187,7 +187,7 @@ async def correct_record(
     if new_state == chain.state_hash(record.occurred_on, record.content):
         raise invalid("nothing_changed", "内容没有变化 (nothing changed)", "content")
     version_id = uuid.uuid4()
-    seq, prev_hash = await _next_link(session, record.school_id, now)
+    seq, prev_hash = await next_link(session, record.school_id, now)
     content_hash = chain.version_content_hash(
         version_id=version_id,
         record_id=record.id,
@@ -219,7 +219,7 @@ async def correct_record(
     record.occurred_on, record.content = occurred_on, content
     record.version += 1
     record.updated_at = now
-    await _advance_head(session, record.school_id, seq, row_hash, now)
+    await advance_head(session, record.school_id, seq, row_hash, now)
     await session.flush()
     return await _detail(session, record)
 
@@ -234,7 +234,7 @@ async def amend_record(
     if record.author_id != author_id and principal.role != Role.school_admin:
         raise Forbidden("只有记录人或学校管理员可以补正 (the author or a school admin)", code="not_author")
     amendment_id = uuid.uuid4()
-    seq, prev_hash = await _next_link(session, record.school_id, now)
+    seq, prev_hash = await next_link(session, record.school_id, now)
     content_hash = chain.amendment_content_hash(
         amendment_id=amendment_id,
         record_id=record.id,
@@ -260,7 +260,7 @@ async def amend_record(
             row_hash=row_hash,
         )
     )
-    await _advance_head(session, record.school_id, seq, row_hash, now)
+    await advance_head(session, record.school_id, seq, row_hash, now)
     await session.flush()
     return await _detail(session, record)
 
