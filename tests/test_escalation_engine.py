@@ -171,10 +171,11 @@ async def test_two_workers_side_by_side_never_send_the_same_message_twice(kit, d
         family = await kit.family()
         await kit.report(family.child_id)
     engines = [make_engine(database_url, kit.app.state.settings) for _ in range(2)]
-    # This module's 0.4 s client timeout is for the tests of slow providers; here a provider that answers late
+    # This module's 0.4 s provider timeout is for the tests of slow providers; here a provider that answers late
     # on a loaded machine would only make a retry, not the double send this test looks for.
+    patient = escalation_settings(http_timeout_seconds=5.0, escalation_batch_size=4)
     http = httpx.AsyncClient(timeout=10)
-    workers = [kit.new_worker(engine=e, worker_id=f"w{i}", http=http) for i, e in enumerate(engines)]
+    workers = [kit.new_worker(engine=e, worker_id=f"w{i}", http=http, settings=patient) for i, e in enumerate(engines)]
     try:
         for _ in range(3):
             await asyncio.gather(*(w.run_once() for w in workers))

@@ -156,11 +156,13 @@ class Kit:
         kit.fake.use_clock(clock.now)
         return kit
 
-    def new_worker(self, engine: Any = None, worker_id: str | None = None, http: Any = None) -> Worker:
+    def new_worker(
+        self, engine: Any = None, worker_id: str | None = None, http: Any = None, settings: Settings | None = None
+    ) -> Worker:
         return Worker(
             engine or self.app.state.engine,
             http=http or self.app.state.http,
-            settings=self.app.state.settings,
+            settings=settings or self.app.state.settings,
             clock=self.clock,
             worker_id=worker_id,
         )
