@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.models.accounts import Account
+from api.scoping import Principal
+
 # Fixed ids so that demo links and docs stay valid across re-seeds.
 NS = uuid.UUID("6f1c1e1a-5d39-4c55-9a53-6c6975736f75")
 
@@ -38,3 +41,17 @@ class DemoContext:
 
 
 DemoSeeder = Callable[[AsyncSession, DemoContext], Awaitable[None]]
+
+
+async def principal_of(session: AsyncSession, account_id: uuid.UUID) -> Principal:
+    """A demo account as the principal the services act for (the seeders write as that person would)."""
+    account = await session.get(Account, account_id)
+    assert account is not None
+    return Principal(
+        account_id=account.id,
+        role=account.role,
+        county_id=account.county_id,
+        township_id=account.township_id,
+        school_id=account.school_id,
+        display_name=account.display_name,
+    )

@@ -17,8 +17,7 @@ from sqlmodel import col, select
 
 from api.channels.base import SmsInbound, SmsReceipt, VoiceEvent
 from api.clock import SHANGHAI
-from api.demo.context import DemoContext, demo_id
-from api.models.accounts import Account
+from api.demo.context import DemoContext, demo_id, principal_of
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (
     Audience,
@@ -43,7 +42,6 @@ from api.models.notifications import (
     MessagePurpose,
     OutboundMessage,
 )
-from api.scoping import Principal
 from api.services.emergency import incidents
 from api.services.emergency.acknowledgements import acknowledge_in_mini_program
 from api.services.emergency.callbacks import handle_callback
@@ -87,19 +85,6 @@ async def _seed_duty_contacts(session: AsyncSession, ctx: DemoContext) -> None:
                 )
             )
     await session.flush()
-
-
-async def _principal(session: AsyncSession, account_id: uuid.UUID) -> Principal:
-    account = await session.get(Account, account_id)
-    assert account is not None
-    return Principal(
-        account_id=account.id,
-        role=account.role,
-        county_id=account.county_id,
-        township_id=account.township_id,
-        school_id=account.school_id,
-        display_name=account.display_name,
-    )
 
 
 async def _demo_child(session: AsyncSession, school_id: uuid.UUID) -> uuid.UUID | None:
@@ -215,9 +200,9 @@ async def _replay_incident(session: AsyncSession, ctx: DemoContext) -> None:
     if child_id is None:
         return  # no archive in this demo: nothing to replay
     settings = get_settings()
-    teacher = await _principal(session, ctx.accounts["teacher-li"])
-    leader = await _principal(session, ctx.accounts["shiqiao-admin"])
-    township = await _principal(session, ctx.accounts["shiqiao-gov"])
+    teacher = await principal_of(session, ctx.accounts["teacher-li"])
+    leader = await principal_of(session, ctx.accounts["shiqiao-admin"])
+    township = await principal_of(session, ctx.accounts["shiqiao-gov"])
     reported = REPORTED.astimezone(UTC)
     incident = await incidents.report_incident(
         session,

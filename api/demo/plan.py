@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.clock import SHANGHAI
-from api.demo.context import DemoContext, demo_id
-from api.models.accounts import Account
+from api.demo.context import DemoContext, demo_id, principal_of
 from api.models.children import Child, ChildStatus
 from api.models.enrolment import EnrolmentUpdate, SchoolEnrolment
 from api.models.organisations import School
@@ -60,19 +59,6 @@ HELD = {
 }
 
 
-async def _principal(session: AsyncSession, account_id: uuid.UUID) -> Principal:
-    account = await session.get(Account, account_id)
-    assert account is not None
-    return Principal(
-        account_id=account.id,
-        role=account.role,
-        county_id=account.county_id,
-        township_id=account.township_id,
-        school_id=account.school_id,
-        display_name=account.display_name,
-    )
-
-
 def autumn_term(today: date) -> tuple[date, date]:
     """This school year's autumn term: 1 September to the end of January."""
     first = today.year if today.month >= 9 else today.year - 1
@@ -95,7 +81,7 @@ async def seed_plan(session: AsyncSession, ctx: DemoContext) -> None:
     )
     if existing.first() is not None:
         return
-    admin = await _principal(session, ctx.accounts["shiqiao-admin"])
+    admin = await principal_of(session, ctx.accounts["shiqiao-admin"])
     # The plan is made on the first day of term; its progress is entered as of "today".
     made = datetime.combine(starts_on, datetime.min.time(), SHANGHAI) + timedelta(hours=9)
     plan = await plans.create_plan(
@@ -243,7 +229,7 @@ async def _seed_enrolment(session: AsyncSession, ctx: DemoContext, *, today: dat
         for term, pupils in ((this_term, school.pupil_count), (last_term, school.pupil_count - 9)):
             if await session.get(SchoolEnrolment, (school.id, term.key)) is not None:
                 continue
-            admin = admin or await _principal(session, ctx.accounts[username])
+            admin = admin or await principal_of(session, ctx.accounts[username])
             await enrolment.put_enrolment(
                 session,
                 admin,
