@@ -111,13 +111,15 @@ def load(
         figures.enrolment[school_id] = enrolment
 
 
-_STORED = """
-    SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since, f.xmin::text AS row_version
+# The kept rows of the schools :ids for one period judged :today, each beside its oldest pending change (since).
+_KEPT_ROWS = """
     FROM stats_figures f
     LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
       ON d.school_id = f.school_id
     WHERE f.school_id = ANY(:ids) AND f.period_kind = :kind AND f.period_key = :key AND f.judged_on = :today
     """
+
+_STORED = "SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since, f.xmin::text AS row_version" + _KEPT_ROWS
 
 
 async def figures_for(
@@ -158,13 +160,7 @@ async def figures_for(
     return figures, as_of, version
 
 
-_VERSIONS = """
-    SELECT f.school_id, f.xmin::text AS row_version, d.since
-    FROM stats_figures f
-    LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
-      ON d.school_id = f.school_id
-    WHERE f.school_id = ANY(:ids) AND f.period_kind = :kind AND f.period_key = :key AND f.judged_on = :today
-    """
+_VERSIONS = "SELECT f.school_id, f.xmin::text AS row_version, d.since" + _KEPT_ROWS
 
 
 async def kept_version(
