@@ -6,7 +6,8 @@ Every table of the database is read before and after one ``POST /incidents``; th
 those that went) are the report's writes. What is drawn at random is named instead of compared by value —
 ids (by where they first appear, in an order that does not depend on their values: the world's own by
 name), the case code, the SMS reply codes, the acknowledgement tokens (by the message they sign); serial
-keys by their order; a time the database stamps itself (``now()``) as such. Everything else is compared as
+keys by their order; a time the database stamps itself (``now()``) as such; the statistics' marks (one per
+writing statement) as the set of schools they mark. Everything else is compared as
 it is: the time of each row, its status, every address, every text and every line of the timeline, and the
 order of the timeline.
 
@@ -175,6 +176,11 @@ async def written(kit: Kit, payload: dict[str, Any], known: dict[str, uuid.UUID]
     names.naming = False
     out: dict[str, Any] = {}
     for table in order:
+        if table == "stats_dirty":
+            # A mark per writing statement that touched a school's figures, read as the set of schools
+            # marked: how many statements wrote the rows is not what the report does.
+            out[table] = {"schools marked": sorted({names.value(r["school_id"]) for r in added[table]})}
+            continue
         if added[table] or gone[table]:
             out[table] = {"added": [names.value(r) for r in added[table]]}
             if gone[table]:

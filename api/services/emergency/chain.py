@@ -43,7 +43,7 @@ from api.models.incidents import (
 )
 from api.models.notifications import Channel, OutboundMessage, Topic
 from api.services.emergency import rows
-from api.services.emergency.contacts import add_targets, resolve_contacts
+from api.services.emergency.contacts import ReportContacts, add_targets, resolve_contacts
 from api.services.emergency.decide import (
     after_last_target,
     next_step_check,
@@ -54,6 +54,7 @@ from api.services.emergency.decide import (
 )
 from api.services.emergency.notify import (
     alert_leaders,
+    first_reply_codes,
     notification,
     queue_notification,
     record_queued,
@@ -498,20 +499,22 @@ async def freeze_chain(
     holds: Sequence[StepHold],
     settings: Settings,
     now: datetime,
+    contacts: ReportContacts,
 ) -> FrozenChain:
     """Create the incident's steps, parties and targets, and start every step that is not held.
 
     Every row is decided in memory first, as :func:`advance_party` and :func:`check_step` would move the new
     chain along, so that each is inserted once in its final state (:mod:`.rows`): steps, parties and targets
     in one go; then each SMS target's reply code (the database decides whether a code is free); then the
-    messages and the timeline. The caller collects rows (:func:`.rows.collecting`)."""
+    messages and the timeline. ``contacts``: whom to tell, as the report read them
+    (:func:`.contacts.read_report_contacts`). The caller collects rows (:func:`.rows.collecting`)."""
     steps, parties = _new_rows(incident, policy=policy, holds=holds, now=now)
     rows.add(session, *steps, *(party for _, party in parties))
     frozen: list[dict[str, Any]] = []
     party_targets: dict[uuid.UUID, list[EscalationTarget]] = {}
-    contacts = await resolve_contacts(session, incident)
+    plans_of = await resolve_contacts(session, incident, contacts)
     for step, party in parties:
-        plans = contacts[party.audience]
+        plans = plans_of[party.audience]
         targets = add_targets(session, party, plans, first_seq=1, first_contact_no=1, now=now)
         party_targets[party.id] = targets
         frozen.append(
@@ -567,13 +570,19 @@ async def freeze_chain(
         # At the report no hold is over yet (a hold is at least a minute): this records a deadline already
         # missed (a late report) or near, and when the scheduler must look next.
         await check_step(session, step, settings=settings, now=now, incident=incident)
+    # The steps, parties and targets with each party's first SMS reply code (one statement); a code that was
+    # taken is drawn again until one is free; then the messages, which quote their codes, and the timeline.
     collected: list[Any] = session.info[rows.KEY]
-    await rows.write(session, collected, (EscalationStep, EscalationParty, EscalationTarget))
+    wanted = [(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms]
+    drawn = first_reply_codes(wanted)
+    inserted = await rows.write_chain(session, collected, incident_id=incident.id, codes=drawn, now=now)
     codes = await reserve_new_reply_codes(
         session,
         incident_id=incident.id,
-        wanted=[(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms],
+        wanted=wanted,
         now=now,
+        held={(party_id, address): code for party_id, address, code in inserted},
+        rounds_drawn=1,
     )
     for step, party, target, message_id in first:
         code = codes.get((party.id, target.address)) if target.channel == Channel.sms else None
@@ -581,7 +590,7 @@ async def freeze_chain(
             session, incident, step, party, target, settings=settings, now=now, message_id=message_id, reply_code=code
         )
         rows.add(session, message)
-    await rows.write(session, collected)
+    await rows.write_messages(session, collected)
     return FrozenChain(
         steps=steps,
         parties=[party for _, party in parties],

@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -16,11 +15,10 @@ from api.models.accounts import Account, Role
 from api.models.base import new_row
 from api.models.escalation import (
     Audience,
-    DutyContact,
     EscalationParty,
     EscalationTarget,
 )
-from api.models.guardians import ChildGuardian, Guardian, GuardianRole
+from api.models.guardians import GuardianRole
 from api.models.incidents import (
     Incident,
 )
@@ -80,58 +78,77 @@ def _ways(
     plan.ways.extend((c, a) for c, a in alt.items())
 
 
-# Built once, and only the columns the plans use (rows, not mapped objects): the report's two reads.
-_FAMILY: Any = (
-    sa.select(
-        col(ChildGuardian.role),
-        col(ChildGuardian.relation),
-        col(Guardian.id).label("guardian_id"),
-        col(Guardian.name),
-        col(Guardian.phone),
-        col(Guardian.phone_alt),
-        col(Account.id).label("account_id"),
-        col(Account.wechat_openid),
-    )
-    .join(Guardian, col(Guardian.id) == ChildGuardian.guardian_id)
-    .outerjoin(
-        Account,
-        sa.and_(col(Account.id) == Guardian.account_id, col(Account.is_active), col(Account.role) == Role.family),
-    )
-    .where(
-        col(ChildGuardian.child_id) == sa.bindparam("child_id"),
-        col(ChildGuardian.is_active),
-        col(ChildGuardian.role).in_(
-            [GuardianRole.entrusted_guardian, GuardianRole.parent_home, GuardianRole.parent_away]
-        ),
-    )
-    .order_by(col(ChildGuardian.contact_order), col(ChildGuardian.created_at))
-)
-_DUTY: Any = (
-    sa.select(
-        col(DutyContact.id),
-        col(DutyContact.township_id),
-        col(DutyContact.name),
-        col(DutyContact.phone),
-        col(Account.id).label("account_id"),
-        col(Account.display_name),
-        col(Account.wechat_openid),
-        col(Account.phone).label("account_phone"),
-    )
-    .outerjoin(Account, sa.and_(col(Account.id) == DutyContact.account_id, col(Account.is_active)))
-    .where(
-        sa.or_(
-            sa.and_(col(DutyContact.county_id) == sa.bindparam("county_id"), col(DutyContact.township_id).is_(None)),
-            col(DutyContact.township_id) == sa.bindparam("township_id"),
-        ),
-        col(DutyContact.is_active),
-    )
-    .order_by(col(DutyContact.position), col(DutyContact.created_at))
-)
+_FAMILY_ROLES = (GuardianRole.entrusted_guardian, GuardianRole.parent_home, GuardianRole.parent_away)
 
 
-async def _family_contacts(session: AsyncSession, child_id: uuid.UUID) -> dict[Audience, list[ContactPlan]]:
-    """Step 1 and step 2's people from the child's contact card, in its call order (one query for both)."""
-    rows = (await session.execute(_FAMILY, {"child_id": child_id})).all()
+class FamilyRow(NamedTuple):
+    role: str
+    relation: str
+    guardian_id: uuid.UUID
+    name: str
+    phone: str | None
+    phone_alt: str | None
+    account_id: uuid.UUID | None
+    wechat_openid: str | None
+
+
+class DutyRow(NamedTuple):
+    id: uuid.UUID
+    township_id: uuid.UUID | None
+    name: str
+    phone: str | None
+    account_id: uuid.UUID | None
+    display_name: str | None
+    wechat_openid: str | None
+    account_phone: str | None
+
+
+# Built once, and only the columns the plans use: the report's one read of whom to tell — the child's contact
+# card (step 1 and 2), the duty roster of the county and the township (step 3), and, for a school without a
+# duty phone, the phone its texts give instead (the reporter's, else a school admin's). Run as the system.
+_REPORT_CONTACTS = f"""SELECT
+ ARRAY(SELECT ROW(cg.role, cg.relation, g.id, g.name, g.phone, g.phone_alt, a.id, a.wechat_openid)
+  FROM child_guardian cg JOIN guardian g ON g.id = cg.guardian_id
+  LEFT JOIN account a ON a.id = g.account_id AND a.is_active AND a.role = '{Role.family.value}'
+  WHERE cg.child_id = $1 AND cg.is_active AND cg.role IN ({", ".join(f"'{r.value}'" for r in _FAMILY_ROLES)})
+  ORDER BY cg.contact_order, cg.created_at),
+ ARRAY(SELECT ROW(d.id, d.township_id, d.name, d.phone, a.id, a.display_name, a.wechat_openid, a.phone)
+  FROM duty_contact d LEFT JOIN account a ON a.id = d.account_id AND a.is_active
+  WHERE ((d.county_id = $2 AND d.township_id IS NULL) OR d.township_id = $3) AND d.is_active
+  ORDER BY d.position, d.created_at),
+ CASE WHEN $4 THEN (SELECT a.phone FROM account a
+  WHERE a.phone IS NOT NULL AND a.is_active
+  AND (a.id = $5 OR (a.school_id = $6 AND a.role = '{Role.school_admin.value}'))
+  ORDER BY (a.id = $5) DESC, a.created_at LIMIT 1) END"""
+
+
+@dataclass(frozen=True)
+class ReportContacts:
+    """What the report reads of whom to tell (:data:`_REPORT_CONTACTS`)."""
+
+    family: list[FamilyRow]
+    duty: list[DutyRow]
+    school_phone: str | None
+
+
+async def read_report_contacts(session: AsyncSession, incident: Incident, *, school_phone: bool) -> ReportContacts:
+    """The report's one read of its contacts (``school_phone``: also the phone for a school without a duty
+    phone), straight on the driver in the session's transaction. The caller runs it as the system."""
+    raw = await rows.driver(session)
+    family, duty, phone = await raw.fetchrow(
+        _REPORT_CONTACTS,
+        incident.child_id,
+        incident.county_id,
+        incident.township_id,
+        school_phone,
+        incident.reported_by_id,
+        incident.school_id,
+    )
+    return ReportContacts([FamilyRow(*r) for r in family], [DutyRow(*r) for r in duty], phone)
+
+
+def _family_contacts(rows: Sequence[FamilyRow]) -> dict[Audience, list[ContactPlan]]:
+    """Step 1 and step 2's people from the child's contact card, in its call order."""
 
     def plans(audience: Audience, role: GuardianRole) -> list[ContactPlan]:
         found = []
@@ -155,10 +172,11 @@ async def _family_contacts(session: AsyncSession, child_id: uuid.UUID) -> dict[A
     }
 
 
-async def _official_contacts(session: AsyncSession, incident: Incident) -> dict[Audience, list[ContactPlan]]:
-    """Duty contacts of the county bureau and of the township (one query for both); where there is none,
-    the accounts of that role there."""
-    rows = (await session.execute(_DUTY, {"county_id": incident.county_id, "township_id": incident.township_id})).all()
+async def _official_contacts(
+    session: AsyncSession, incident: Incident, rows: Sequence[DutyRow]
+) -> dict[Audience, list[ContactPlan]]:
+    """Duty contacts of the county bureau and of the township; where there is none, the accounts of that
+    role there."""
     found: dict[Audience, list[ContactPlan]] = {Audience.county_bureau: [], Audience.township: []}
     for row in rows:
         plan = ContactPlan(label=row.name, name=row.display_name, duty_contact_id=row.id, account_id=row.account_id)
@@ -182,9 +200,11 @@ async def _official_contacts(session: AsyncSession, incident: Incident) -> dict[
     return found
 
 
-async def resolve_contacts(session: AsyncSession, incident: Incident) -> dict[Audience, list[ContactPlan]]:
+async def resolve_contacts(
+    session: AsyncSession, incident: Incident, read: ReportContacts
+) -> dict[Audience, list[ContactPlan]]:
     """Whom each party is told through, in the order of the contact card / duty roster."""
-    return {**await _family_contacts(session, incident.child_id), **await _official_contacts(session, incident)}
+    return {**_family_contacts(read.family), **await _official_contacts(session, incident, read.duty)}
 
 
 def add_targets(

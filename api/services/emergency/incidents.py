@@ -59,8 +59,9 @@ from api.models.organisations import School
 from api.scoping import Principal, as_system
 from api.services.emergency import rows
 from api.services.emergency.chain import FrozenChain, freeze_chain
+from api.services.emergency.contacts import read_report_contacts
 from api.services.emergency.decide import deadline_met, plan_steps
-from api.services.emergency.notify import known_case_facts, release_reply_codes
+from api.services.emergency.notify import release_reply_codes, remember_case_facts
 from api.services.emergency.policy import policy_values, snapshot_policy
 from api.services.emergency.timeline import NOT_FOUND, get_incident, incident_steps, record_event, step_summary
 from api.services.notifications.delivery import masked_address
@@ -248,10 +249,17 @@ async def _freeze(
     )
     # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
     async with as_system(session):
-        await known_case_facts(
-            session, incident, school_name=child.school_name, duty_phone=child.duty_phone, child_name=child.name
+        contacts = await read_report_contacts(session, incident, school_phone=not child.duty_phone)
+        remember_case_facts(
+            session,
+            incident,
+            school_name=child.school_name,
+            school_phone=child.duty_phone or contacts.school_phone,
+            child_name=child.name,
         )
-        return await freeze_chain(session, incident, policy=policy, holds=data.holds, settings=settings, now=now)
+        return await freeze_chain(
+            session, incident, policy=policy, holds=data.holds, settings=settings, now=now, contacts=contacts
+        )
 
 
 def _full_numbers(principal: Principal) -> bool:

@@ -68,7 +68,7 @@ async def case_facts(session: AsyncSession, incident: Incident) -> texts.CaseFac
 async def known_case_facts(
     session: AsyncSession, incident: Incident, *, school_name: str, duty_phone: str | None, child_name: str
 ) -> texts.CaseFacts:
-    """The facts every text of the case shows, from what the caller has already read (the report)."""
+    """The facts every text of the case shows, from what the caller has already read."""
     # The school's duty phone; a school without one: the reporter's phone, else a school admin's.
     phone = (
         duty_phone
@@ -78,11 +78,18 @@ async def known_case_facts(
             )
         ).scalar_one_or_none()
     )
+    return remember_case_facts(session, incident, school_name=school_name, school_phone=phone, child_name=child_name)
+
+
+def remember_case_facts(
+    session: AsyncSession, incident: Incident, *, school_name: str, school_phone: str | None, child_name: str
+) -> texts.CaseFacts:
+    """The facts every text of the case shows, all read by the caller (the report), kept for the session."""
     facts = texts.CaseFacts(
         incident_id=incident.id,
         case_code=incident.case_code,
         school_name=school_name,
-        school_phone=phone,
+        school_phone=school_phone,
         child_name=child_name,
         category_label=CATEGORY_LABELS[incident.category],
         severity_label=SEVERITY_LABELS[incident.severity],
@@ -210,18 +217,38 @@ _INSERT_REPLY_CODES = sa.text(
 )
 
 
+def first_reply_codes(wanted: list[tuple[uuid.UUID, str]]) -> list[tuple[uuid.UUID, str, str]]:
+    """The first draw of :func:`reserve_new_reply_codes` for (party, number) pairs: (party, number, code),
+    for a caller that inserts them with other rows (the report's one statement for its chain)."""
+    return [
+        (party_id, address, texts.new_reply_code(texts.REPLY_CODE_DIGITS))
+        for party_id, address in dict.fromkeys(wanted)
+    ]
+
+
 async def reserve_new_reply_codes(
-    session: AsyncSession, *, incident_id: uuid.UUID, wanted: list[tuple[uuid.UUID, str]], now: datetime
+    session: AsyncSession,
+    *,
+    incident_id: uuid.UUID,
+    wanted: list[tuple[uuid.UUID, str]],
+    now: datetime,
+    held: dict[tuple[uuid.UUID, str], str] | None = None,
+    rounds_drawn: int = 0,
 ) -> dict[tuple[uuid.UUID, str], str]:
     """Reply codes for parties written moments ago in this transaction (the report freezing its chain), which
     hold none yet: (party, number) → code, drawn as :func:`reserve_reply_code` draws them, each round of draws
-    one statement."""
-    held: dict[tuple[uuid.UUID, str], str] = {}
-    pending = list(dict.fromkeys(wanted))
+    one statement. ``held`` and ``rounds_drawn``: what the caller's own first rounds of draws
+    (:func:`first_reply_codes`) got, and how many rounds they were."""
+    held = dict(held or {})
+    pending = [key for key in dict.fromkeys(wanted) if key not in held]
+    rounds = 0
     for digits in range(texts.REPLY_CODE_DIGITS, texts.REPLY_CODE_MAX_DIGITS + 1, 2):
         for _ in range(_REPLY_CODE_DRAWS):
             if not pending:
                 return held
+            rounds += 1
+            if rounds <= rounds_drawn:
+                continue
             inserted = await session.execute(
                 _INSERT_REPLY_CODES,
                 {

@@ -234,6 +234,13 @@ _WAKE = sa.select(sa.func.pg_notify(WAKE_CHANNEL, ""))  # built once
 _WOKEN_KEY = "liushou_workers_woken"  # the transaction in which the workers were last woken
 
 
+def note_woken(session: AsyncSession) -> None:
+    """The caller's own statement has just run ``pg_notify(WAKE_CHANNEL, '')`` in the session's transaction:
+    :func:`wake_workers` need not notify again in it."""
+    sync = session.sync_session
+    session.info[_WOKEN_KEY] = sync.get_nested_transaction() or sync.get_transaction()
+
+
 async def wake_workers(session: AsyncSession) -> None:
     """Wake idle workers when the transaction commits (PostgreSQL delivers NOTIFY on commit). Once per
     transaction (or savepoint, whose rollback would drop it): PostgreSQL folds a transaction's identical
