@@ -75,11 +75,23 @@ async def _tables(kit: Kit) -> list[str]:
 
 
 async def _contents(kit: Kit, tables: list[str]) -> dict[str, set[str]]:
-    """Every row of every table, as canonical JSON (read as the system: no row-level policy hides one)."""
+    """Every row of every table, as canonical JSON (read as the system: no row-level policy hides one). A
+    JSON column's SQL NULL and JSON ``null`` read alike there: whether it is SQL NULL is added."""
     out: dict[str, set[str]] = {}
     async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
+        json_columns = (
+            await s.execute(
+                sa.text(
+                    "SELECT table_name, column_name FROM information_schema.columns"
+                    " WHERE table_schema = 'public' AND data_type IN ('json', 'jsonb')"
+                )
+            )
+        ).all()
         for table in tables:
-            rows = (await s.execute(sa.text(f'SELECT to_jsonb(t)::text FROM "{table}" t'))).scalars()
+            extra = "".join(
+                f" || jsonb_build_object('{c} is SQL NULL', t.\"{c}\" IS NULL)" for t_, c in json_columns if t_ == table
+            )
+            rows = (await s.execute(sa.text(f'SELECT (to_jsonb(t){extra})::text FROM "{table}" t'))).scalars()
             out[table] = {json.dumps(json.loads(r), sort_keys=True, ensure_ascii=False) for r in rows}
     return out
 

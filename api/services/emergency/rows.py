@@ -3,27 +3,28 @@
 Reporting an incident creates some thirty rows in six tables (steps, parties, targets, reply codes, messages,
 timeline lines). Added to the session, each is a mapped object the unit of work sorts, inserts and then
 updates again as the chain moves on before the request ends; and even as Core statements, each table's
-INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping. While :func:`collecting` is open,
-:func:`add` keeps new rows aside; :func:`write_chain` then inserts the steps, parties and targets with the
-parties' first SMS reply codes, and :func:`write_messages` the messages and the timeline (waking the
-workers), each one statement sent straight to the driver on the session's own connection, inside the
-request's transaction: every table's rows as one JSON array (``jsonb_populate_recordset`` over the table's
-own row type, so each value is converted exactly as an INSERT of it would be), one data-modifying CTE per
-table. Foreign keys are checked at the end of the statement, so a party may name a step inserted by its
-sibling CTE. The objects stay transient: nothing reads them back in this transaction, and none of these
-tables is audited row by row.
+INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip. While
+:func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_chain` then inserts the steps,
+parties and targets with the parties' first SMS reply codes, and :func:`write_messages` the messages and the
+timeline (waking the workers), each one statement sent straight to the driver on the session's own
+connection, inside the request's transaction: one data-modifying CTE per table over ``unnest`` of one array
+per column (the driver encodes them; a JSON column's values go as their JSON text, ``None`` as JSON
+``null`` as the ORM writes it). Foreign keys are checked at the end of the statement, so a party may name a
+step inserted by its sibling CTE. The objects stay transient: nothing reads them back in this transaction,
+and none of these tables is audited row by row.
 
 Outside :func:`collecting` (the scheduler, acknowledgements, staff actions), :func:`add` is ``session.add``.
 """
 
-import enum
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
@@ -40,58 +41,92 @@ CHAIN: tuple[type[SQLModel], ...] = (EscalationStep, EscalationParty, Escalation
 MESSAGES: tuple[type[SQLModel], ...] = (OutboundMessage, IncidentEvent)
 
 
-def _columns(model: type[SQLModel]) -> list[str]:
+def _columns(model: type[SQLModel]) -> list[sa.Column[Any]]:
     table: Any = model.__table__  # type: ignore[attr-defined]
     # Integer keys (the timeline's) come from their sequence, in insert order, as the unit of work does.
-    return [c.key for c in table.columns if c is not table.autoincrement_column]
+    return [c for c in table.columns if c is not table.autoincrement_column]
 
 
-_COLUMNS: dict[type[SQLModel], list[str]] = {model: _columns(model) for model in ORDER}
+def _array_type(column: sa.Column[Any]) -> str:
+    """The element type of the array a column's values are sent in."""
+    kind = column.type
+    if isinstance(kind, sa.TypeDecorator):  # a StrEnum as varchar(n): sent as its value
+        kind = kind.impl_instance
+    if isinstance(kind, sa.JSON):
+        return "text"  # the JSON text, parsed by the statement
+    if isinstance(kind, sa.Uuid):
+        return "uuid"
+    if isinstance(kind, sa.DateTime) and kind.timezone:
+        return "timestamptz"
+    if isinstance(kind, sa.BigInteger):
+        return "int8"
+    if isinstance(kind, sa.Integer):
+        return "int4"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.String):  # varchar(n): the insert checks the length as it would for a value
+        return "text"
+    raise TypeError(f"no array type for {column}")
 
 
-def _insert(model: type[SQLModel], param: int) -> str:
-    """An INSERT of the rows in the JSON array ``$param``, in the array's order (a serial key follows it)."""
-    table = model.__tablename__
-    columns = ", ".join(f'"{c}"' for c in _COLUMNS[model])
+@dataclass(frozen=True)
+class _Table:
+    """How one table's new rows are sent: per column, its values as one array."""
+
+    keys: list[str]
+    json: list[bool]
+
+    def arrays(self, rows: Sequence[SQLModel]) -> list[list[Any]]:
+        values = [row.__dict__ for row in rows]  # new rows (new_row): every column's value is in the dict
+        return [
+            [json.dumps(v[key]) for v in values] if is_json else [v[key] for v in values]
+            for key, is_json in zip(self.keys, self.json, strict=True)
+        ]
+
+
+_TABLES: dict[type[SQLModel], _Table] = {
+    model: _Table([c.key for c in _columns(model)], [isinstance(c.type, sa.JSON) for c in _columns(model)])
+    for model in ORDER
+}
+
+
+def _insert(model: type[SQLModel], first_param: int) -> str:
+    """An INSERT of the rows sent as one array per column from ``$first_param`` on, in the arrays' order (a
+    serial key follows it)."""
+    columns = _columns(model)
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    values = ", ".join(f'r."{c.name}"::jsonb' if isinstance(c.type, sa.JSON) else f'r."{c.name}"' for c in columns)
+    arrays = ", ".join(f"${first_param + n}::{_array_type(c)}[]" for n, c in enumerate(columns))
     return (
-        f"INSERT INTO {table} ({columns}) SELECT {columns}"
-        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r ORDER BY r.ordinality"
+        f"INSERT INTO {model.__tablename__} ({names}) SELECT {values}"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, ord) ORDER BY r.ord"
     )
+
+
+def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
+    """The CTEs inserting the rows of ``models``, and how many parameters they take."""
+    ctes, param = [], 1
+    for n, model in enumerate(models, start=1):
+        ctes.append(f"w{n} AS ({_insert(model, param)})")
+        param += len(_TABLES[model].keys)
+    return ", ".join(ctes), param - 1
 
 
 # Built once. The chain and each party's first reply code: a code already taken on its number (or drawn twice
 # for one number in the batch) inserts nothing; the codes inserted come back.
+_CHAIN_CTES, _N = _ctes(CHAIN)
 _WRITE_CHAIN = (
-    "WITH "
-    + ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(CHAIN, start=1))
-    + ", codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
-    " SELECT id, $4::uuid, party_id, address, code, $5::timestamptz"
-    " FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::text[]) AS c(id, party_id, address, code)"
+    f"WITH {_CHAIN_CTES}, codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
+    f" SELECT id, ${_N + 1}::uuid, party_id, address, code, ${_N + 2}::timestamptz"
+    f" FROM unnest(${_N + 3}::uuid[], ${_N + 4}::uuid[], ${_N + 5}::text[], ${_N + 6}::text[])"
+    " AS c(id, party_id, address, code)"
     " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
     " RETURNING party_id, address, code)"
     " SELECT party_id, address, code FROM codes"
 )
 # The messages and the timeline; the workers are woken (PostgreSQL delivers the notification on commit).
-_WRITE_MESSAGES = (
-    "WITH "
-    + ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(MESSAGES, start=1))
-    + f" SELECT pg_notify(${len(MESSAGES) + 1}, '')"
-)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    raise TypeError(f"{type(value).__name__} is not a column value")
-
-
-def _recordset(model: type[SQLModel], rows: Sequence[SQLModel]) -> str:
-    columns = _COLUMNS[model]
-    return json.dumps([{key: getattr(row, key) for key in columns} for row in rows], default=_plain)
+_MESSAGES_CTES, _M = _ctes(MESSAGES)
+_WRITE_MESSAGES = f"WITH {_MESSAGES_CTES} SELECT pg_notify(${_M + 1}, '')"
 
 
 def add(session: AsyncSession, *rows: SQLModel) -> None:
@@ -128,9 +163,9 @@ async def driver(session: AsyncSession) -> Any:
     return raw
 
 
-def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[str]:
-    """The collected rows of ``models`` as one JSON array each (dropped from ``collected``)."""
-    arrays = [_recordset(model, [r for r in collected if type(r) is model]) for model in models]
+def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[list[Any]]:
+    """The collected rows of ``models``, one array per column, table after table (dropped from ``collected``)."""
+    arrays = [a for model in models for a in _TABLES[model].arrays([r for r in collected if type(r) is model])]
     collected[:] = [r for r in collected if type(r) not in models]
     return arrays
 
