@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
@@ -107,7 +108,9 @@ APPLY_SCOPE = sa.text(
     " CAST(:county_id AS uuid) AS county_id, CAST(:township_id AS uuid) AS township_id,"
     " CAST(:school_id AS uuid) AS school_id) p"
 )
-BECOME_OWNER = sa.text("SELECT set_config('role', 'none', true)")
+_BECOME_OWNER_SQL = "SELECT set_config('role', 'none', true)"
+_RESUME_ROLE_SQL = "SELECT set_config('role', $1, true)"
+BECOME_OWNER = sa.text(_BECOME_OWNER_SQL)
 RESUME_ROLE = sa.text("SELECT set_config('role', :role, true)")
 
 
@@ -178,12 +181,15 @@ def principal_was_set(session: Any, principal: Principal) -> None:
 
 
 @asynccontextmanager
-async def as_system(session: Any) -> AsyncIterator[None]:
+async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
     """Run the block as the owner, across scope, still in the caller's name for the audit log.
 
     For the few reads (and the chain's own writes) a request must do outside the caller's scope; each use
     says why. Pending writes are flushed before (in the caller's scope) and at the end (as the system); then
-    the caller's role is taken again. Nested blocks and system sessions pass straight through."""
+    the caller's role is taken again. Nested blocks and system sessions pass straight through.
+
+    ``driver``: the session's own driver connection, inside its transaction (a caller that sends its
+    statements straight to it): the role is switched there, without SQLAlchemy's cost per statement."""
     principal = get_principal(session)
     depth = session.info.get(_SYSTEM_DEPTH_KEY, 0)
     if depth or principal.is_system:
@@ -194,7 +200,10 @@ async def as_system(session: Any) -> AsyncIterator[None]:
             session.info[_SYSTEM_DEPTH_KEY] = depth
         return
     await session.flush()
-    await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
+    if driver is None:
+        await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
+    else:
+        await driver.execute(_BECOME_OWNER_SQL)
     transaction = session.sync_session.get_transaction()
     session.info[_SYSTEM_DEPTH_KEY] = 1
     failed = True
@@ -206,11 +215,14 @@ async def as_system(session: Any) -> AsyncIterator[None]:
         session.info[_SYSTEM_DEPTH_KEY] = 0
         if session.in_transaction():
             try:
-                if session.sync_session.get_transaction() is transaction:
-                    await session.execute(RESUME_ROLE, {"role": db_role(principal)})
-                else:  # the block committed: this transaction has no scope settings yet
+                if session.sync_session.get_transaction() is not transaction:
+                    # The block committed: this transaction has no scope settings yet.
                     await session.execute(APPLY_SCOPE, scope_params(principal))
-            except DBAPIError:
+                elif driver is None:
+                    await session.execute(RESUME_ROLE, {"role": db_role(principal)})
+                else:
+                    await driver.fetchval(_RESUME_ROLE_SQL, db_role(principal))
+            except (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 # The block failed inside the database: the transaction is aborted and can only roll back
                 # (which ends the owner's role too); the block's own error is the one to report.
                 if not failed:

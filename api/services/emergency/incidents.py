@@ -6,15 +6,16 @@ workers are woken on commit. An incident is never deleted, and it can only be cl
 the chain is told and the child's outcome is recorded.
 """
 
+import json
 import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -28,7 +29,6 @@ from api.models.escalation import (
     AUDIENCE_LABELS,
     STEP_LABELS,
     EscalationParty,
-    EscalationPolicy,
     EscalationStep,
     EscalationTarget,
     PartyStatus,
@@ -55,7 +55,6 @@ from api.models.incidents import (
 from api.models.notifications import (
     Channel,
 )
-from api.models.organisations import School
 from api.scoping import Principal, as_system
 from api.services.emergency import rows
 from api.services.emergency.chain import FrozenChain, freeze_chain
@@ -94,35 +93,71 @@ def _require_open(incident: Incident) -> None:
         raise Conflict("事件已结案 (the incident is closed)", code="incident_closed")
 
 
-# Built once. ON CONFLICT DO NOTHING: a case code (or id) already taken inserts nothing and returns no row, and
-# another code is drawn: no savepoint, one round trip per draw.
+# Built once, and sent straight to the driver (the report's statements, :mod:`.rows`). ON CONFLICT DO NOTHING:
+# a case code (or id) already taken inserts nothing and returns no row, and another code is drawn: no
+# savepoint, one round trip per draw. In the reporter's scope: the incident's row policy checks the insert.
+_INCIDENT_COLUMNS: list[sa.Column[Any]] = list(Incident.__table__.columns)  # type: ignore[attr-defined]
 _INSERT_INCIDENT = (
-    pg_insert(Incident.__table__)  # type: ignore[attr-defined]
-    .on_conflict_do_nothing()
-    .returning(col(Incident.id))
+    f"INSERT INTO incident ({', '.join(f'{chr(34)}{c.name}{chr(34)}' for c in _INCIDENT_COLUMNS)}) VALUES ("
+    + ", ".join(f"${n}" for n in range(1, len(_INCIDENT_COLUMNS) + 1))
+    + ") ON CONFLICT DO NOTHING RETURNING id"
 )
-_REPORTED_CHILD: Any = (
-    sa.select(
-        col(Child.id),
-        col(Child.status),
-        col(Child.class_id),
-        col(Child.name),
-        col(School.id).label("school_id"),
-        col(School.county_id),
-        col(School.township_id),
-        col(School.name).label("school_name"),
-        col(School.duty_phone),
-        EscalationPolicy,
+_POLICY_FIELDS = list(PolicyValues.model_fields)
+# The child, its school and the county's policy (its id and values) in one round trip, in the reporter's scope.
+_REPORTED_CHILD = (
+    "SELECT c.id, c.status, c.class_id, c.name, s.id, s.county_id, s.township_id, s.name, s.duty_phone, p.id, "
+    + ", ".join(f"p.{name}" for name in _POLICY_FIELDS)
+    + " FROM child c JOIN school s ON s.id = c.school_id"
+    " LEFT JOIN escalation_policy p ON p.county_id = s.county_id WHERE c.id = $1"
+)
+
+
+@dataclass(frozen=True)
+class _Reported:
+    """The child reported, its school, and its county's policy row (its id; ``None``: the defaults)."""
+
+    id: uuid.UUID
+    status: str
+    class_id: uuid.UUID | None
+    name: str
+    school_id: uuid.UUID
+    county_id: uuid.UUID
+    township_id: uuid.UUID
+    school_name: str
+    duty_phone: str | None
+    policy_id: uuid.UUID | None
+    policy: PolicyValues
+
+
+async def _reported_child(raw: Any, child_id: uuid.UUID) -> _Reported | None:
+    row = await raw.fetchrow(_REPORTED_CHILD, child_id)
+    if row is None:
+        return None
+    policy_id = row[9]
+    values = dict(zip(_POLICY_FIELDS, row[10:], strict=True))
+    policy = policy_values(None) if policy_id is None else PolicyValues.model_validate(values)
+    return _Reported(
+        id=row[0],
+        status=row[1],
+        class_id=row[2],
+        name=row[3],
+        school_id=row[4],
+        county_id=row[5],
+        township_id=row[6],
+        school_name=row[7],
+        duty_phone=row[8],
+        policy_id=policy_id,
+        policy=policy,
     )
-    .join(School, col(School.id) == Child.school_id)
-    .outerjoin(EscalationPolicy, col(EscalationPolicy.county_id) == School.county_id)
-    .where(col(Child.id) == sa.bindparam("child_id"))
-)
-_INCIDENT_COLUMNS = [c.key for c in Incident.__table__.columns]  # type: ignore[attr-defined]
+
+
+def _incident_value(incident: Incident, column: sa.Column[Any]) -> Any:
+    value = incident.__dict__[column.key]
+    return json.dumps(value) if isinstance(column.type, sa.JSON) else value
 
 
 async def _insert_with_case_code(
-    session: AsyncSession, incident: Incident, *, draw_code: bool, draw_id: bool, now: datetime
+    raw: Any, incident: Incident, *, draw_code: bool, draw_id: bool, now: datetime
 ) -> bool:
     """Insert the incident under a random case code, drawing again when one is taken (the demo seeder fixes
     its id and code: ``draw_id`` / ``draw_code`` false); ``incident`` keeps what was inserted. False when five
@@ -132,8 +167,8 @@ async def _insert_with_case_code(
             incident.case_code = _case_code(now)
         if draw_id:
             incident.id = uuid.uuid4()
-        values = {key: getattr(incident, key) for key in _INCIDENT_COLUMNS}
-        if (await session.execute(_INSERT_INCIDENT, values)).first() is not None:
+        values = [_incident_value(incident, column) for column in _INCIDENT_COLUMNS]
+        if await raw.fetchrow(_INSERT_INCIDENT, *values) is not None:
             return True
     return False
 
@@ -151,8 +186,9 @@ async def report_incident(
     """Report an emergency: the chain is frozen onto it and every step that is due starts at once.
     (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)"""
     assert principal.account_id is not None
-    # The child, its school and the county's policy in one round trip, in the reporter's scope.
-    child = (await session.execute(_REPORTED_CHILD, {"child_id": data.child_id})).one_or_none()
+    # The report's statements go straight to the driver, on the session's connection, in its transaction.
+    raw = await rows.driver(session)
+    child = await _reported_child(raw, data.child_id)
     if child is None:
         raise NotFound("学生不存在 (child not found)", code="child_not_found")
     if child.status != ChildStatus.enrolled:
@@ -175,8 +211,7 @@ async def report_incident(
             fields=[field_error(["body", "occurred_at"], "发生时间早于7天前", "occurred_too_long_ago")],
         )
     occurred_at = min(occurred_at, now)
-    policy_row: EscalationPolicy | None = child.EscalationPolicy
-    policy = policy_values(policy_row)
+    policy = child.policy
     # Holds are checked before anything is written, so a refused hold leaves no trace.
     plan_steps(policy, occurred_at=occurred_at, reported_at=now, holds=data.holds)
     incident = new_row(
@@ -197,16 +232,16 @@ async def report_incident(
         first_actions=data.first_actions,
         reported_at=now,
         reported_by_id=principal.account_id,
-        policy=snapshot_policy(policy, policy_row),
+        policy=snapshot_policy(policy, child.policy_id),
         updated_at=now,
     )
     if not await _insert_with_case_code(
-        session, incident, draw_code=case_code is None, draw_id=incident_id is None, now=now
+        raw, incident, draw_code=case_code is None, draw_id=incident_id is None, now=now
     ):
         raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
     async with rows.collecting(session):
         frozen = await _freeze(
-            session, incident, child, now=now, policy=policy, data=data, principal=principal, settings=settings
+            session, raw, incident, child, now=now, policy=policy, data=data, principal=principal, settings=settings
         )
     # The entry the unit of work would have written for the incident; added now, it goes out in one INSERT
     # with the answer's own (incident_public) when the request commits.
@@ -224,8 +259,9 @@ async def report_incident(
 
 async def _freeze(
     session: AsyncSession,
+    raw: Any,
     incident: Incident,
-    child: sa.Row[Any],
+    child: _Reported,
     *,
     now: datetime,
     policy: PolicyValues,
@@ -248,7 +284,7 @@ async def _freeze(
         minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
     )
     # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
-    async with as_system(session):
+    async with as_system(session, driver=raw):
         contacts = await read_report_contacts(session, incident, school_phone=not child.duty_phone)
         remember_case_facts(
             session,

@@ -108,8 +108,9 @@ async def put_policy(
     return _policy_public(county_id, row)
 
 
-def snapshot_policy(policy: PolicyValues, row: EscalationPolicy | None) -> dict[str, Any]:
-    return {**policy.model_dump(), "policy_id": str(row.id) if row else None, "is_default": row is None}
+def snapshot_policy(policy: PolicyValues, policy_id: uuid.UUID | None) -> dict[str, Any]:
+    """What an incident keeps of its county's policy (``policy_id``: its row; ``None``: the defaults)."""
+    return {**policy.model_dump(), "policy_id": str(policy_id) if policy_id else None, "is_default": policy_id is None}
 
 
 def _normalized_phone(raw: str | None, loc: str = "phone") -> str | None:
