@@ -36,7 +36,7 @@ SENSITIVE = {"info": {"sensitive": True}}
 
 _Row = TypeVar("_Row", bound=SQLModel)
 # Per table model: (field, default, default factory) of each optional field.
-_ROW_DEFAULTS: dict[type, list[tuple[str, Any, Any]]] = {}
+_ROW_DEFAULTS: dict[type, tuple[list[tuple[str, Any, Any]], Any]] = {}  # defaults, class manager
 
 
 def new_row(model: type[_Row], **values: Any) -> _Row:
@@ -45,18 +45,22 @@ def new_row(model: type[_Row], **values: Any) -> _Row:
     through SQLAlchemy's attribute events and pydantic's ``__setattr__`` (some 10 µs a field); a new object
     has no history to record, so the values go straight into its ``__dict__``, where the ORM (an INSERT when
     the row is added to a session) and pydantic read them. Used where requests create rows by the dozen."""
-    defaults = _ROW_DEFAULTS.get(model)
-    if defaults is None:
-        defaults = _ROW_DEFAULTS[model] = [
-            (name, field.default, field.default_factory)
-            for name, field in model.model_fields.items()
-            if not field.is_required()
-        ]
+    known = _ROW_DEFAULTS.get(model)
+    if known is None:
+        known = _ROW_DEFAULTS[model] = (
+            [
+                (name, field.default, field.default_factory)
+                for name, field in model.model_fields.items()
+                if not field.is_required()
+            ],
+            sa.inspect(model).class_manager,
+        )
+    defaults, manager = known
     fields_set = set(values)
     for name, default, factory in defaults:
         if name not in values:
             values[name] = factory() if factory is not None else default
-    obj: _Row = sa.inspect(model).class_manager.new_instance()
+    obj: _Row = manager.new_instance()
     obj.__dict__.update(values)
     object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
     return obj

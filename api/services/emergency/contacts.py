@@ -182,15 +182,17 @@ async def _official_contacts(
         plan = ContactPlan(label=row.name, name=row.display_name, duty_contact_id=row.id, account_id=row.account_id)
         _ways(plan, _OFFICIAL_ORDER, openid=row.wechat_openid, phone=row.phone or row.account_phone, phone_alt=None)
         found[Audience.county_bureau if row.township_id is None else Audience.township].append(plan)
-    for audience, role_where in (
-        (Audience.county_bureau, [Account.role == Role.county_bureau, Account.county_id == incident.county_id]),
-        (Audience.township, [Account.role == Role.township_official, Account.township_id == incident.township_id]),
+    for audience, role, place, place_id in (
+        (Audience.county_bureau, Role.county_bureau, Account.county_id, incident.county_id),
+        (Audience.township, Role.township_official, Account.township_id, incident.township_id),
     ):
         if found[audience]:
             continue
         accounts = (
             await session.execute(
-                select(Account).where(*role_where, col(Account.is_active)).order_by(col(Account.created_at))
+                select(Account)
+                .where(Account.role == role, place == place_id, col(Account.is_active))
+                .order_by(col(Account.created_at))
             )
         ).scalars()
         for account in accounts:

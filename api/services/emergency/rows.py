@@ -7,11 +7,13 @@ INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round t
 :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_chain` then inserts the steps,
 parties and targets with the parties' first SMS reply codes, and :func:`write_messages` the messages and the
 timeline (waking the workers), each one statement sent straight to the driver on the session's own
-connection, inside the request's transaction: one data-modifying CTE per table over ``unnest`` of one array
-per column (the driver encodes them; a JSON column's values go as their JSON text, ``None`` as JSON
-``null`` as the ORM writes it). Foreign keys are checked at the end of the statement, so a party may name a
-step inserted by its sibling CTE. The objects stay transient: nothing reads them back in this transaction,
-and none of these tables is audited row by row.
+connection, inside the request's transaction: one data-modifying CTE per table over the table's rows sent as
+one JSON array and turned into its own row type (``jsonb_populate_recordset``: each value converted as an
+INSERT of it would be; a JSON column's ``None`` written as JSON ``null``, as the ORM writes it). One
+parameter per table: the driver's per-element work on arrays of values cost more than the JSON. Foreign
+keys are checked at the end of the statement, so a party may name a step inserted by its sibling CTE. The
+objects stay transient: nothing reads them back in this transaction, and none of these tables is audited
+row by row.
 
 Outside :func:`collecting` (the scheduler, acknowledgements, staff actions), :func:`add` is ``session.add``.
 """
@@ -47,69 +49,64 @@ def _columns(model: type[SQLModel]) -> list[sa.Column[Any]]:
     return [c for c in table.columns if c is not table.autoincrement_column]
 
 
-def _array_type(column: sa.Column[Any]) -> str:
-    """The element type of the array a column's values are sent in."""
+def _convert(column: sa.Column[Any]) -> Any:
+    """How a column's value is put into the JSON that carries its table's rows (None: as it is)."""
     kind = column.type
-    if isinstance(kind, sa.TypeDecorator):  # a StrEnum as varchar(n): sent as its value
+    if isinstance(kind, sa.TypeDecorator):  # a StrEnum as varchar(n): a str already
         kind = kind.impl_instance
-    if isinstance(kind, sa.JSON):
-        return "text"  # the JSON text, parsed by the statement
     if isinstance(kind, sa.Uuid):
-        return "uuid"
-    if isinstance(kind, sa.DateTime) and kind.timezone:
-        return "timestamptz"
-    if isinstance(kind, sa.BigInteger):
-        return "int8"
-    if isinstance(kind, sa.Integer):
-        return "int4"
-    if isinstance(kind, sa.Boolean):
-        return "bool"
-    if isinstance(kind, sa.String):  # varchar(n): the insert checks the length as it would for a value
-        return "text"
-    raise TypeError(f"no array type for {column}")
+        return str
+    if isinstance(kind, sa.DateTime):
+        if not kind.timezone:
+            raise TypeError(f"{column}: only timestamptz columns are written this way")
+        return datetime.isoformat
+    if isinstance(kind, sa.JSON | sa.Integer | sa.Boolean | sa.String):
+        return None
+    raise TypeError(f"no JSON form for {column}")
 
 
 @dataclass(frozen=True)
 class _Table:
-    """How one table's new rows are sent: per column, its values as one array."""
+    """How one table's new rows are sent: as one JSON array of objects, column name → value."""
 
-    keys: list[str]
-    json: list[bool]
+    columns: list[tuple[str, Any]]  # (key, conversion or None)
 
-    def arrays(self, rows: Sequence[SQLModel]) -> list[list[Any]]:
-        values = [row.__dict__ for row in rows]  # new rows (new_row): every column's value is in the dict
-        return [
-            [json.dumps(v[key]) for v in values] if is_json else [v[key] for v in values]
-            for key, is_json in zip(self.keys, self.json, strict=True)
-        ]
+    def recordset(self, rows: Sequence[SQLModel]) -> str:
+        out = []
+        for row in rows:
+            values = row.__dict__  # a new row (new_row): every column's value is in the object's dict
+            record = {}
+            for key, convert in self.columns:
+                value = values[key]
+                record[key] = value if convert is None or value is None else convert(value)
+            out.append(record)
+        return json.dumps(out)
 
 
 _TABLES: dict[type[SQLModel], _Table] = {
-    model: _Table([c.key for c in _columns(model)], [isinstance(c.type, sa.JSON) for c in _columns(model)])
-    for model in ORDER
+    model: _Table([(c.key, _convert(c)) for c in _columns(model)]) for model in ORDER
 }
 
 
-def _insert(model: type[SQLModel], first_param: int) -> str:
-    """An INSERT of the rows sent as one array per column from ``$first_param`` on, in the arrays' order (a
-    serial key follows it)."""
+def _insert(model: type[SQLModel], param: int) -> str:
+    """An INSERT of the rows in the JSON array ``$param``, in the array's order (a serial key follows it); each
+    value converted to its column's type as an INSERT of it would be. A JSON column's None is JSON null, as
+    the ORM writes it (the record gives SQL NULL for it)."""
+    table = model.__tablename__
     columns = _columns(model)
     names = ", ".join(f'"{c.name}"' for c in columns)
-    values = ", ".join(f'r."{c.name}"::jsonb' if isinstance(c.type, sa.JSON) else f'r."{c.name}"' for c in columns)
-    arrays = ", ".join(f"${first_param + n}::{_array_type(c)}[]" for n, c in enumerate(columns))
+    values = ", ".join(
+        f"coalesce(r.\"{c.name}\", 'null'::jsonb)" if isinstance(c.type, sa.JSON) else f'r."{c.name}"' for c in columns
+    )
     return (
-        f"INSERT INTO {model.__tablename__} ({names}) SELECT {values}"
-        f" FROM unnest({arrays}) WITH ORDINALITY AS r({names}, ord) ORDER BY r.ord"
+        f"INSERT INTO {table} ({names}) SELECT {values}"
+        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r ORDER BY r.ordinality"
     )
 
 
 def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
-    """The CTEs inserting the rows of ``models``, and how many parameters they take."""
-    ctes, param = [], 1
-    for n, model in enumerate(models, start=1):
-        ctes.append(f"w{n} AS ({_insert(model, param)})")
-        param += len(_TABLES[model].keys)
-    return ", ".join(ctes), param - 1
+    """The CTEs inserting the rows of ``models`` (one parameter each), and how many parameters they take."""
+    return ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(models, start=1)), len(models)
 
 
 # Built once. The chain and each party's first reply code: a code already taken on its number (or drawn twice
@@ -178,9 +175,9 @@ async def driver(session: AsyncSession) -> Any:
     return raw
 
 
-def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[list[Any]]:
-    """The collected rows of ``models``, one array per column, table after table (dropped from ``collected``)."""
-    arrays = [a for model in models for a in _TABLES[model].arrays([r for r in collected if type(r) is model])]
+def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[str]:
+    """The collected rows of ``models``, one JSON array per table (dropped from ``collected``)."""
+    arrays = [_TABLES[model].recordset([r for r in collected if type(r) is model]) for model in models]
     collected[:] = [r for r in collected if type(r) not in models]
     return arrays
 
