@@ -49,43 +49,40 @@ def _columns(model: type[SQLModel]) -> list[sa.Column[Any]]:
     return [c for c in table.columns if c is not table.autoincrement_column]
 
 
-def _convert(column: sa.Column[Any]) -> Any:
-    """How a column's value is put into the JSON that carries its table's rows (None: as it is)."""
+def _check(column: sa.Column[Any]) -> str:
+    """A column whose values the JSON carries as they are, or as text (:func:`_text`): its key."""
     kind = column.type
     if isinstance(kind, sa.TypeDecorator):  # a StrEnum as varchar(n): a str already
         kind = kind.impl_instance
-    if isinstance(kind, sa.Uuid):
-        return str
-    if isinstance(kind, sa.DateTime):
-        if not kind.timezone:
-            raise TypeError(f"{column}: only timestamptz columns are written this way")
-        return datetime.isoformat
-    if isinstance(kind, sa.JSON | sa.Integer | sa.Boolean | sa.String):
-        return None
-    raise TypeError(f"no JSON form for {column}")
+    if isinstance(kind, sa.DateTime) and not kind.timezone:
+        raise TypeError(f"{column}: only timestamptz columns are written this way")
+    if not isinstance(kind, sa.Uuid | sa.DateTime | sa.JSON | sa.Integer | sa.Boolean | sa.String):
+        raise TypeError(f"no JSON form for {column}")
+    return column.key
+
+
+def _text(value: Any) -> str:
+    """An id or a time in the JSON: as text, which the row type reads back exactly."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a column value")
 
 
 @dataclass(frozen=True)
 class _Table:
     """How one table's new rows are sent: as one JSON array of objects, column name → value."""
 
-    columns: list[tuple[str, Any]]  # (key, conversion or None)
+    keys: list[str]
 
     def recordset(self, rows: Sequence[SQLModel]) -> str:
-        out = []
-        for row in rows:
-            values = row.__dict__  # a new row (new_row): every column's value is in the object's dict
-            record = {}
-            for key, convert in self.columns:
-                value = values[key]
-                record[key] = value if convert is None or value is None else convert(value)
-            out.append(record)
-        return json.dumps(out)
+        keys = self.keys
+        # New rows (new_row): every column's value is in the object's own dict.
+        return json.dumps([{key: values[key] for key in keys} for values in (r.__dict__ for r in rows)], default=_text)
 
 
-_TABLES: dict[type[SQLModel], _Table] = {
-    model: _Table([(c.key, _convert(c)) for c in _columns(model)]) for model in ORDER
-}
+_TABLES: dict[type[SQLModel], _Table] = {model: _Table([_check(c) for c in _columns(model)]) for model in ORDER}
 
 
 def _insert(model: type[SQLModel], param: int) -> str:
