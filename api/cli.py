@@ -106,7 +106,7 @@ def serve(
             typer.echo(line)
         _logging()  # the fakes' own uvicorn config took over uvicorn's loggers (and turned the access log off)
     config = uvicorn.Config(
-        create_app(settings, database_url=url, migrate=False),
+        create_app(settings, database_url=url, migrate=False, freeze_after_start=True),
         host=host,
         port=port,
         proxy_headers=False,
