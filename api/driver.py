@@ -93,28 +93,59 @@ async def driver_connection(session: AsyncSession) -> Any:
         adapted = (await (await session.connection()).get_raw_connection()).dbapi_connection
     if adapted is None:  # pragma: no cover - a connection the pool has just invalidated
         raise exc.DisconnectionError("the session's connection is gone")
+    driver = adapted.driver_connection
     if adapted._transaction is None:
-        async with adapted._execute_mutex:
-            if adapted._transaction is None:
-                await adapted._start_transaction()
-    return adapted.driver_connection
+        try:
+            async with adapted._execute_mutex:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()
+        except Exception as error:
+            # The adapter wraps the driver's error in its own DB-API class; the driver's is the one api.errors
+            # maps (a lost connection: 503).
+            cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+            await _if_lost(session, driver, cause)
+            raise cause from error
+    return driver
+
+
+async def _if_lost(session: AsyncSession, driver: Any, error: BaseException) -> None:
+    """After a failed statement: if the driver's connection is closed, do what SQLAlchemy does for a disconnect
+    seen on its own statements — drop this connection and replace the pool's others (the database may have
+    restarted; each would fail a request of its own)."""
+    if not driver.is_closed():
+        return
+    connection = await session.connection()
+    await connection.invalidate(error if isinstance(error, Exception) else None)
+    await connection.engine.dispose(close=False)
 
 
 async def fetch(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> list[Any]:
     """The rows of a :class:`DriverStatement` run in the session's transaction (and scope)."""
     connection = await driver_connection(session)
-    records = await connection.fetch(statement.sql, *statement.args(params or {}))
+    try:
+        records = await connection.fetch(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise
     return [statement.row(record) for record in records]
 
 
 async def fetch_one(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> Any:
     """The one row of a :class:`DriverStatement` (None if there is none) in the session's transaction."""
     connection = await driver_connection(session)
-    record = await connection.fetchrow(statement.sql, *statement.args(params or {}))
+    try:
+        record = await connection.fetchrow(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise
     return None if record is None else statement.row(record)
 
 
 async def execute(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> None:
     """Run a :class:`DriverStatement` that returns nothing (an insert) in the session's transaction."""
     connection = await driver_connection(session)
-    await connection.execute(statement.sql, *statement.args(params or {}))
+    try:
+        await connection.execute(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise
