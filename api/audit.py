@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, UOWTransaction
 
 from api.context import current_request
+from api.driver import DriverStatement, execute
 from api.models.audit import AuditEntry
 from api.models.base import AUDITED as _audited
 from api.models.base import new_row, utcnow
@@ -139,6 +140,31 @@ def record(
     )
 
 
+async def write(
+    session: Any,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: Any = None,
+    school_id: uuid.UUID | None = None,
+    county_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Write the entry of a read now, in the read's transaction: the entry :func:`record` would leave for the
+    flush at commit, without the unit of work (the hot reads change no object, so their commit flushes
+    nothing)."""
+    entry = make_entry(
+        session,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        school_id=school_id,
+        county_id=county_id,
+        changes=detail,
+    )
+    await execute(session, _WRITE, {key: getattr(entry, key) for key in _AUDIT_COLUMNS})
+
+
 def record_created(session: Any, obj: Any) -> None:
     """The entry a flush would write for ``obj`` of an audited table, for a row inserted with Core instead
     (the same action, scope and snapshot of its values)."""
@@ -198,6 +224,8 @@ def _audit_writes(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
 
 _AUDIT_COLUMNS = [column.key for column in AuditEntry.__table__.columns if column.key != "id"]  # type: ignore[attr-defined]
 _INSERT = AuditEntry.__table__.insert().inline()  # type: ignore[attr-defined]  # the id: the column default
+# A read's entry, written at once on the session's connection (api.driver): no unit of work at commit for it.
+_WRITE = DriverStatement(_INSERT.values({key: sa.bindparam(key) for key in _AUDIT_COLUMNS}))
 
 
 def _insert(session: Session, entries: list[AuditEntry]) -> None:

@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 import uuid
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,6 +58,14 @@ async def _seed(url: str) -> "DemoFamilyAccount | None":
         await engine.dispose()
 
 
+def _migrate_in_child(url: str) -> None:
+    code = "import sys; from api.migrations import upgrade_to_head_sync; upgrade_to_head_sync(sys.argv[1])"
+    result = subprocess.run([sys.executable, "-c", code, url], check=False)
+    if result.returncode != 0:
+        typer.echo("error: the migrations failed (see above)", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def migrate() -> None:
     """Apply every Alembic migration (the embedded database is started if no DATABASE_URL is set)."""
@@ -92,7 +102,13 @@ def serve(
     from api.main import create_app
 
     async def prepare() -> tuple[str, "DemoFamilyAccount | None"]:
-        url = await _migrate()
+        try:
+            url = await resolve_database_url(get_settings())
+        except embedded_pg.EmbeddedPostgresError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        # In a child process: Alembic (with Mako and Pygments, some 11 MB) stays out of the serving process.
+        await asyncio.to_thread(_migrate_in_child, url)
         family = await _seed(url) if demo else None
         return url, family
 
@@ -106,7 +122,7 @@ def serve(
             typer.echo(line)
         _logging()  # the fakes' own uvicorn config took over uvicorn's loggers (and turned the access log off)
     config = uvicorn.Config(
-        create_app(settings, database_url=url, migrate=False),
+        create_app(settings, database_url=url, migrate=False, freeze_after_start=True),
         host=host,
         port=port,
         proxy_headers=False,

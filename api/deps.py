@@ -103,17 +103,19 @@ ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
 
 async def authenticate(
     security_scopes: SecurityScopes,
+    request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2)],
-    now: Annotated[datetime, Depends(get_now)],
 ) -> Principal:
     """The one authenticator: checks the token, binds the principal to the session (its scope is set in the
     same round trip that checks the login session), enforces the roles.
 
     Roles an endpoint allows are given as security scopes (``Security(authenticate, scopes=[...])``),
-    so they show in OpenAPI; no scopes means any signed-in account.
+    so they show in OpenAPI; no scopes means any signed-in account. Settings and clock are read from the app
+    here rather than as dependencies: each dependency FastAPI solves costs on every request.
     """
+    settings: Settings = request.app.state.settings
+    now = request.app.state.clock.now()
     if not token:
         raise Unauthorized()
     principal = await load_principal(session, read_access_token(settings, token, now))

@@ -12,7 +12,7 @@ from api.models.accounts import Account
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus, Sex
 from api.scoping import SYSTEM
-from api.services.contact_cards import PAGE_BODY_HEIGHT, TITLE_ROWS
+from api.services.contact_cards_xlsx import PAGE_BODY_HEIGHT, TITLE_ROWS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

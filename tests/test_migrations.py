@@ -58,3 +58,9 @@ async def test_audit_log_is_append_only(database_url):
             else:
                 raise AssertionError(f"{statement} was allowed")
     await engine.dispose()
+
+
+def test_the_head_read_from_the_version_files_is_alembics():
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api import audit
+from api import audit, driver
 from api.channels.wechat import WechatError, WechatUnavailable, code_to_session
 from api.crypto import FieldCipher
 from api.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests, Unauthorized, UpstreamUnavailable
@@ -189,16 +189,18 @@ async def logout(session: AsyncSession, *, principal: Principal, now: datetime) 
 # The sign-in look-up, in one round trip: the login session is live and its account active, the account's
 # classes (teachers), and — in the same statement — the role and scope of the rest of the transaction
 # (api/scoping.py). It runs as the owner (nobody's scope is set yet); with no row, nothing is set.
-_PRINCIPAL_LOOKUP = sa.text(
-    "SELECT a.id, a.role, a.county_id, a.township_id, a.school_id, a.display_name,"
-    " CASE WHEN a.role = 'teacher' THEN ARRAY("
-    "SELECT c.id FROM school_class c WHERE c.head_teacher_id = a.id"
-    " UNION SELECT ta.class_id FROM teaching_assignment ta WHERE ta.account_id = a.id) END AS class_ids,"
-    f" {SCOPE_COLUMNS}"
-    " FROM account a JOIN login_session s ON s.account_id = a.id"
-    " CROSS JOIN LATERAL (SELECT a.role::text AS role, a.id AS account_id, a.county_id, a.township_id,"
-    " a.school_id) p"
-    " WHERE a.id = :account_id AND s.id = :session_id AND s.revoked_at IS NULL AND a.is_active"
+_PRINCIPAL_LOOKUP = driver.DriverStatement(
+    sa.text(
+        "SELECT a.id, a.role, a.county_id, a.township_id, a.school_id, a.display_name,"
+        " CASE WHEN a.role = 'teacher' THEN ARRAY("
+        "SELECT c.id FROM school_class c WHERE c.head_teacher_id = a.id"
+        " UNION SELECT ta.class_id FROM teaching_assignment ta WHERE ta.account_id = a.id) END AS class_ids,"
+        f" {SCOPE_COLUMNS}"
+        " FROM account a JOIN login_session s ON s.account_id = a.id"
+        " CROSS JOIN LATERAL (SELECT a.role::text AS role, a.id AS account_id, a.county_id, a.township_id,"
+        " a.school_id) p"
+        " WHERE a.id = :account_id AND s.id = :session_id AND s.revoked_at IS NULL AND a.is_active"
+    )
 )
 
 
@@ -209,9 +211,9 @@ async def load_principal(session: AsyncSession, claims: AccessClaims) -> Princip
     if bound.session_id == claims.session_id and bound.account_id == claims.account_id and session.in_transaction():
         return bound  # a second Security(...) dependency of the same request
     async with scope_set_by_statement(session):
-        row = (
-            await session.execute(_PRINCIPAL_LOOKUP, {"account_id": claims.account_id, "session_id": claims.session_id})
-        ).one_or_none()
+        row = await driver.fetch_one(
+            session, _PRINCIPAL_LOOKUP, {"account_id": claims.account_id, "session_id": claims.session_id}
+        )
     if row is None:
         await set_principal(session, ANONYMOUS)  # the look-up ran as the owner: leave nobody's scope behind
         raise Unauthorized("登录已失效，请重新登录 (session revoked)", code="session_revoked")

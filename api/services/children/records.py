@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from api import audit
+from api import audit, driver
 from api.crypto import FieldCipher
 from api.errors import Forbidden, NotFound
 from api.models.accounts import Role
@@ -348,7 +348,7 @@ async def read_child(
 
     One query: the child's columns (read, not loaded as an object: nothing changes), its school and class, and
     what the file lacks."""
-    row: Any = (await session.execute(_FILE, {"child_id": child_id})).one_or_none()
+    row: Any = await driver.fetch_one(session, _FILE, {"child_id": child_id})
     if row is None:
         raise NotFound("找不到该儿童档案 (child not found)", code="child_not_found")
     place = Place(
@@ -359,7 +359,7 @@ async def read_child(
     )
     view = _view(principal, row, place=place, missing=completeness.missing_of(row), now=now)
     if isinstance(view, ChildFull):
-        audit.record(
+        await audit.write(
             session,
             action="child.read",
             resource_type="child",
@@ -392,7 +392,7 @@ def _file_statement() -> Any:
     ).where(this_child)
 
 
-_FILE = _file_statement()
+_FILE = driver.DriverStatement(_file_statement())
 
 
 async def update_child(

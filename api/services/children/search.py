@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from api import audit
+from api import audit, driver
 from api.models.base import Page
 from api.models.children import (
     Child,
@@ -37,6 +38,7 @@ from api.services.completeness import (
     with_link_facts,
 )
 
+_STATUSES = postgresql.ARRAY(sa.String(16))
 _HAN = re.compile("[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
@@ -109,7 +111,7 @@ def _search_shape(filters: ChildFilters) -> tuple[_SearchShape, dict[str, Any]]:
     if filters.class_id is not None:
         params["class_id"] = filters.class_id
     if filters.statuses:
-        params["statuses"] = list(filters.statuses)
+        params["statuses"] = [status.value for status in filters.statuses]
     shape = _SearchShape(
         name=match[0] if match else None,
         school=filters.school_id is not None,
@@ -131,7 +133,8 @@ def _conditions(shape: _SearchShape) -> list[Any]:
     if shape.klass:
         conditions.append(col(Child.class_id) == sa.bindparam("class_id"))
     if shape.statuses:
-        conditions.append(col(Child.status).in_(sa.bindparam("statuses", expanding=True)))
+        # An array parameter, not an IN list: the statement is compiled once (api.driver).
+        conditions.append(col(Child.status) == sa.any_(sa.bindparam("statuses", type_=_STATUSES)))
     if shape.left_behind is not None:
         conditions.append(col(Child.is_left_behind).is_(shape.left_behind))
     for flag in shape.flags:
@@ -146,7 +149,7 @@ _SUMMARY_COLUMNS = (
 
 
 @functools.lru_cache(maxsize=256)
-def _search_statements(shape: _SearchShape) -> tuple[Any, Any]:
+def _search_statements(shape: _SearchShape) -> tuple[driver.DriverStatement, driver.DriverStatement]:
     """The page of a search as one statement, and the count of its matches (for a page past the end).
 
     The page: the ids in order with the total as a window count over narrow rows (one pass over the matching
@@ -203,7 +206,7 @@ def _search_statements(shape: _SearchShape) -> tuple[Any, Any]:
         .outerjoin(links, links.c.child_id == page.c.id)
         .order_by(page.c.n)
     )
-    return stmt, count_stmt.where(*conditions)
+    return driver.DriverStatement(stmt), driver.DriverStatement(count_stmt.where(*conditions))
 
 
 async def search_children(
@@ -219,13 +222,13 @@ async def search_children(
     One query for the page with what each file lacks (a second only for a page past the end, to count)."""
     shape, params = _search_shape(filters)
     page_stmt, count_stmt = _search_statements(shape)
-    rows: list[Any] = list((await session.execute(page_stmt, params | {"offset": offset, "limit": limit})).all())
+    rows = await driver.fetch(session, page_stmt, params | {"offset": offset, "limit": limit})
     if rows:
         count = rows[0].total
     elif offset == 0:
         count = 0
     else:  # a page past the end: the total needs its own count
-        count = (await session.execute(count_stmt, params)).scalar_one()
+        count = (await driver.fetch_one(session, count_stmt, params))[0]
     data = [
         ChildSummary(
             **summary_fields(
@@ -238,7 +241,7 @@ async def search_children(
         )
         for row in rows
     ]
-    audit.record(
+    await audit.write(
         session,
         action="child.list",
         resource_type="child",

@@ -19,10 +19,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import openpyxl
 import sqlalchemy as sa
-from openpyxl.styles import Alignment, Font
-from openpyxl.utils import get_column_letter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -209,7 +206,6 @@ async def teacher_duties(
 # ---- the XLSX -------------------------------------------------------------------------------------------------
 
 SHEET_NAME = "教师履职"
-_BOLD = Font(bold=True)
 
 
 def _percent(rate: float | None) -> str:
@@ -225,6 +221,11 @@ def duties_xlsx(report: TeacherDutiesReport) -> bytes:
         headers += [(f"{label}应做", 10), (f"{label}已做", 10), (f"{label}完成率", 12)]
     headers += [(f"{CARE_KIND_LABELS[k]}记录", 10) for k in CareKind]
     headers += [("记录合计", 10), ("计划事项", 10), ("已完成", 8), ("逾期", 8), ("已取消", 8), ("关爱活动", 10)]
+    # openpyxl where a workbook is written, not at start-up (it and what it pulls in weigh some 25 MB)
+    import openpyxl
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+
     workbook = openpyxl.Workbook()
     sheet: Any = workbook.active
     sheet.title = SHEET_NAME
@@ -236,7 +237,7 @@ def duties_xlsx(report: TeacherDutiesReport) -> bytes:
     sheet.append([f"规则完成情况统计至 {report.judged_until.isoformat()}（已到期的周期）"])
     sheet.append([h for h, _ in headers])
     for index, (_, width) in enumerate(headers, start=1):
-        sheet.cell(row=3, column=index).font = _BOLD
+        sheet.cell(row=3, column=index).font = Font(bold=True)
         sheet.column_dimensions[get_column_letter(index)].width = width + 2
     for row in report.rows:
         by_kind = {r.kind: r for r in row.rules}

@@ -3,8 +3,6 @@
 import io
 from datetime import date
 
-from docx import Document
-
 from api.clock import SHANGHAI
 from api.models.care_rhythm import RhythmKind
 from api.models.term_summary import SummaryItem, SummaryView
@@ -72,6 +70,8 @@ def _item_line(item: SummaryItem) -> str:
 
 def render(view: SummaryView) -> bytes:
     """The summary as a .docx a leader can open and edit in Word or WPS."""
+    from docx import Document  # where a document is written, not at start-up
+
     f = view.figures
     doc = Document()
     doc.add_heading(view.title, level=0)

@@ -11,12 +11,6 @@ from collections.abc import Generator, Sequence
 from datetime import date, datetime
 from typing import Any
 
-import openpyxl
-from openpyxl.comments import Comment
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.datavalidation import DataValidation
-
 from api.errors import Invalid, LiushouError
 from api.models.children import GuardianshipRating, ParentsAway, Sex
 from api.models.organisations import GRADE_LABELS, SchoolClass
@@ -91,6 +85,8 @@ def _xlsx_rows(content: bytes) -> Generator[tuple[Any, ...], None, None]:
         ) from None
     if unpacked > MAX_XLSX_UNPACKED_BYTES:
         raise RosterTooLarge("表格解压后过大，请删除多余的工作表和格式后重试 (xlsx unpacks too large)")
+    import openpyxl  # imported where a workbook is read or written, not at start-up (some 25 MB)
+
     try:
         workbook = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except Exception:
@@ -247,14 +243,15 @@ def _instruction_rows() -> list[list[str]]:
     return rows
 
 
-_HEADER_FONT = Font(bold=True)
-_REQUIRED_FILL = PatternFill("solid", fgColor="FDE9D9")
 _TEXT_COLUMNS = {c.header for c in COLUMNS if c.kind in (Kind.id_number, Kind.phone)}
 
 
 def write_roster_xlsx(rows: Sequence[dict[str, Any]]) -> bytes:
     """A roster workbook (sheet 花名册 with the rows, sheet 填写说明) written in streaming mode."""
+    import openpyxl
     from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet: Any = workbook.create_sheet(SHEET_NAME)
@@ -264,9 +261,9 @@ def write_roster_xlsx(rows: Sequence[dict[str, Any]]) -> bytes:
     header = []
     for column in COLUMNS:
         cell = WriteOnlyCell(sheet, value=column.header)
-        cell.font = _HEADER_FONT
+        cell.font = Font(bold=True)
         if column.required:
-            cell.fill = _REQUIRED_FILL
+            cell.fill = PatternFill("solid", fgColor="FDE9D9")
         header.append(cell)
     sheet.append(header)
     for row in rows:
@@ -296,6 +293,12 @@ def _write_instructions(sheet: Any) -> None:
 def template_xlsx() -> bytes:
     """The empty template: headers (required ones shaded, each with a note), drop-down lists for the fixed
     answers, ID and phone columns formatted as text, and the 填写说明 sheet with an example per column."""
+    import openpyxl
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
     workbook = openpyxl.Workbook()
     sheet: Any = workbook.active
     sheet.title = SHEET_NAME
@@ -303,10 +306,10 @@ def template_xlsx() -> bytes:
     for index, column in enumerate(COLUMNS, start=1):
         letter = get_column_letter(index)
         cell = sheet.cell(row=1, column=index, value=column.header)
-        cell.font = _HEADER_FONT
+        cell.font = Font(bold=True)
         cell.alignment = Alignment(horizontal="center")
         if column.required:
-            cell.fill = _REQUIRED_FILL
+            cell.fill = PatternFill("solid", fgColor="FDE9D9")
         note = ("必填。" if column.required else "选填。") + (column.hint or "")
         if column.example:
             note += f"\n示例：{column.example}"

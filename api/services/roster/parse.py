@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from openpyxl.utils import get_column_letter
-
 from api.crypto import FieldCipher
 from api.errors import FieldError, Invalid, field_error
 from api.idcard import IdNumber, IdNumberError, validate_id_number
@@ -308,6 +306,15 @@ def _header_error(message: str, fields: list[FieldError]) -> Invalid:
     return Invalid(message, code="roster_columns", fields=fields)
 
 
+def _column_letter(index: int) -> str:
+    """A, B, … Z, AA, … for a 1-based column, as the spreadsheet names it (openpyxl is not needed for this)."""
+    letters = ""
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
+
+
 def _read_header(cells: tuple[Any, ...]) -> dict[int, Column]:
     """Map cell positions to columns, or raise one error naming every missing, unknown or repeated column."""
     positions: dict[int, Column] = {}
@@ -336,15 +343,15 @@ def _read_header(cells: tuple[Any, ...]) -> dict[int, Column]:
         parts.append("缺少必填列 " + "、".join(missing))
         fields += [field_error(["header", name], f"缺少必填列“{name}”", "column_missing") for name in missing]
     if unknown:
-        parts.append("无法识别的列 " + "、".join(f"{text}（第{get_column_letter(i + 1)}列）" for i, text in unknown))
+        parts.append("无法识别的列 " + "、".join(f"{text}（第{_column_letter(i + 1)}列）" for i, text in unknown))
         fields += [
-            field_error(["header", text], f"无法识别的列“{text}”（第{get_column_letter(i + 1)}列）", "column_unknown")
+            field_error(["header", text], f"无法识别的列“{text}”（第{_column_letter(i + 1)}列）", "column_unknown")
             for i, text in unknown
         ]
     if repeated:
         parts.append("重复的列 " + "、".join(text for _, text in repeated))
         fields += [
-            field_error(["header", text], f"列“{text}”出现了两次（第{get_column_letter(i + 1)}列）", "column_duplicate")
+            field_error(["header", text], f"列“{text}”出现了两次（第{_column_letter(i + 1)}列）", "column_duplicate")
             for i, text in repeated
         ]
     raise _header_error(

@@ -13,13 +13,6 @@ import io
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from docx import Document
-from docx.enum.section import WD_ORIENT, WD_SECTION
-from docx.enum.table import WD_TABLE_ALIGNMENT
-from docx.enum.text import WD_ALIGN_PARAGRAPH
-from docx.oxml.ns import qn
-from docx.shared import Cm, Pt
-
 from api.clock import SHANGHAI
 from api.models.stats import Cell, IndicatorDef, IndicatorKind, Level, PeriodKind, StatsRow, StatsTable
 from api.services.stats.exports import layout
@@ -214,6 +207,9 @@ def write_text(
 
 
 def _set_fonts(document: object) -> None:
+    from docx.oxml.ns import qn
+    from docx.shared import Pt
+
     styles = document.styles  # type: ignore[attr-defined]
     for name in ("Normal", "Title", "Heading 1", "Caption"):
         try:
@@ -241,6 +237,9 @@ def table_headers(table: StatsTable) -> list[tuple[str, list[IndicatorDef]]]:
 
 
 def _add_table(document: object, table: StatsTable, indicators: list[IndicatorDef]) -> None:
+    from docx.enum.table import WD_TABLE_ALIGNMENT
+    from docx.shared import Cm
+
     rows = [*table.rows, table.total]
     heads = ["序号", layout.LEVEL_NAMES[table.level]] + [layout.full_header(i) for i in indicators]
     word_table = document.add_table(rows=len(rows) + 1, cols=len(heads))  # type: ignore[attr-defined]
@@ -275,6 +274,12 @@ def render(
     floor: float = DEFAULT_FLOOR,
 ) -> bytes:
     """The bulletin as a .docx: title, period, the text, the tables (landscape), the trend charts."""
+    # python-docx where a document is written, not when the service starts.
+    from docx import Document
+    from docx.enum.section import WD_ORIENT, WD_SECTION
+    from docx.enum.text import WD_ALIGN_PARAGRAPH
+    from docx.shared import Cm
+
     text = write_text(tables, parts=parts, quiet=quiet, floor=floor)
     area = tables[0]
     document = Document()

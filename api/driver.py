@@ -1,0 +1,151 @@
+"""Statements on the driver: the hot reads (and their audit entries) run on the session's own asyncpg
+connection, inside the request's transaction and therefore under its row-level security scope.
+
+See :class:`DriverStatement` and :func:`driver_connection`; :func:`fetch`, :func:`fetch_one` and
+:func:`execute` are what a service calls. Use them for statements that change no ORM object on paths where
+SQLAlchemy's per-execution work shows in a profile; everything else stays on the session.
+"""
+
+import collections
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
+from sqlalchemy.ext.asyncio import AsyncSession
+
+_DRIVER_DIALECT = postgresql_asyncpg.dialect()
+
+
+class DriverStatement:
+    """A Core statement (or ``text()``) compiled once for asyncpg, to run on the session's own connection.
+
+    The hot reads that change no object need neither the ORM nor SQLAlchemy's per-execution work (cache key,
+    parameter processing, result wrapping); they still run in the request's transaction, so row-level security
+    applies to them as to any statement (:func:`driver_connection`). Parameters are bound by name, with the
+    column types' own conversions (enums, JSON); rows read back as the SQLAlchemy rows they replace would:
+    attributes by column label, ``_mapping``, the column types' conversions (enums back to their class).
+
+    An ``IN`` list cannot be compiled once: use ``= ANY(array parameter)``. A parameter used twice in the SQL
+    is bound once per place. The JSON serializer is SQLAlchemy's default (``json.dumps``), as the engine's.
+    """
+
+    __slots__ = ("_binds", "_defaults", "_results", "_row", "sql")
+
+    def __init__(self, statement: Any) -> None:
+        # No column_keys: an INSERT names only the columns its values() give (the id is the column default).
+        compiled = statement.compile(dialect=_DRIVER_DIALECT, column_keys=[])
+        self.sql: str = compiled.string
+        names = list(compiled.positiontup or ())
+        params = compiled.construct_params(_check=False)
+        self._defaults = {name: params[name] for name in names if not compiled.binds[name].required}
+        self._binds = [(name, compiled.binds[name].type.bind_processor(_DRIVER_DIALECT)) for name in names]
+        columns = list(getattr(statement, "selected_columns", ()))
+        # Labels as the SQL names them; a text() statement's come from its first row.
+        self._row: type | None = _row_class([name for name, *_ in compiled._result_columns]) if columns else None
+        self._results = [
+            (i, processor)
+            for i, column in enumerate(columns)
+            if (processor := column.type.result_processor(_DRIVER_DIALECT, None)) is not None
+        ]
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = self._defaults | params if self._defaults else params
+        return [
+            processor(values[name]) if processor is not None and values[name] is not None else values[name]
+            for name, processor in self._binds
+        ]
+
+    def row(self, record: Any) -> Any:
+        if self._row is None:
+            self._row = _row_class(list(record.keys()))
+        if not self._results:
+            return self._row(*record)
+        values = list(record)
+        for i, processor in self._results:
+            values[i] = processor(values[i])
+        return self._row(*values)
+
+
+def _row_class(labels: list[str]) -> type:
+    base = collections.namedtuple("DriverRow", labels, rename=True)  # type: ignore[misc]
+
+    class DriverRow(base):
+        __slots__ = ()
+
+        @property
+        def _mapping(self) -> dict[str, Any]:
+            return self._asdict()
+
+    return DriverRow
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The session's own asyncpg connection, inside its transaction — begun, with the principal's scope set.
+
+    SQLAlchemy's asyncpg adapter sends ``BEGIN`` only before its first statement; a statement sent on the
+    driver before that would run outside the transaction (in autocommit, outside the scope, and not rolled back
+    with the request). So the ORM transaction is begun here if need be (its first statement sets the scope,
+    ``api/scoping.py``) and the driver's transaction started if no statement has started it yet (a system
+    session, or a statement that sets the scope itself)."""
+    if session.in_transaction():
+        adapted = session.sync_session.connection().connection.dbapi_connection
+    else:
+        adapted = (await (await session.connection()).get_raw_connection()).dbapi_connection
+    if adapted is None:  # pragma: no cover - a connection the pool has just invalidated
+        raise exc.DisconnectionError("the session's connection is gone")
+    driver = adapted.driver_connection
+    if adapted._transaction is None:
+        try:
+            async with adapted._execute_mutex:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()
+        except Exception as error:
+            # The adapter wraps the driver's error in its own DB-API class; the driver's is the one api.errors
+            # maps (a lost connection: 503).
+            cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+            await _if_lost(session, driver, cause)
+            raise cause from error
+    return driver
+
+
+async def _if_lost(session: AsyncSession, driver: Any, error: BaseException) -> None:
+    """After a failed statement: if the driver's connection is closed, do what SQLAlchemy does for a disconnect
+    seen on its own statements — drop this connection and replace the pool's others (the database may have
+    restarted; each would fail a request of its own)."""
+    if not driver.is_closed():
+        return
+    connection = await session.connection()
+    await connection.invalidate(error if isinstance(error, Exception) else None)
+    await connection.engine.dispose(close=False)
+
+
+async def fetch(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> list[Any]:
+    """The rows of a :class:`DriverStatement` run in the session's transaction (and scope)."""
+    connection = await driver_connection(session)
+    try:
+        records = await connection.fetch(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise
+    return [statement.row(record) for record in records]
+
+
+async def fetch_one(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> Any:
+    """The one row of a :class:`DriverStatement` (None if there is none) in the session's transaction."""
+    connection = await driver_connection(session)
+    try:
+        record = await connection.fetchrow(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise
+    return None if record is None else statement.row(record)
+
+
+async def execute(session: AsyncSession, statement: DriverStatement, params: dict[str, Any] | None = None) -> None:
+    """Run a :class:`DriverStatement` that returns nothing (an insert) in the session's transaction."""
+    connection = await driver_connection(session)
+    try:
+        await connection.execute(statement.sql, *statement.args(params or {}))
+    except BaseException as error:
+        await _if_lost(session, connection, error)
+        raise

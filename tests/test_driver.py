@@ -1,0 +1,97 @@
+"""Statements on the driver (api/driver.py): they run on the session's own connection, in its transaction,
+under the principal's row-level security scope — whichever statement comes first in the transaction."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from api import driver
+from api.db import scoped_session
+from api.models.children import Child
+from api.models.organisations import School
+from api.scoping import ANONYMOUS, SYSTEM, Principal, set_principal
+from api.security import read_access_token
+from api.services.auth import load_principal
+from api.services.children.records import _FILE, _file_statement
+from tests.objects import add_families
+
+CHILD_SCHOOLS = driver.DriverStatement(sa.text("SELECT DISTINCT school_id FROM child"))
+TRANSACTION_ID = driver.DriverStatement(sa.text("SELECT txid_current() AS id"))
+SCHOOL_NAME = driver.DriverStatement(sa.select(School.name).where(School.id == sa.bindparam("id", type_=sa.Uuid())))
+
+
+@pytest.fixture
+async def families(app, world, clock):
+    await add_families(app, world, clock.now())
+    return world
+
+
+async def _principal(app, world, who: str) -> Principal:
+    claims = read_access_token(app.state.settings, world.tokens[who], app.state.clock.now())
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        return await load_principal(s, claims)
+
+
+async def _schools_seen(app, principal: Principal) -> set[uuid.UUID]:
+    # The driver's statement is the transaction's first: it must still be inside the scope.
+    async with scoped_session(app.state.sessionmaker, principal) as s:
+        return {row.school_id for row in await driver.fetch(s, CHILD_SCHOOLS)}
+
+
+async def test_a_read_on_the_driver_sees_only_the_school_admins_school(app, families):
+    world = families
+    assert await _schools_seen(app, await _principal(app, world, "admin1")) == {world["school1"]}
+    assert await _schools_seen(app, await _principal(app, world, "admin2")) == {world["school2"]}
+    assert await _schools_seen(app, await _principal(app, world, "bureau")) == {world["school1"], world["school2"]}
+    assert await _schools_seen(app, await _principal(app, world, "other_bureau")) == set()
+    assert await _schools_seen(app, ANONYMOUS) == set()
+
+
+async def test_a_read_on_the_driver_after_the_sign_in_look_up_is_in_the_callers_scope(app, families):
+    world = families
+    claims = read_access_token(app.state.settings, world.tokens["admin2"], app.state.clock.now())
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, ANONYMOUS)
+        await load_principal(s, claims)  # as a request does: the look-up itself sets the scope
+        assert {row.school_id for row in await driver.fetch(s, CHILD_SCHOOLS)} == {world["school2"]}
+        await s.rollback()
+
+
+@pytest.mark.parametrize("who", ["admin1", "system"])
+async def test_a_statement_on_the_driver_runs_in_the_sessions_transaction(app, families, who):
+    principal = SYSTEM if who == "system" else await _principal(app, families, who)
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, principal)
+        first = (await driver.fetch_one(s, TRANSACTION_ID)).id  # the first statement of the transaction
+        assert (await s.execute(sa.text("SELECT txid_current()"))).scalar_one() == first
+        assert (await driver.fetch_one(s, TRANSACTION_ID)).id == first
+        await s.commit()
+        assert (await driver.fetch_one(s, TRANSACTION_ID)).id != first  # the next transaction
+
+
+async def test_a_write_on_the_driver_is_rolled_back_with_the_session(app, world):
+    school = world["school1"]
+    rename = driver.DriverStatement(
+        sa.update(School).where(School.id == sa.bindparam("id", type_=sa.Uuid())).values(name=sa.bindparam("name"))
+    )
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, SYSTEM)
+        await driver.execute(s, rename, {"id": school, "name": "改名小学"})
+        # The session sees the driver's write (one transaction), and the driver the session's flushes.
+        assert (await s.execute(sa.select(School.name).where(School.id == school))).scalar_one() == "改名小学"
+        await s.rollback()
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        assert (await driver.fetch_one(s, SCHOOL_NAME, {"id": school})).name != "改名小学"
+
+
+async def test_rows_read_on_the_driver_are_the_rows_sqlalchemy_reads(app, families):
+    world = families
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        child_id = (await s.execute(sa.select(Child.id).where(Child.school_id == world["school1"]))).scalars().first()
+        ours = await driver.fetch_one(s, _FILE, {"child_id": child_id})
+        theirs = (await s.execute(_file_statement(), {"child_id": child_id})).one()
+        assert await driver.fetch_one(s, _FILE, {"child_id": uuid.uuid4()}) is None
+    assert ours._fields == theirs._fields
+    assert ours._mapping == dict(theirs._mapping)
+    assert type(ours.status) is type(theirs.status) and type(ours.sex) is type(theirs.sex)  # enums, not str
