@@ -3,7 +3,9 @@
 with their suppression — written to files off the event loop, each export audited.
 
 The figures are read on the statistics session (a replica when one is configured); the audit entry is
-written on the request's own session, the primary, which commits before the response.
+written on the request's own session, the primary, which commits before the response. A finished file is kept
+(:mod:`.kept`) by the tables it was written from and the caller's scope: the same download again is served
+from it — still read from the figures first (to know it is the same), still audited.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +26,7 @@ from api.scoping import Principal
 from api.services.stats import build_table, build_trend, periods
 from api.services.stats import indicators as registry
 from api.services.stats.exports import bulletin, charts, layout, table_csv, workbook
+from api.services.stats.exports.kept import ExportStore, export_key
 from api.services.stats.service import resolve_area
 
 # The levels of a workbook for an area: its own, then every level below it.
@@ -127,6 +131,21 @@ async def _trend(
     )
 
 
+async def _written(
+    store: ExportStore | None,
+    key: str,
+    write: Any,
+    *args: Any,
+) -> bytes:
+    """The file of ``key``: kept, else written now off the event loop (``write(*args)``) and kept."""
+    if store is not None and (content := await asyncio.to_thread(store.get, key)) is not None:
+        return content
+    content = cast(bytes, await asyncio.to_thread(write, *args))
+    if store is not None:
+        await asyncio.to_thread(store.put, key, content)
+    return content
+
+
 def _audit(session: AsyncSession, table: StatsTable, *, export: str, levels: Sequence[Level]) -> None:
     audit.record(
         session,
@@ -154,6 +173,7 @@ async def export_workbook(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """The workbook of the area (the caller's own unless named): a sheet for its level and each level below,
     and the twelve months' trends with their charts."""
@@ -163,7 +183,8 @@ async def export_workbook(
         stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
     )
     trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-    content = await asyncio.to_thread(workbook.workbook, tables, trend)
+    key = export_key("xlsx", principal, tables, trend)
+    content = await _written(store, key, workbook.workbook, tables, trend)
     _audit(session, tables[0], export="xlsx", levels=levels)
     await session.flush()
     return Export(
@@ -200,13 +221,16 @@ async def export_csv(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """One level of the area as CSV, with the same cells and suppression marks as the workbook."""
     (table,) = await _tables(
         stats_session, principal, [level], period=period, area_id=area_id, now=now, threshold=threshold
     )
     names = await parent_names(stats_session, table)
-    content = await asyncio.to_thread(table_csv.table_csv, table, names)
+    parents = ";".join(f"{k}={v}" for k, v in sorted(names.items(), key=lambda kv: str(kv[0])))
+    key = export_key("csv", principal, [table], None, extra=parents)
+    content = await _written(store, key, table_csv.table_csv, table, names)
     _audit(session, table, export="csv", levels=[level])
     await session.flush()
     level_name = layout.LEVEL_NAMES[level]
@@ -218,9 +242,9 @@ async def export_csv(
     )
 
 
-def _render_bulletin(tables: list[StatsTable], trend: StatsTrend) -> bytes:
+def _render_bulletin(tables: list[StatsTable], trend: StatsTrend, font: str | None) -> bytes:
     parts, quiet = bulletin_parts()
-    drawn = charts.trend_charts(trend, font=charts.cjk_font())
+    drawn = charts.trend_charts(trend, font=font)
     return bulletin.render(tables, drawn, parts=parts, quiet=quiet)
 
 
@@ -233,6 +257,7 @@ async def export_bulletin(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """The quarterly or annual bulletin of the area: its figures from the tables of the levels below it
     (townships and schools for a county), the lagging units named, the twelve months' charts."""
@@ -242,7 +267,9 @@ async def export_bulletin(
         stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
     )
     trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-    content = await asyncio.to_thread(_render_bulletin, tables, trend)
+    font = await asyncio.to_thread(charts.cjk_font)
+    key = export_key("docx", principal, tables, trend, extra=f"font={font}")
+    content = await _written(store, key, _render_bulletin, tables, trend, font)
     _audit(session, tables[0], export="docx", levels=levels)
     await session.flush()
     return Export(

@@ -10,11 +10,13 @@ an empty cell (Excel would plot the text "<5" as zero), so a hidden figure leave
 
 import io
 from collections.abc import Sequence
+from copy import copy
 from typing import Any
 
 import openpyxl
 from openpyxl.chart import LineChart, Reference
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.styles.cell_style import StyleArray
 from openpyxl.utils import get_column_letter
 
 from api.clock import SHANGHAI
@@ -115,28 +117,41 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
             cell.font, cell.alignment, cell.border, cell.fill = _BOLD, _CENTER, _BORDER, _HEADER_FILL
     sheet.row_dimensions[4].height = 45
 
+    # A cell's style is an index into the workbook's fonts, borders, fills…; setting each part looks it up by
+    # value (hashing the font, the border…). A few hundred schools by a hundred columns: each combination is
+    # looked up once, then copied.
+    styles: dict[tuple[bool, str], StyleArray] = {}
+
+    def styled(cell: Any, total: bool, kind: str) -> None:
+        known = styles.get((total, kind))
+        if known is not None:
+            cell._style = copy(known)
+            return
+        cell.border = _BORDER
+        cell.font = _BOLD if total else _PLAIN
+        if total:
+            cell.fill = _TOTAL_FILL
+        if kind == "name":
+            cell.alignment = _LEFT
+        elif kind == "mark":
+            cell.alignment = _RIGHT
+        elif kind.startswith("#"):
+            cell.number_format = kind[1:]
+        styles[(total, kind)] = copy(cell._style)
+
     def write_row(row_no: int, number: int | None, row: StatsRow, *, total: bool) -> None:
-        cells = [sheet.cell(row=row_no, column=1, value=number)]
-        cells.append(_text(sheet, row_no, 2, layout.TOTAL_NAME if total else row.unit_name))
+        styled(sheet.cell(row=row_no, column=1, value=number), total, "plain")
+        styled(_text(sheet, row_no, 2, layout.TOTAL_NAME if total else row.unit_name), total, "name")
         if parent:
             parent_name = names.get(row.parent_id, "") if row.parent_id is not None and not total else ""
-            cells.append(_text(sheet, row_no, 3, parent_name))
+            styled(_text(sheet, row_no, 3, parent_name), total, "plain")
         for index, col in enumerate(cols, start=first):
             shown = layout.value(col.cell(row), col.indicator, table.threshold)
-            cell = sheet.cell(row=row_no, column=index)
             if isinstance(shown, str):
-                _text(sheet, row_no, index, shown)
-                cell.alignment = _RIGHT
+                styled(_text(sheet, row_no, index, shown), total, "mark")
             else:
-                cell.value = shown
-                cell.number_format = layout.number_format(col.indicator)
-            cells.append(cell)
-        for cell in cells:
-            cell.border = _BORDER
-            cell.font = _BOLD if total else _PLAIN
-            if total:
-                cell.fill = _TOTAL_FILL
-        cells[1].alignment = _LEFT
+                cell = sheet.cell(row=row_no, column=index, value=shown)
+                styled(cell, total, "#" + layout.number_format(col.indicator))
 
     row_no = FIRST_DATA_ROW
     for ordinal, unit_row in enumerate(table.rows, start=1):
