@@ -14,8 +14,9 @@ change older than ``max_stale``; any other school of the area is computed afresh
 staler than that. Its ``as_of``: the oldest pending change among the rows it used (every change before it is
 counted), else now.
 
-The periods kept (:func:`hot_periods`): the current and the previous period of every kind, and the last
-:data:`HOT_MONTHS` months (the trends). Others are computed when asked.
+The periods kept (:func:`hot_periods`): the current and the previous period of every kind, the last
+:data:`HOT_MONTHS` months (the trends) and every month of those periods (a longer period's suppression reads its
+months'). Others are computed when asked.
 """
 
 import json
@@ -52,6 +53,12 @@ def hot_periods(today: date) -> list[Period]:
     for _ in range(HOT_MONTHS):
         found[(month.kind.value, month.key)] = month
         month = periods.previous(month)
+    # A longer period's suppression is decided by its months first (:mod:`.across`): keep them too (the previous
+    # year's), begun by today.
+    for p in [p for p in found.values() if p.kind != PeriodKind.month]:
+        for m in periods.months_of(p):
+            if m.starts_on <= today:
+                found.setdefault((m.kind.value, m.key), m)
     return list(found.values())
 
 
