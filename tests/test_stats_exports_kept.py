@@ -99,3 +99,43 @@ async def test_a_caller_of_another_scope_never_gets_this_ones_file(client, world
     # A school admin of another school asking for it: refused, nothing served from the kept files.
     r = await client.get("/stats/export.csv", params=params, headers=world.headers("admin1"))
     assert r.status_code == 404, r.text
+
+
+async def test_kept_figures_key_the_file_by_their_versions_and_a_refresh_makes_a_new_one(
+    client, world, app, export_dir, clock
+):
+    """With every school's figures kept (the refresher has run), a download is keyed by the kept rows'
+    versions — no table is built to find the file kept; a change counted by the refresher (new row versions)
+    makes a new file, holding the new table."""
+    from api.services.stats.preaggregate import refresh
+
+    await seed(app, world, client)
+    await refresh(app.state.sessionmaker, clock=clock)
+    params = {"level": "school", "period": "quarter", "key": "2026-Q4"}
+    bureau = world.headers("bureau")
+    first = await client.get("/stats/export.csv", params=params, headers=bureau)
+    assert first.status_code == 200, first.text
+    [name] = kept_files(export_dir)
+    assert name.startswith("csv-v-")  # keyed by the versions
+    check_csv(first.content, await get_table(client, world, "bureau", **params))
+    again = await client.get("/stats/export.csv", params=params, headers=bureau)
+    assert again.content == first.content and kept_files(export_dir) == [name]
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        for i in range(2):
+            s.add(
+                Child(
+                    school_id=world["school2"],
+                    class_id=world["class21"],
+                    name=f"新生{i}",
+                    sex=Sex.male,
+                    birth_date=date(2016, 4, 1),
+                    created_at=datetime(2026, 9, 1, tzinfo=UTC),
+                )
+            )
+    await refresh(app.state.sessionmaker, clock=clock)
+    after = await client.get("/stats/export.csv", params=params, headers=bureau)
+    assert after.status_code == 200, after.text
+    assert after.content != first.content
+    check_csv(after.content, await get_table(client, world, "bureau", **params))
+    assert len(kept_files(export_dir)) == 2
+    assert await exports_audited(app) == 3

@@ -49,6 +49,9 @@ def hot_periods(today: date) -> list[Period]:
         current = periods.containing(kind, today)
         for p in (current, periods.previous(current)):
             found[(p.kind.value, p.key)] = p
+    # The quarterly bulletin's default is the last complete quarter, beside the one before it.
+    before = periods.previous(periods.previous(periods.containing(PeriodKind.quarter, today)))
+    found[(before.kind.value, before.key)] = before
     month = periods.containing(PeriodKind.month, today)
     for _ in range(HOT_MONTHS):
         found[(month.kind.value, month.key)] = month

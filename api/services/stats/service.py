@@ -202,6 +202,9 @@ class Computed:
     as_of: datetime | None = None  # every change before it is counted (None: computed from the records now)
     # (row key, indicator keys) → its cells, made once per computed table (a reused table reuses them too)
     cells_made: dict[tuple[Hashable, tuple[str, ...]], dict[str, Cell]] = field(default_factory=dict)
+    # what it was computed from (the kept rows' versions and the units), None when not from kept rows alone:
+    # equal versions, equal tables (the exports are kept by it)
+    version: Hashable | None = None
 
 
 @dataclass
@@ -460,7 +463,8 @@ def view(found: Joint, area: Area, level: Level) -> Computed:
     minutes[TOTAL] = found.minutes[area.id]
     hidden = {(k, q) for k, q in found.hidden if k in keys}
     hidden |= {(TOTAL, q) for k, q in found.hidden if k == area.id}
-    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=found.as_of)
+    version = (found.memo_key, area.id, level) if found.memo_key is not None else None
+    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=found.as_of, version=version)
     found.views[(area.id, level)] = made
     return made
 
@@ -536,7 +540,14 @@ async def classes(
             return None  # read at different times: the caller reads again
         months.append(month_table)
     hidden = suppress_classes(found, school.id, counts, threshold=threshold, minutes=minutes, months=months)
-    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=_earliest(found.as_of, as_of))
+    made = Computed(
+        units=units,
+        counts=counts,
+        minutes=minutes,
+        hidden=hidden,
+        as_of=_earliest(found.as_of, as_of),
+        version=memo_key,
+    )
     _remember(memo_key, made)
     return made
 
@@ -799,6 +810,65 @@ async def build_table(
         threshold=threshold,
         as_of=min(c.as_of or now for c in (current, before)),
     )
+
+
+async def table_version(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    level: Level,
+    period: Period,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+) -> Hashable | None:
+    """What :func:`build_table` with these arguments would be computed from — the kept rows' versions of the
+    period and the previous one, the units, the caller's scope root — without building it; None when a part
+    is not from kept rows alone. Equal versions: equal tables (apart from ``as_of``). The same checks (and
+    errors) as :func:`build_table`."""
+    today = periods.shanghai_date(now)
+    check_period(period, today)
+    area = await resolve_area(session, principal, area_id)
+    check_level(area, level)
+    root = await scope_root(session, principal, area)
+    out = []
+    for p in (period, periods.previous(period)):
+        made = await compute(
+            session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale
+        )
+        if made.version is None:
+            return None
+        out.append(made.version)
+    return (root.id, area.id, level.value, threshold, tuple(out))
+
+
+async def trend_version(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    from_key: str,
+    to_key: str,
+    area_id: uuid.UUID | None,
+    now: datetime,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+) -> Hashable | None:
+    """As :func:`table_version`, for :func:`build_trend`."""
+    months = periods.month_range(from_key, to_key)
+    today = periods.shanghai_date(now)
+    check_period(months[-1], today)
+    area = await resolve_area(session, principal, area_id)
+    root = await scope_root(session, principal, area)
+    out = []
+    for month in months:
+        made = await compute(
+            session, root, area, area.level, month, today=today, threshold=threshold, now=now, max_stale=max_stale
+        )
+        if made.version is None:
+            return None
+        out.append(made.version)
+    return (root.id, area.id, threshold, tuple(out))
 
 
 async def build_trend(

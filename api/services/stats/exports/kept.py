@@ -101,3 +101,14 @@ def store_at(directory: str | None) -> ExportStore:
     if found is None:
         found = _STORES[str(path)] = ExportStore(path)
     return found
+
+
+def versioned_key(kind: str, principal: Principal, version: str, *, extra: str = "") -> str:
+    """The key of an export whose tables are all computed from kept rows: their versions (the rows' versions,
+    the units and their names, the scope root, the threshold, the periods — :func:`.service.table_version`)
+    stand for the tables, so a second download need not build them to know its file is kept."""
+    digest = hashlib.sha256()
+    for part in (WRITER_VERSION, kind, scope_of(principal), extra, version):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return f"{kind}-v-{digest.hexdigest()}"
