@@ -20,7 +20,10 @@ Before that, the refresher's passes are timed (:func:`refresh_passes`): the firs
 figures, the next ones recompute the schools a change marked.
 
 The endpoints are found in the API's OpenAPI document (``/stats/…`` routes): the tables at each level the
-caller may ask for × month / term / year, and the monthly trend of the last twelve months. Results go to
+caller may ask for × month / term / year, and the monthly trend of the last twelve months; then the exports
+(:func:`export_endpoints`: the bureau's county workbook and its schools as CSV this month, the quarterly and
+annual bulletins, a school admin's workbook) — the API run keeps its exports in a fresh folder, so the first
+request of each writes the file and the next ones are served from it. Results go to
 ``bench/results/stats.md`` (unless ``--no-write``), with the load average before and after: the machine is
 shared, so ratios measured side by side are the point. ``--floor-only`` times the floor alone (no API).
 ``--profile``: py-spy samples the API while each table endpoint is requested again, flame graphs beside the

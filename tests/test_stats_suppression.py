@@ -988,3 +988,86 @@ def test_a_class_tables_worst_held_by_one_hidden_class_alone_gets_a_second_candi
     # With c2's steps hidden as well, either could hold it: nothing more.
     hidden |= {("c2", "chain_s1_told")}
     assert worst_candidates(["c1", "c2", "c3"], counts, minutes, hidden, TOTAL) == set()
+
+
+@st.composite
+def worst_counties(draw):
+    """Schools of two townships with three months of steps told and their worst minutes."""
+    schools = {f"t{t}s{s}": f"t{t}" for t in range(2) for s in range(draw(st.integers(1, 3)))}
+    months = {}
+    for m in MONTHS:
+        months[m] = {}
+        for school in schools:
+            told = draw(st.integers(min_value=0, max_value=8))
+            worst = float(draw(st.integers(min_value=1, max_value=60))) if told else None
+            months[m][school] = (told, worst)
+    return schools, months
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(worst_counties())
+def test_no_hidden_worst_is_pinned_by_a_shown_maximum_of_any_period_or_level(case):
+    """A reader holding every shown worst (schools, townships, the county; months and the longer periods) knows
+    each is the maximum of the (school, month) worsts under it, so a hidden one is at most every shown maximum
+    over it. A hidden (school, month) worst is pinned when a shown maximum is held by no shown atom under it
+    and it is the only hidden one that could hold it; the rule goes further: every shown maximum is held by a
+    shown (school, month)."""
+    from api.models.stats import Level
+    from api.services.stats.service import Joint, solve_joint, tree_equations
+
+    schools, months = case
+    townships = sorted(set(schools.values()))
+    children = {"county": townships, **{t: [s for s in schools if schools[s] == t] for t in townships}}
+    levels = {"county": Level.county} | dict.fromkeys(townships, Level.township) | dict.fromkeys(schools, Level.school)
+
+    def under(unit):
+        return [unit] if unit in schools else [s for k in children[unit] for s in under(k)]
+
+    joints: dict[str, Joint] = {}
+    shown_max: list[tuple[str, str, float]] = []  # (period, unit, worst shown)
+    for period in (*MONTHS, *LONGER):
+        parts = LONGER.get(period, ())
+        counts, minutes = {}, {}
+        for unit in ("county", *townships, *schools):
+            cells = [months[m][s] for m in (parts or (period,)) for s in under(unit)]
+            counts[unit] = {"chain_s1_told": sum(t for t, _ in cells)}
+            worsts = [w for _, w in cells if w is not None]
+            minutes[unit] = {"s1_worst": max(worsts) if worsts else None}
+        hidden = solve_joint(counts, minutes, children, levels, [joints[m] for m in parts], threshold=5)
+        joints[period] = Joint(
+            root=None,  # type: ignore[arg-type]
+            units={},
+            levels=levels,
+            children=children,
+            counts=counts,
+            minutes=minutes,
+            hidden=hidden,
+            as_of=None,
+            memo_key=None,
+            equations=tree_equations(counts, children),
+        )
+        for unit, row in minutes.items():
+            shown = ("s1_worst" not in {q for k, q in hidden if k == unit}) and (unit, "chain_s1_told") not in hidden
+            if shown and row["s1_worst"] is not None:
+                shown_max.append((period, unit, row["s1_worst"]))
+    atom_shown = {
+        (m, s): (s, "chain_s1_told") not in joints[m].hidden and (s, "s1_worst") not in joints[m].hidden
+        for m in MONTHS
+        for s in schools
+    }
+
+    def atoms_of(period, unit):
+        return [(m, s) for m in (LONGER.get(period) or (period,)) for s in under(unit)]
+
+    # Each hidden atom is at most every shown maximum over it: one below W cannot hold W.
+    bound: dict[tuple[str, str], float] = {}
+    for period, unit, worst in shown_max:
+        for a in atoms_of(period, unit):
+            bound[a] = min(bound.get(a, worst), worst)
+    for period, unit, worst in shown_max:
+        atoms = atoms_of(period, unit)
+        if any(atom_shown[a] and months[a[0]][a[1]][1] == worst for a in atoms):
+            continue
+        could = [a for a in atoms if not atom_shown[a] and bound.get(a, worst) >= worst]
+        assert len(could) >= 2, f"{period} {unit}: the worst {worst} shown can only be {could}'s"
+        raise AssertionError(f"{period} {unit}: the worst {worst} is held by no shown school month")
