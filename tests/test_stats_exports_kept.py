@@ -120,6 +120,12 @@ async def test_kept_figures_key_the_file_by_their_versions_and_a_refresh_makes_a
     check_csv(first.content, await get_table(client, world, "bureau", **params))
     again = await client.get("/stats/export.csv", params=params, headers=bureau)
     assert again.content == first.content and kept_files(export_dir) == [name]
+    # A school admin's workbook (the school and its classes, the trend): keyed by the versions too.
+    for _ in range(2):
+        r = await client.get("/stats/export.xlsx", params={"key": "2026-11"}, headers=world.headers("admin1"))
+        assert r.status_code == 200, r.text
+    workbooks = [n for n in kept_files(export_dir) if n.startswith("xlsx-")]
+    assert len(workbooks) == 1 and workbooks[0].startswith("xlsx-v-")
     async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         for i in range(2):
             s.add(
@@ -137,5 +143,5 @@ async def test_kept_figures_key_the_file_by_their_versions_and_a_refresh_makes_a
     assert after.status_code == 200, after.text
     assert after.content != first.content
     check_csv(after.content, await get_table(client, world, "bureau", **params))
-    assert len(kept_files(export_dir)) == 2
-    assert await exports_audited(app) == 3
+    assert len([n for n in kept_files(export_dir) if n.startswith("csv-")]) == 2
+    assert await exports_audited(app) == 5

@@ -812,62 +812,49 @@ async def build_table(
     )
 
 
-async def table_version(
+async def export_version(
     session: AsyncSession,
     principal: Principal,
     *,
-    level: Level,
+    levels: Sequence[Level],
     period: Period,
     area_id: uuid.UUID | None,
+    trend_months: Sequence[Period] = (),
     now: datetime,
     threshold: int = DEFAULT_THRESHOLD,
     max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> Hashable | None:
-    """What :func:`build_table` with these arguments would be computed from — the kept rows' versions of the
-    period and the previous one, the units, the caller's scope root — without building it; None when a part
-    is not from kept rows alone. Equal versions: equal tables (apart from ``as_of``). The same checks (and
-    errors) as :func:`build_table`."""
+    """What :func:`build_table` for each of ``levels`` (the period beside the previous one) and
+    :func:`build_trend` over ``trend_months`` would be computed from — the kept rows' versions, the units and
+    their names, the caller's scope root, the threshold — without building them (each period's joint read
+    once for every level); None when a part is not from kept rows alone. Equal versions: equal tables and
+    trend (apart from ``as_of``). The same checks (and errors) as :func:`build_table`."""
     today = periods.shanghai_date(now)
     check_period(period, today)
     area = await resolve_area(session, principal, area_id)
-    check_level(area, level)
+    for level in levels:
+        check_level(area, level)
     root = await scope_root(session, principal, area)
-    out = []
+    out: list[Hashable] = []
     for p in (period, periods.previous(period)):
-        made = await compute(
-            session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale
-        )
-        if made.version is None:
+        found = await joint(session, root, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        if found.memo_key is None:
             return None
-        out.append(made.version)
-    return (root.id, area.id, level.value, threshold, tuple(out))
-
-
-async def trend_version(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    from_key: str,
-    to_key: str,
-    area_id: uuid.UUID | None,
-    now: datetime,
-    threshold: int = DEFAULT_THRESHOLD,
-    max_stale: timedelta | None = DEFAULT_MAX_STALE,
-) -> Hashable | None:
-    """As :func:`table_version`, for :func:`build_trend`."""
-    months = periods.month_range(from_key, to_key)
-    today = periods.shanghai_date(now)
-    check_period(months[-1], today)
-    area = await resolve_area(session, principal, area_id)
-    root = await scope_root(session, principal, area)
-    out = []
-    for month in months:
-        made = await compute(
-            session, root, area, area.level, month, today=today, threshold=threshold, now=now, max_stale=max_stale
-        )
-        if made.version is None:
+        for level in levels:
+            if level != Level.klass:
+                out.append((found.memo_key, area.id, level.value))  # the view's own version
+                continue
+            made = await compute(
+                session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale
+            )
+            if made.version is None:
+                return None
+            out.append(made.version)
+    for month in trend_months:
+        found = await joint(session, root, month, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        if found.memo_key is None:
             return None
-        out.append(made.version)
+        out.append((found.memo_key, area.id))
     return (root.id, area.id, threshold, tuple(out))
 
 

@@ -10,7 +10,7 @@ from it — still read from the figures first (to know it is the same), still au
 
 import asyncio
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
@@ -27,7 +27,7 @@ from api.services.stats import build_table, build_trend, periods
 from api.services.stats import indicators as registry
 from api.services.stats.exports import bulletin, charts, layout, table_csv, workbook
 from api.services.stats.exports.kept import ExportStore, export_key, versioned_key
-from api.services.stats.service import Area, resolve_area, table_version, trend_version
+from api.services.stats.service import Area, export_version, resolve_area
 
 # The levels of a workbook for an area: its own, then every level below it.
 WORKBOOK_LEVELS = {
@@ -177,25 +177,23 @@ async def _versions(
     threshold: int,
     trend: bool,
 ) -> str | None:
-    """What the export's tables (and trend) would be computed from (:func:`.service.table_version`), as a
+    """What the export's tables (and trend) would be computed from (:func:`.service.export_version`), as a
     key; None when one of them is not from kept rows alone (then the tables themselves are the key)."""
-    parts: list[Hashable] = []
-    for level in levels:
-        version = await table_version(
-            session, principal, level=level, period=period, area_id=area_id, now=now, threshold=threshold
-        )
-        if version is None:
-            return None
-        parts.append(version)
+    months: list[Period] = []
     if trend:
         first, last = trend_span(period, periods.shanghai_date(now))
-        version = await trend_version(
-            session, principal, from_key=first, to_key=last, area_id=area_id, now=now, threshold=threshold
-        )
-        if version is None:
-            return None
-        parts.append(version)
-    return repr(parts)
+        months = periods.month_range(first, last)
+    version = await export_version(
+        session,
+        principal,
+        levels=levels,
+        period=period,
+        area_id=area_id,
+        trend_months=months,
+        now=now,
+        threshold=threshold,
+    )
+    return None if version is None else repr(version)
 
 
 async def _kept(store: ExportStore | None, key: str | None) -> bytes | None:
