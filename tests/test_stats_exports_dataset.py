@@ -37,10 +37,14 @@ async def test_the_hand_counted_county_reads_the_same_in_every_file(client, worl
                 shown += c["value"] is not None
     assert suppressed > 0 and shown > 50
     assert "“<2”" in book["学校"]["A2"].value
-    # the chain's times are the dataset's: in November, step 1 told after 12, 20 (school 1) and 5 minutes
+    # the chain's times are the dataset's: in November, step 1 told after 12, 20 (school 1) and 5 minutes (school
+    # 2: one step, hidden, and school 1's two with it). The county's worst, 20, is school 1's, which no table
+    # shows: shown, it would be a hidden school's; so it is hidden too. The median is no one school's.
     county = await get_table(client, world, "bureau", level="county", period="month", key="2026-11")
     worst = county["total"]["cells"]["chain_s1_worst_minutes"]
-    assert worst == {"value": 20, "numerator": None, "denominator": 3, "suppressed": False}
+    assert worst == {"value": None, "numerator": None, "denominator": None, "suppressed": True}
+    median = county["total"]["cells"]["chain_s1_median_minutes"]
+    assert median == {"value": 12, "numerator": None, "denominator": 3, "suppressed": False}
 
     r = await client.get(
         "/stats/export.csv", params={"level": "class", "key": "2026-11"}, headers=world.headers("admin1")

@@ -582,3 +582,492 @@ async def test_a_tables_totals_row_is_its_area_as_the_table_one_level_up_shows_i
         assert class_total == schools[str(world[school])]
         _, township_total = await fetch("school", township)
         assert township_total == townships[str(world[township])]
+
+
+# ---- across periods: a quarter (term, year…) less its other months; the worst minutes -------------------------
+
+
+async def _incidents_by_month(app, world, plan):
+    """``plan``: (school id, Shanghai day, count, minutes to "told" of step 1) — that many incidents of one child
+    of the school on that day, step 1 told after those minutes."""
+    from datetime import UTC, date, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from api.db import scoped_session
+    from api.models.children import Child, ParentsAway, Sex
+    from api.models.escalation import EscalationStep, StepStatus
+    from api.models.incidents import Incident, IncidentCategory, Severity
+    from api.models.organisations import School
+    from api.scoping import SYSTEM
+
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        n = 0
+        for school_id, day, count, told_after in plan:
+            school = await s.get(School, school_id)
+            assert school is not None
+            child = Child(
+                school_id=school_id,
+                name=f"时段{n}",
+                sex=Sex.female,
+                birth_date=date(2015, 5, 1),
+                parents_away=ParentsAway.both,
+                is_boarding=False,
+                created_at=datetime(2026, 1, 5, 1, 0, tzinfo=UTC),
+            )
+            s.add(child)
+            await s.flush()
+            for _ in range(count):
+                n += 1
+                at = datetime(day.year, day.month, day.day, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai")).astimezone(UTC)
+                row = Incident(
+                    case_code=f"P-{n}",
+                    county_id=school.county_id,
+                    township_id=school.township_id,
+                    school_id=school_id,
+                    child_id=child.id,
+                    category=IncidentCategory.injury,
+                    severity=Severity.minor,
+                    summary="测试",
+                    location="学校",
+                    occurred_at=at,
+                    first_actions="处置",
+                    reported_at=at + timedelta(minutes=2),
+                    reported_by_id=world["admin1"],
+                    policy={},
+                    updated_at=at,
+                )
+                s.add(row)
+                await s.flush()
+                s.add(
+                    EscalationStep(
+                        incident_id=row.id,
+                        step_no=1,
+                        deadline_minutes=30,
+                        deadline_at=at + timedelta(minutes=30),
+                        starts_at=at,
+                        status=StepStatus.told,
+                        started_at=at,
+                        told_at=at + timedelta(minutes=told_after),
+                        ack_wait_seconds=300,
+                        near_margin_seconds=600,
+                        max_rounds=3,
+                        round_pause_seconds=300,
+                    )
+                )
+
+
+async def test_a_hidden_month_cannot_be_had_from_a_longer_period_less_its_other_months(app, client, world):
+    """November: 柳河乡中心小学 has 2 incidents (hidden; its township's other school and 石桥镇 hide with it);
+    October: 6 and 6, shown. The quarter (term, school year, year) 2026-Q4 = October + November would give
+    November = Q4 − October = 2. Every hidden month of a school must stay unknown from every longer period
+    that holds it less its other months; the exports show the same cells."""
+    from datetime import date
+
+    from api.db import scoped_session
+    from api.models.organisations import School
+    from api.scoping import SYSTEM
+
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        second = School(county_id=world["county"], township_id=world["township2"], name="柳河乡二小", pupil_count=300)
+        s.add(second)
+        await s.flush()
+    s1, s2, s3 = str(world["school1"]), str(world["school2"]), str(second.id)
+    await _incidents_by_month(
+        app,
+        world,
+        [
+            (world["school1"], date(2026, 10, 9), 6, 8),
+            (world["school2"], date(2026, 10, 12), 6, 9),
+            (second.id, date(2026, 10, 14), 6, 10),
+            (world["school1"], date(2026, 11, 3), 6, 7),
+            (world["school2"], date(2026, 11, 4), 2, 200),  # one child's incidents: its worst time is theirs
+            (second.id, date(2026, 11, 5), 7, 11),
+        ],
+    )
+    keys = "incidents,chain_s1_on_time_rate,chain_s1_median_minutes,chain_s1_worst_minutes"
+
+    async def table(period, key, level="school"):
+        params = {"period": period, "key": key, "level": level, "indicators": keys}
+        r = await client.get("/stats/table", params=params, headers=world.headers("bureau"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return {row["unit_id"]: row["cells"] for row in body["rows"]} | {"total": body["total"]["cells"]}
+
+    months = {m: await table("month", m) for m in ("2026-01", "2026-09", "2026-10", "2026-11")}
+    nov = months["2026-11"]
+    assert nov[s2]["incidents"]["suppressed"]  # 2: a small count
+    longer = {
+        ("quarter", "2026-Q4"): ["2026-10", "2026-11"],
+        ("term", "2026-2027-1"): ["2026-09", "2026-10", "2026-11"],
+        ("school_year", "2026-2027"): ["2026-09", "2026-10", "2026-11"],
+        ("year", "2026"): [f"2026-{m:02d}" for m in range(1, 12)],
+    }
+    for (kind, key), parts in longer.items():
+        whole = await table(kind, key)
+        for m in parts:
+            if m not in months:
+                months[m] = await table("month", m)
+        for unit in (s1, s2, s3, "total"):
+            hidden = [m for m in parts if months[m][unit]["incidents"]["suppressed"]]
+            shown = not whole[unit]["incidents"]["suppressed"]
+            assert not (shown and len(hidden) == 1), f"{kind} {key} less its other months gives {hidden} of {unit}"
+            if shown:  # what is shown is the sum of what its months show
+                assert whole[unit]["incidents"]["value"] == sum(months[m][unit]["incidents"]["value"] for m in parts)
+    # The worst minutes: a township's or the county's worst of November (school 2's 200 minutes) is shown only
+    # when a school shows it; none does, so it is hidden — in the tables and in every export.
+    townships = await table("month", "2026-11", level="township")
+    for unit in (str(world["township2"]), "total"):
+        worst = townships[unit]["chain_s1_worst_minutes"]
+        attained = [
+            u for u in (s1, s2, s3) if not nov[u]["chain_s1_worst_minutes"]["suppressed"]
+            and nov[u]["chain_s1_worst_minutes"]["value"] == worst["value"]
+        ]  # fmt: skip
+        assert worst["suppressed"] or attained, f"{unit}: worst {worst['value']} shown, no school shows it"
+    assert townships[str(world["township2"])]["chain_s1_worst_minutes"]["suppressed"]
+    assert not townships[str(world["township2"])]["incidents"]["suppressed"]  # 9 incidents: the count is shown
+    r = await client.get(
+        "/stats/export.csv",
+        params={"level": "township", "period": "month", "key": "2026-11"},
+        headers=world.headers("bureau"),
+    )
+    assert r.status_code == 200, r.text
+    rows = list(__import__("csv").reader(r.content.decode("utf-8-sig").splitlines()))
+    column = next(i for i, h in enumerate(rows[0]) if h.startswith("第1步告知用时(最长)"))
+    by_name = {row[1]: row for row in rows[1:]}
+    assert "200" not in by_name["柳河乡"][column] and by_name["柳河乡"][column].startswith("<")
+
+
+# ---- every table of every period, pooled -----------------------------------------------------------------------
+
+STOCKS = ("left_behind", "lb_sex_male", "lb_sex_female")
+FLOWS = ("incidents", "chain_s1_told", "aid_records")  # add up over months
+MONTHS = ("m1", "m2", "m3")
+LONGER = {"quarter": MONTHS, "late": ("m2", "m3")}  # a quarter, and a period overlapping it (a term's months)
+
+
+@st.composite
+def counties_over_months(draw):
+    """A small county of schools of classes, each class with three months of figures: children on the roster
+    at each month's end (with their sex), incidents, steps told and aid records (which add up over months),
+    children aided (distinct: a longer period's is at least its largest month's and at most their sum)."""
+    classes: dict[str, dict[str, dict[str, dict[str, int]]]] = {}  # school → class → period → row
+    township_of: dict[str, str] = {}
+    for t in range(draw(st.integers(min_value=1, max_value=2))):
+        for s in range(draw(st.integers(min_value=1, max_value=2))):
+            school = f"t{t}s{s}"
+            township_of[school] = f"t{t}"
+            classes[school] = {}
+            for c in range(draw(st.integers(1, 2))):
+                by_month: dict[str, dict[str, int]] = {}
+                for m in MONTHS:
+                    lb = draw(st.integers(min_value=0, max_value=9))
+                    boys = draw(st.integers(min_value=0, max_value=lb))
+                    incidents = draw(st.integers(min_value=0, max_value=7))
+                    aided = draw(st.integers(min_value=0, max_value=6))
+                    by_month[m] = {
+                        "left_behind": lb,
+                        "lb_sex_male": boys,
+                        "lb_sex_female": lb - boys,
+                        "incidents": incidents,
+                        "chain_s1_told": draw(st.integers(min_value=0, max_value=incidents)),
+                        "aid_records": aided + draw(st.integers(min_value=0, max_value=2)),
+                        "aid_children": aided,
+                    }
+                for name, months in LONGER.items():
+                    row = {q: sum(by_month[m][q] for m in months) for q in FLOWS}
+                    row |= {q: by_month[months[-1]][q] for q in STOCKS}
+                    most = max(by_month[m]["aid_children"] for m in months)
+                    total = sum(by_month[m]["aid_children"] for m in months)
+                    row["aid_children"] = draw(st.integers(min_value=most, max_value=total))
+                    by_month[name] = row
+                classes[school][f"{school}c{c}"] = by_month
+    return classes, township_of, draw(st.integers(min_value=3, max_value=6))
+
+
+def every_table_of_every_period(classes, township_of, threshold):
+    """Everything a bureau can fetch, as the service cuts it, for three months and two longer periods made of
+    them: every level × area (views of each period's joint suppression, the longer ones decided by their
+    months first) and each school's class table. Returns the hidden cells and the equations a reader has —
+    the tables' own, and each longer period's flow as the sum of its months', its stocks as its last month's."""
+    from api.models.stats import Level
+    from api.services.stats.service import Area, Joint, Unit, solve_joint, suppress_classes, tree_equations, view
+
+    quantities = (*STOCKS, *FLOWS, "aid_children")
+    townships = sorted(set(township_of.values()))
+    children = {"county": townships, **{t: [s for s in classes if township_of[s] == t] for t in townships}}
+    units = {"county": Unit("county", "county", None)}
+    units |= {t: Unit(t, t, "county") for t in townships} | {s: Unit(s, s, township_of[s]) for s in classes}
+    levels = {"county": Level.county} | dict.fromkeys(townships, Level.township) | dict.fromkeys(classes, Level.school)
+    hidden: set = set()
+    equations: list[Equation] = []
+    every: dict = {}  # (period, unit) → row
+
+    def add(rows):
+        return {q: sum(r[q] for r in rows) for q in quantities}
+
+    joints: dict[str, Joint] = {}
+    class_tables: dict[tuple[str, str], Computed] = {}
+    for period in (*MONTHS, *LONGER):
+        parts = [joints[m] for m in LONGER.get(period, ())]
+        school_rows = {s: add([by[period] for by in cs.values()]) for s, cs in classes.items()}
+        township_rows = {t: add([school_rows[s] for s in children[t]]) for t in townships}
+        counts = {"county": add(list(township_rows.values())), **township_rows, **school_rows}
+        minutes = {k: {} for k in counts}
+        found = Joint(
+            root=Area(Level.county, "county", "county", {}),  # type: ignore[arg-type]
+            units=units,
+            levels=levels,
+            children=children,
+            counts=counts,
+            minutes=minutes,
+            hidden=solve_joint(counts, minutes, children, levels, parts, threshold=threshold),
+            as_of=None,
+            memo_key=None,
+            equations=tree_equations(counts, children),
+            parts=parts,
+        )
+        joints[period] = found
+        every |= {(period, k): row for k, row in counts.items()}
+
+        def read(table, name_of, period=period):
+            for k, row in table.counts.items():
+                for q in row:
+                    if (k, q) in table.hidden:
+                        hidden.add((period, name_of(k), q))
+            rows = [k for k in table.counts if k != TOTAL]
+            for q in table.counts[TOTAL]:
+                whole = (period, name_of(TOTAL), q)
+                equations.append(Equation(whole, tuple((period, name_of(k), q) for k in rows)))
+            for k in table.counts:
+                equations.append(
+                    Equation((period, name_of(k), "left_behind"), tuple((period, name_of(k), q) for q in STOCKS[1:]))
+                )
+
+        for area_id, area_level in (
+            ("county", Level.county),
+            *((t, Level.township) for t in townships),
+            *((s, Level.school) for s in classes),
+        ):
+            area = Area(area_level, area_id, area_id, {})  # type: ignore[arg-type]
+            for level in (Level.county, Level.township, Level.school):
+                order = (Level.county, Level.township, Level.school)
+                if order.index(level) >= order.index(area_level):
+                    read(view(found, area, level), lambda k, a=area_id: a if k == TOTAL else k)
+        for school, cs in classes.items():
+            table_counts = {c: {q: by[period][q] for q in quantities} for c, by in cs.items()}
+            table_counts[TOTAL] = counts[school]
+            table_minutes = {k: {} for k in table_counts}
+            months = [class_tables[(m, school)] for m in LONGER.get(period, ())]
+            class_hidden = suppress_classes(
+                found, school, table_counts, threshold=threshold, minutes=table_minutes, months=months
+            )
+            table = Computed(units=[], counts=table_counts, minutes=table_minutes, hidden=class_hidden)
+            class_tables[(period, school)] = table
+            every |= {(period, c): row for c, row in table_counts.items() if c != TOTAL}
+            read(table, lambda k, s=school: s if k == TOTAL else k)
+    # What a reader knows of periods against each other.
+    for name, months in LONGER.items():
+        for _, unit in [key for key in every if key[0] == name]:
+            for q in FLOWS:
+                equations.append(Equation((name, unit, q), tuple((m, unit, q) for m in months)))
+            for q in STOCKS:
+                equations.append(Equation((name, unit, q), ((months[-1], unit, q),)))
+    return every, hidden, equations
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(counties_over_months())
+def test_no_hidden_cell_can_be_solved_from_every_table_of_every_period_together(case):
+    classes, township_of, threshold = case
+    every, hidden, equations = every_table_of_every_period(classes, township_of, threshold)
+    for (period, unit), row in every.items():
+        for q, v in row.items():
+            if 0 < v < threshold:
+                assert (period, unit, q) in hidden, f"{period} {unit}.{q}={v} is below the threshold and shown"
+    assert not peel(hidden, equations)
+    assert not recoverable(hidden, equations), f"solvable: {recoverable(hidden, equations)}"
+
+
+def test_periods_suppressed_each_on_its_own_leak_and_the_attacker_sees_it():
+    """The attacker of the pooled test is not blind: a quarter suppressed on its own gives a hidden month."""
+    months = {"m1": {"a": 6, "b": 7}, "m2": {"a": 2, "b": 9}}
+    hidden = {(m, k, q) for m, rows in months.items() for k, q in suppress_counts(
+        {k: {"n": v} for k, v in rows.items()} | {TOTAL: {"n": sum(rows.values())}}, threshold=5)}  # fmt: skip
+    quarter = {"a": 8, "b": 16}
+    hidden |= {("q", k, q) for k, q in suppress_counts(
+        {k: {"n": v} for k, v in quarter.items()} | {TOTAL: {"n": 24}}, threshold=5)}  # fmt: skip
+    assert ("q", "a", "n") not in hidden and ("m2", "a", "n") in hidden
+    equations = [Equation(("q", k, "n"), (("m1", k, "n"), ("m2", k, "n"))) for k in ("a", "b", TOTAL)]
+    equations += [Equation((p, TOTAL, "n"), ((p, "a", "n"), (p, "b", "n"))) for p in ("m1", "m2", "q")]
+    assert ("m2", "a", "n") in recoverable(hidden, equations)
+
+
+# ---- the worst minutes -----------------------------------------------------------------------------------------
+
+
+def _joint_of(counts, minutes, parts=()):
+    from api.models.stats import Level
+    from api.services.stats.service import Area, Joint, Unit, solve_joint, tree_equations
+
+    children = {"county": [k for k in counts if k != "county"]}
+    levels = {"county": Level.county} | dict.fromkeys(children["county"], Level.school)
+    return Joint(
+        root=Area(Level.county, "county", "county", {}),  # type: ignore[arg-type]
+        units={k: Unit(k, k, None if k == "county" else "county") for k in counts},
+        levels=levels,
+        children=children,
+        counts=counts,
+        minutes=minutes,
+        hidden=solve_joint(counts, minutes, children, levels, list(parts), threshold=5),
+        as_of=None,
+        memo_key=None,
+        equations=tree_equations(counts, children),
+        parts=list(parts),
+    )
+
+
+def _chain(told: int) -> dict[str, int]:
+    return {"chain_s1_told": told}
+
+
+def test_a_worst_no_shown_school_attains_is_hidden_and_one_a_shown_school_attains_is_shown():
+    # School a: 2 steps told (hidden), the worst 200 minutes; b: 7, worst 30 (hidden with a, as its complement).
+    hidden = _joint_of(
+        {"county": _chain(9), "a": _chain(2), "b": _chain(7)},
+        {"county": {"s1_worst": 200.0}, "a": {"s1_worst": 200.0}, "b": {"s1_worst": 30.0}},
+    ).hidden
+    assert ("a", "chain_s1_told") in hidden and ("county", "s1_worst") in hidden
+    # Three schools: c (6 steps) is a's complement, b (20) shown with the worst of all: the county's is b's.
+    shown = _joint_of(
+        {"county": _chain(28), "a": _chain(2), "b": _chain(20), "c": _chain(6)},
+        {"county": {"s1_worst": 200.0}, "a": {"s1_worst": 10.0}, "b": {"s1_worst": 200.0}, "c": {"s1_worst": 9.0}},
+    ).hidden
+    assert {("a", "chain_s1_told"), ("c", "chain_s1_told")} <= shown
+    assert ("b", "chain_s1_told") not in shown and ("county", "s1_worst") not in shown
+
+
+def test_a_longer_periods_worst_is_shown_only_when_a_shown_month_of_a_school_attains_it():
+    m1 = _joint_of(
+        {"county": _chain(12), "a": _chain(6), "b": _chain(6)},
+        {"county": {"s1_worst": 40.0}, "a": {"s1_worst": 40.0}, "b": {"s1_worst": 30.0}},
+    )
+    m2 = _joint_of(
+        {"county": _chain(9), "a": _chain(2), "b": _chain(7)},
+        {"county": {"s1_worst": 200.0}, "a": {"s1_worst": 200.0}, "b": {"s1_worst": 30.0}},
+    )
+    assert ("a", "chain_s1_told") in m2.hidden and ("county", "chain_s1_told") not in m2.hidden
+    quarter = _joint_of(
+        {"county": _chain(21), "a": _chain(8), "b": _chain(13)},
+        {"county": {"s1_worst": 200.0}, "a": {"s1_worst": 200.0}, "b": {"s1_worst": 30.0}},
+        parts=[m1, m2],
+    )
+    # The county's quarter is shown (both its months are) but its worst would be a's of m2: hidden.
+    assert ("county", "chain_s1_told") not in quarter.hidden
+    assert ("county", "s1_worst") in quarter.hidden
+    # Had the quarter's worst been m1's (shown, a's 40 minutes), it would be shown.
+    m2_low = _joint_of(
+        {"county": _chain(9), "a": _chain(2), "b": _chain(7)},
+        {"county": {"s1_worst": 35.0}, "a": {"s1_worst": 35.0}, "b": {"s1_worst": 30.0}},
+    )
+    quarter_low = _joint_of(
+        {"county": _chain(21), "a": _chain(8), "b": _chain(13)},
+        {"county": {"s1_worst": 40.0}, "a": {"s1_worst": 40.0}, "b": {"s1_worst": 30.0}},
+        parts=[m1, m2_low],
+    )
+    assert ("county", "s1_worst") not in quarter_low.hidden
+
+
+def test_a_class_tables_worst_held_by_one_hidden_class_alone_gets_a_second_candidate():
+    from api.services.stats.across import worst_candidates
+
+    counts = {"c1": _chain(2), "c2": _chain(5), "c3": _chain(0), TOTAL: _chain(7)}
+    minutes = {"c1": {"s1_worst": 90.0}, "c2": {"s1_worst": 20.0}, "c3": {}, TOTAL: {"s1_worst": 90.0}}
+    # c1's worst hidden with its steps; c2 shown: the school's 90 minutes could only be c1's.
+    hidden = {("c1", "chain_s1_told")}
+    assert worst_candidates(["c1", "c2", "c3"], counts, minutes, hidden, TOTAL) == {("c2", "s1_worst")}
+    # With c2's steps hidden as well, either could hold it: nothing more.
+    hidden |= {("c2", "chain_s1_told")}
+    assert worst_candidates(["c1", "c2", "c3"], counts, minutes, hidden, TOTAL) == set()
+
+
+@st.composite
+def worst_counties(draw):
+    """Schools of two townships with three months of steps told and their worst minutes."""
+    schools = {f"t{t}s{s}": f"t{t}" for t in range(2) for s in range(draw(st.integers(1, 3)))}
+    months = {}
+    for m in MONTHS:
+        months[m] = {}
+        for school in schools:
+            told = draw(st.integers(min_value=0, max_value=8))
+            worst = float(draw(st.integers(min_value=1, max_value=60))) if told else None
+            months[m][school] = (told, worst)
+    return schools, months
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(worst_counties())
+def test_no_hidden_worst_is_pinned_by_a_shown_maximum_of_any_period_or_level(case):
+    """A reader holding every shown worst (schools, townships, the county; months and the longer periods) knows
+    each is the maximum of the (school, month) worsts under it, so a hidden one is at most every shown maximum
+    over it. A hidden (school, month) worst is pinned when a shown maximum is held by no shown atom under it
+    and it is the only hidden one that could hold it; the rule goes further: every shown maximum is held by a
+    shown (school, month)."""
+    from api.models.stats import Level
+    from api.services.stats.service import Joint, solve_joint, tree_equations
+
+    schools, months = case
+    townships = sorted(set(schools.values()))
+    children = {"county": townships, **{t: [s for s in schools if schools[s] == t] for t in townships}}
+    levels = {"county": Level.county} | dict.fromkeys(townships, Level.township) | dict.fromkeys(schools, Level.school)
+
+    def under(unit):
+        return [unit] if unit in schools else [s for k in children[unit] for s in under(k)]
+
+    joints: dict[str, Joint] = {}
+    shown_max: list[tuple[str, str, float]] = []  # (period, unit, worst shown)
+    for period in (*MONTHS, *LONGER):
+        parts = LONGER.get(period, ())
+        counts, minutes = {}, {}
+        for unit in ("county", *townships, *schools):
+            cells = [months[m][s] for m in (parts or (period,)) for s in under(unit)]
+            counts[unit] = {"chain_s1_told": sum(t for t, _ in cells)}
+            worsts = [w for _, w in cells if w is not None]
+            minutes[unit] = {"s1_worst": max(worsts) if worsts else None}
+        hidden = solve_joint(counts, minutes, children, levels, [joints[m] for m in parts], threshold=5)
+        joints[period] = Joint(
+            root=None,  # type: ignore[arg-type]
+            units={},
+            levels=levels,
+            children=children,
+            counts=counts,
+            minutes=minutes,
+            hidden=hidden,
+            as_of=None,
+            memo_key=None,
+            equations=tree_equations(counts, children),
+        )
+        for unit, row in minutes.items():
+            shown = ("s1_worst" not in {q for k, q in hidden if k == unit}) and (unit, "chain_s1_told") not in hidden
+            if shown and row["s1_worst"] is not None:
+                shown_max.append((period, unit, row["s1_worst"]))
+    atom_shown = {
+        (m, s): (s, "chain_s1_told") not in joints[m].hidden and (s, "s1_worst") not in joints[m].hidden
+        for m in MONTHS
+        for s in schools
+    }
+
+    def atoms_of(period, unit):
+        return [(m, s) for m in (LONGER.get(period) or (period,)) for s in under(unit)]
+
+    # Each hidden atom is at most every shown maximum over it: one below W cannot hold W.
+    bound: dict[tuple[str, str], float] = {}
+    for period, unit, worst in shown_max:
+        for a in atoms_of(period, unit):
+            bound[a] = min(bound.get(a, worst), worst)
+    for period, unit, worst in shown_max:
+        atoms = atoms_of(period, unit)
+        if any(atom_shown[a] and months[a[0]][a[1]][1] == worst for a in atoms):
+            continue
+        could = [a for a in atoms if not atom_shown[a] and bound.get(a, worst) >= worst]
+        assert len(could) >= 2, f"{period} {unit}: the worst {worst} shown can only be {could}'s"
+        raise AssertionError(f"{period} {unit}: the worst {worst} is held by no shown school month")

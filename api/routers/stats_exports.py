@@ -15,6 +15,7 @@ from api.models.stats import Level, PeriodKind
 from api.routers.stats import AreaId, StatsReader, StatsSession
 from api.services.stats import periods
 from api.services.stats.exports import bulletin, workbook
+from api.services.stats.exports.kept import store_at
 from api.services.stats.exports.service import Export, export_bulletin, export_csv, export_workbook
 
 router = APIRouter(tags=["统计 statistics"])
@@ -69,6 +70,7 @@ async def stats_workbook(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            store=store_at(settings.stats_export_dir),
         )
     )
 
@@ -103,6 +105,7 @@ async def stats_csv(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            store=store_at(settings.stats_export_dir),
         )
     )
 
@@ -139,5 +142,6 @@ async def stats_bulletin(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            store=store_at(settings.stats_export_dir),
         )
     )

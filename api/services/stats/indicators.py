@@ -327,3 +327,21 @@ def parse_keys(text: str | None, *, loc: str = "indicators") -> list[str]:
             message, code="indicator_unknown", fields=[field_error(["query", loc], message, "indicator_unknown")]
         )
     return keys
+
+
+# ---- across periods --------------------------------------------------------------------------------------------
+
+# Quantities that add up over time: a quarter's (a term's, a year's…) is the sum of its months' — events and the
+# care periods due, each counted in the one period it falls in. Stocks (counted on the period's last day) and
+# distinct counts (children aided: a child aided in two months is one child in the quarter) are not.
+ADDITIVE_OVER_TIME: frozenset[str] = frozenset(
+    q
+    for indicator in REGISTRY.values()
+    if indicator.definition.measure == Measure.flow
+    for q in indicator.quantities
+    if q != "aid_children"
+) | {"aid_records", "aid_amount_fen"}
+# Quantities counted on the period's last day: a period ending with a month counts them as that month does.
+STOCK: frozenset[str] = frozenset(
+    q for indicator in REGISTRY.values() if indicator.definition.measure == Measure.stock for q in indicator.quantities
+)

@@ -14,8 +14,9 @@ change older than ``max_stale``; any other school of the area is computed afresh
 staler than that. Its ``as_of``: the oldest pending change among the rows it used (every change before it is
 counted), else now.
 
-The periods kept (:func:`hot_periods`): the current and the previous period of every kind, and the last
-:data:`HOT_MONTHS` months (the trends). Others are computed when asked.
+The periods kept (:func:`hot_periods`): the current and the previous period of every kind, the last
+:data:`HOT_MONTHS` months (the trends) and every month of those periods (a longer period's suppression reads its
+months'). Others are computed when asked.
 """
 
 import json
@@ -48,10 +49,19 @@ def hot_periods(today: date) -> list[Period]:
         current = periods.containing(kind, today)
         for p in (current, periods.previous(current)):
             found[(p.kind.value, p.key)] = p
+    # The quarterly bulletin's default is the last complete quarter, beside the one before it.
+    before = periods.previous(periods.previous(periods.containing(PeriodKind.quarter, today)))
+    found[(before.kind.value, before.key)] = before
     month = periods.containing(PeriodKind.month, today)
     for _ in range(HOT_MONTHS):
         found[(month.kind.value, month.key)] = month
         month = periods.previous(month)
+    # A longer period's suppression is decided by its months first (:mod:`.across`): keep them too (the previous
+    # year's), begun by today.
+    for p in [p for p in found.values() if p.kind != PeriodKind.month]:
+        for m in periods.months_of(p):
+            if m.starts_on <= today:
+                found.setdefault((m.kind.value, m.key), m)
     return list(found.values())
 
 

@@ -25,8 +25,8 @@ from api.models.accounts import Role
 from api.models.organisations import County, School, SchoolClass, Township, class_label
 from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, StatsTable, StatsTrend, TrendPoint
 from api.scoping import Principal
+from api.services.stats import across, periods, preaggregate, queries
 from api.services.stats import indicators as registry
-from api.services.stats import periods, preaggregate, queries
 from api.services.stats.suppression import Equation, implied, narrowed, suppress
 
 DEFAULT_THRESHOLD = 5
@@ -202,6 +202,9 @@ class Computed:
     as_of: datetime | None = None  # every change before it is counted (None: computed from the records now)
     # (row key, indicator keys) → its cells, made once per computed table (a reused table reuses them too)
     cells_made: dict[tuple[Hashable, tuple[str, ...]], dict[str, Cell]] = field(default_factory=dict)
+    # what it was computed from (the kept rows' versions and the units), None when not from kept rows alone:
+    # equal versions, equal tables (the exports are kept by it)
+    version: Hashable | None = None
 
 
 @dataclass
@@ -223,6 +226,9 @@ class Joint:
     # suppression knows them, rather than the whole joint
     relations: dict[Hashable, list[dict[tuple[Hashable, str], int]]] = field(default_factory=dict)
     equations: list[Equation] = field(default_factory=list)  # what a reader knows (:func:`tree_equations`)
+    # a period longer than a month: its months' joints (begun by today), which decided its additive cells
+    parts: list["Joint"] = field(default_factory=list)
+    period: Period | None = None
 
     def below(self, area_id: Hashable) -> set[Hashable]:
         """``area_id`` and every unit under it."""
@@ -330,6 +336,13 @@ async def joint(
             units[school.id] = Unit(school.id, school.name, parent)
             levels[school.id] = Level.school
     shape = tuple((u.key, u.name, u.parent_id) for u in units.values())
+    # A longer period is decided by its months first (:mod:`.across`): their joints, each reused as kept.
+    parts = [
+        await joint(session, root, m, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        for m in _months_within(period, today)
+    ]
+    parts_key = tuple(p.memo_key for p in parts)
+    reusable = all(k is not None for k in parts_key)  # a month computed from the records: nor is the period
     # The same kept rows (and units) give the same suppression: look it up by the rows' versions before
     # reading the figures themselves (a month of the bureau's trend need not decode 300 schools' figures).
     if now is not None and max_stale is not None:
@@ -342,14 +355,15 @@ async def joint(
             max_stale=max_stale,
             by_class=False,
         )
-        if kept is not None and (hit := _recall(("joint", root.id, threshold, kept, shape))) is not None:
-            return replace(cast(Joint, hit), as_of=kept_as_of)
+        memo = ("joint", root.id, threshold, kept, shape, parts_key)
+        if reusable and kept is not None and (hit := _recall(memo)) is not None:
+            return replace(cast(Joint, hit), as_of=_earliest(kept_as_of, *(p.as_of for p in parts)))
     figures, as_of, version = await _figures(
         session, list(root.schools), period, today=today, now=now, max_stale=max_stale, by_class=False
     )
-    memo_key = ("joint", root.id, threshold, version, shape) if version is not None else None
+    memo_key = ("joint", root.id, threshold, version, shape, parts_key) if version is not None and reusable else None
     if (hit := _recall(memo_key)) is not None:
-        return replace(cast(Joint, hit), as_of=as_of)
+        return replace(cast(Joint, hit), as_of=_earliest(as_of, *(p.as_of for p in parts)))
     children: dict[Hashable, list[Hashable]] = defaultdict(list)
     for u in units.values():
         if u.parent_id is not None:
@@ -371,7 +385,7 @@ async def joint(
             counts[key]["enrolled_pupils"] += pupils
     tree = {k: list(v) for k, v in children.items()}
     equations = tree_equations(counts, tree)
-    hidden = suppress_tree(counts, tree, threshold=threshold, equations=equations)
+    hidden = solve_joint(counts, minutes, tree, levels, parts, threshold=threshold, equations=equations)
     found = Joint(
         root=root,
         units=units,
@@ -383,9 +397,51 @@ async def joint(
         as_of=as_of,
         memo_key=memo_key,
         equations=equations,
+        parts=parts,
+        period=period,
     )
     _remember(memo_key, found)
     return found
+
+
+def _months_within(period: Period, today: date) -> list[Period]:
+    """The months a longer period is made of, those begun by ``today`` (none for a month)."""
+    if period.kind == periods.PeriodKind.month:
+        return []
+    return [m for m in periods.months_of(period) if m.starts_on <= today]
+
+
+def solve_joint(
+    counts: dict[Hashable, dict[str, int]],
+    minutes: Mapping[Hashable, Mapping[str, float | None]],
+    tree: Mapping[Hashable, Sequence[Hashable]],
+    levels: Mapping[Hashable, Level],
+    parts: Sequence[Joint],
+    *,
+    threshold: int,
+    equations: list[Equation] | None = None,
+) -> set[tuple[Hashable, str]]:
+    """The hidden set of a joint: a month on its own; a longer period with what its months (``parts``)
+    decided fixed (:func:`.across.period_fixed`); then the worst minutes no shown (school, month) attains
+    (:func:`.across.worst_hidden`)."""
+    fixed = across.period_fixed(counts, [(p.counts, p.hidden) for p in parts], threshold=threshold)
+    hidden = suppress_tree(counts, tree, threshold=threshold, equations=equations, fixed=fixed or None)
+
+    def schools_under(unit: Hashable) -> list[Hashable]:
+        out, todo = [], [unit]
+        while todo:
+            key = todo.pop()
+            if levels[key] == Level.school:
+                out.append(key)
+            todo.extend(tree.get(key, ()))
+        return out
+
+    def atoms(unit: Hashable) -> Iterable[tuple[Hashable, Mapping[str, float | None], set[tuple[Hashable, str]]]]:
+        if parts:
+            return [(s, p.minutes.get(s, {}), p.hidden) for p in parts for s in schools_under(unit)]
+        return [(s, minutes.get(s, {}), hidden) for s in schools_under(unit)]
+
+    return hidden | across.worst_hidden(counts, minutes, hidden, atoms)
 
 
 def view(found: Joint, area: Area, level: Level) -> Computed:
@@ -407,7 +463,8 @@ def view(found: Joint, area: Area, level: Level) -> Computed:
     minutes[TOTAL] = found.minutes[area.id]
     hidden = {(k, q) for k, q in found.hidden if k in keys}
     hidden |= {(TOTAL, q) for k, q in found.hidden if k == area.id}
-    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=found.as_of)
+    version = (found.memo_key, area.id, level) if found.memo_key is not None else None
+    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=found.as_of, version=version)
     found.views[(area.id, level)] = made
     return made
 
@@ -464,21 +521,56 @@ async def classes(
         return None  # the classes do not add up to the school's figures of the joint: read at different times
     counts[TOTAL] = school_row
     minutes[TOTAL] = found.minutes[school.id]
-    hidden = suppress_classes(found, school.id, counts, threshold=threshold)
-    made = Computed(units=units, counts=counts, minutes=minutes, hidden=hidden, as_of=_earliest(found.as_of, as_of))
+    # A longer period: its months' class tables first (their additive class cells decide its own, :mod:`.across`).
+    months = []
+    for part in found.parts:
+        assert part.period is not None
+        month_table = await classes(
+            session,
+            part,
+            school,
+            part.period,
+            today=today,
+            threshold=threshold,
+            now=now,
+            max_stale=max_stale,
+            strict=strict,
+        )
+        if month_table is None:
+            return None  # read at different times: the caller reads again
+        months.append(month_table)
+    hidden = suppress_classes(found, school.id, counts, threshold=threshold, minutes=minutes, months=months)
+    made = Computed(
+        units=units,
+        counts=counts,
+        minutes=minutes,
+        hidden=hidden,
+        as_of=_earliest(found.as_of, as_of),
+        version=memo_key,
+    )
     _remember(memo_key, made)
     return made
 
 
 def suppress_classes(
-    found: Joint, school_id: Hashable, counts: dict[Hashable, dict[str, int]], *, threshold: int
+    found: Joint,
+    school_id: Hashable,
+    counts: dict[Hashable, dict[str, int]],
+    *,
+    threshold: int,
+    minutes: Mapping[Hashable, Mapping[str, float | None]] | None = None,
+    months: Sequence[Computed] = (),
 ) -> set[tuple[Hashable, str]]:
     """The cells to hide of a class table: ``counts`` holds each class (or the children without one) and,
     under :data:`TOTAL`, the school's figures as the joint suppression ``found`` has them. The school's cells
     are fixed (hidden or shown as the joint left them); what the joint implies about the school's hidden cells
     (the relations among them alone, every other hidden cell eliminated — the same as knowing every equation
     of the joint, for cells of this table) is known beside the class table's own equations (the school is the
-    sum of its classes, each class's breakdowns), and only class cells may be chosen as complements."""
+    sum of its classes, each class's breakdowns), and only class cells may be chosen as complements.
+
+    A period longer than a month: ``months`` are its months' class tables, which decide its additive class cells
+    (:func:`.across.period_fixed`). ``minutes``: the table's minutes, for the worst minutes
+    (:func:`.across.worst_hidden` over the (class, month) worsts, :func:`.across.worst_candidates`)."""
     relations = found.relations.get(school_id)
     if relations is None:
         mine = {(k, q) for k, q in found.hidden if k == school_id}
@@ -488,6 +580,9 @@ def suppress_classes(
     known: list[dict[tuple[Hashable, str], int]] = [{(TOTAL, q): c for (_, q), c in row.items()} for row in relations]
     fixed: dict[tuple[Hashable, str], bool] = {(TOTAL, q): (school_id, q) in found.hidden for q in counts[TOTAL]}
     rows = [k for k in counts if k != TOTAL]
+    if months:
+        mine_by_month = [({k: t.counts[k] for k in t.counts if k != TOTAL}, t.hidden) for t in months]
+        fixed |= across.period_fixed({k: counts[k] for k in rows}, mine_by_month, threshold=threshold)
     own = tree_equations(counts, {TOTAL: rows})
     school_row = tree_equations({TOTAL: counts[TOTAL]}, {})
     school_hidden = {var for var, is_hidden in fixed.items() if is_hidden and var[0] == TOTAL}
@@ -510,8 +605,17 @@ def suppress_classes(
             if spare:
                 more.append(min(spare, key=lambda v: (counts[v[0]][q] == 0, counts[v[0]][q], repr(v))))
         if not more:
-            return {(k, q) for k, q in hidden if k in counts}
+            break
         forced |= dict.fromkeys(more, True)
+    hidden = {(k, q) for k, q in hidden if k in counts}
+    hidden |= {(TOTAL, across.worst_key(n)) for n in across.STEPS if (school_id, across.worst_key(n)) in found.hidden}
+    if minutes is None:
+        return hidden
+    if months:
+        hidden |= across.worst_hidden(
+            rows, minutes, hidden, lambda k: [(k, t.minutes.get(k, {}), t.hidden) for t in months]
+        )
+    return hidden | across.worst_candidates(rows, counts, minutes, hidden, TOTAL)
 
 
 async def compute(
@@ -616,7 +720,9 @@ def cell(computed: Computed, key: Hashable, indicator: registry.Indicator) -> Ce
     qs = indicator.quantities
     if any(q not in row for q in qs):
         return Cell(value=None)
-    if any((key, q) in computed.hidden for q in qs):
+    if any((key, q) in computed.hidden for q in qs) or (
+        indicator.minutes is not None and (key, indicator.minutes) in computed.hidden
+    ):
         return Cell(value=None, suppressed=True)
     if definition.kind == IndicatorKind.count:
         v = row[qs[0]]
@@ -704,6 +810,52 @@ async def build_table(
         threshold=threshold,
         as_of=min(c.as_of or now for c in (current, before)),
     )
+
+
+async def export_version(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    levels: Sequence[Level],
+    period: Period,
+    area_id: uuid.UUID | None,
+    trend_months: Sequence[Period] = (),
+    now: datetime,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+) -> Hashable | None:
+    """What :func:`build_table` for each of ``levels`` (the period beside the previous one) and
+    :func:`build_trend` over ``trend_months`` would be computed from — the kept rows' versions, the units and
+    their names, the caller's scope root, the threshold — without building them (each period's joint read
+    once for every level); None when a part is not from kept rows alone. Equal versions: equal tables and
+    trend (apart from ``as_of``). The same checks (and errors) as :func:`build_table`."""
+    today = periods.shanghai_date(now)
+    check_period(period, today)
+    area = await resolve_area(session, principal, area_id)
+    for level in levels:
+        check_level(area, level)
+    root = await scope_root(session, principal, area)
+    out: list[Hashable] = []
+    for p in (period, periods.previous(period)):
+        found = await joint(session, root, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        if found.memo_key is None:
+            return None
+        for level in levels:
+            if level != Level.klass:
+                out.append((found.memo_key, area.id, level.value))  # the view's own version
+                continue
+            made = await compute(
+                session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale
+            )
+            if made.version is None:
+                return None
+            out.append(made.version)
+    for month in trend_months:
+        found = await joint(session, root, month, today=today, threshold=threshold, now=now, max_stale=max_stale)
+        if found.memo_key is None:
+            return None
+        out.append((found.memo_key, area.id))
+    return (root.id, area.id, threshold, tuple(out))
 
 
 async def build_trend(

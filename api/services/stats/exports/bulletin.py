@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from api.clock import SHANGHAI
-from api.models.stats import Cell, IndicatorDef, IndicatorKind, Level, PeriodKind, StatsRow, StatsTable
+from api.models.stats import Cell, IndicatorDef, IndicatorKind, Level, Period, PeriodKind, StatsRow, StatsTable
 from api.services.stats.exports import layout
 from api.services.stats.exports.charts import Chart
 
@@ -332,4 +332,8 @@ def render(
 
 
 def file_name(area: StatsTable) -> str:
-    return f"{area.area_name}{area.period.label}留守儿童关爱工作{KIND_NAMES.get(area.period.kind, '')}通报.docx"
+    return file_name_of(area.area_name, area.period)
+
+
+def file_name_of(area_name: str, period: Period) -> str:
+    return f"{area_name}{period.label}留守儿童关爱工作{KIND_NAMES.get(period.kind, '')}通报.docx"

@@ -3,7 +3,9 @@
 with their suppression — written to files off the event loop, each export audited.
 
 The figures are read on the statistics session (a replica when one is configured); the audit entry is
-written on the request's own session, the primary, which commits before the response.
+written on the request's own session, the primary, which commits before the response. A finished file is kept
+(:mod:`.kept`) by the tables it was written from and the caller's scope: the same download again is served
+from it — still read from the figures first (to know it is the same), still audited.
 """
 
 import asyncio
@@ -11,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +26,8 @@ from api.scoping import Principal
 from api.services.stats import build_table, build_trend, periods
 from api.services.stats import indicators as registry
 from api.services.stats.exports import bulletin, charts, layout, table_csv, workbook
-from api.services.stats.service import resolve_area
+from api.services.stats.exports.kept import ExportStore, export_key, versioned_key
+from api.services.stats.service import Area, export_version, resolve_area
 
 # The levels of a workbook for an area: its own, then every level below it.
 WORKBOOK_LEVELS = {
@@ -127,22 +131,75 @@ async def _trend(
     )
 
 
-def _audit(session: AsyncSession, table: StatsTable, *, export: str, levels: Sequence[Level]) -> None:
+async def _written(
+    store: ExportStore | None,
+    key: str,
+    write: Any,
+    *args: Any,
+) -> bytes:
+    """The file of ``key``: kept, else written now off the event loop (``write(*args)``) and kept."""
+    if store is not None and (content := await asyncio.to_thread(store.get, key)) is not None:
+        return content
+    content = cast(bytes, await asyncio.to_thread(write, *args))
+    if store is not None:
+        await asyncio.to_thread(store.put, key, content)
+    return content
+
+
+def _audit(
+    session: AsyncSession, area: Area, period: Period, threshold: int, *, export: str, levels: Sequence[Level]
+) -> None:
     audit.record(
         session,
         action="stats.export",
-        resource_type=table.area_level.value,
-        resource_id=table.area_id,
-        school_id=table.area_id if table.area_level == Level.school else None,
-        county_id=table.area_id if table.area_level == Level.county else None,
+        resource_type=area.level.value,
+        resource_id=area.id,
+        school_id=area.id if area.level == Level.school else None,
+        county_id=area.id if area.level == Level.county else None,
         detail={
             "format": export,
-            "period_kind": table.period.kind.value,
-            "period": table.period.key,
+            "period_kind": period.kind.value,
+            "period": period.key,
             "levels": [level.value for level in levels],
-            "threshold": table.threshold,
+            "threshold": threshold,
         },
     )
+
+
+async def _versions(
+    session: AsyncSession,
+    principal: Principal,
+    levels: Sequence[Level],
+    *,
+    period: Period,
+    area_id: uuid.UUID,
+    now: datetime,
+    threshold: int,
+    trend: bool,
+) -> str | None:
+    """What the export's tables (and trend) would be computed from (:func:`.service.export_version`), as a
+    key; None when one of them is not from kept rows alone (then the tables themselves are the key)."""
+    months: list[Period] = []
+    if trend:
+        first, last = trend_span(period, periods.shanghai_date(now))
+        months = periods.month_range(first, last)
+    version = await export_version(
+        session,
+        principal,
+        levels=levels,
+        period=period,
+        area_id=area_id,
+        trend_months=months,
+        now=now,
+        threshold=threshold,
+    )
+    return None if version is None else repr(version)
+
+
+async def _kept(store: ExportStore | None, key: str | None) -> bytes | None:
+    if store is None or key is None:
+        return None
+    return await asyncio.to_thread(store.get, key)
 
 
 async def export_workbook(
@@ -154,17 +211,25 @@ async def export_workbook(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """The workbook of the area (the caller's own unless named): a sheet for its level and each level below,
     and the twelve months' trends with their charts."""
     area = await resolve_area(stats_session, principal, area_id)
     levels = WORKBOOK_LEVELS[area.level]
-    tables = await _tables(
-        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+    version = await _versions(
+        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold, trend=True
     )
-    trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-    content = await asyncio.to_thread(workbook.workbook, tables, trend)
-    _audit(session, tables[0], export="xlsx", levels=levels)
+    key = versioned_key("xlsx", principal, version) if version is not None else None
+    content = await _kept(store, key)
+    if content is None:
+        tables = await _tables(
+            stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+        )
+        trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
+        key = key or export_key("xlsx", principal, tables, trend)
+        content = await _written(store, key, workbook.workbook, tables, trend)
+    _audit(session, area, period, threshold, export="xlsx", levels=levels)
     await session.flush()
     return Export(
         file_name=f"{area.name}留守儿童关爱工作统计表（{period.label}）.xlsx",
@@ -200,27 +265,37 @@ async def export_csv(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """One level of the area as CSV, with the same cells and suppression marks as the workbook."""
-    (table,) = await _tables(
-        stats_session, principal, [level], period=period, area_id=area_id, now=now, threshold=threshold
+    area = await resolve_area(stats_session, principal, area_id)
+    version = await _versions(
+        stats_session, principal, [level], period=period, area_id=area.id, now=now, threshold=threshold, trend=False
     )
-    names = await parent_names(stats_session, table)
-    content = await asyncio.to_thread(table_csv.table_csv, table, names)
-    _audit(session, table, export="csv", levels=[level])
+    key = versioned_key("csv", principal, version) if version is not None else None
+    content = await _kept(store, key)
+    if content is None:
+        (table,) = await _tables(
+            stats_session, principal, [level], period=period, area_id=area.id, now=now, threshold=threshold
+        )
+        names = await parent_names(stats_session, table)
+        parents = ";".join(f"{k}={v}" for k, v in sorted(names.items(), key=lambda kv: str(kv[0])))
+        key = key or export_key("csv", principal, [table], None, extra=parents)
+        content = await _written(store, key, table_csv.table_csv, table, names)
+    _audit(session, area, period, threshold, export="csv", levels=[level])
     await session.flush()
     level_name = layout.LEVEL_NAMES[level]
     return Export(
-        file_name=f"{table.area_name}各{level_name}统计表（{period.label}）.csv",
+        file_name=f"{area.name}各{level_name}统计表（{period.label}）.csv",
         ascii_name=f"statistics-{level.value}-{period.key}.csv",
         media_type=table_csv.MEDIA_TYPE,
         content=content,
     )
 
 
-def _render_bulletin(tables: list[StatsTable], trend: StatsTrend) -> bytes:
+def _render_bulletin(tables: list[StatsTable], trend: StatsTrend, font: str | None) -> bytes:
     parts, quiet = bulletin_parts()
-    drawn = charts.trend_charts(trend, font=charts.cjk_font())
+    drawn = charts.trend_charts(trend, font=font)
     return bulletin.render(tables, drawn, parts=parts, quiet=quiet)
 
 
@@ -233,20 +308,29 @@ async def export_bulletin(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    store: ExportStore | None = None,
 ) -> Export:
     """The quarterly or annual bulletin of the area: its figures from the tables of the levels below it
     (townships and schools for a county), the lagging units named, the twelve months' charts."""
     area = await resolve_area(stats_session, principal, area_id)
     levels = WORKBOOK_LEVELS[area.level][1:]
-    tables = await _tables(
-        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+    font = await asyncio.to_thread(charts.cjk_font)
+    version = await _versions(
+        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold, trend=True
     )
-    trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-    content = await asyncio.to_thread(_render_bulletin, tables, trend)
-    _audit(session, tables[0], export="docx", levels=levels)
+    key = versioned_key("docx", principal, version, extra=f"font={font}") if version is not None else None
+    content = await _kept(store, key)
+    if content is None:
+        tables = await _tables(
+            stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
+        )
+        trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
+        key = key or export_key("docx", principal, tables, trend, extra=f"font={font}")
+        content = await _written(store, key, _render_bulletin, tables, trend, font)
+    _audit(session, area, period, threshold, export="docx", levels=levels)
     await session.flush()
     return Export(
-        file_name=bulletin.file_name(tables[0]),
+        file_name=bulletin.file_name_of(area.name, period),
         ascii_name=f"bulletin-{period.key}.docx",
         media_type=bulletin.MEDIA_TYPE,
         content=content,

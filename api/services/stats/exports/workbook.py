@@ -11,7 +11,7 @@ an empty cell (Excel would plot the text "<5" as zero), so a hidden figure leave
 import functools
 import io
 from collections.abc import Sequence
-from types import SimpleNamespace
+from copy import copy
 from typing import Any
 
 from api.clock import SHANGHAI
@@ -24,26 +24,63 @@ CHART_DATA_SHEET = "图表数据"
 HEADER_ROWS = (3, 4, 5)  # group, indicator, 本期/上期
 FIRST_DATA_ROW = 6
 
+# openpyxl (and the numpy it pulls in) is loaded when a workbook is first written, not at the API's start-up.
+_THIN: Any = None
+_BORDER: Any = None
+_TITLE_FONT: Any = None
+_BOLD: Any = None
+_PLAIN: Any = None
+_NOTE_FONT: Any = None
+_HEADER_FILL: Any = None
+_TOTAL_FILL: Any = None
+_CENTER: Any = None
+_RIGHT: Any = None
+_LEFT: Any = None
+openpyxl: Any = None
+LineChart: Any = None
+Reference: Any = None
+get_column_letter: Any = None
+Alignment: Any = None
+
 
 @functools.cache
-def _style() -> Any:
-    """The cell styles, built at the first workbook: openpyxl (and numpy, which it pulls in) is imported where
-    a workbook is written, not when the service starts — some 25 MB the API would otherwise carry."""
-    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+def _load() -> None:
+    global \
+        _THIN, \
+        _BORDER, \
+        _TITLE_FONT, \
+        _BOLD, \
+        _PLAIN, \
+        _NOTE_FONT, \
+        _HEADER_FILL, \
+        _TOTAL_FILL, \
+        _CENTER, \
+        _RIGHT, \
+        _LEFT, \
+        openpyxl, \
+        LineChart, \
+        Reference, \
+        get_column_letter
+    import openpyxl as _openpyxl
+    from openpyxl.chart import LineChart as _LineChart
+    from openpyxl.chart import Reference as _Reference
+    from openpyxl.styles import Alignment as _Alignment
+    from openpyxl.styles import Border, Font, PatternFill, Side
+    from openpyxl.utils import get_column_letter as _get_column_letter
 
-    thin = Side(style="thin", color="808080")
-    return SimpleNamespace(
-        BORDER=Border(left=thin, right=thin, top=thin, bottom=thin),
-        TITLE_FONT=Font(name="宋体", size=14, bold=True),
-        BOLD=Font(name="宋体", bold=True),
-        PLAIN=Font(name="宋体"),
-        NOTE_FONT=Font(name="宋体", size=9, color="595959"),
-        HEADER_FILL=PatternFill("solid", fgColor="DDEBF7"),
-        TOTAL_FILL=PatternFill("solid", fgColor="F2F2F2"),
-        CENTER=Alignment(horizontal="center", vertical="center", wrap_text=True),
-        RIGHT=Alignment(horizontal="right", vertical="center"),
-        LEFT=Alignment(horizontal="left", vertical="center"),
-    )
+    openpyxl, LineChart, Reference, get_column_letter = _openpyxl, _LineChart, _Reference, _get_column_letter
+    Alignment = _Alignment
+    _THIN = Side(style="thin", color="808080")
+    _BORDER = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
+    _TITLE_FONT = Font(name="宋体", size=14, bold=True)
+    _BOLD = Font(name="宋体", bold=True)
+    _PLAIN = Font(name="宋体")
+    _NOTE_FONT = Font(name="宋体", size=9, color="595959")
+    _HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+    _TOTAL_FILL = PatternFill("solid", fgColor="F2F2F2")
+    _CENTER = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    _RIGHT = Alignment(horizontal="right", vertical="center")
+    _LEFT = Alignment(horizontal="left", vertical="center")
 
 
 def _text(sheet: Any, row: int, column: int, value: str) -> Any:
@@ -78,9 +115,6 @@ def _group_spans(cols: list[layout.Column], first: int) -> list[tuple[str, int, 
 
 
 def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
-    from openpyxl.styles import Alignment
-    from openpyxl.utils import get_column_letter
-
     parent = layout.parent_header(table, names)
     fixed = ["序号", layout.LEVEL_NAMES[table.level]] + ([parent] if parent else [])
     cols = layout.columns(table.indicators)
@@ -90,11 +124,11 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(last, 2))
     title = _text(sheet, 1, 1, sheet_title(table))
     # Left, not centred: on a sheet a hundred columns wide the centre is far off screen.
-    title.font, title.alignment = _style().TITLE_FONT, Alignment(horizontal="left", vertical="center")
+    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="left", vertical="center")
     sheet.row_dimensions[1].height = 26
     sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=max(last, 2))
     info = _text(sheet, 2, 1, info_line(table))
-    info.font, info.alignment = _style().NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
+    info.font, info.alignment = _NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
     sheet.row_dimensions[2].height = 30
 
     for index, head in enumerate(fixed, start=1):
@@ -121,36 +155,44 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
     for row in HEADER_ROWS:
         for column in range(1, last + 1):
             cell = sheet.cell(row=row, column=column)
-            cell.font, cell.alignment, cell.border, cell.fill = (
-                _style().BOLD,
-                _style().CENTER,
-                _style().BORDER,
-                _style().HEADER_FILL,
-            )
+            cell.font, cell.alignment, cell.border, cell.fill = _BOLD, _CENTER, _BORDER, _HEADER_FILL
     sheet.row_dimensions[4].height = 45
 
+    # A cell's style is an index into the workbook's fonts, borders, fills…; setting each part looks it up by
+    # value (hashing the font, the border…). A few hundred schools by a hundred columns: each combination is
+    # looked up once, then copied.
+    styles: dict[tuple[bool, str], Any] = {}
+
+    def styled(cell: Any, total: bool, kind: str) -> None:
+        known = styles.get((total, kind))
+        if known is not None:
+            cell._style = copy(known)
+            return
+        cell.border = _BORDER
+        cell.font = _BOLD if total else _PLAIN
+        if total:
+            cell.fill = _TOTAL_FILL
+        if kind == "name":
+            cell.alignment = _LEFT
+        elif kind == "mark":
+            cell.alignment = _RIGHT
+        elif kind.startswith("#"):
+            cell.number_format = kind[1:]
+        styles[(total, kind)] = copy(cell._style)
+
     def write_row(row_no: int, number: int | None, row: StatsRow, *, total: bool) -> None:
-        cells = [sheet.cell(row=row_no, column=1, value=number)]
-        cells.append(_text(sheet, row_no, 2, layout.TOTAL_NAME if total else row.unit_name))
+        styled(sheet.cell(row=row_no, column=1, value=number), total, "plain")
+        styled(_text(sheet, row_no, 2, layout.TOTAL_NAME if total else row.unit_name), total, "name")
         if parent:
             parent_name = names.get(row.parent_id, "") if row.parent_id is not None and not total else ""
-            cells.append(_text(sheet, row_no, 3, parent_name))
+            styled(_text(sheet, row_no, 3, parent_name), total, "plain")
         for index, col in enumerate(cols, start=first):
             shown = layout.value(col.cell(row), col.indicator, table.threshold)
-            cell = sheet.cell(row=row_no, column=index)
             if isinstance(shown, str):
-                _text(sheet, row_no, index, shown)
-                cell.alignment = _style().RIGHT
+                styled(_text(sheet, row_no, index, shown), total, "mark")
             else:
-                cell.value = shown
-                cell.number_format = layout.number_format(col.indicator)
-            cells.append(cell)
-        for cell in cells:
-            cell.border = _style().BORDER
-            cell.font = _style().BOLD if total else _style().PLAIN
-            if total:
-                cell.fill = _style().TOTAL_FILL
-        cells[1].alignment = _style().LEFT
+                cell = sheet.cell(row=row_no, column=index, value=shown)
+                styled(cell, total, "#" + layout.number_format(col.indicator))
 
     row_no = FIRST_DATA_ROW
     for ordinal, unit_row in enumerate(table.rows, start=1):
@@ -190,57 +232,48 @@ def chart_groups(indicators: Sequence[IndicatorDef]) -> list[tuple[str, list[Ind
 
 
 def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
-    from openpyxl.chart import LineChart, Reference
-    from openpyxl.styles import Alignment
-    from openpyxl.utils import get_column_letter
-
     inds = trend.indicators
     last = len(inds) + 1
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(last, 2))
     title = _text(sheet, 1, 1, trend_title(trend))
-    title.font, title.alignment = _style().TITLE_FONT, Alignment(horizontal="center", vertical="center")
+    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="center", vertical="center")
     sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=max(last, 2))
     as_of = trend.as_of.astimezone(SHANGHAI)
     note = _text(sheet, 2, 1, f"数据截至：{as_of:%Y-%m-%d %H:%M}　{layout.suppression_note(trend.threshold)}")
-    note.font, note.alignment = _style().NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
+    note.font, note.alignment = _NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
     sheet.row_dimensions[2].height = 30
 
     heads = ["月份"] + [layout.full_header(i) for i in inds]
     for column, head in enumerate(heads, start=1):
         for target in (sheet, data):
             cell = _text(target, 3, column, head)
-            cell.font, cell.alignment, cell.border, cell.fill = (
-                _style().BOLD,
-                _style().CENTER,
-                _style().BORDER,
-                _style().HEADER_FILL,
-            )
+            cell.font, cell.alignment, cell.border, cell.fill = _BOLD, _CENTER, _BORDER, _HEADER_FILL
     sheet.row_dimensions[3].height = 45
     for offset, point in enumerate(trend.points):
         row_no = 4 + offset
         # The charts' axis reads the data sheet's short months (2026-11): "2026年11月" wraps under a tick.
         for target, label in ((sheet, point.period.label), (data, point.period.key)):
             month = _text(target, row_no, 1, label)
-            month.border, month.font = _style().BORDER, _style().PLAIN
+            month.border, month.font = _BORDER, _PLAIN
         for column, indicator in enumerate(inds, start=2):
             cell_data = point.cells.get(indicator.key)
             shown = layout.value(cell_data, indicator, trend.threshold)
             cell = sheet.cell(row=row_no, column=column)
             if isinstance(shown, str):
                 _text(sheet, row_no, column, shown)
-                cell.alignment = _style().RIGHT
+                cell.alignment = _RIGHT
             else:
                 cell.value = shown
                 cell.number_format = layout.number_format(indicator)
-            cell.border, cell.font = _style().BORDER, _style().PLAIN
+            cell.border, cell.font = _BORDER, _PLAIN
             plotted = data.cell(row=row_no, column=column, value=layout.number(cell_data, indicator))
             plotted.number_format = layout.number_format(indicator)
-            plotted.border = _style().BORDER
+            plotted.border = _BORDER
     last_row = 3 + len(trend.points)
     sheet.freeze_panes = "B4"
     data.freeze_panes = "B4"
     _text(data, 1, 1, f"{trend_title(trend)}：图表所用数据（按规定不显示的数字留空）")
-    data.cell(row=1, column=1).font = _style().BOLD
+    data.cell(row=1, column=1).font = _BOLD
     for target in (sheet, data):
         target.column_dimensions["A"].width = 14
         for column in range(2, last + 1):
@@ -278,8 +311,7 @@ def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
 def workbook(tables: Sequence[StatsTable], trend: StatsTrend | None) -> bytes:
     """The workbook: a sheet per table (one per level, in the order given), then the monthly trends with
     their charts and the charts' data sheet."""
-    import openpyxl
-
+    _load()
     book = openpyxl.Workbook()
     default = book.active
     names = layout.parent_names(tables)
