@@ -60,7 +60,8 @@ def _load() -> None:
         openpyxl, \
         LineChart, \
         Reference, \
-        get_column_letter
+        get_column_letter, \
+        Alignment
     import openpyxl as _openpyxl
     from openpyxl.chart import LineChart as _LineChart
     from openpyxl.chart import Reference as _Reference
