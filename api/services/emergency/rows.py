@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
+from api.driver import driver_connection
 from api.models.escalation import EscalationParty, EscalationStep, EscalationTarget
 from api.models.incidents import IncidentEvent
 from api.models.notifications import OutboundMessage
@@ -147,27 +148,18 @@ async def collecting(session: AsyncSession) -> AsyncIterator[list[SQLModel]]:
         raise RuntimeError(f"{len(collected)} collected rows were never written")
 
 
-_BEGIN = sa.text("SELECT 1")
 _DRIVER_KEY = "liushou_driver_connection"
 
 
 async def driver(session: AsyncSession) -> Any:
-    """The driver's connection under the session, inside the session's transaction (checked: a statement
-    sent straight to the driver outside one would commit on its own, out of the request's transaction).
-
-    SQLAlchemy begins the driver's transaction with the first statement it sends: in a request the sign-in
-    look-up has; a session that has sent nothing yet (a system session's first work) sends a trivial one.
-    Kept for the rest of the transaction (which holds its connection to the end)."""
+    """The driver's connection under the session, inside the session's transaction
+    (:func:`api.driver.driver_connection`: begun, scoped, a lost connection answered as one), kept for the rest
+    of the transaction (which holds its connection to the end): a report asks for it three times."""
     transaction = session.sync_session.get_transaction()
     known = session.info.get(_DRIVER_KEY)
     if transaction is not None and known is not None and known[0] is transaction:
         return known[1]
-    connection = await (await session.connection()).get_raw_connection()
-    raw: Any = connection.driver_connection
-    if not raw.is_in_transaction():
-        await session.execute(_BEGIN)
-    if not raw.is_in_transaction():
-        raise RuntimeError("the session's transaction has not begun on its connection")
+    raw = await driver_connection(session)
     session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), raw)
     return raw
 
