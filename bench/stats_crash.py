@@ -9,8 +9,9 @@ loop; a writer adds a completed family call in a random school every few tens of
 instant the refresher is killed; the writer pauses and :func:`audit` checks what is kept:
 
 * each school's day is whole or absent: every hot period of that day, all written under one snapshot;
-* the marks are consistent: every school's day whose rows include all its marks (nothing pending) holds
-  exactly the figures computed now from the records — a mark deleted without its change counted would show;
+* the marks are consistent: every write (its transaction noted by the writer) that a kept row does not
+  include is still marked, and every school's day whose rows include all its marks (nothing pending) holds
+  exactly the figures computed now from the records;
 
 then the writer resumes and a new refresher starts. At the end one pass runs to completion: nothing is pending
 and every school's days equal the records. ``tests/test_stats_preaggregate_crash.py`` runs a bounded slice.
@@ -82,6 +83,7 @@ class Writer:
     rng: random.Random
     running: asyncio.Event = field(default_factory=asyncio.Event)
     written: int = 0
+    writes: list[tuple[uuid.UUID, int]] = field(default_factory=list)  # (school, writing transaction)
     _who: dict[uuid.UUID, tuple[Any, Any, Any]] = field(default_factory=dict)
 
     async def call(self, school_id: uuid.UUID) -> None:
@@ -98,12 +100,15 @@ class Writer:
         child, line, staff = self._who[school_id]
         at = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=30 * (self.written % 1300))
         self.written += 1
-        await self.conn.execute(
-            "INSERT INTO family_call (id, line_id, school_id, child_id, booked_by, booth, starts_at, ends_at,"
-            " blocked_until, status, duration_minutes, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, 'completed', 12, $6, $6)",
-            uuid.uuid4(), line, school_id, child, staff, at, at + timedelta(minutes=15), at + timedelta(minutes=20),
-        )  # fmt: skip
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "INSERT INTO family_call (id, line_id, school_id, child_id, booked_by, booth, starts_at, ends_at,"
+                " blocked_until, status, duration_minutes, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, 'completed', 12, $6, $6)",
+                uuid.uuid4(), line, school_id, child, staff, at, at + timedelta(minutes=15), at + timedelta(minutes=20),
+            )  # fmt: skip
+            xact = await self.conn.fetchval("SELECT txid_current()")
+        self.writes.append((school_id, xact))
 
     async def run(self, stop: asyncio.Event, every: float = 0.05) -> None:
         while not stop.is_set():
@@ -139,6 +144,18 @@ def _same(figures: dict[str, Any]) -> Any:
     )
 
 
+# Every write a kept row does not include must still be marked: each such write whose mark is gone.
+_LOST = sa.text(
+    """
+    SELECT w.school_id, w.xact, f.judged_on
+    FROM unnest(CAST(:schools AS uuid[]), CAST(:xacts AS bigint[])) AS w(school_id, xact)
+    JOIN (SELECT DISTINCT school_id, judged_on, snapshot FROM stats_figures) f ON f.school_id = w.school_id
+    WHERE NOT txid_visible_in_snapshot(w.xact, f.snapshot::txid_snapshot)
+      AND NOT EXISTS (SELECT 1 FROM stats_dirty m WHERE m.school_id = w.school_id AND m.xact = w.xact)
+    """
+)
+
+
 @dataclass
 class Audit:
     days: int = 0  # schools' days kept
@@ -147,13 +164,16 @@ class Audit:
     problems: list[str] = field(default_factory=list)
 
 
-async def audit(maker: async_sessionmaker[AsyncSession], *, at: datetime) -> Audit:
-    """What is kept, checked (while nobody writes): whole days, and the figures of every day with nothing
-    pending equal to the records'."""
+async def audit(maker: async_sessionmaker[AsyncSession], *, at: datetime, writes: list[tuple[uuid.UUID, int]]) -> Audit:
+    """What is kept, checked (while nobody writes): whole days; every write a kept row does not include still
+    marked; and the figures of every day with nothing pending equal to the records'."""
     found = Audit()
     allowed = set(judged_days(at, ahead=timedelta(minutes=90)))
     # SYSTEM: the audit reads every school's kept figures and records.
     async with scoped_session(maker, SYSTEM) as session:
+        lost = await session.execute(_LOST, {"schools": [w[0] for w in writes], "xacts": [w[1] for w in writes]})
+        for school_id, xact, day in lost:
+            found.problems.append(f"{school_id} {day}: the mark of transaction {xact} is gone, its change not counted")
         for school_id, day, count, snapshots, keys, pending in (await session.execute(_DAYS)).all():
             found.days += 1
             expected = {f"{p.kind.value}:{p.key}" for p in hot_periods(day)}
@@ -240,7 +260,7 @@ async def chaos(
             await asyncio.sleep(0.1)  # the writer's statement in flight, if any
             result.kills += 1
             result.passes += sum(1 for line in log.read_text().splitlines() if line.startswith("{"))
-            result.audits.append(await audit(maker, at=at))
+            result.audits.append(await audit(maker, at=at, writes=writer.writes))
         stop.set()
         writer.running.set()
         await writing
@@ -250,7 +270,7 @@ async def chaos(
             if not done.get("skipped"):
                 break
             await asyncio.sleep(0.1)
-        final = await audit(maker, at=at)
+        final = await audit(maker, at=at, writes=writer.writes)
         marks = await conn.fetchval("SELECT count(*) FROM stats_dirty")
         if final.pending or marks:
             final.problems.append(f"after a last pass: {final.pending} days pending, {marks} marks left")
