@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -278,7 +279,8 @@ def stats_refresh(
     once: Annotated[bool, typer.Option(help="one pass, then exit (e.g. from cron)")] = False,
 ) -> None:
     """Keep the statistics' pre-aggregates fresh: every ``stats_refresh_seconds``, recompute the schools whose
-    records changed (a process of its own, on the primary, apart from the escalation worker)."""
+    records changed (a process of its own, on the primary, apart from the escalation worker); before midnight,
+    tomorrow's too. One at a time: while another holds the lock, a pass is skipped (and says so)."""
     _logging()
     shutdown = Shutdown().install()
     from api.clock import SystemClock
@@ -294,8 +296,18 @@ def stats_refresh(
         try:
             while not stop.is_set():
                 try:
-                    done = await refresh(make_sessionmaker(engine), clock=SystemClock())
-                    typer.echo(f"refreshed {done['schools']} schools in {done['seconds']:.1f} s")
+                    done = await refresh(
+                        make_sessionmaker(engine),
+                        clock=SystemClock(),
+                        ahead=timedelta(minutes=settings.stats_ahead_minutes),
+                    )
+                    if done.get("skipped"):
+                        typer.echo("skipped: another stats-refresh holds the lock")
+                    else:
+                        typer.echo(
+                            f"refreshed {done['schools']} schools (and {done['tomorrow']} for tomorrow)"
+                            f" in {done['seconds']:.1f} s"
+                        )
                 except Exception:  # the database is away: the next pass tries again
                     logging.getLogger("liushou.stats").exception("statistics refresh failed")
                 if once:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # (``liushou stats-refresh``) looks for changes every ``stats_refresh_seconds``.
     stats_max_stale_seconds: int = Field(default=300, ge=0, le=3600)
     stats_refresh_seconds: int = Field(default=60, ge=1, le=3600)
+    # In the last ``stats_ahead_minutes`` before Shanghai midnight the refresher also keeps tomorrow's figures, so
+    # that the first reads of the new day find them kept.
+    stats_ahead_minutes: int = Field(default=90, ge=0, le=720)
     # Where finished exports are kept by what they were written from (api/services/stats/exports/kept.py);
     # unset: a folder in the system's temporary directory.
     stats_export_dir: str | None = None

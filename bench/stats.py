@@ -48,7 +48,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from api.clock import FrozenClock
+from api.clock import SHANGHAI, FrozenClock
 from api.db import make_engine, make_sessionmaker
 from api.embedded_pg import asyncpg_url, socket_dir
 from api.security import Passwords
@@ -360,6 +360,71 @@ async def refresh_passes(url: str, conn: asyncpg.Connection, county: County) -> 
     return notes
 
 
+# The night of the county's day (Asia/Shanghai): the refresher's evening pass (tomorrow kept ahead), a change at
+# 23:59 and a pass after it, changes after that last pass, then the reads at 00:00:01 and the first pass after.
+EVENING = NOW.replace(hour=14, minute=30)  # 22:30 in Shanghai
+LATE_CHANGE, LATE_PASS = NOW.replace(hour=15, minute=59), NOW.replace(hour=15, minute=59, second=30)
+LAST_CHANGE = NOW.replace(hour=15, minute=59, second=50)
+MIDNIGHT = NOW.replace(hour=16, minute=0, second=1)  # 00:00:01 the next day
+AFTER_MIDNIGHT = NOW.replace(hour=16, minute=1)
+
+
+async def change_schools(conn: asyncpg.Connection, school_ids: list[Any], at: Any) -> None:
+    """A real change in each of these schools (a file edited): the triggers mark them; the marks dated ``at``
+    (the clock of the night, not the machine's)."""
+    latest = await conn.fetchval("SELECT coalesce(max(id), 0) FROM stats_dirty")
+    await conn.execute(
+        "UPDATE child SET updated_at = updated_at WHERE id IN (SELECT DISTINCT ON (school_id) id FROM child"
+        " WHERE school_id = ANY($1::uuid[]) ORDER BY school_id, id)",
+        school_ids,
+    )
+    await conn.execute("UPDATE stats_dirty SET at = $1 WHERE id > $2", at, latest)
+
+
+async def midnight_passes(url: str, conn: asyncpg.Connection, county: County, late: int) -> tuple[Any, list[str]]:
+    """The refresher through the evening: what the evening pass keeps for today and tomorrow, a pass after a
+    change at 23:59; then ``late`` schools changed after the last pass (still pending at midnight). Returns a
+    function timing the first pass after midnight, and the notes."""
+    settings = Settings(environment=Environment.development)
+    engine = make_engine(url, settings)
+    maker = make_sessionmaker(engine)
+    notes = []
+
+    def note(text: str) -> None:
+        print(text, flush=True)
+        notes.append(text)
+
+    first = await refresh(maker, clock=FrozenClock(EVENING))
+    note(
+        f"22:30 (Shanghai) pass: {first['schools']:.0f} schools judged today and {first['tomorrow']:.0f} judged "
+        f"tomorrow (kept ahead) × {first['periods']:.0f} periods, {first['seconds']:.1f} s."
+    )
+    await change_schools(conn, county.school_ids[:1], LATE_CHANGE)
+    done = await refresh(maker, clock=FrozenClock(LATE_PASS))
+    note(
+        f"A change in 1 school at 23:59, the pass at 23:59:30: {done['schools']:.0f} school(s) recomputed for "
+        f"today and {done['tomorrow']:.0f} for tomorrow, {done['seconds']:.1f} s."
+    )
+    await change_schools(conn, county.school_ids[1 : 1 + late], LAST_CHANGE)
+    note(f"A change in {late} more schools at 23:59:50, after the last pass: pending at midnight.")
+
+    async def after_midnight() -> str:
+        try:
+            done = await refresh(maker, clock=FrozenClock(AFTER_MIDNIGHT))
+            gone = await conn.fetchval("SELECT count(*) FROM stats_figures WHERE judged_on <= $1", TODAY)
+        finally:
+            await engine.dispose()
+        text = (
+            f"The first pass after midnight (00:01): {done['schools']:.0f} schools recomputed "
+            f"× {done['periods']:.0f} periods in {done['seconds']:.1f} s (the rest were kept ahead); yesterday's rows "
+            f"deleted ({gone} left); marks left: {await conn.fetchval('SELECT count(*) FROM stats_dirty')}."
+        )
+        print(text, flush=True)
+        return text
+
+    return after_midnight, notes
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true")
@@ -372,7 +437,19 @@ async def main() -> None:
     parser.add_argument("--only", help="time only the endpoints whose name contains this")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--name", default="stats", help="results file name (bench/results/<name>.md)")
+    parser.add_argument(
+        "--midnight",
+        type=int,
+        metavar="LATE",
+        help="the night instead: the evening passes, LATE schools changed after the last one, the reads at "
+        "00:00:01 and the first pass after midnight (results: stats-midnight.md; no floor over the records)",
+    )
     args = parser.parse_args()
+    if args.midnight is not None:
+        args.floor_runs = 0
+        if args.name == "stats":
+            args.name = "stats-midnight"
+    today = TODAY + timedelta(days=1) if args.midnight is not None else TODAY
 
     load_before = os.getloadavg()
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="liushou-county-"))
@@ -387,7 +464,11 @@ async def main() -> None:
     ]
     rows: list[Row] = []
     notes: list[str] = []
-    if not args.floor_only:
+    after_midnight = None
+    if args.midnight is not None:
+        after_midnight, passes = await midnight_passes(url, conn, county, args.midnight)
+        notes += passes
+    elif not args.floor_only:
         notes += await refresh_passes(url, conn, county)
     procs: list[subprocess.Popen[bytes]] = []
     workdir = Path(tempfile.mkdtemp(prefix="liushou-bench-stats-"))
@@ -410,7 +491,8 @@ async def main() -> None:
                 # a fresh folder of kept exports: the first request of an export writes it
                 {"LIUSHOU_ACCESS_TOKEN_MINUTES": "120", "LIUSHOU_STATS_EXPORT_DIR": str(workdir / "exports")},
             )
-            procs.append(spawn([sys.executable, "-m", "bench.stats_app", str(port)], env, workdir / "api.log"))
+            clock = [MIDNIGHT.isoformat()] if args.midnight is not None else []
+            procs.append(spawn([sys.executable, "-m", "bench.stats_app", str(port), *clock], env, workdir / "api.log"))
             await wait_http(f"http://127.0.0.1:{port}/healthz")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
                 tokens = {}
@@ -420,11 +502,11 @@ async def main() -> None:
                     tokens[caller.username] = login.json()["access_token"]
                 routes = stats_routes((await client.get("/openapi.json")).json())
                 notes.append("Statistics routes served: " + (", ".join(f"`{p}`" for p in routes) or "none yet"))
-                eps = endpoints(routes, who, TODAY) if routes else []
-                eps += export_endpoints(routes, who, TODAY)
+                eps = endpoints(routes, who, today) if routes else []
+                eps += export_endpoints(routes, who, today)
                 if not eps:
                     notes.append("The API serves no statistics table or trend yet: the floor alone is timed.")
-                    eps = floor_endpoints(who, TODAY)
+                    eps = floor_endpoints(who, today)
                 for ep in eps:
                     if args.only and args.only not in ep.name:
                         continue
@@ -443,18 +525,28 @@ async def main() -> None:
                         if ep.path and (not args.only or args.only in ep.name):
                             await profile_api(py_spy, procs[0].pid, client, tokens[ep.caller.username], ep,
                                               RESULTS / args.name)  # fmt: skip
+        if after_midnight is not None:
+            notes.append(await after_midnight())
     finally:
         stop_processes(procs)
         await conn.close()
     load_after = os.getloadavg()
     counts = county.counts
     head = [
-        f"# The bureau's statistics at county scale ({'small' if args.small else 'full'} county, seed {args.seed})",
+        f"# The bureau's statistics at county scale{' at midnight' if args.midnight is not None else ''} "
+        f"({'small' if args.small else 'full'} county, seed {args.seed})",
         "",
-        f"`.venv/bin/python -m bench.stats{' --small' if args.small else ''}` — {platform.node()}, "
+        f"`.venv/bin/python -m bench.stats{' --small' if args.small else ''}"
+        f"{f' --midnight {args.midnight}' if args.midnight is not None else ''}` — {platform.node()}, "
         f"{os.cpu_count()} cores shared with other work: load average {load_before[0]:.1f} / {load_before[1]:.1f} "
         f"before, {load_after[0]:.1f} / {load_after[1]:.1f} after (1 / 5 min); Python {platform.python_version()}, "
-        f"PostgreSQL {version} (embedded). Today is {TODAY} (the clock of the data).",
+        f"PostgreSQL {version} (embedded). Today is {today} (the clock of the data)"
+        + (
+            f"; the API's clock is frozen at {MIDNIGHT.astimezone(SHANGHAI):%Y-%m-%d %H:%M:%S} in Shanghai, one second "
+            "into the day after the county's (its reads are the first of the new day)."
+            if args.midnight is not None
+            else "."
+        ),
         "",
         "The county: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".",
         "",

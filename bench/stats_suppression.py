@@ -53,7 +53,8 @@ async def main() -> None:
         township_of = {r["id"]: r["township_id"] for r in await conn.fetch("SELECT id, township_id FROM school")}
         kept = await conn.fetch(
             "SELECT DISTINCT period_kind, period_key FROM stats_figures"
-            " WHERE period_kind IN ('month', 'term', 'year') ORDER BY 1, 2 DESC"
+            " WHERE period_kind IN ('month', 'term', 'year')"
+            " AND judged_on = (SELECT min(judged_on) FROM stats_figures) ORDER BY 1, 2 DESC"
         )
         quantities = svc._all_quantities()
         done: set[str] = set()
@@ -63,7 +64,8 @@ async def main() -> None:
             done.add(kind)
             rows = await conn.fetch(
                 "SELECT school_id, totals, counts, steps, enrolment FROM stats_figures"
-                " WHERE period_kind = $1 AND period_key = $2",
+                " WHERE period_kind = $1 AND period_key = $2"
+                " AND judged_on = (SELECT min(judged_on) FROM stats_figures)",  # today's (tomorrow's may be kept too)
                 kind,
                 key,
             )

@@ -1,9 +1,13 @@
 """The statistics' pre-aggregates: an answer read from them is the answer computed from the records, a change
 marks its school, the refresher counts it, and an answer is never staler than the setting allows."""
 
+import asyncio
 import json
+import logging
+import os
+import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -15,7 +19,8 @@ from api.models.accounts import Role
 from api.models.stats import Level, PeriodKind
 from api.scoping import Principal
 from api.services.stats import build_table, build_trend, periods
-from api.services.stats.preaggregate import hot_periods, refresh
+from api.services.stats.preaggregate import compute_direct, dump, figures_for, hot_periods, refresh
+from api.services.stats.queries import Figures
 from bench.county import NOW, Size, build
 
 TINY = Size(townships=2, schools=4, left_behind=160)
@@ -162,3 +167,167 @@ async def test_the_kept_figures_hold_no_child(app, county, db, clock):
     for counts, steps in await db.fetch("SELECT counts, steps FROM stats_figures"):
         text = json.dumps([json.loads(counts), json.loads(steps)])
         assert not any(child in text for child in children)
+
+
+# ---- the night: tomorrow kept ahead, the exact watermark, one refresher --------------------------------------
+
+SHANGHAI_NIGHT = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)  # 22:00 on the last day of November in Shanghai
+
+
+def at_night(hour: int, minute: int, second: int = 0) -> datetime:
+    """An instant of the night of 30 November → 1 December (Shanghai), ``hour`` ≥ 24 being the next day."""
+    return SHANGHAI_NIGHT + timedelta(hours=hour - 22, minutes=minute, seconds=second)
+
+
+async def kept(app: Any, county: Any, period: Any, *, today: Any, now: datetime) -> tuple[Any, Any, Any]:
+    """The figures of every school for ``period`` as a read finds them (kept where fresh), its as_of and version."""
+    async with scoped_session(app.state.sessionmaker, bureau(county)) as session:
+        found, as_of, version = await figures_for(
+            session, school_ids=county.school_ids, period=period, today=today, now=now, max_stale=timedelta(minutes=5)
+        )
+    return [dump(found, s) for s in county.school_ids], as_of, version
+
+
+async def computed(app: Any, county: Any, period: Any, *, today: Any) -> Any:
+    """The same figures computed now from the records."""
+    async with scoped_session(app.state.sessionmaker, bureau(county)) as session:
+        found = Figures()
+        await compute_direct(session, found, school_ids=county.school_ids, period=period, today=today)
+    return [dump(found, s) for s in county.school_ids]
+
+
+async def mark_dated(db: Any, at: datetime) -> None:
+    """The marks just written dated by the test's clock (the database's now() is the machine's)."""
+    await db.execute("UPDATE stats_dirty SET at = $1 WHERE at > $1", at)
+
+
+async def test_tomorrow_is_kept_before_midnight_and_read_at_once_after_it(app, county, db, clock):
+    today, tomorrow = date(2026, 11, 30), date(2026, 12, 1)
+    hot_tomorrow = hot_periods(tomorrow)
+    assert {(p.kind, p.key) for p in hot_tomorrow} != {(p.kind, p.key) for p in hot_periods(today)}
+    checked = [p for p in hot_tomorrow if p.kind in (PeriodKind.month, PeriodKind.term, PeriodKind.year)]
+    # 21:00: only today's figures.
+    clock.set(at_night(21, 0))
+    first = await refresh(app.state.sessionmaker, clock=clock)
+    assert (first["schools"], first["tomorrow"]) == (TINY.schools, 0)
+    assert await db.fetchval("SELECT count(*) FROM stats_figures WHERE judged_on = $1", tomorrow) == 0
+    # 22:31, within the 90 minutes before midnight: tomorrow's rows appear, with tomorrow's periods.
+    clock.set(at_night(22, 31))
+    ahead = await refresh(app.state.sessionmaker, clock=clock)
+    assert (ahead["schools"], ahead["tomorrow"]) == (0, TINY.schools)
+    keys = {(r["period_kind"], r["period_key"]) for r in await db.fetch(
+        "SELECT period_kind, period_key FROM stats_figures WHERE judged_on = $1", tomorrow
+    )}  # fmt: skip
+    assert keys == {(p.kind.value, p.key) for p in hot_tomorrow} and ("month", "2026-12") in keys
+    for period in checked:
+        assert (await kept(app, county, period, today=tomorrow, now=clock.now()))[0] == await computed(
+            app, county, period, today=tomorrow
+        )
+    # 23:59: a call in one school; the pass at 23:59:30 renews that school on both days, and only it.
+    school = county.school_ids[2]
+    await completed_call(db, school, datetime(2026, 11, 25, 11, 0, tzinfo=UTC))  # a call of last week, written late
+    await mark_dated(db, at_night(23, 59))
+    clock.set(at_night(23, 59, 30))
+    late = await refresh(app.state.sessionmaker, clock=clock)
+    assert (late["schools"], late["tomorrow"]) == (1, 1)
+    assert await db.fetchval("SELECT count(*) FROM stats_dirty") == 0
+    # 23:59:50, after the last pass: another call, pending at midnight.
+    await completed_call(db, county.school_ids[3], datetime(2026, 11, 26, 11, 0, tzinfo=UTC))
+    await mark_dated(db, at_night(23, 59, 50))
+    # 00:00:01: every read is of kept rows (a version), the pending change says since when; the figures are
+    # the records' except that one change.
+    clock.set(at_night(24, 0, 1))
+    pending = county.school_ids.index(county.school_ids[3])
+    for period in checked:
+        figures_kept, as_of, version = await kept(app, county, period, today=tomorrow, now=clock.now())
+        fresh = await computed(app, county, period, today=tomorrow)
+        assert version is not None and as_of == at_night(23, 59, 50)
+        assert [f for i, f in enumerate(figures_kept) if i != pending] == [
+            f for i, f in enumerate(fresh) if i != pending
+        ]
+    month = periods.containing(PeriodKind.month, today)
+    with_call = await computed(app, county, month, today=tomorrow)
+    assert (await kept(app, county, month, today=tomorrow, now=clock.now()))[0] != with_call
+    # The whole table through the service, from kept rows too: the 23:59 call is in it.
+    answer = await table_at(app, county, Level.county, month, now=clock.now(), fresh=False)
+    assert answer.as_of == at_night(23, 59, 50)
+    # The first pass after midnight: the one school changed since, nothing else; yesterday's rows are gone.
+    clock.set(at_night(24, 1))
+    after = await refresh(app.state.sessionmaker, clock=clock)
+    assert (after["schools"], after["tomorrow"]) == (1, 0)
+    assert [r["judged_on"] for r in await db.fetch("SELECT DISTINCT judged_on FROM stats_figures")] == [tomorrow]
+    assert await db.fetchval("SELECT count(*) FROM stats_dirty") == 0
+    for period in checked:
+        figures_kept, as_of, version = await kept(app, county, period, today=tomorrow, now=clock.now())
+        assert version is not None and as_of == clock.now()
+        assert figures_kept == await computed(app, county, period, today=tomorrow)
+    cached = await table_at(app, county, Level.township, month, now=clock.now(), fresh=False)
+    direct = await table_at(app, county, Level.township, month, now=clock.now(), fresh=True)
+    assert figures(cached) == figures(direct)
+
+
+async def table_at(app: Any, county: Any, level: Level, period: Any, *, now: datetime, fresh: bool) -> Any:
+    async with scoped_session(app.state.sessionmaker, bureau(county)) as session:
+        return await build_table(
+            session, bureau(county), level=level, period=period, area_id=None, indicators=None, now=now,
+            **({"max_stale": None} if fresh else {}),
+        )  # fmt: skip
+
+
+async def test_a_change_committed_while_a_pass_computes_waits_for_the_next(app, county, db, clock, database_url):
+    """A real concurrent writer: its transaction (a call, then a lock the pass will wait on) is open when the
+    pass takes its snapshot and commits while the pass computes. The rows written do not include it, so its
+    mark stays (and the answer says since when); the next pass counts it."""
+    await refresh(app.state.sessionmaker, clock=clock)
+    school = county.school_ids[0]
+    await completed_call(db, school, datetime(2026, 11, 20, 11, 0, tzinfo=UTC))  # committed before the pass
+    month = periods.containing(PeriodKind.month, NOW.date())
+    before_writer = await computed(app, county, month, today=NOW.date())
+    socket, name = _socket_and_name(database_url)
+    writer = await asyncpg.connect(host=socket, user="postgres", database=name)
+    try:
+        writing = writer.transaction()
+        await writing.start()
+        await completed_call(writer, school, datetime(2026, 11, 10, 11, 0, tzinfo=UTC))  # another week's
+        await writer.execute("LOCK TABLE incident IN ACCESS EXCLUSIVE MODE")
+        passing = asyncio.create_task(refresh(app.state.sessionmaker, clock=clock))
+        while not await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'", name
+        ):
+            assert not passing.done(), passing
+            await asyncio.sleep(0.05)
+        await writing.commit()
+        done = await passing
+    finally:
+        await writer.close()
+    assert done["schools"] == 1
+    marks = await db.fetch("SELECT school_id, xact FROM stats_dirty")
+    assert [m["school_id"] for m in marks] == [school]  # the writer's: the first mark, included, is gone
+    await db.execute("UPDATE stats_dirty SET at = $1", NOW - timedelta(minutes=1))
+    figures_kept, as_of, version = await kept(app, county, month, today=NOW.date(), now=NOW)
+    assert figures_kept == before_writer and as_of == NOW - timedelta(minutes=1) and version is not None
+    assert figures_kept != await computed(app, county, month, today=NOW.date())
+    again = await refresh(app.state.sessionmaker, clock=clock)
+    assert again["schools"] == 1 and await db.fetchval("SELECT count(*) FROM stats_dirty") == 0
+    figures_kept, as_of, _ = await kept(app, county, month, today=NOW.date(), now=NOW)
+    assert figures_kept == await computed(app, county, month, today=NOW.date()) and as_of == NOW
+
+
+async def test_one_refresher_at_a_time(app, county, db, clock, caplog, database_url):
+    await db.execute("SELECT pg_advisory_lock(hashtext('liushou stats-refresh'))")
+    with caplog.at_level(logging.INFO, logger="liushou.stats"):
+        skipped = await refresh(app.state.sessionmaker, clock=clock)
+    assert skipped["skipped"] == 1 and skipped["schools"] == 0
+    assert "another refresher holds the lock" in caplog.text
+    assert await db.fetchval("SELECT count(*) FROM stats_figures") == 0
+    # The command says so too.
+    env = {**os.environ, "DATABASE_URL": database_url, "LIUSHOU_ENVIRONMENT": "test"}
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "api.cli", "stats-refresh", "--once", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(cli.communicate(), 60)
+    assert cli.returncode == 0 and "skipped: another stats-refresh holds the lock" in out.decode(), out.decode()
+    await db.execute("SELECT pg_advisory_unlock(hashtext('liushou stats-refresh'))")
+    done = await refresh(app.state.sessionmaker, clock=clock)
+    assert done["schools"] == TINY.schools and "skipped" not in done

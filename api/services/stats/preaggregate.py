@@ -6,13 +6,23 @@ The figures kept are exactly what :mod:`.queries` computes for one school (:func
 functions with the same arguments), so a cached answer and a fresh one never differ — only in when they were
 computed. Triggers mark a school in ``stats_dirty`` whenever a row its figures read changes (a care record, a
 call, an incident or a step of its chain, a child, a guardian link, a pairing, a class, its enrolment or its
-calendar); :func:`refresh` recomputes the marked schools and the figures of a day gone by, then deletes the
-marks it read (and only those: a mark written meanwhile stays for the next pass).
+calendar); each mark carries its writing transaction (``xact``).
 
-A read (:func:`figures_for`) takes a school's row when it was judged today and the school has no pending
-change older than ``max_stale``; any other school of the area is computed afresh, so an answer is never
-staler than that. Its ``as_of``: the oldest pending change among the rows it used (every change before it is
-counted), else now.
+Rows are judged on a day (Shanghai): "up to today". In the last ``ahead`` (``stats_ahead_minutes``, 90) before
+midnight :func:`refresh` keeps tomorrow's rows too (tomorrow's hot periods, judged on tomorrow) and keeps both
+days fresh from the marks, so that the first reads of a day find rows judged that day already there; the rows
+of days gone by are deleted.
+
+The watermark is exact: each row records the snapshot it was computed under (one repeatable-read transaction
+per batch computes and writes a school's whole day); a row includes a mark iff the mark's transaction is
+visible in that snapshot. A change committed while a pass computes is not in its snapshot: its mark stays. The
+refresher deletes exactly the marks every kept row of their school includes. One refresher at a time (an
+advisory lock; a second one skips its pass and says so).
+
+A read (:func:`figures_for`) takes a school's row when it was judged today and its oldest mark the row does not
+include is younger than ``max_stale``; any other school of the area is computed afresh, so an answer is never
+staler than that. Its ``as_of``: the oldest mark not included by the rows it used (every change before it is
+counted), else now (every change a mark tells of is counted, and every change writes its mark).
 
 The periods kept (:func:`hot_periods`): the current and the previous period of every kind, the last
 :data:`HOT_MONTHS` months (the trends) and every month of those periods (a longer period's suppression reads its
@@ -26,6 +36,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,15 +132,20 @@ def load(
         figures.enrolment[school_id] = enrolment
 
 
-# The kept rows of the schools :ids for one period judged :today, each beside its oldest pending change (since).
+# The kept rows of the schools :ids for one period judged :today, each beside its oldest change it does not
+# include (since): a mark whose writing transaction is not visible in the snapshot the row was computed under.
+_SINCE = (
+    "(SELECT min(m.at) FROM stats_dirty m WHERE m.school_id = f.school_id"
+    " AND NOT txid_visible_in_snapshot(m.xact, f.snapshot::txid_snapshot)) AS since"
+)
 _KEPT_ROWS = """
     FROM stats_figures f
-    LEFT JOIN (SELECT school_id, min(at) AS since FROM stats_dirty WHERE school_id = ANY(:ids) GROUP BY school_id) d
-      ON d.school_id = f.school_id
     WHERE f.school_id = ANY(:ids) AND f.period_kind = :kind AND f.period_key = :key AND f.judged_on = :today
     """
 
-_STORED = "SELECT f.school_id, f.{counts}, f.steps, f.enrolment, d.since, f.xmin::text AS row_version" + _KEPT_ROWS
+_STORED = (
+    "SELECT f.school_id, f.{counts}, f.steps, f.enrolment, " + _SINCE + ", f.xmin::text AS row_version" + _KEPT_ROWS
+)
 
 
 async def figures_for(
@@ -170,7 +186,7 @@ async def figures_for(
     return figures, as_of, version
 
 
-_VERSIONS = "SELECT f.school_id, f.xmin::text AS row_version, d.since" + _KEPT_ROWS
+_VERSIONS = "SELECT f.school_id, f.xmin::text AS row_version, " + _SINCE + _KEPT_ROWS
 
 
 async def kept_version(
@@ -206,22 +222,58 @@ async def kept_version(
 
 # ---- the refresher -------------------------------------------------------------------------------------------
 
-_MARKS = sa.text("SELECT id, school_id FROM stats_dirty")
-_STALE_DAYS = sa.text("SELECT DISTINCT school_id FROM stats_figures WHERE judged_on <> :today")
-_KEPT = sa.text("SELECT DISTINCT school_id FROM stats_figures WHERE judged_on = :today")
+DEFAULT_AHEAD = timedelta(minutes=90)  # the setting stats_ahead_minutes
+
+# One refresher at a time: a session-level advisory lock, held on a connection of its own for the whole pass
+# (released by PostgreSQL when that connection dies with its process).
+_LOCK_KEY = "hashtext('liushou stats-refresh')"
+_TRY_LOCK = sa.text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")
+_UNLOCK = sa.text(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+
+# The schools whose figures judged on :day must be (re)computed: the hot periods not all kept, or a change
+# (a mark) their rows do not include.
+_TODO = sa.text(
+    """
+    SELECT s.id FROM school s
+    WHERE (SELECT count(*) FROM stats_figures f WHERE f.school_id = s.id AND f.judged_on = :day
+            AND (f.period_kind || ':' || f.period_key) = ANY(:hot)) < :periods
+       OR EXISTS (SELECT 1 FROM stats_dirty m JOIN stats_figures f ON f.school_id = m.school_id AND f.judged_on = :day
+                  WHERE m.school_id = s.id AND NOT txid_visible_in_snapshot(m.xact, f.snapshot::txid_snapshot))
+    ORDER BY s.id
+    """
+)
 _UPSERT = sa.text(
     """
     INSERT INTO stats_figures (
-        school_id, period_kind, period_key, judged_on, counts, totals, steps, enrolment, computed_at
+        school_id, period_kind, period_key, judged_on, counts, totals, steps, enrolment, computed_at, snapshot
     ) VALUES (
-        :school_id, :kind, :key, :today, CAST(:counts AS jsonb), CAST(:totals AS jsonb), CAST(:steps AS jsonb),
-        :enrolment, :at
+        :school_id, :kind, :key, :day, CAST(:counts AS jsonb), CAST(:totals AS jsonb), CAST(:steps AS jsonb),
+        :enrolment, :at, :snapshot
     )
-    ON CONFLICT (school_id, period_kind, period_key) DO UPDATE SET
-        judged_on = excluded.judged_on, counts = excluded.counts, totals = excluded.totals, steps = excluded.steps,
-        enrolment = excluded.enrolment, computed_at = excluded.computed_at
+    ON CONFLICT (school_id, period_kind, period_key, judged_on) DO UPDATE SET
+        counts = excluded.counts, totals = excluded.totals, steps = excluded.steps, enrolment = excluded.enrolment,
+        computed_at = excluded.computed_at, snapshot = excluded.snapshot
     """
 )
+# Exactly the marks every kept row of their school (judged today or later) includes; a school with no such
+# row keeps its marks.
+_INCLUDED_MARKS = """
+    DELETE FROM stats_dirty m
+    WHERE {schools}
+      AND EXISTS (SELECT 1 FROM stats_figures f WHERE f.school_id = m.school_id AND f.judged_on >= :today)
+      AND NOT EXISTS (SELECT 1 FROM stats_figures f WHERE f.school_id = m.school_id AND f.judged_on >= :today
+                      AND NOT txid_visible_in_snapshot(m.xact, f.snapshot::txid_snapshot))
+    """
+_DELETE_INCLUDED = sa.text(_INCLUDED_MARKS.format(schools="m.school_id = ANY(:ids)"))
+_DELETE_ALL_INCLUDED = sa.text(_INCLUDED_MARKS.format(schools="true"))
+
+
+def judged_days(now: datetime, *, ahead: timedelta) -> list[date]:
+    """The days kept at ``now``: today, and tomorrow too in the last ``ahead`` before Shanghai midnight."""
+    today = periods.shanghai_date(now)
+    tomorrow = today + timedelta(days=1)
+    midnight = datetime.combine(tomorrow, dt_time(0), tzinfo=periods.SHANGHAI)
+    return [today, tomorrow] if midnight - now <= ahead else [today]
 
 
 def _batches(items: Sequence[uuid.UUID], size: int) -> Iterable[list[uuid.UUID]]:
@@ -229,57 +281,103 @@ def _batches(items: Sequence[uuid.UUID], size: int) -> Iterable[list[uuid.UUID]]
         yield list(items[at : at + size])
 
 
-async def refresh(sessionmaker: async_sessionmaker[AsyncSession], *, clock: Clock, batch: int = 50) -> dict[str, float]:
-    """One pass: recompute the kept periods of every school that changed, that was judged on another day or
-    that has none kept yet; then delete the marks read at the start. Returns what it did (for logs)."""
+async def _refresh_batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    ids: list[uuid.UUID],
+    *,
+    day: date,
+    today: date,
+    hot: list[Period],
+    now: datetime,
+) -> None:
+    """The hot periods of these schools judged on ``day``, written with the marks they include deleted: one
+    transaction, under one snapshot (repeatable read), so a school's day is whole or absent and the snapshot
+    recorded is exactly what the figures count. A change committed meanwhile is not in that snapshot: its
+    mark stays for the next pass."""
+    # SYSTEM: the refresher works for every caller: each school's figures, counted from all its records, written
+    # to the refresher's own tables.
+    async with scoped_session(sessionmaker, SYSTEM) as session:
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        snapshot = await session.scalar(sa.text("SELECT txid_current_snapshot()::text"))
+        rows = []
+        for period in hot:
+            figures = queries.Figures()
+            await compute_direct(session, figures, school_ids=ids, period=period, today=day)
+            for school_id in ids:
+                part = dump(figures, school_id)
+                rows.append(
+                    {
+                        "school_id": school_id,
+                        "kind": period.kind.value,
+                        "key": period.key,
+                        "day": day,
+                        "counts": json.dumps(part["counts"]),
+                        "totals": json.dumps(part["totals"]),
+                        "steps": json.dumps(part["steps"]),
+                        "enrolment": part["enrolment"],
+                        "at": now,
+                        "snapshot": snapshot,
+                    }
+                )
+        await session.execute(_UPSERT, rows)
+        await session.execute(
+            sa.text(
+                "DELETE FROM stats_figures WHERE school_id = ANY(:ids) AND judged_on = :day"
+                " AND (period_kind || ':' || period_key) <> ALL(:hot)"
+            ),
+            {"ids": ids, "day": day, "hot": [f"{p.kind.value}:{p.key}" for p in hot]},
+        )
+        await session.execute(_DELETE_INCLUDED, {"ids": ids, "today": today})
+
+
+async def refresh(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    clock: Clock,
+    batch: int = 50,
+    ahead: timedelta = DEFAULT_AHEAD,
+) -> dict[str, float]:
+    """One pass: the figures judged today (and, in the last ``ahead`` before midnight, tomorrow) of every school
+    that changed since its rows were computed or has none kept yet; the rows of days gone by deleted, and the
+    marks every kept row includes. Skipped (``skipped`` 1) while another refresher holds the lock. Returns what
+    it did (for logs)."""
     t0 = time.perf_counter()
     now = clock.now()
-    today = periods.shanghai_date(now)
-    async with scoped_session(sessionmaker, SYSTEM) as session:  # SYSTEM: every school's figures
-        marks = (await session.execute(_MARKS)).all()
-        stale = {r[0] for r in await session.execute(_STALE_DAYS, {"today": today})}
-        kept = {r[0] for r in await session.execute(_KEPT, {"today": today})}
-        schools = [r[0] for r in await session.execute(sa.text("SELECT id FROM school ORDER BY id"))]
-    todo = sorted({s for _, s in marks} | stale | (set(schools) - kept), key=str)
-    hot = hot_periods(today)
-    for ids in _batches(todo, batch):
-        rows = []
-        # SYSTEM: the refresher works for every caller: each school's figures, counted from all its records.
-        async with scoped_session(sessionmaker, SYSTEM) as session:
-            for period in hot:
-                figures = queries.Figures()
-                await compute_direct(session, figures, school_ids=ids, period=period, today=today)
-                for school_id in ids:
-                    part = dump(figures, school_id)
-                    rows.append(
-                        {
-                            "school_id": school_id,
-                            "kind": period.kind.value,
-                            "key": period.key,
-                            "today": today,
-                            "counts": json.dumps(part["counts"]),
-                            "totals": json.dumps(part["totals"]),
-                            "steps": json.dumps(part["steps"]),
-                            "enrolment": part["enrolment"],
-                            "at": now,
-                        }
+    days = judged_days(now, ahead=ahead)
+    today = days[0]
+    engine = sessionmaker.kw["bind"]
+    async with engine.connect() as lock:
+        await lock.execution_options(isolation_level="AUTOCOMMIT")
+        if not await lock.scalar(_TRY_LOCK):
+            log.info("statistics refresh skipped: another refresher holds the lock")
+            return {"schools": 0, "tomorrow": 0, "periods": 0, "seconds": time.perf_counter() - t0, "skipped": 1}
+        try:
+            done: dict[date, int] = {}
+            # SYSTEM: the refresher's own table: the figures of days gone by are nobody's any more.
+            async with scoped_session(sessionmaker, SYSTEM) as session:
+                await session.execute(sa.text("DELETE FROM stats_figures WHERE judged_on < :today"), {"today": today})
+            for day in days:
+                hot = hot_periods(day)
+                keys = [f"{p.kind.value}:{p.key}" for p in hot]
+                # SYSTEM: which schools' figures are missing or behind, across every school.
+                async with scoped_session(sessionmaker, SYSTEM) as session:
+                    todo = list(
+                        (await session.execute(_TODO, {"day": day, "hot": keys, "periods": len(hot)})).scalars()
                     )
-        # The batch's figures and the deletion of its marks commit together, in a short transaction.
-        # SYSTEM: the kept figures and the marks are the refresher's own tables, written for every school.
-        async with scoped_session(sessionmaker, SYSTEM) as session:
-            await session.execute(_UPSERT, rows)
-            done = [m for m, s in marks if s in set(ids)]
-            if done:
-                await session.execute(sa.text("DELETE FROM stats_dirty WHERE id = ANY(:ids)"), {"ids": done})
-            hot_keys = [f"{p.kind.value}:{p.key}" for p in hot]
-            await session.execute(
-                sa.text(
-                    "DELETE FROM stats_figures WHERE school_id = ANY(:ids)"
-                    " AND (period_kind || ':' || period_key) <> ALL(:hot)"
-                ),
-                {"ids": ids, "hot": hot_keys},
-            )
+                for ids in _batches(todo, batch):
+                    await _refresh_batch(sessionmaker, ids, day=day, today=today, hot=hot, now=now)
+                done[day] = len(todo)
+            # Marks left behind by rows since deleted (yesterday's): included by every row still kept.
+            # SYSTEM: the refresher's own table of marks, across every school.
+            async with scoped_session(sessionmaker, SYSTEM) as session:
+                await session.execute(_DELETE_ALL_INCLUDED, {"today": today})
+        finally:
+            await lock.scalar(_UNLOCK)
     elapsed = time.perf_counter() - t0
-    if todo:
-        log.info("statistics refreshed: %d schools × %d periods in %.1f s", len(todo), len(hot), elapsed)
-    return {"schools": len(todo), "periods": len(hot), "seconds": elapsed}
+    schools, ahead_count = done[today], done.get(days[-1], 0) if len(days) > 1 else 0
+    if schools or ahead_count:
+        log.info(
+            "statistics refreshed: %d schools judged on %s, %d on %s ahead of midnight, in %.1f s",
+            schools, today, ahead_count, days[-1], elapsed,
+        )  # fmt: skip
+    return {"schools": schools, "tomorrow": ahead_count, "periods": len(hot_periods(today)), "seconds": elapsed}
