@@ -3,8 +3,11 @@
 linked, a link ended, a child transferred — and the staff of a school seeing exactly the guardians of its
 children."""
 
+import asyncio
 import uuid
 
+import asyncpg
+import httpx
 import sqlalchemy as sa
 
 from api.db import scoped_session
@@ -95,3 +98,97 @@ async def test_a_new_guardian_belongs_to_the_school_of_the_child_it_is_filed_for
     assert await _schools(app, father) == {world["school2"]}
     assert await _sees(client, world, "admin2", father)
     assert not await _sees(client, world, "admin1", father)
+
+
+async def test_links_and_a_transfer_at_once_leave_every_school_counted(client, world, app, live_url):
+    """Over real sockets, at once: a grandmother linked to eight more grandchildren while the first one moves
+    to another school. Each writer locks the guardian before reading her links, so none leaves out the
+    school another has just added."""
+    headers = world.headers("admin1")
+    for round_ in range(3):
+        first = await make_child(app, world, name=f"张一{round_}")
+        others = [await make_child(app, world, name=f"张{n}{round_}", klass="class12") for n in "二三四五六七八九"]
+        grandma = (await added(client, world, first, guardian={"name": f"王桂{round_}", "phone": "13807391234"}))[
+            "guardian_id"
+        ]
+        async with httpx.AsyncClient(base_url=live_url, timeout=60) as live:
+            writes = [
+                live.post(
+                    f"/children/{child}/guardians",
+                    json={"role": "entrusted_guardian", "relation": "祖母", "guardian_id": grandma},
+                    headers=headers,
+                )
+                for child in others
+            ]
+            writes.append(
+                live.post(
+                    f"/children/{first}/transfer",
+                    json={"to_school_id": str(world["school2"]), "reason": "随父母迁居"},
+                    headers=headers,
+                )
+            )
+            answers = await asyncio.gather(*writes)
+        assert [r.status_code for r in answers] == [201] * 9, [r.text for r in answers]
+        assert await _schools(app, grandma) == {world["school1"], world["school2"]}
+
+
+async def _link_during_transfer(app, world, database_url, *, moving, linked, guardian=None) -> uuid.UUID:
+    """A grandmother linked to ``moving``; on one connection ``moving`` is transferred to school 2 and, before
+    that commits, on another she (or ``guardian``) is linked to ``linked``; then the transfer commits, and the
+    link. Her id."""
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # SYSTEM: the test writes as the owner
+        grandma = (
+            await s.execute(sa.text("INSERT INTO guardian (id, name, created_at, updated_at) VALUES (gen_random_uuid(),"
+                                    " '王桂兰', now(), now()) RETURNING id"))
+        ).scalar_one()  # fmt: skip
+        await s.execute(_LINK, {"child": moving, "guardian": grandma})
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    mover, linker = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await mover.execute("BEGIN")
+        await mover.execute("UPDATE child SET school_id = $1, class_id = NULL WHERE id = $2", world["school2"], moving)
+        await linker.execute("BEGIN")
+        link = asyncio.create_task(linker.execute(_LINK_SQL, uuid.uuid4(), linked, guardian or grandma))
+        await asyncio.sleep(0.3)
+        await mover.execute("COMMIT")
+        await link
+        await linker.execute("COMMIT")
+    finally:
+        await mover.close()
+        await linker.close()
+    return grandma
+
+
+async def test_a_link_written_while_a_transfer_holds_the_guardian_counts_the_transfers_school(app, world, database_url):
+    """Two transactions on two connections, interleaved on purpose: a transfer has moved a grandchild (and so
+    recomputed the grandmother's schools) but not committed, when a link to a grandchild of a third school is
+    written. The link's recomputation waits for the guardian and then reads the links again: the school the
+    transfer added stays, the one it left goes (recomputed from its own snapshot, it would put them back)."""
+    first = await make_child(app, world, name="张子轩")
+    other = await make_child(app, world, name="张梓涵", school="school3", klass=None)
+    grandma = await _link_during_transfer(app, world, database_url, moving=first, linked=other)
+    assert await _schools(app, grandma) == {world["school2"], world["school3"]}
+
+
+async def test_a_link_to_a_child_being_transferred_takes_the_new_school(app, world, database_url):
+    """The same interleaving with a second guardian link to the very child being transferred: the link waits
+    for the child and takes its new school (read before the transfer commits, it would keep the old one)."""
+    child = await make_child(app, world, name="张子轩")
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # SYSTEM: the test writes as the owner
+        grandpa = (
+            await s.execute(sa.text("INSERT INTO guardian (id, name, created_at, updated_at) VALUES (gen_random_uuid(),"
+                                    " '张建国', now(), now()) RETURNING id"))
+        ).scalar_one()  # fmt: skip
+    grandma = await _link_during_transfer(app, world, database_url, moving=child, linked=child, guardian=grandpa)
+    assert await _schools(app, grandpa) == {world["school2"]}
+    assert await _schools(app, grandma) == {world["school2"]}
+
+
+_LINK_SQL = (
+    "INSERT INTO child_guardian (id, child_id, guardian_id, role, relation, contact_order, is_active, created_at)"
+    " VALUES ($1, $2, $3, 'entrusted_guardian', '祖母', 1, true, now())"
+)
+_LINK = sa.text(
+    "INSERT INTO child_guardian (id, child_id, guardian_id, role, relation, contact_order, is_active, created_at)"
+    " VALUES (gen_random_uuid(), :child, :guardian, 'entrusted_guardian', '祖母', 1, true, now())"
+)
