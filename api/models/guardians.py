@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Self
 import sqlalchemy as sa
 from pydantic import BaseModel, model_validator
 from pydantic import Field as PydanticField
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from api.models.accounts import Invite, InviteIssued
@@ -24,7 +25,7 @@ from api.models.row_security import (
     SCHOOLS,
     STAFF,
     Policy,
-    of_staff_child,
+    of_school,
     row_security,
 )
 
@@ -102,24 +103,30 @@ GUARDIAN_ROLE_LABELS: dict[GuardianRole, str] = {
 }
 
 
+# ---- where a guardian belongs, for row security ----
+# The school of each link (its child's) and the schools of each guardian (of all their children, linked now or
+# before: one grandparent may care for grandchildren in two schools). The database keeps both, by triggers on
+# child_guardian and on a child's school (migration 0019), so that the policies below compare a column with
+# the scope instead of looking the children up for every row. In the tables but not mapped: the ORM neither
+# loads nor writes them (an ORM or Core insert leaves them to the triggers).
+Guardian.__table__.append_column(  # type: ignore[attr-defined]
+    sa.Column("school_ids", postgresql.ARRAY(sa.Uuid()), server_default=sa.text("'{}'::uuid[]"), nullable=False)
+)
+ChildGuardian.__table__.append_column(sa.Column("school_id", sa.Uuid(), nullable=False))  # type: ignore[attr-defined]
+
+
 # ---- row-level security (api/models/row_security.py) ----
-# Staff see the guardians linked to children they see (and may file a new guardian, which is linked right
-# after); a family sees its own guardian records and the links of its own children.
+# Staff see the guardians linked to children of their schools (and may file a new guardian, which is linked
+# right after) and those links; a family sees its own guardian records and the links of its own children.
 row_security(
     "guardian",
-    Policy(
-        "staff",
-        using=(
-            "EXISTS (SELECT 1 FROM child_guardian cg JOIN child c ON c.id = cg.child_id"
-            f" WHERE cg.guardian_id = guardian.id AND c.school_id = ANY ({SCHOOLS}))"
-        ),
-    ),
+    Policy("staff", using=f"school_ids && {SCHOOLS}"),
     Policy("staff_new", command="INSERT", using=None, check=f"{ROLE} IN {STAFF}"),
     Policy("family", using=f"id = ANY ({FAMILY_GUARDIANS})"),
 )
 row_security(
     "child_guardian",
-    Policy("staff", using=of_staff_child("child_guardian")),
+    Policy("staff", using=of_school()),
     Policy("family", using=f"child_id = ANY ({FAMILY_CHILDREN})"),
 )
 

@@ -149,28 +149,51 @@ def link_facts_subquery(*child_conditions: Any) -> Any:
     return link_facts_of(sa.select(col(Child.id)).where(*child_conditions))
 
 
-def link_facts_of(child_ids: Any) -> Any:
-    """:func:`link_facts_subquery` over the children whose ids ``child_ids`` (a one-column select) gives."""
-    cg = ChildGuardian.__table__.alias("cg")  # type: ignore[attr-defined]
-    g = Guardian.__table__.alias("g")  # type: ignore[attr-defined]
+def _link_facts(cg: Any, g: Any) -> list[Any]:
     phone_ok = sa.or_(
         sa.func.coalesce(g.c.phone, "").regexp_match(_PHONE_SQL),
         sa.func.coalesce(g.c.phone_alt, "").regexp_match(_PHONE_SQL),
     )
     entrusted = cg.c.role == GuardianRole.entrusted_guardian.value
     away = cg.c.role == GuardianRole.parent_away.value
+    return [
+        sa.func.bool_or(entrusted).label("entrusted"),
+        sa.func.bool_or(sa.and_(entrusted, phone_ok)).label("entrusted_phone"),
+        sa.func.bool_or(away).label("away"),
+        sa.func.bool_or(sa.and_(away, phone_ok)).label("away_phone"),
+    ]
+
+
+def _links_tables() -> tuple[Any, Any]:
+    return ChildGuardian.__table__.alias("cg"), Guardian.__table__.alias("g")  # type: ignore[attr-defined]
+
+
+def link_facts_of(child_ids: Any) -> Any:
+    """:func:`link_facts_subquery` over the children whose ids ``child_ids`` (a one-column select) gives."""
+    cg, g = _links_tables()
     return (
-        sa.select(
-            cg.c.child_id.label("child_id"),
-            sa.func.bool_or(entrusted).label("entrusted"),
-            sa.func.bool_or(sa.and_(entrusted, phone_ok)).label("entrusted_phone"),
-            sa.func.bool_or(away).label("away"),
-            sa.func.bool_or(sa.and_(away, phone_ok)).label("away_phone"),
-        )
+        sa.select(cg.c.child_id.label("child_id"), *_link_facts(cg, g))
         .select_from(cg.join(g, g.c.id == cg.c.guardian_id))
         .where(cg.c.is_active, cg.c.child_id.in_(child_ids))
         .group_by(cg.c.child_id)
         .subquery("links")
+    )
+
+
+def link_facts_for(child_id: Any) -> Any:
+    """The facts of :func:`link_facts_subquery` for the one child whose id is ``child_id`` (a column of the
+    outer query), as a LATERAL subquery: join it ``ON true``; a child without links gets a row of NULLs.
+
+    For a page of a few children: their links are read by the link index once per child. The aggregate
+    over a page's links joined back to the page was, in the plans PostgreSQL chose under row-level security
+    (which makes it expect a row or two), recomputed for every row of the page — every guardian's phone
+    matched against the pattern once per child on the page."""
+    cg, g = _links_tables()
+    return (
+        sa.select(*_link_facts(cg, g))
+        .select_from(cg.join(g, g.c.id == cg.c.guardian_id))
+        .where(cg.c.is_active, cg.c.child_id == child_id)
+        .lateral("links")
     )
 
 

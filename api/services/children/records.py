@@ -55,11 +55,10 @@ from api.services.children.rules import (
 )
 from api.services.completeness import (
     link_facts,
-    link_facts_subquery,
+    link_facts_for,
     missing_columns,
     missing_items,
     missing_public,
-    with_link_facts,
 )
 
 
@@ -374,9 +373,9 @@ def _file_statement() -> Any:
     # Built once. The school and class are joined, as place_of reads them, outer: a staff member who sees the
     # child sees both (the same scope rules), and a missing class is a file without one. Staff see every
     # guardian of a child they see, so what the file lacks needs no system read here (a family's would).
-    this_child = col(Child.id) == sa.bindparam("child_id", type_=sa.Uuid())
-    links = link_facts_subquery(this_child)
-    return with_link_facts(
+    # The links are read for this child by the link index (LATERAL), not filtered by a second look-up of it.
+    links = link_facts_for(col(Child.id))
+    return (
         sa.select(
             *[col(getattr(Child, column.key)) for column in Child.__table__.columns],  # type: ignore[attr-defined]
             col(School.name).label("school_name"),
@@ -387,9 +386,10 @@ def _file_statement() -> Any:
         )
         .select_from(Child)
         .outerjoin(School, col(School.id) == Child.school_id)
-        .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id),
-        links,
-    ).where(this_child)
+        .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id)
+        .outerjoin(links, sa.true())
+        .where(col(Child.id) == sa.bindparam("child_id", type_=sa.Uuid()))
+    )
 
 
 _FILE = driver.DriverStatement(_file_statement())

@@ -31,7 +31,7 @@ from api.services.children.rules import (
 )
 from api.services.completeness import (
     incomplete_condition,
-    link_facts_of,
+    link_facts_for,
     link_facts_subquery,
     missing_columns,
     missing_of,
@@ -189,7 +189,7 @@ def _search_statements(shape: _SearchShape) -> tuple[driver.DriverStatement, dri
         .limit(sa.bindparam("limit", type_=sa.Integer()))
         .cte("page")
     )
-    links = link_facts_of(sa.select(page.c.id))
+    links = link_facts_for(page.c.id)
     stmt = (
         sa.select(
             page.c.total,
@@ -203,7 +203,7 @@ def _search_statements(shape: _SearchShape) -> tuple[driver.DriverStatement, dri
         .join(Child, col(Child.id) == page.c.id)
         .join(School, col(School.id) == Child.school_id)
         .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id)
-        .outerjoin(links, links.c.child_id == page.c.id)
+        .outerjoin(links, sa.true())
         .order_by(page.c.n)
     )
     return driver.DriverStatement(stmt), driver.DriverStatement(count_stmt.where(*conditions))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from api.crypto import FieldCipher
 from api.idcard import mask_id_number, validate_id_number
 from api.models.children import Child, ChildEvent, ChildEventKind, ChildStatus, ParentsAway, Sex
@@ -89,7 +91,7 @@ def new_row(model: Any, **values: Any) -> dict[str, Any]:
     template = _ROW_TEMPLATES.get(model)
     if template is None:
         template = {}
-        for column in model.__table__.columns:
+        for column in sa.inspect(model).columns:  # mapped: a column the database keeps itself is left out
             info = model.model_fields.get(column.key)
             usable = info is not None and info.default_factory is None and not info.is_required()
             template[column.key] = info.default if usable and info is not None else None

@@ -63,8 +63,8 @@ _LOCK_NAMESPACE = 0x526F7374
 
 
 def _columns(model: Any) -> list[Any]:
-    """Every column of ``model`` as an ORM attribute (so the session's scope rules still apply)."""
-    return [getattr(model, column.key) for column in model.__table__.columns]
+    """Every mapped column of ``model`` as an ORM attribute (so the session's scope rules still apply)."""
+    return [getattr(model, column.key) for column in sa.inspect(model).columns]
 
 
 async def _stream_rows(session: AsyncSession, stmt: Any) -> list[Any]:
