@@ -7,6 +7,7 @@ SQLAlchemy's per-execution work shows in a profile; everything else stays on the
 """
 
 import collections
+import weakref
 from typing import Any
 
 from sqlalchemy import exc
@@ -79,8 +80,10 @@ def _row_class(labels: list[str]) -> type:
     return DriverRow
 
 
-# The session's transaction and its adapted connection, kept by the first statement sent on the driver in that
-# transaction: the next ones (and the commit) find the connection here, without SQLAlchemy's look-up.
+# The session's transaction (a weak reference: the transaction refers to the session, whose info holds this, and
+# a cycle would keep every closed session for the garbage collector) and its adapted connection, kept by the
+# first statement sent on the driver in that transaction: the next ones (and the commit) find the connection
+# here, without SQLAlchemy's look-up.
 _DRIVER_KEY = "liushou_driver_adapted"
 
 
@@ -90,8 +93,10 @@ def _kept(session: AsyncSession) -> Any:
     kept = session.info.get(_DRIVER_KEY)
     if kept is None:
         return None
-    transaction, adapted = kept
-    if session.sync_session._transaction is not transaction or not transaction.is_active:  # type: ignore[union-attr]
+    transaction_ref, adapted = kept
+    transaction: Any = transaction_ref()
+    current: Any = session.sync_session._transaction
+    if transaction is None or current is not transaction or not current.is_active:
         return None  # a savepoint inside it, or a transaction since committed, rolled back or invalidated
     return adapted if adapted._transaction is not None else None
 
@@ -127,7 +132,7 @@ async def driver_connection(session: AsyncSession) -> Any:
             cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
             await _if_lost(session, driver, cause)
             raise cause from error
-    session.info[_DRIVER_KEY] = (session.sync_session._transaction, adapted)
+    session.info[_DRIVER_KEY] = (weakref.ref(session.sync_session._transaction), adapted)
     return driver
 
 
@@ -151,6 +156,7 @@ async def commit(session: AsyncSession) -> None:
     ):
         await session.commit()
         return
+    del session.info[_DRIVER_KEY]
     try:
         await adapted._call_and_discard(adapted._transaction.commit)
     except BaseException as error:

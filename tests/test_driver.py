@@ -1,7 +1,9 @@
 """Statements on the driver (api/driver.py): they run on the session's own connection, in its transaction,
 under the principal's row-level security scope — whichever statement comes first in the transaction."""
 
+import gc
 import uuid
+import weakref
 
 import pytest
 import sqlalchemy as sa
@@ -140,3 +142,22 @@ async def test_a_failed_statement_leaves_nothing_for_the_driver_to_commit(app, w
         await s.rollback()
         await driver.commit(s)  # after the rollback: a new, empty transaction, or none at all
     assert await _school_name(app, school) != "驱动小学"
+
+
+async def test_a_session_that_ran_driver_statements_is_freed_without_the_garbage_collector(app, world):
+    # The connection kept for the transaction must not tie the session into a reference cycle: under load every
+    # request's session would wait for a collection (memory, and the collector's CPU).
+    gc.collect()
+    gc.disable()
+    try:
+        async with app.state.sessionmaker() as s:
+            await set_principal(s, SYSTEM)
+            await driver.fetch_one(s, TRANSACTION_ID)
+            await driver.execute(s, RENAME, {"id": world["school1"], "name": "驱动小学"})
+            await driver.fetch_one(s, TRANSACTION_ID)
+            await driver.commit(s)
+            session = weakref.ref(s.sync_session)
+        del s
+        assert session() is None
+    finally:
+        gc.enable()
