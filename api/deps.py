@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request, Security
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import driver
 from api.audit import CLOCK_KEY
 from api.clock import Clock
 from api.context import current_request
@@ -41,7 +42,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         session.info[CLOCK_KEY] = request.app.state.clock
         try:
             yield session
-            await session.commit()
+            await driver.commit(session)  # a transaction of driver statements only commits on the driver
         except BaseException:
             await session.rollback()
             raise

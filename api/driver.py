@@ -7,6 +7,7 @@ SQLAlchemy's per-execution work shows in a profile; everything else stays on the
 """
 
 import collections
+import weakref
 from typing import Any
 
 from sqlalchemy import exc
@@ -79,6 +80,27 @@ def _row_class(labels: list[str]) -> type:
     return DriverRow
 
 
+# The session's transaction (a weak reference: the transaction refers to the session, whose info holds this, and
+# a cycle would keep every closed session for the garbage collector) and its adapted connection, kept by the
+# first statement sent on the driver in that transaction: the next ones (and the commit) find the connection
+# here, without SQLAlchemy's look-up.
+_DRIVER_KEY = "liushou_driver_adapted"
+
+
+def _kept(session: AsyncSession) -> Any:
+    """The adapted connection of the session's current transaction, if a driver statement has already begun it
+    there and it is still open; else None."""
+    kept = session.info.get(_DRIVER_KEY)
+    if kept is None:
+        return None
+    transaction_ref, adapted = kept
+    transaction: Any = transaction_ref()
+    current: Any = session.sync_session._transaction
+    if transaction is None or current is not transaction or not current.is_active:
+        return None  # a savepoint inside it, or a transaction since committed, rolled back or invalidated
+    return adapted if adapted._transaction is not None else None
+
+
 async def driver_connection(session: AsyncSession) -> Any:
     """The session's own asyncpg connection, inside its transaction — begun, with the principal's scope set.
 
@@ -86,11 +108,16 @@ async def driver_connection(session: AsyncSession) -> Any:
     driver before that would run outside the transaction (in autocommit, outside the scope, and not rolled back
     with the request). So the ORM transaction is begun here if need be (its first statement sets the scope,
     ``api/scoping.py``) and the driver's transaction started if no statement has started it yet (a system
-    session, or a statement that sets the scope itself)."""
+    session, or a statement that sets the scope itself). The connection found is kept with the transaction
+    (``session.info``): the request's next driver statements and its commit (:func:`commit`) skip the look-up."""
+    adapted = _kept(session)
+    if adapted is not None:
+        return adapted.driver_connection
     if session.in_transaction():
         adapted = session.sync_session.connection().connection.dbapi_connection
     else:
-        adapted = (await (await session.connection()).get_raw_connection()).dbapi_connection
+        # Just checked out, so the DB-API connection is there: read without get_raw_connection()'s greenlet.
+        adapted = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
     if adapted is None:  # pragma: no cover - a connection the pool has just invalidated
         raise exc.DisconnectionError("the session's connection is gone")
     driver = adapted.driver_connection
@@ -105,7 +132,36 @@ async def driver_connection(session: AsyncSession) -> Any:
             cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
             await _if_lost(session, driver, cause)
             raise cause from error
+    session.info[_DRIVER_KEY] = (weakref.ref(session.sync_session._transaction), adapted)
     return driver
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit the session's transaction — on the driver when only driver statements ran in it.
+
+    A request whose statements all went through the driver (the hot reads and their audit entries) left
+    SQLAlchemy nothing to flush or to remember: its ``COMMIT`` is sent on the same connection directly, without
+    the ORM's commit (its flush check, transaction and connection bookkeeping, a greenlet); closing the session
+    afterwards finds nothing to roll back and returns the connection to the pool. Any other transaction — an
+    object added, loaded or deleted, a savepoint open, another connection — commits through the session."""
+    adapted = _kept(session)
+    sync = session.sync_session
+    if (
+        adapted is None
+        or sync.identity_map
+        or sync.new
+        or sync.deleted
+        or sync._transaction.nested  # type: ignore[union-attr]
+        or len({entry[0] for entry in sync._transaction._connections.values()}) != 1  # type: ignore[union-attr]
+    ):
+        await session.commit()
+        return
+    del session.info[_DRIVER_KEY]
+    try:
+        await adapted._call_and_discard(adapted._transaction.commit)
+    except BaseException as error:
+        await _if_lost(session, adapted.driver_connection, error)
+        raise
 
 
 async def _if_lost(session: AsyncSession, driver: Any, error: BaseException) -> None:

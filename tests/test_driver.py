@@ -1,7 +1,9 @@
 """Statements on the driver (api/driver.py): they run on the session's own connection, in its transaction,
 under the principal's row-level security scope — whichever statement comes first in the transaction."""
 
+import gc
 import uuid
+import weakref
 
 import pytest
 import sqlalchemy as sa
@@ -95,3 +97,67 @@ async def test_rows_read_on_the_driver_are_the_rows_sqlalchemy_reads(app, famili
     assert ours._fields == theirs._fields
     assert ours._mapping == dict(theirs._mapping)
     assert type(ours.status) is type(theirs.status) and type(ours.sex) is type(theirs.sex)  # enums, not str
+
+
+RENAME = driver.DriverStatement(
+    sa.update(School).where(School.id == sa.bindparam("id", type_=sa.Uuid())).values(name=sa.bindparam("name"))
+)
+
+
+async def _school_name(app, school: uuid.UUID) -> str:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        return (await driver.fetch_one(s, SCHOOL_NAME, {"id": school})).name
+
+
+async def test_a_transaction_of_driver_statements_commits_on_the_driver(app, world):
+    school = world["school1"]
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, SYSTEM)
+        first = (await driver.fetch_one(s, TRANSACTION_ID)).id
+        await driver.execute(s, RENAME, {"id": school, "name": "驱动小学"})
+        await driver.commit(s)  # nothing for the ORM: COMMIT on the driver
+        # The next statement is in a new transaction (the committed one is not reused), still on the driver.
+        assert (await driver.fetch_one(s, TRANSACTION_ID)).id != first
+        assert (await s.execute(sa.text("SELECT txid_current()"))).scalar_one() != first
+        await s.rollback()
+    assert await _school_name(app, school) == "驱动小学"
+
+
+async def test_a_transaction_with_orm_work_commits_through_the_session(app, world):
+    school, other = world["school1"], world["school2"]
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, SYSTEM)
+        await driver.execute(s, RENAME, {"id": school, "name": "驱动小学"})
+        (await s.get(School, other)).name = "会话小学"  # a change only the session's flush writes
+        await driver.commit(s)
+    assert await _school_name(app, school) == "驱动小学"
+    assert await _school_name(app, other) == "会话小学"
+
+
+async def test_a_failed_statement_leaves_nothing_for_the_driver_to_commit(app, world):
+    school = world["school1"]
+    async with app.state.sessionmaker() as s:
+        await set_principal(s, SYSTEM)
+        await driver.execute(s, RENAME, {"id": school, "name": "驱动小学"})
+        await s.rollback()
+        await driver.commit(s)  # after the rollback: a new, empty transaction, or none at all
+    assert await _school_name(app, school) != "驱动小学"
+
+
+async def test_a_session_that_ran_driver_statements_is_freed_without_the_garbage_collector(app, world):
+    # The connection kept for the transaction must not tie the session into a reference cycle: under load every
+    # request's session would wait for a collection (memory, and the collector's CPU).
+    gc.collect()
+    gc.disable()
+    try:
+        async with app.state.sessionmaker() as s:
+            await set_principal(s, SYSTEM)
+            await driver.fetch_one(s, TRANSACTION_ID)
+            await driver.execute(s, RENAME, {"id": world["school1"], "name": "驱动小学"})
+            await driver.fetch_one(s, TRANSACTION_ID)
+            await driver.commit(s)
+            session = weakref.ref(s.sync_session)
+        del s
+        assert session() is None
+    finally:
+        gc.enable()

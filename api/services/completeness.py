@@ -48,6 +48,7 @@ _PHONE_SQL = f"^({PHONE_PATTERN})$"
 BLANK_CHARS = " \t\r\n\u3000"
 
 ORDER = list(MissingItem)
+_ORDER_LABELS = [(item, item.value) for item in ORDER]
 
 
 class ChildFacts(Protocol):
@@ -240,8 +241,9 @@ def missing_columns(links: Any) -> list[Any]:
 
 def missing_of(row: Any) -> list[MissingItem]:
     """The missing items of a row that has the :func:`missing_columns`, in the stable order."""
-    mapping = row._mapping
-    return [item for item in ORDER if mapping[item.value]]
+    # By attribute, the labels read once: a driver row's _mapping is a dict built per call, and an enum's
+    # value a descriptor call (a class page asked both once per child and item).
+    return [item for item, label in _ORDER_LABELS if getattr(row, label)]
 
 
 def _missing_by_child_statement() -> Any:

@@ -35,6 +35,7 @@ FLAG_COLUMNS: dict[ChildFlag, Any] = {
     ChildFlag.disability: Child.disability,
     ChildFlag.needs_individual_plan: Child.needs_individual_plan,
 }
+_FLAG_KEYS = [(flag, column.key) for flag, column in FLAG_COLUMNS.items()]  # read per child of every page
 
 
 # ---- small helpers ----------------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def sees_full_detail(principal: Principal, child: Child) -> bool:
 
 
 def flags_of(child: Child) -> list[ChildFlag]:
-    return [flag for flag, column in FLAG_COLUMNS.items() if getattr(child, column.key)]
+    return [flag for flag, key in _FLAG_KEYS if getattr(child, key)]
 
 
 def invalid(code: str, message: str, loc: str) -> Invalid:
