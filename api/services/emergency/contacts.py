@@ -11,6 +11,7 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api.driver import driver_connection
 from api.models.accounts import Account, Role
 from api.models.base import new_row
 from api.models.escalation import (
@@ -134,7 +135,7 @@ class ReportContacts:
 async def read_report_contacts(session: AsyncSession, incident: Incident, *, school_phone: bool) -> ReportContacts:
     """The report's one read of its contacts (``school_phone``: also the phone for a school without a duty
     phone), straight on the driver in the session's transaction. The caller runs it as the system."""
-    raw = await rows.driver(session)
+    raw = await driver_connection(session)
     family, duty, phone = await raw.fetchrow(
         _REPORT_CONTACTS,
         incident.child_id,

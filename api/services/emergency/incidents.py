@@ -21,6 +21,7 @@ from sqlmodel import col, select
 
 from api import audit
 from api.clock import SHANGHAI
+from api.driver import driver_connection
 from api.errors import Conflict, Invalid, NotFound, field_error
 from api.models.accounts import Role
 from api.models.base import Page, new_row
@@ -187,7 +188,7 @@ async def report_incident(
     (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)"""
     assert principal.account_id is not None
     # The report's statements go straight to the driver, on the session's connection, in its transaction.
-    raw = await rows.driver(session)
+    raw = await driver_connection(session)
     child = await _reported_child(raw, data.child_id)
     if child is None:
         raise NotFound("学生不存在 (child not found)", code="child_not_found")

@@ -148,22 +148,6 @@ async def collecting(session: AsyncSession) -> AsyncIterator[list[SQLModel]]:
         raise RuntimeError(f"{len(collected)} collected rows were never written")
 
 
-_DRIVER_KEY = "liushou_driver_connection"
-
-
-async def driver(session: AsyncSession) -> Any:
-    """The driver's connection under the session, inside the session's transaction
-    (:func:`api.driver.driver_connection`: begun, scoped, a lost connection answered as one), kept for the rest
-    of the transaction (which holds its connection to the end): a report asks for it three times."""
-    transaction = session.sync_session.get_transaction()
-    known = session.info.get(_DRIVER_KEY)
-    if transaction is not None and known is not None and known[0] is transaction:
-        return known[1]
-    raw = await driver_connection(session)
-    session.info[_DRIVER_KEY] = (session.sync_session.get_transaction(), raw)
-    return raw
-
-
 def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[str]:
     """The collected rows of ``models``, one JSON array per table (dropped from ``collected``)."""
     arrays = [_TABLES[model].recordset([r for r in collected if type(r) is model]) for model in models]
@@ -181,7 +165,7 @@ async def write_chain(
 ) -> list[tuple[uuid.UUID, str, str]]:
     """Insert the collected steps, parties and targets, and the reply codes ``codes`` (party, number, code)
     of those parties, in one statement; returns the codes that were free (and are now held)."""
-    raw = await driver(session)
+    raw = await driver_connection(session)
     arrays = _take(collected, CHAIN)
     held = await raw.fetch(
         _WRITE_CHAIN,
@@ -198,7 +182,7 @@ async def write_chain(
 
 async def write_messages(session: AsyncSession, collected: list[SQLModel]) -> None:
     """Insert the collected messages and timeline lines in one statement that also wakes the workers."""
-    raw = await driver(session)
+    raw = await driver_connection(session)
     await raw.fetch(_WRITE_MESSAGES, *_take(collected, MESSAGES), WAKE_CHANNEL)
     note_woken(session)
     if collected:
