@@ -278,11 +278,13 @@ def stats_refresh(
     once: Annotated[bool, typer.Option(help="one pass, then exit (e.g. from cron)")] = False,
 ) -> None:
     """Keep the statistics' pre-aggregates fresh: every ``stats_refresh_seconds``, recompute the schools whose
-    records changed (a process of its own, on the primary, apart from the escalation worker)."""
+    records changed (a process of its own, on the primary, apart from the escalation worker); then warm the
+    kept answers asked for recently and the standard tables (api/services/stats/warm.py)."""
     _logging()
     shutdown = Shutdown().install()
     from api.clock import SystemClock
     from api.services.stats.preaggregate import refresh
+    from api.services.stats.warm import warm
 
     async def run() -> None:
         settings = get_settings()
@@ -298,6 +300,11 @@ def stats_refresh(
                     typer.echo(f"refreshed {done['schools']} schools in {done['seconds']:.1f} s")
                 except Exception:  # the database is away: the next pass tries again
                     logging.getLogger("liushou.stats").exception("statistics refresh failed")
+                try:  # then the kept answers asked for recently, and the standard tables (a fresh deploy warm)
+                    warmed = await warm(make_sessionmaker(engine), clock=SystemClock(), settings=settings)
+                    typer.echo(f"warmed {warmed['answers']:.0f} answers in {warmed['seconds']:.1f} s")
+                except Exception:
+                    logging.getLogger("liushou.stats").exception("statistics warm-up failed")
                 if once:
                     return
                 with contextlib.suppress(TimeoutError):

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import NowDep, SchoolAdmin, SessionDep, SettingsDep, Staff, allow
@@ -15,9 +15,10 @@ from api.models.accounts import Role
 from api.models.enrolment import EnrolmentPublic, EnrolmentUpdate
 from api.models.stats import IndicatorDef, Level, PeriodKind, StatsTable, StatsTrend
 from api.scoping import Principal
-from api.services.stats import build_table, build_trend, periods
 from api.services.stats import enrolment as enrolment_service
 from api.services.stats import indicators as registry
+from api.services.stats import periods
+from api.services.stats.answers import table_answer, trend_answer
 from api.stats_db import stats_session
 
 router = APIRouter(tags=["统计 statistics"])
@@ -53,7 +54,8 @@ async def list_indicators(principal: StatsReader) -> list[IndicatorDef]:
 @router.get("/stats/table", response_model=StatsTable, responses=ERRORS, summary="统计表")
 async def stats_table(
     principal: StatsReader,
-    session: StatsSession,
+    stats: StatsSession,
+    session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     level: Annotated[Level, Query(description="行: county / township / school / class (class: within one school)")],
@@ -66,11 +68,13 @@ async def stats_table(
     ] = None,
     area_id: AreaId = None,
     indicators: IndicatorKeys = None,
-) -> StatsTable:
+) -> Response:
     """One level × period of the area, the previous period beside each row, the totals row and ``as_of``.
-    Small counts are suppressed (``threshold``), with the cells that would give them away."""
+    Small counts are suppressed (``threshold``), with the cells that would give them away. A table built
+    within the last ``stats_max_stale_seconds`` is served as kept (its ``as_of`` says so)."""
     chosen = periods.parse(period, key) if key else periods.current(period, now)
-    return await build_table(
+    served = await table_answer(
+        stats,
         session,
         principal,
         level=level,
@@ -81,21 +85,24 @@ async def stats_table(
         threshold=settings.stats_suppression_threshold,
         max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
     )
+    return Response(served.body, media_type="application/json")
 
 
 @router.get("/stats/trend", response_model=StatsTrend, responses=ERRORS, summary="月度趋势")
 async def stats_trend(
     principal: StatsReader,
-    session: StatsSession,
+    stats: StatsSession,
+    session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     from_: Annotated[str, Query(alias="from", max_length=7, description="起始月份, e.g. 2026-01")],
     to: Annotated[str, Query(max_length=7, description="结束月份, e.g. 2026-11 (at most 36 months)")],
     area_id: AreaId = None,
     indicators: IndicatorKeys = None,
-) -> StatsTrend:
+) -> Response:
     """The area's monthly figures (its totals, suppressed as in its own table)."""
-    return await build_trend(
+    served = await trend_answer(
+        stats,
         session,
         principal,
         indicators=registry.parse_keys(indicators),
@@ -106,6 +113,7 @@ async def stats_trend(
         threshold=settings.stats_suppression_threshold,
         max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
     )
+    return Response(served.body, media_type="application/json")
 
 
 TermKey = Annotated[str, Path(max_length=16, description="学期, e.g. 2026-2027-1 (autumn) / 2026-2027-2 (spring)")]
