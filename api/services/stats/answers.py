@@ -24,7 +24,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -149,7 +149,7 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 class Kept:
     body: bytes
     version: str | None
-    judged_on: Any
+    judged_on: date
     as_of: datetime
     asked_at: datetime
 
