@@ -32,7 +32,9 @@ def settings(fake_providers, tmp_path):
 
 async def kept_rows(app) -> list[dict]:
     async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
-        rows = await s.execute(text("SELECT key, kind, scope_role, scope_id, request, as_of FROM stats_answer"))
+        rows = await s.execute(
+            text("SELECT key, kind, scope_role, scope_id, request, as_of, asked_at FROM stats_answer")
+        )
         return [dict(r._mapping) for r in rows]
 
 
@@ -175,11 +177,14 @@ async def test_the_warm_up_builds_what_was_asked_and_the_standard_tables(client,
     trend = {"from": "2026-06", "to": "2026-11", "indicators": "left_behind"}
     before = await client.get("/stats/trend", params=trend, headers=world.headers("official2"))
     assert before.status_code == 200, before.text
+    asked = {r["key"]: r["asked_at"] for r in await kept_rows(app)}
     await add_children(app, world)
     clock.advance(timedelta(seconds=301))
     await refresh(app.state.sessionmaker, clock=clock)
     done = await warm(app.state.sessionmaker, clock=clock, settings=settings)
     assert done.get("failed", 0) == 0 and done.get("built", 0) >= 1
+    # Built by the warm-up, not asked: an answer nobody asks for again ages out of the window.
+    assert {r["key"]: r["asked_at"] for r in await kept_rows(app)} == asked
     after = await client.get("/stats/trend", params=trend, headers=world.headers("official2"))
     points = after.json()["points"]
     assert points[-1]["cells"]["left_behind"]["value"] == 5  # the warm-up's build, with the change

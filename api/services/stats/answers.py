@@ -163,7 +163,9 @@ _KEEP = sa.text(
             :now)
     ON CONFLICT (key) DO UPDATE SET
         body = excluded.body, version = excluded.version, judged_on = excluded.judged_on, as_of = excluded.as_of,
-        built_at = excluded.built_at, asked_at = greatest(stats_answer.asked_at, excluded.asked_at)
+        built_at = excluded.built_at,
+        asked_at = CASE WHEN CAST(:warm AS boolean) THEN stats_answer.asked_at
+                        ELSE greatest(stats_answer.asked_at, excluded.asked_at) END
     WHERE stats_answer.as_of <= excluded.as_of OR stats_answer.judged_on < excluded.judged_on
     """
 )
@@ -180,8 +182,17 @@ async def read(session: AsyncSession, ask: Ask) -> Kept | None:
 
 
 async def keep(
-    session: AsyncSession, ask: Ask, body: bytes, *, as_of: datetime, version: str | None, now: datetime
+    session: AsyncSession,
+    ask: Ask,
+    body: bytes,
+    *,
+    as_of: datetime,
+    version: str | None,
+    now: datetime,
+    warm: bool = False,
 ) -> None:
+    """Keep a built answer (asked now; built by the warm-up, ``warm``: its ``asked_at`` stays, so that an answer
+    nobody asks for again ages out of the warm-up's window however often its figures move)."""
     await session.execute(
         _KEEP,
         {
@@ -195,6 +206,7 @@ async def keep(
             "judged_on": periods.shanghai_date(now),
             "as_of": as_of,
             "now": now,
+            "warm": warm,
         },
     )
 
@@ -237,7 +249,7 @@ async def answer(
                 await session.execute(_RESTAMP, {"key": ask.key, "version": version, "as_of": as_of, "asked_at": asked})
                 return Served(kept.body, max(as_of, kept.as_of), "restamped")
     body, as_of, version = await build()
-    await keep(session, ask, body, as_of=as_of, version=version, now=now)
+    await keep(session, ask, body, as_of=as_of, version=version, now=now, warm=warm)
     return Served(body, as_of, "built")
 
 
