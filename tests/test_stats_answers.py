@@ -239,3 +239,27 @@ async def test_export_bytes_equal_a_fresh_build(client, world, app, clock, tmp_p
     async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         audited = await s.execute(text("SELECT count(*) FROM audit_log WHERE action = 'stats.export'"))
         assert audited.scalar() == 3
+
+
+async def test_an_annual_bulletin_reads_the_kept_versions_in_one_query(client, world, app, clock):
+    """The year, its months, the year before and its months, the trend's twelve months: every kept version the
+    bulletin is computed from, read in one statement (it was one per period: 23 and more)."""
+    from sqlalchemy import event
+
+    await seed(app, world, client)
+    await refresh(app.state.sessionmaker, clock=clock)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        r = await client.get(
+            "/stats/bulletin.docx", params={"period": "year", "key": "2026"}, headers=world.headers("bureau")
+        )
+    finally:
+        event.remove(app.state.engine.sync_engine, "before_cursor_execute", seen)
+    assert r.status_code == 200, r.text
+    versions = [s for s in statements if "AS row_version" in s and "f.steps" not in s]
+    assert len(versions) == 1 and "= ANY(" in versions[0], versions

@@ -225,11 +225,9 @@ def _version_of(
 # Versions read ahead for several periods at once (:func:`prefetch_versions`), in the session's info, by what
 # :func:`kept_version` would be asked: it answers from there (one request reads them once, not per period).
 _PREFETCHED_KEY = "liushou.stats.kept_versions"
-_VERSIONS_OF_PERIODS = (
-    "SELECT f.school_id, f.xmin::text AS row_version, d.since, f.period_kind, f.period_key"
-    + _KEPT_ROWS.replace(
-        "f.period_kind = :kind AND f.period_key = :key", "(f.period_kind || ':' || f.period_key) = ANY(:periods)"
-    )
+# The same as _VERSIONS (each kept row's version beside what it does not include), for several periods at once.
+_VERSIONS_OF_PERIODS = "SELECT f.period_kind, f.period_key, " + _VERSIONS.removeprefix("SELECT ").replace(
+    "f.period_kind = :kind AND f.period_key = :key", "(f.period_kind || ':' || f.period_key) = ANY(:periods)"
 )
 
 
@@ -259,7 +257,7 @@ async def prefetch_versions(
         {"ids": list(school_ids), "periods": [f"{p.kind.value}:{p.key}" for p in periods], "today": today},
     )
     by_period: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for school_id, row_version, since, kind, key in rows:
+    for kind, key, school_id, row_version, since in rows:
         by_period[(kind, key)].append((school_id, row_version, since))
     kept = session.info.setdefault(_PREFETCHED_KEY, {})
     if len(kept) > 4096:
