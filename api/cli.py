@@ -280,11 +280,13 @@ def stats_refresh(
 ) -> None:
     """Keep the statistics' pre-aggregates fresh: every ``stats_refresh_seconds``, recompute the schools whose
     records changed (a process of its own, on the primary, apart from the escalation worker); before midnight,
-    tomorrow's too. One at a time: while another holds the lock, a pass is skipped (and says so)."""
+    tomorrow's too; then warm the kept answers asked for recently and the standard tables
+    (api/services/stats/warm.py). One at a time: while another holds the lock, a pass is skipped (and says so)."""
     _logging()
     shutdown = Shutdown().install()
     from api.clock import SystemClock
     from api.services.stats.preaggregate import refresh
+    from api.services.stats.warm import warm
 
     async def run() -> None:
         settings = get_settings()
@@ -295,13 +297,15 @@ def stats_refresh(
         shutdown.drain = lambda: loop.is_closed() or loop.call_soon_threadsafe(stop.set)
         try:
             while not stop.is_set():
+                skipped = False
                 try:
                     done = await refresh(
                         make_sessionmaker(engine),
                         clock=SystemClock(),
                         ahead=timedelta(minutes=settings.stats_ahead_minutes),
                     )
-                    if done.get("skipped"):
+                    skipped = bool(done.get("skipped"))
+                    if skipped:
                         typer.echo("skipped: another stats-refresh holds the lock")
                     else:
                         typer.echo(
@@ -310,6 +314,14 @@ def stats_refresh(
                         )
                 except Exception:  # the database is away: the next pass tries again
                     logging.getLogger("liushou.stats").exception("statistics refresh failed")
+                # Then the kept answers asked for recently, and the standard tables (a fresh deploy warm); the
+                # refresher holding the lock warms them itself.
+                try:
+                    if not skipped:
+                        warmed = await warm(make_sessionmaker(engine), clock=SystemClock(), settings=settings)
+                        typer.echo(f"warmed {warmed['answers']:.0f} answers in {warmed['seconds']:.1f} s")
+                except Exception:
+                    logging.getLogger("liushou.stats").exception("statistics warm-up failed")
                 if once:
                     return
                 with contextlib.suppress(TimeoutError):

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     # In the last ``stats_ahead_minutes`` before Shanghai midnight the refresher also keeps tomorrow's figures, so
     # that the first reads of the new day find them kept.
     stats_ahead_minutes: int = Field(default=90, ge=0, le=720)
+    # Built answers kept in ``stats_answer`` (api/services/stats/answers.py) are served while their as-of is within
+    # ``stats_max_stale_seconds``; after each refresher pass the warm-up rebuilds those asked for within
+    # ``stats_warm_days`` whose figures moved (and each county's and township's standard table), at most
+    # ``stats_warm_seconds`` of work per pass.
+    stats_warm_days: int = Field(default=7, ge=0, le=366)
+    stats_warm_seconds: int = Field(default=30, ge=0, le=3600)
     # Where finished exports are kept by what they were written from (api/services/stats/exports/kept.py);
     # unset: a folder in the system's temporary directory.
     stats_export_dir: str | None = None

@@ -1,13 +1,17 @@
 """Finished exports kept by what they were written from (``api/services/stats/exports/kept.py``): the same
 download again is served from the kept file and still audited; a change in the rows makes a new file; a
-caller of another scope never gets this one's."""
+caller of another scope never gets this one's.
+
+In front of these files are the answers kept in the database (``api/services/stats/answers.py``), served as
+they are while their ``as_of`` is within the allowed staleness: these tests let them lapse (the clock moved on,
+or the row gone — another process) to reach the files."""
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from api.db import scoped_session
 from api.models.audit import AuditEntry
@@ -36,6 +40,16 @@ async def exports_audited(app) -> int:
         return len((await s.execute(select(AuditEntry).where(AuditEntry.action == "stats.export"))).scalars().all())
 
 
+async def forget_answers(app) -> None:
+    """The answers kept in the database gone (as for a process that never built them): the files are next."""
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        await s.execute(text("DELETE FROM stats_answer"))
+
+
+def past_the_bound(clock) -> None:
+    clock.advance(timedelta(seconds=301))
+
+
 def check_csv(content: bytes, table: dict) -> None:
     rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
     columns = csv_columns(rows[0], table)
@@ -54,13 +68,14 @@ async def test_the_same_download_again_is_served_from_the_kept_file_and_audited(
     assert (export_dir / name).read_bytes() == first.content
     # Served from it: the kept file is what leaves (it is overwritten here with a marker to tell).
     (export_dir / name).write_bytes(first.content + b"kept")
+    await forget_answers(app)
     again = await client.get("/stats/export.xlsx", params={"key": "2026-11"}, headers=bureau)
     assert again.status_code == 200 and again.content == first.content + b"kept"
     assert kept_files(export_dir) == [name]
     assert await exports_audited(app) == 2  # every download audited, the kept one too
 
 
-async def test_a_change_in_the_rows_makes_a_new_file(client, world, app, export_dir):
+async def test_a_change_in_the_rows_makes_a_new_file(client, world, app, export_dir, clock):
     await seed(app, world, client)
     params = {"level": "school", "period": "month", "key": "2026-11"}
     bureau = world.headers("bureau")
@@ -79,6 +94,10 @@ async def test_a_change_in_the_rows_makes_a_new_file(client, world, app, export_
                     created_at=datetime(2026, 9, 1, tzinfo=UTC),
                 )
             )
+    # Within the allowed staleness the kept answer is served as it is; past it, the new rows make a new file.
+    within = await client.get("/stats/export.csv", params=params, headers=bureau)
+    assert within.status_code == 200 and within.content == before.content
+    past_the_bound(clock)
     after = await client.get("/stats/export.csv", params=params, headers=bureau)
     assert after.status_code == 200, after.text
     assert after.content != before.content
@@ -138,6 +157,7 @@ async def test_kept_figures_key_the_file_by_their_versions_and_a_refresh_makes_a
                     created_at=datetime(2026, 9, 1, tzinfo=UTC),
                 )
             )
+    past_the_bound(clock)
     await refresh(app.state.sessionmaker, clock=clock)
     after = await client.get("/stats/export.csv", params=params, headers=bureau)
     assert after.status_code == 200, after.text

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from api.models.base import timestamp_field
-from api.models.row_security import Policy, of_school, row_security, unscoped
+from api.models.row_security import COUNTY, ROLE, SCHOOLS, TOWNSHIP, Policy, of_school, row_security, unscoped
 
 
 class StatsFigures(SQLModel, table=True):
@@ -74,3 +74,34 @@ unscoped(
     "which schools changed since their statistics were computed (school ids and times, no personal data); "
     "written only by SECURITY DEFINER triggers and read by the refresher",
 )
+
+
+class StatsAnswer(SQLModel, table=True):
+    """A built answer of the statistics — a table's or a trend's JSON, an export's file — kept by what
+    determines it (:mod:`api.services.stats.answers`), so that any API process serves it while its ``as_of`` is
+    within the allowed staleness, and the refresher's warm-up rebuilds it when its figures move."""
+
+    __tablename__ = "stats_answer"
+
+    key: str = Field(max_length=64, primary_key=True, description="sha256 of what determines the answer")
+    kind: str = Field(max_length=16, description="table / trend / xlsx / csv / docx")
+    scope_role: str = Field(max_length=32, description="the role of the scope it was built for")
+    scope_id: uuid.UUID = Field(description="that scope's root: the county, township or school (platform: the area)")
+    request: Any = Field(sa_type=JSONB, description="the area and parameters, to build it again")
+    body: bytes = Field(sa_type=sa.LargeBinary, description="the JSON without its as_of, or the file")
+    version: str | None = Field(default=None, sa_type=sa.Text, description="the kept rows' versions it was built from")
+    judged_on: date = Field(description="the day (Asia/Shanghai) it was built for")
+    as_of: datetime = timestamp_field()
+    built_at: datetime = timestamp_field()
+    asked_at: datetime = timestamp_field(index=True)
+
+
+# A kept answer holds the aggregates of one scope (the bureau's county, a township official's township, a school
+# admin's school), built with that scope's suppression: only callers of that very scope read or write it.
+_ANSWER_SCOPE = (
+    f"scope_role = {ROLE} AND ("
+    f"(scope_role = 'county_bureau' AND scope_id = {COUNTY})"
+    f" OR (scope_role = 'township_official' AND scope_id = {TOWNSHIP})"
+    f" OR (scope_role = 'school_admin' AND scope_id = ANY ({SCHOOLS})))"
+)
+row_security("stats_answer", Policy("scope", using=_ANSWER_SCOPE))

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import NowDep, SchoolAdmin, SessionDep, SettingsDep, Staff, allow
@@ -15,9 +15,10 @@ from api.models.accounts import Role
 from api.models.enrolment import EnrolmentPublic, EnrolmentUpdate
 from api.models.stats import IndicatorDef, Level, PeriodKind, StatsTable, StatsTrend
 from api.scoping import Principal
-from api.services.stats import build_table, build_trend, periods
 from api.services.stats import enrolment as enrolment_service
 from api.services.stats import indicators as registry
+from api.services.stats import periods
+from api.services.stats.answers import Served, gzip_with_as_of, table_answer, trend_answer, with_as_of
 from api.stats_db import stats_session
 
 router = APIRouter(tags=["统计 statistics"])
@@ -52,8 +53,10 @@ async def list_indicators(principal: StatsReader) -> list[IndicatorDef]:
 
 @router.get("/stats/table", response_model=StatsTable, responses=ERRORS, summary="统计表")
 async def stats_table(
+    request: Request,
     principal: StatsReader,
-    session: StatsSession,
+    stats: StatsSession,
+    session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     level: Annotated[Level, Query(description="行: county / township / school / class (class: within one school)")],
@@ -66,11 +69,13 @@ async def stats_table(
     ] = None,
     area_id: AreaId = None,
     indicators: IndicatorKeys = None,
-) -> StatsTable:
+) -> Response:
     """One level × period of the area, the previous period beside each row, the totals row and ``as_of``.
-    Small counts are suppressed (``threshold``), with the cells that would give them away."""
+    Small counts are suppressed (``threshold``), with the cells that would give them away. A table built
+    within the last ``stats_max_stale_seconds`` is served as kept (its ``as_of`` says so)."""
     chosen = periods.parse(period, key) if key else periods.current(period, now)
-    return await build_table(
+    served = await table_answer(
+        stats,
         session,
         principal,
         level=level,
@@ -81,21 +86,25 @@ async def stats_table(
         threshold=settings.stats_suppression_threshold,
         max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
     )
+    return _json(request, served)
 
 
 @router.get("/stats/trend", response_model=StatsTrend, responses=ERRORS, summary="月度趋势")
 async def stats_trend(
+    request: Request,
     principal: StatsReader,
-    session: StatsSession,
+    stats: StatsSession,
+    session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
     from_: Annotated[str, Query(alias="from", max_length=7, description="起始月份, e.g. 2026-01")],
     to: Annotated[str, Query(max_length=7, description="结束月份, e.g. 2026-11 (at most 36 months)")],
     area_id: AreaId = None,
     indicators: IndicatorKeys = None,
-) -> StatsTrend:
+) -> Response:
     """The area's monthly figures (its totals, suppressed as in its own table)."""
-    return await build_trend(
+    served = await trend_answer(
+        stats,
         session,
         principal,
         indicators=registry.parse_keys(indicators),
@@ -105,6 +114,18 @@ async def stats_trend(
         now=now,
         threshold=settings.stats_suppression_threshold,
         max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
+    )
+    return _json(request, served)
+
+
+def _json(request: Request, served: Served) -> Response:
+    """A kept answer's JSON: gzip as kept when the client takes it (the 300-school table is 3.7 MB plain)."""
+    accepts = request.headers.get("accept-encoding", "")
+    if "gzip" in accepts.lower():
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Response(gzip_with_as_of(served.body, served.as_of), media_type="application/json", headers=headers)
+    return Response(
+        with_as_of(served.body, served.as_of), media_type="application/json", headers={"Vary": "Accept-Encoding"}
     )
 
 

@@ -3,6 +3,7 @@ monthly trends with native charts), CSV of one level, and the quarterly / annual
 Word. The same figures and suppression as ``GET /stats/table``; the same scope (the bureau its county, a
 township official the township, a school admin the school); every export audited."""
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -70,6 +71,7 @@ async def stats_workbook(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
             store=store_at(settings.stats_export_dir),
         )
     )
@@ -105,6 +107,7 @@ async def stats_csv(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
             store=store_at(settings.stats_export_dir),
         )
     )
@@ -142,6 +145,7 @@ async def stats_bulletin(
             area_id=area_id,
             now=now,
             threshold=settings.stats_suppression_threshold,
+            max_stale=timedelta(seconds=settings.stats_max_stale_seconds),
             store=store_at(settings.stats_export_dir),
         )
     )

@@ -203,10 +203,28 @@ async def kept_version(
     figures themselves (a table computed from that version can be reused as it is)."""
     if not school_ids:
         return None, now
+    prefetched = session.info.get(_PREFETCHED_KEY, {}).get(
+        _prefetch_key(school_ids, period, today=today, now=now, max_stale=max_stale, by_class=by_class)
+    )
+    if prefetched is not None:
+        return prefetched
     rows = await session.execute(
         sa.text(_VERSIONS),
         {"ids": list(school_ids), "kind": period.kind.value, "key": period.key, "today": today},
     )
+    return _version_of(rows, school_ids, period, today=today, now=now, max_stale=max_stale, by_class=by_class)
+
+
+def _version_of(
+    rows: Iterable[Any],
+    school_ids: Sequence[uuid.UUID],
+    period: Period,
+    *,
+    today: date,
+    now: datetime,
+    max_stale: timedelta,
+    by_class: bool,
+) -> tuple[Hashable | None, datetime]:
     as_of = now
     versions: list[tuple[uuid.UUID, str]] = []
     for school_id, row_version, since in rows:
@@ -218,6 +236,58 @@ async def kept_version(
     if len(versions) != len(set(school_ids)):
         return None, now
     return (period.kind.value, period.key, today, by_class, tuple(sorted(versions))), as_of
+
+
+# Versions read ahead for several periods at once (:func:`prefetch_versions`), in the session's info, by what
+# :func:`kept_version` would be asked: it answers from there (one request reads them once, not per period).
+_PREFETCHED_KEY = "liushou.stats.kept_versions"
+# The same as _VERSIONS (each kept row's version beside what it does not include), for several periods at once.
+_VERSIONS_OF_PERIODS = "SELECT f.period_kind, f.period_key, " + _VERSIONS.removeprefix("SELECT ").replace(
+    "f.period_kind = :kind AND f.period_key = :key", "(f.period_kind || ':' || f.period_key) = ANY(:periods)"
+)
+
+
+def _prefetch_key(
+    school_ids: Sequence[uuid.UUID], period: Period, *, today: date, now: datetime, max_stale: timedelta, by_class: bool
+) -> Hashable:
+    return (frozenset(school_ids), period.kind.value, period.key, today, now, max_stale, by_class)
+
+
+async def prefetch_versions(
+    session: AsyncSession,
+    *,
+    school_ids: Sequence[uuid.UUID],
+    periods: Sequence[Period],
+    today: date,
+    now: datetime,
+    max_stale: timedelta,
+    by_class: bool = False,
+) -> None:
+    """Read the kept rows' versions of these schools for every one of ``periods`` in one query; the session's
+    :func:`kept_version` calls with the same arguments answer from them (an annual bulletin asks for 30-odd
+    periods: the year, its months, the year before and its months, the trend's months)."""
+    if not school_ids or not periods:
+        return
+    rows = await session.execute(
+        sa.text(_VERSIONS_OF_PERIODS),
+        {"ids": list(school_ids), "periods": [f"{p.kind.value}:{p.key}" for p in periods], "today": today},
+    )
+    by_period: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for kind, key, school_id, row_version, since in rows:
+        by_period[(kind, key)].append((school_id, row_version, since))
+    kept = session.info.setdefault(_PREFETCHED_KEY, {})
+    if len(kept) > 4096:
+        kept.clear()
+    for p in periods:
+        kept[_prefetch_key(school_ids, p, today=today, now=now, max_stale=max_stale, by_class=by_class)] = _version_of(
+            by_period.get((p.kind.value, p.key), []),
+            school_ids,
+            p,
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=by_class,
+        )
 
 
 # ---- the refresher -------------------------------------------------------------------------------------------

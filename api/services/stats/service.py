@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from api.errors import Forbidden, Invalid, NotFound, field_error
 from api.models.accounts import Role
-from api.models.organisations import County, School, SchoolClass, Township, class_label
+from api.models.organisations import SchoolClass, Township, class_label
 from api.models.stats import Cell, IndicatorKind, Level, Period, StatsRow, StatsTable, StatsTrend, TrendPoint
 from api.scoping import Principal
 from api.services.stats import across, periods, preaggregate, queries
@@ -42,7 +42,7 @@ class Area:
     level: Level
     id: uuid.UUID
     name: str
-    schools: dict[uuid.UUID, School]
+    schools: dict[uuid.UUID, "SchoolRef"]
 
 
 @dataclass(frozen=True)
@@ -93,27 +93,41 @@ async def resolve_area(session: AsyncSession, principal: Principal, area_id: uui
     return area
 
 
+@dataclass(frozen=True)
+class SchoolRef:
+    """A school as the statistics need it: plain columns, no ORM object."""
+
+    id: uuid.UUID
+    name: str
+    township_id: uuid.UUID
+    county_id: uuid.UUID
+
+
+# The county, township or school :id (whichever it is) and its schools, in one round trip: the first row names
+# the area; a row per school (as the caller's row scope shows them), by name.
+_AREA = sa.text(
+    """
+    WITH a AS (
+        SELECT 'county' AS level, id, name FROM county WHERE id = :id
+        UNION ALL SELECT 'township', id, name FROM township WHERE id = :id
+        UNION ALL SELECT 'school', id, name FROM school WHERE id = :id
+        LIMIT 1
+    )
+    SELECT a.level, a.name, s.id, s.name, s.township_id, s.county_id
+    FROM a LEFT JOIN school s ON CASE a.level
+        WHEN 'county' THEN s.county_id = a.id WHEN 'township' THEN s.township_id = a.id ELSE s.id = a.id END
+    ORDER BY s.name, s.id
+    """
+)
+
+
 async def _load_area(session: AsyncSession, area_id: uuid.UUID) -> Area | None:
     """The county, township or school ``area_id`` with its schools (as the caller's row scope shows them)."""
-    found: tuple[Level, str] | None = None
-    county = await session.get(County, area_id)
-    if county is not None:
-        found = (Level.county, county.name)
-        schools_q = sa.select(School).where(col(School.county_id) == area_id)
-    else:
-        township = await session.get(Township, area_id)
-        if township is not None:
-            found = (Level.township, township.name)
-            schools_q = sa.select(School).where(col(School.township_id) == area_id)
-        else:
-            school = await session.get(School, area_id)
-            if school is not None:
-                found = (Level.school, school.name)
-                schools_q = sa.select(School).where(col(School.id) == area_id)
-    if found is None:
+    rows = (await session.execute(_AREA, {"id": area_id})).all()
+    if not rows:
         return None
-    schools = {s.id: s for s in (await session.execute(schools_q.order_by(col(School.name)))).scalars()}
-    return Area(level=found[0], id=area_id, name=found[1], schools=schools)
+    schools = {r[2]: SchoolRef(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None}
+    return Area(level=Level(rows[0][0]), id=area_id, name=rows[0][1], schools=schools)
 
 
 async def scope_root(session: AsyncSession, principal: Principal, area: Area) -> Area:
@@ -834,12 +848,60 @@ async def export_version(
     area = await resolve_area(session, principal, area_id)
     for level in levels:
         check_level(area, level)
+    version, _ = await answer_version(
+        session,
+        principal,
+        area,
+        levels=levels,
+        table_periods=[period],
+        trend_months=trend_months,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+    )
+    return version
+
+
+async def answer_version(
+    session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    levels: Sequence[Level],
+    table_periods: Sequence[Period],
+    trend_months: Sequence[Period] = (),
+    now: datetime,
+    threshold: int = DEFAULT_THRESHOLD,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+) -> tuple[Hashable | None, datetime]:
+    """What the tables of ``levels`` of ``area`` for each of ``table_periods`` (beside the previous period)
+    and the trend over ``trend_months`` are computed from (the version :func:`export_version` tells), and the
+    ``as_of`` they would say; (None, now) when a part is not from kept rows alone. The kept rows' versions of
+    every period involved (their months too) are read in one query first."""
+    today = periods.shanghai_date(now)
     root = await scope_root(session, principal, area)
+    wanted = [q for p in table_periods for q in (p, periods.previous(p))]
+    if now is not None and max_stale is not None:
+        involved = {(p.kind, p.key): p for p in [*wanted, *trend_months]}
+        for p in list(involved.values()):
+            for m in _months_within(p, today):
+                involved.setdefault((m.kind, m.key), m)
+        await preaggregate.prefetch_versions(
+            session,
+            school_ids=list(root.schools),
+            periods=list(involved.values()),
+            today=today,
+            now=now,
+            max_stale=max_stale,
+            by_class=False,
+        )
     out: list[Hashable] = []
-    for p in (period, periods.previous(period)):
+    as_of = now
+    for p in wanted:
         found = await joint(session, root, p, today=today, threshold=threshold, now=now, max_stale=max_stale)
         if found.memo_key is None:
-            return None
+            return None, now
+        as_of = min(as_of, found.as_of or now)
         for level in levels:
             if level != Level.klass:
                 out.append((found.memo_key, area.id, level.value))  # the view's own version
@@ -848,14 +910,16 @@ async def export_version(
                 session, root, area, level, p, today=today, threshold=threshold, now=now, max_stale=max_stale
             )
             if made.version is None:
-                return None
+                return None, now
+            as_of = min(as_of, made.as_of or now)
             out.append(made.version)
     for month in trend_months:
         found = await joint(session, root, month, today=today, threshold=threshold, now=now, max_stale=max_stale)
         if found.memo_key is None:
-            return None
+            return None, now
+        as_of = min(as_of, found.as_of or now)
         out.append((found.memo_key, area.id))
-    return (root.id, area.id, threshold, tuple(out))
+    return (root.id, area.id, threshold, tuple(out)), as_of
 
 
 async def build_trend(

@@ -12,7 +12,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -23,11 +23,18 @@ from api import audit
 from api.models.organisations import County, School, Township
 from api.models.stats import Level, Period, StatsTable, StatsTrend
 from api.scoping import Principal
-from api.services.stats import build_table, build_trend, periods
+from api.services.stats import answers, build_table, build_trend, periods
 from api.services.stats import indicators as registry
 from api.services.stats.exports import bulletin, charts, layout, table_csv, workbook
-from api.services.stats.exports.kept import ExportStore, export_key, versioned_key
-from api.services.stats.service import Area, export_version, resolve_area
+from api.services.stats.exports.kept import WRITER_VERSION, ExportStore, export_key, versioned_key
+from api.services.stats.service import (
+    DEFAULT_MAX_STALE,
+    Area,
+    answer_version,
+    check_level,
+    check_period,
+    resolve_area,
+)
 
 # The levels of a workbook for an area: its own, then every level below it.
 WORKBOOK_LEVELS = {
@@ -99,6 +106,7 @@ async def _tables(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> list[StatsTable]:
     return [
         await build_table(
@@ -110,13 +118,21 @@ async def _tables(
             indicators=None,
             now=now,
             threshold=threshold,
+            max_stale=max_stale,
         )
         for level in levels
     ]
 
 
 async def _trend(
-    session: AsyncSession, principal: Principal, *, period: Period, area_id: uuid.UUID, now: datetime, threshold: int
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    period: Period,
+    area_id: uuid.UUID,
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> StatsTrend:
     first, last = trend_span(period, periods.shanghai_date(now))
     return await build_trend(
@@ -128,6 +144,7 @@ async def _trend(
         area_id=area_id,
         now=now,
         threshold=threshold,
+        max_stale=max_stale,
     )
 
 
@@ -169,37 +186,117 @@ def _audit(
 async def _versions(
     session: AsyncSession,
     principal: Principal,
+    area: Area,
     levels: Sequence[Level],
     *,
     period: Period,
-    area_id: uuid.UUID,
     now: datetime,
     threshold: int,
+    max_stale: timedelta | None,
     trend: bool,
-) -> str | None:
-    """What the export's tables (and trend) would be computed from (:func:`.service.export_version`), as a
-    key; None when one of them is not from kept rows alone (then the tables themselves are the key)."""
+) -> tuple[str | None, datetime]:
+    """What the export's tables (and trend) would be computed from (:func:`.service.answer_version`), as a
+    key, and the ``as_of`` they would say; None when one of them is not from kept rows alone (then the tables
+    themselves are the key). Every period's kept versions are read in one query."""
     months: list[Period] = []
     if trend:
         first, last = trend_span(period, periods.shanghai_date(now))
         months = periods.month_range(first, last)
-    version = await export_version(
+    version, as_of = await answer_version(
         session,
         principal,
+        area,
         levels=levels,
-        period=period,
-        area_id=area_id,
+        table_periods=[period],
         trend_months=months,
         now=now,
         threshold=threshold,
+        max_stale=max_stale,
     )
-    return None if version is None else repr(version)
+    return (None if version is None else repr(version)), as_of
 
 
 async def _kept(store: ExportStore | None, key: str | None) -> bytes | None:
     if store is None or key is None:
         return None
     return await asyncio.to_thread(store.get, key)
+
+
+def _ask(kind: str, principal: Principal, area: Area, period: Period, threshold: int, **more: Any) -> answers.Ask:
+    return answers.Ask.of(
+        kind,
+        principal,
+        area.id,
+        period_kind=period.kind.value,
+        period_key=period.key,
+        threshold=threshold,
+        writer=WRITER_VERSION,
+        **more,
+    )
+
+
+async def workbook_answer(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    period: Period,
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+    store: ExportStore | None = None,
+    warm: bool = False,
+) -> answers.Served:
+    """The workbook's file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
+    levels = WORKBOOK_LEVELS[area.level]
+
+    async def version_of() -> tuple[str | None, datetime]:
+        return await _versions(
+            stats_session,
+            principal,
+            area,
+            levels,
+            period=period,
+            now=now,
+            threshold=threshold,
+            max_stale=max_stale,
+            trend=True,
+        )
+
+    async def build() -> tuple[bytes, datetime, str | None]:
+        version, as_of = await version_of()
+        key = versioned_key("xlsx", principal, version) if version is not None else None
+        content = await _kept(store, key)
+        if content is None:
+            tables = await _tables(
+                stats_session,
+                principal,
+                levels,
+                period=period,
+                area_id=area.id,
+                now=now,
+                threshold=threshold,
+                max_stale=max_stale,
+            )
+            trend = await _trend(
+                stats_session,
+                principal,
+                period=period,
+                area_id=area.id,
+                now=now,
+                threshold=threshold,
+                max_stale=max_stale,
+            )
+            as_of = min([*(t.as_of for t in tables), trend.as_of])
+            key = key or export_key("xlsx", principal, tables, trend)
+            content = await _written(store, key, workbook.workbook, tables, trend)
+        return content, as_of, version
+
+    ask = _ask("xlsx", principal, area, period, threshold)
+    return await answers.answer(
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+    )
 
 
 async def export_workbook(
@@ -211,31 +308,31 @@ async def export_workbook(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
     store: ExportStore | None = None,
 ) -> Export:
     """The workbook of the area (the caller's own unless named): a sheet for its level and each level below,
     and the twelve months' trends with their charts."""
+    check_period(period, periods.shanghai_date(now))
     area = await resolve_area(stats_session, principal, area_id)
-    levels = WORKBOOK_LEVELS[area.level]
-    version = await _versions(
-        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold, trend=True
+    served = await workbook_answer(
+        stats_session,
+        session,
+        principal,
+        area,
+        period=period,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+        store=store,
     )
-    key = versioned_key("xlsx", principal, version) if version is not None else None
-    content = await _kept(store, key)
-    if content is None:
-        tables = await _tables(
-            stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
-        )
-        trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-        key = key or export_key("xlsx", principal, tables, trend)
-        content = await _written(store, key, workbook.workbook, tables, trend)
-    _audit(session, area, period, threshold, export="xlsx", levels=levels)
+    _audit(session, area, period, threshold, export="xlsx", levels=WORKBOOK_LEVELS[area.level])
     await session.flush()
     return Export(
         file_name=f"{area.name}留守儿童关爱工作统计表（{period.label}）.xlsx",
         ascii_name=f"statistics-{period.key}.xlsx",
         media_type=workbook.MEDIA_TYPE,
-        content=content,
+        content=served.body,
     )
 
 
@@ -255,6 +352,63 @@ async def parent_names(session: AsyncSession, table: StatsTable) -> dict[uuid.UU
     return {row[0]: row[1] for row in await session.execute(query)}
 
 
+async def csv_answer(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    level: Level,
+    period: Period,
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+    store: ExportStore | None = None,
+    warm: bool = False,
+) -> answers.Served:
+    """One level's CSV file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
+
+    async def version_of() -> tuple[str | None, datetime]:
+        return await _versions(
+            stats_session,
+            principal,
+            area,
+            [level],
+            period=period,
+            now=now,
+            threshold=threshold,
+            max_stale=max_stale,
+            trend=False,
+        )
+
+    async def build() -> tuple[bytes, datetime, str | None]:
+        version, as_of = await version_of()
+        key = versioned_key("csv", principal, version) if version is not None else None
+        content = await _kept(store, key)
+        if content is None:
+            (table,) = await _tables(
+                stats_session,
+                principal,
+                [level],
+                period=period,
+                area_id=area.id,
+                now=now,
+                threshold=threshold,
+                max_stale=max_stale,
+            )
+            as_of = table.as_of
+            names = await parent_names(stats_session, table)
+            parents = ";".join(f"{k}={v}" for k, v in sorted(names.items(), key=lambda kv: str(kv[0])))
+            key = key or export_key("csv", principal, [table], None, extra=parents)
+            content = await _written(store, key, table_csv.table_csv, table, names)
+        return content, as_of, version
+
+    ask = _ask("csv", principal, area, period, threshold, level=level.value)
+    return await answers.answer(
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+    )
+
+
 async def export_csv(
     stats_session: AsyncSession,
     session: AsyncSession,
@@ -265,23 +419,25 @@ async def export_csv(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
     store: ExportStore | None = None,
 ) -> Export:
     """One level of the area as CSV, with the same cells and suppression marks as the workbook."""
+    check_period(period, periods.shanghai_date(now))
     area = await resolve_area(stats_session, principal, area_id)
-    version = await _versions(
-        stats_session, principal, [level], period=period, area_id=area.id, now=now, threshold=threshold, trend=False
+    check_level(area, level)
+    served = await csv_answer(
+        stats_session,
+        session,
+        principal,
+        area,
+        level=level,
+        period=period,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+        store=store,
     )
-    key = versioned_key("csv", principal, version) if version is not None else None
-    content = await _kept(store, key)
-    if content is None:
-        (table,) = await _tables(
-            stats_session, principal, [level], period=period, area_id=area.id, now=now, threshold=threshold
-        )
-        names = await parent_names(stats_session, table)
-        parents = ";".join(f"{k}={v}" for k, v in sorted(names.items(), key=lambda kv: str(kv[0])))
-        key = key or export_key("csv", principal, [table], None, extra=parents)
-        content = await _written(store, key, table_csv.table_csv, table, names)
     _audit(session, area, period, threshold, export="csv", levels=[level])
     await session.flush()
     level_name = layout.LEVEL_NAMES[level]
@@ -289,7 +445,7 @@ async def export_csv(
         file_name=f"{area.name}各{level_name}统计表（{period.label}）.csv",
         ascii_name=f"statistics-{level.value}-{period.key}.csv",
         media_type=table_csv.MEDIA_TYPE,
-        content=content,
+        content=served.body,
     )
 
 
@@ -297,6 +453,71 @@ def _render_bulletin(tables: list[StatsTable], trend: StatsTrend, font: str | No
     parts, quiet = bulletin_parts()
     drawn = charts.trend_charts(trend, font=font)
     return bulletin.render(tables, drawn, parts=parts, quiet=quiet)
+
+
+async def bulletin_answer(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    period: Period,
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+    store: ExportStore | None = None,
+    warm: bool = False,
+) -> answers.Served:
+    """The bulletin's file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
+    levels = WORKBOOK_LEVELS[area.level][1:]
+    font = await asyncio.to_thread(charts.cjk_font)
+
+    async def version_of() -> tuple[str | None, datetime]:
+        return await _versions(
+            stats_session,
+            principal,
+            area,
+            levels,
+            period=period,
+            now=now,
+            threshold=threshold,
+            max_stale=max_stale,
+            trend=True,
+        )
+
+    async def build() -> tuple[bytes, datetime, str | None]:
+        version, as_of = await version_of()
+        key = versioned_key("docx", principal, version, extra=f"font={font}") if version is not None else None
+        content = await _kept(store, key)
+        if content is None:
+            tables = await _tables(
+                stats_session,
+                principal,
+                levels,
+                period=period,
+                area_id=area.id,
+                now=now,
+                threshold=threshold,
+                max_stale=max_stale,
+            )
+            trend = await _trend(
+                stats_session,
+                principal,
+                period=period,
+                area_id=area.id,
+                now=now,
+                threshold=threshold,
+                max_stale=max_stale,
+            )
+            as_of = min([*(t.as_of for t in tables), trend.as_of])
+            key = key or export_key("docx", principal, tables, trend, extra=f"font={font}")
+            content = await _written(store, key, _render_bulletin, tables, trend, font)
+        return content, as_of, version
+
+    ask = _ask("docx", principal, area, period, threshold, font=font)
+    return await answers.answer(
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+    )
 
 
 async def export_bulletin(
@@ -308,30 +529,29 @@ async def export_bulletin(
     area_id: uuid.UUID | None,
     now: datetime,
     threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
     store: ExportStore | None = None,
 ) -> Export:
     """The quarterly or annual bulletin of the area: its figures from the tables of the levels below it
     (townships and schools for a county), the lagging units named, the twelve months' charts."""
+    check_period(period, periods.shanghai_date(now))
     area = await resolve_area(stats_session, principal, area_id)
-    levels = WORKBOOK_LEVELS[area.level][1:]
-    font = await asyncio.to_thread(charts.cjk_font)
-    version = await _versions(
-        stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold, trend=True
+    served = await bulletin_answer(
+        stats_session,
+        session,
+        principal,
+        area,
+        period=period,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+        store=store,
     )
-    key = versioned_key("docx", principal, version, extra=f"font={font}") if version is not None else None
-    content = await _kept(store, key)
-    if content is None:
-        tables = await _tables(
-            stats_session, principal, levels, period=period, area_id=area.id, now=now, threshold=threshold
-        )
-        trend = await _trend(stats_session, principal, period=period, area_id=area.id, now=now, threshold=threshold)
-        key = key or export_key("docx", principal, tables, trend, extra=f"font={font}")
-        content = await _written(store, key, _render_bulletin, tables, trend, font)
-    _audit(session, area, period, threshold, export="docx", levels=levels)
+    _audit(session, area, period, threshold, export="docx", levels=WORKBOOK_LEVELS[area.level][1:])
     await session.flush()
     return Export(
         file_name=bulletin.file_name_of(area.name, period),
         ascii_name=f"bulletin-{period.key}.docx",
         media_type=bulletin.MEDIA_TYPE,
-        content=content,
+        content=served.body,
     )

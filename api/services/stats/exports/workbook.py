@@ -12,6 +12,7 @@ import functools
 import io
 from collections.abc import Sequence
 from copy import copy
+from types import SimpleNamespace
 from typing import Any
 
 from api.clock import SHANGHAI
@@ -24,64 +25,34 @@ CHART_DATA_SHEET = "图表数据"
 HEADER_ROWS = (3, 4, 5)  # group, indicator, 本期/上期
 FIRST_DATA_ROW = 6
 
-# openpyxl (and the numpy it pulls in) is loaded when a workbook is first written, not at the API's start-up.
-_THIN: Any = None
-_BORDER: Any = None
-_TITLE_FONT: Any = None
-_BOLD: Any = None
-_PLAIN: Any = None
-_NOTE_FONT: Any = None
-_HEADER_FILL: Any = None
-_TOTAL_FILL: Any = None
-_CENTER: Any = None
-_RIGHT: Any = None
-_LEFT: Any = None
-openpyxl: Any = None
-LineChart: Any = None
-Reference: Any = None
-get_column_letter: Any = None
-Alignment: Any = None
 
-
+# openpyxl (and the numpy it pulls in) is loaded when a workbook is first written, not at the API's start-up:
+# its names and the styles made of them, once, in one namespace.
 @functools.cache
-def _load() -> None:
-    global \
-        _THIN, \
-        _BORDER, \
-        _TITLE_FONT, \
-        _BOLD, \
-        _PLAIN, \
-        _NOTE_FONT, \
-        _HEADER_FILL, \
-        _TOTAL_FILL, \
-        _CENTER, \
-        _RIGHT, \
-        _LEFT, \
-        openpyxl, \
-        LineChart, \
-        Reference, \
-        get_column_letter, \
-        Alignment
-    import openpyxl as _openpyxl
-    from openpyxl.chart import LineChart as _LineChart
-    from openpyxl.chart import Reference as _Reference
-    from openpyxl.styles import Alignment as _Alignment
-    from openpyxl.styles import Border, Font, PatternFill, Side
-    from openpyxl.utils import get_column_letter as _get_column_letter
+def _style() -> SimpleNamespace:
+    import openpyxl
+    from openpyxl.chart import LineChart, Reference
+    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+    from openpyxl.utils import get_column_letter
 
-    openpyxl, LineChart, Reference, get_column_letter = _openpyxl, _LineChart, _Reference, _get_column_letter
-    Alignment = _Alignment
-    _THIN = Side(style="thin", color="808080")
-    _BORDER = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
-    _TITLE_FONT = Font(name="宋体", size=14, bold=True)
-    _BOLD = Font(name="宋体", bold=True)
-    _PLAIN = Font(name="宋体")
-    _NOTE_FONT = Font(name="宋体", size=9, color="595959")
-    _HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-    _TOTAL_FILL = PatternFill("solid", fgColor="F2F2F2")
-    _CENTER = Alignment(horizontal="center", vertical="center", wrap_text=True)
-    _RIGHT = Alignment(horizontal="right", vertical="center")
-    _LEFT = Alignment(horizontal="left", vertical="center")
+    thin = Side(style="thin", color="808080")
+    return SimpleNamespace(
+        openpyxl=openpyxl,
+        LineChart=LineChart,
+        Reference=Reference,
+        get_column_letter=get_column_letter,
+        Alignment=Alignment,
+        border=Border(left=thin, right=thin, top=thin, bottom=thin),
+        title_font=Font(name="宋体", size=14, bold=True),
+        bold=Font(name="宋体", bold=True),
+        plain=Font(name="宋体"),
+        note_font=Font(name="宋体", size=9, color="595959"),
+        header_fill=PatternFill("solid", fgColor="DDEBF7"),
+        total_fill=PatternFill("solid", fgColor="F2F2F2"),
+        center=Alignment(horizontal="center", vertical="center", wrap_text=True),
+        right=Alignment(horizontal="right", vertical="center"),
+        left=Alignment(horizontal="left", vertical="center"),
+    )
 
 
 def _text(sheet: Any, row: int, column: int, value: str) -> Any:
@@ -116,6 +87,7 @@ def _group_spans(cols: list[layout.Column], first: int) -> list[tuple[str, int, 
 
 
 def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
+    st = _style()
     parent = layout.parent_header(table, names)
     fixed = ["序号", layout.LEVEL_NAMES[table.level]] + ([parent] if parent else [])
     cols = layout.columns(table.indicators)
@@ -125,11 +97,11 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(last, 2))
     title = _text(sheet, 1, 1, sheet_title(table))
     # Left, not centred: on a sheet a hundred columns wide the centre is far off screen.
-    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="left", vertical="center")
+    title.font, title.alignment = st.title_font, st.Alignment(horizontal="left", vertical="center")
     sheet.row_dimensions[1].height = 26
     sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=max(last, 2))
     info = _text(sheet, 2, 1, info_line(table))
-    info.font, info.alignment = _NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
+    info.font, info.alignment = st.note_font, st.Alignment(horizontal="left", vertical="center", wrap_text=True)
     sheet.row_dimensions[2].height = 30
 
     for index, head in enumerate(fixed, start=1):
@@ -156,7 +128,7 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
     for row in HEADER_ROWS:
         for column in range(1, last + 1):
             cell = sheet.cell(row=row, column=column)
-            cell.font, cell.alignment, cell.border, cell.fill = _BOLD, _CENTER, _BORDER, _HEADER_FILL
+            cell.font, cell.alignment, cell.border, cell.fill = st.bold, st.center, st.border, st.header_fill
     sheet.row_dimensions[4].height = 45
 
     # A cell's style is an index into the workbook's fonts, borders, fills…; setting each part looks it up by
@@ -169,14 +141,14 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
         if known is not None:
             cell._style = copy(known)
             return
-        cell.border = _BORDER
-        cell.font = _BOLD if total else _PLAIN
+        cell.border = st.border
+        cell.font = st.bold if total else st.plain
         if total:
-            cell.fill = _TOTAL_FILL
+            cell.fill = st.total_fill
         if kind == "name":
-            cell.alignment = _LEFT
+            cell.alignment = st.left
         elif kind == "mark":
-            cell.alignment = _RIGHT
+            cell.alignment = st.right
         elif kind.startswith("#"):
             cell.number_format = kind[1:]
         styles[(total, kind)] = copy(cell._style)
@@ -207,11 +179,11 @@ def _write_level(sheet: Any, table: StatsTable, names: dict[Any, str]) -> None:
     if parent:
         sheet.column_dimensions["C"].width = 16
     for column in range(first, last + 1):
-        sheet.column_dimensions[get_column_letter(column)].width = 11
+        sheet.column_dimensions[st.get_column_letter(column)].width = 11
     # Printed on A4 landscape pages across: a hundred columns do not fit one page legibly, so each page
     # repeats the header rows and the name columns instead.
     sheet.print_title_rows = "3:5"
-    sheet.print_title_cols = f"A:{get_column_letter(first - 1)}"
+    sheet.print_title_cols = f"A:{st.get_column_letter(first - 1)}"
     sheet.page_setup.orientation = "landscape"
     sheet.page_setup.paperSize = sheet.PAPERSIZE_A4
 
@@ -233,59 +205,60 @@ def chart_groups(indicators: Sequence[IndicatorDef]) -> list[tuple[str, list[Ind
 
 
 def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
+    st = _style()
     inds = trend.indicators
     last = len(inds) + 1
     sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(last, 2))
     title = _text(sheet, 1, 1, trend_title(trend))
-    title.font, title.alignment = _TITLE_FONT, Alignment(horizontal="center", vertical="center")
+    title.font, title.alignment = st.title_font, st.Alignment(horizontal="center", vertical="center")
     sheet.merge_cells(start_row=2, start_column=1, end_row=2, end_column=max(last, 2))
     as_of = trend.as_of.astimezone(SHANGHAI)
     note = _text(sheet, 2, 1, f"数据截至：{as_of:%Y-%m-%d %H:%M}　{layout.suppression_note(trend.threshold)}")
-    note.font, note.alignment = _NOTE_FONT, Alignment(horizontal="left", vertical="center", wrap_text=True)
+    note.font, note.alignment = st.note_font, st.Alignment(horizontal="left", vertical="center", wrap_text=True)
     sheet.row_dimensions[2].height = 30
 
     heads = ["月份"] + [layout.full_header(i) for i in inds]
     for column, head in enumerate(heads, start=1):
         for target in (sheet, data):
             cell = _text(target, 3, column, head)
-            cell.font, cell.alignment, cell.border, cell.fill = _BOLD, _CENTER, _BORDER, _HEADER_FILL
+            cell.font, cell.alignment, cell.border, cell.fill = st.bold, st.center, st.border, st.header_fill
     sheet.row_dimensions[3].height = 45
     for offset, point in enumerate(trend.points):
         row_no = 4 + offset
         # The charts' axis reads the data sheet's short months (2026-11): "2026年11月" wraps under a tick.
         for target, label in ((sheet, point.period.label), (data, point.period.key)):
             month = _text(target, row_no, 1, label)
-            month.border, month.font = _BORDER, _PLAIN
+            month.border, month.font = st.border, st.plain
         for column, indicator in enumerate(inds, start=2):
             cell_data = point.cells.get(indicator.key)
             shown = layout.value(cell_data, indicator, trend.threshold)
             cell = sheet.cell(row=row_no, column=column)
             if isinstance(shown, str):
                 _text(sheet, row_no, column, shown)
-                cell.alignment = _RIGHT
+                cell.alignment = st.right
             else:
                 cell.value = shown
                 cell.number_format = layout.number_format(indicator)
-            cell.border, cell.font = _BORDER, _PLAIN
+            cell.border, cell.font = st.border, st.plain
             plotted = data.cell(row=row_no, column=column, value=layout.number(cell_data, indicator))
             plotted.number_format = layout.number_format(indicator)
-            plotted.border = _BORDER
+            plotted.border = st.border
     last_row = 3 + len(trend.points)
     sheet.freeze_panes = "B4"
     data.freeze_panes = "B4"
     _text(data, 1, 1, f"{trend_title(trend)}：图表所用数据（按规定不显示的数字留空）")
-    data.cell(row=1, column=1).font = _BOLD
+    data.cell(row=1, column=1).font = st.bold
     for target in (sheet, data):
         target.column_dimensions["A"].width = 14
         for column in range(2, last + 1):
-            target.column_dimensions[get_column_letter(column)].width = 12
+            target.column_dimensions[st.get_column_letter(column)].width = 12
     if not trend.points:
         return
 
-    categories = Reference(data, min_col=1, min_row=4, max_row=last_row)
+    categories = st.Reference(data, min_col=1, min_row=4, max_row=last_row)
     anchor_row = last_row + 3
     for title_text, group in chart_groups(inds):
-        chart = LineChart()
+        chart = st.LineChart()
         chart.title = title_text
         chart.height, chart.width = 8, 18
         chart.display_blanks = "gap"
@@ -301,7 +274,7 @@ def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
             chart.y_axis.scaling.max = 1
         for indicator in group:
             column = 2 + inds.index(indicator)
-            chart.add_data(Reference(data, min_col=column, min_row=3, max_row=last_row), titles_from_data=True)
+            chart.add_data(st.Reference(data, min_col=column, min_row=3, max_row=last_row), titles_from_data=True)
         chart.set_categories(categories)
         for series in chart.series:
             series.smooth = False
@@ -312,8 +285,8 @@ def _write_trend(sheet: Any, data: Any, trend: StatsTrend) -> None:
 def workbook(tables: Sequence[StatsTable], trend: StatsTrend | None) -> bytes:
     """The workbook: a sheet per table (one per level, in the order given), then the monthly trends with
     their charts and the charts' data sheet."""
-    _load()
-    book = openpyxl.Workbook()
+    st = _style()
+    book = st.openpyxl.Workbook()
     default = book.active
     names = layout.parent_names(tables)
     used: set[str] = set()
