@@ -10,7 +10,7 @@ from it — still read from the figures first (to know it is the same), still au
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -235,21 +235,25 @@ def _ask(kind: str, principal: Principal, area: Area, period: Period, threshold:
     )
 
 
-async def workbook_answer(
+async def _file_with_trend(
     stats_session: AsyncSession,
     session: AsyncSession,
     principal: Principal,
     area: Area,
+    levels: Sequence[Level],
+    ask: answers.Ask,
     *,
+    write: Callable[[list[StatsTable], StatsTrend], bytes],
+    extra: str = "",
     period: Period,
     now: datetime,
     threshold: int,
-    max_stale: timedelta | None = DEFAULT_MAX_STALE,
-    store: ExportStore | None = None,
-    warm: bool = False,
+    max_stale: timedelta | None,
+    store: ExportStore | None,
+    warm: bool,
 ) -> answers.Served:
-    """The workbook's file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
-    levels = WORKBOOK_LEVELS[area.level]
+    """A file of the tables of ``levels`` beside the twelve months' trend (the workbook, the bulletin): kept
+    while fresh enough, else re-stamped, else found among the kept files by its version, else written."""
 
     async def version_of() -> tuple[str | None, datetime]:
         return await _versions(
@@ -266,7 +270,7 @@ async def workbook_answer(
 
     async def build() -> tuple[bytes, datetime, str | None]:
         version, as_of = await version_of()
-        key = versioned_key("xlsx", principal, version) if version is not None else None
+        key = versioned_key(ask.kind, principal, version, extra=extra) if version is not None else None
         content = await _kept(store, key)
         if content is None:
             tables = await _tables(
@@ -289,13 +293,43 @@ async def workbook_answer(
                 max_stale=max_stale,
             )
             as_of = min([*(t.as_of for t in tables), trend.as_of])
-            key = key or export_key("xlsx", principal, tables, trend)
-            content = await _written(store, key, workbook.workbook, tables, trend)
+            key = key or export_key(ask.kind, principal, tables, trend, extra=extra)
+            content = await _written(store, key, write, tables, trend)
         return content, as_of, version
 
-    ask = _ask("xlsx", principal, area, period, threshold)
     return await answers.answer(
         session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+    )
+
+
+async def workbook_answer(
+    stats_session: AsyncSession,
+    session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    period: Period,
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None = DEFAULT_MAX_STALE,
+    store: ExportStore | None = None,
+    warm: bool = False,
+) -> answers.Served:
+    """The workbook's file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
+    return await _file_with_trend(
+        stats_session,
+        session,
+        principal,
+        area,
+        WORKBOOK_LEVELS[area.level],
+        _ask("xlsx", principal, area, period, threshold),
+        write=workbook.workbook,
+        period=period,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+        store=store,
+        warm=warm,
     )
 
 
@@ -469,54 +503,22 @@ async def bulletin_answer(
     warm: bool = False,
 ) -> answers.Served:
     """The bulletin's file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
-    levels = WORKBOOK_LEVELS[area.level][1:]
     font = await asyncio.to_thread(charts.cjk_font)
-
-    async def version_of() -> tuple[str | None, datetime]:
-        return await _versions(
-            stats_session,
-            principal,
-            area,
-            levels,
-            period=period,
-            now=now,
-            threshold=threshold,
-            max_stale=max_stale,
-            trend=True,
-        )
-
-    async def build() -> tuple[bytes, datetime, str | None]:
-        version, as_of = await version_of()
-        key = versioned_key("docx", principal, version, extra=f"font={font}") if version is not None else None
-        content = await _kept(store, key)
-        if content is None:
-            tables = await _tables(
-                stats_session,
-                principal,
-                levels,
-                period=period,
-                area_id=area.id,
-                now=now,
-                threshold=threshold,
-                max_stale=max_stale,
-            )
-            trend = await _trend(
-                stats_session,
-                principal,
-                period=period,
-                area_id=area.id,
-                now=now,
-                threshold=threshold,
-                max_stale=max_stale,
-            )
-            as_of = min([*(t.as_of for t in tables), trend.as_of])
-            key = key or export_key("docx", principal, tables, trend, extra=f"font={font}")
-            content = await _written(store, key, _render_bulletin, tables, trend, font)
-        return content, as_of, version
-
-    ask = _ask("docx", principal, area, period, threshold, font=font)
-    return await answers.answer(
-        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+    return await _file_with_trend(
+        stats_session,
+        session,
+        principal,
+        area,
+        WORKBOOK_LEVELS[area.level][1:],
+        _ask("docx", principal, area, period, threshold, font=font),
+        write=lambda tables, trend: _render_bulletin(tables, trend, font),
+        extra=f"font={font}",
+        period=period,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+        store=store,
+        warm=warm,
     )
 
 
