@@ -280,8 +280,9 @@ def stats_refresh(
 ) -> None:
     """Keep the statistics' pre-aggregates fresh: every ``stats_refresh_seconds``, recompute the schools whose
     records changed (a process of its own, on the primary, apart from the escalation worker); before midnight,
-    tomorrow's too; then warm the kept answers asked for recently and the standard tables
-    (api/services/stats/warm.py). One at a time: while another holds the lock, a pass is skipped (and says so)."""
+    tomorrow's too; then warm the kept answers asked for recently and the standard tables (before midnight,
+    tomorrow's too: api/services/stats/warm.py). One at a time: while another holds the lock, a pass is skipped
+    (and says so)."""
     _logging()
     shutdown = Shutdown().install()
     from api.clock import SystemClock

@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     # (``liushou stats-refresh``) looks for changes every ``stats_refresh_seconds``.
     stats_max_stale_seconds: int = Field(default=300, ge=0, le=3600)
     stats_refresh_seconds: int = Field(default=60, ge=1, le=3600)
-    # In the last ``stats_ahead_minutes`` before Shanghai midnight the refresher also keeps tomorrow's figures, so
-    # that the first reads of the new day find them kept.
+    # In the last ``stats_ahead_minutes`` before Shanghai midnight the refresher also keeps tomorrow's figures, and
+    # the warm-up tomorrow's answers, so that the first reads of the new day find them kept.
     stats_ahead_minutes: int = Field(default=90, ge=0, le=720)
     # Built answers kept in ``stats_answer`` (api/services/stats/answers.py) are served while their as-of is within
     # ``stats_max_stale_seconds``; after each refresher pass the warm-up rebuilds those asked for within

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from api.db import scoped_session
-from api.models.accounts import Role
+from api.models.accounts import Account, Role
 from api.models.children import Child, Sex
 from api.models.stats import Level, PeriodKind
 from api.scoping import SYSTEM, Principal
@@ -22,6 +22,7 @@ from api.services.stats.answers import pack_json
 from api.services.stats.preaggregate import refresh
 from api.services.stats.warm import warm
 from tests.conftest import make_test_settings
+from tests.factories import login_token
 from tests.test_stats_exports_api import seed
 
 TABLE = {"level": "school", "period": "month", "key": "2026-11"}
@@ -217,7 +218,12 @@ async def test_a_failing_answer_does_not_stop_the_warm_up(client, world, app, cl
                 " asked_at) VALUES ('broken', 'table', 'county_bureau', :county, CAST(:request AS jsonb), '', :today,"
                 " :now, :now, :now)"
             ),
-            {"county": world["county"], "request": json.dumps(request), "today": date(2026, 1, 1), "now": clock.now()},
+            {
+                "county": world["county"],
+                "request": json.dumps(request),
+                "today": periods.shanghai_date(clock.now()),
+                "now": clock.now(),
+            },
         )
     done = await warm(app.state.sessionmaker, clock=clock, settings=settings)
     assert done["failed"] == 1 and done["built"] >= 3  # the standard tables still built
@@ -280,3 +286,119 @@ async def test_a_kept_table_is_sent_as_kept_gzip_or_plain(client, world, app, cl
     assert zipped.json() == plain.json() == json.loads(plain.content)
     assert len(zipped.content) == len(plain.content)  # httpx decoded it
     assert int(zipped.headers["content-length"]) < len(plain.content) / 3
+
+
+def at_night(hour: int, minute: int = 0, second: int = 0) -> datetime:
+    """30 November in Shanghai, ``hour`` (24: midnight into 1 December)."""
+    return datetime(2026, 11, 30, tzinfo=periods.SHANGHAI) + timedelta(hours=hour, minutes=minute, seconds=second)
+
+
+async def set_clock(app, world, clock, moment: datetime) -> None:
+    """The clock at ``moment``, and the world's accounts logged in again then (a token lasts minutes)."""
+    clock.set(moment)
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        for who in world.tokens:
+            account = await s.get_one(Account, world[who])
+            world.tokens[who] = await login_token(s, app, account, clock.now())
+
+
+async def kept_on(app, day: date) -> dict[str, dict]:
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        rows = await s.execute(
+            text("SELECT key, kind, request, as_of, built_at FROM stats_answer WHERE judged_on = :day"), {"day": day}
+        )
+        return {r.key: dict(r._mapping) for r in rows}
+
+
+async def records_table(app, world, **params) -> dict:
+    """The bureau's table built now from the records alone (no kept rows, no kept answer)."""
+    principal = principal_of(world, "bureau")
+    async with scoped_session(app.state.sessionmaker, principal) as s:
+        table = await build_table(
+            s,
+            principal,
+            level=Level(params["level"]),
+            period=periods.parse(PeriodKind(params["period"]), params["key"]),
+            area_id=None,
+            indicators=None,
+            now=app.state.clock.now(),
+            threshold=app.state.settings.stats_suppression_threshold,
+            max_stale=None,
+        )
+    return json.loads(table.model_dump_json(exclude={"as_of"}))
+
+
+async def test_tomorrows_answers_are_kept_before_midnight_and_served_at_once_after_it(
+    client, world, app, clock, settings
+):
+    tomorrow = date(2026, 12, 1)
+    december = {"level": "school", "period": "month", "key": "2026-12"}
+    await set_clock(app, world, clock, at_night(23, 0))
+    await seed(app, world, client)
+    await refresh(app.state.sessionmaker, clock=clock)
+    # 23:00: the bureau asks for November's table.
+    asked = await client.get("/stats/table", params=TABLE, headers=world.headers("bureau"))
+    assert asked.status_code == 200, asked.text
+    # 23:59: the refresher's pass, then the warm-up: tomorrow's answers too (December's standard table, the one
+    # asked), judged on tomorrow, beside today's.
+    await set_clock(app, world, clock, at_night(23, 59))
+    await refresh(app.state.sessionmaker, clock=clock)
+    done = await warm(app.state.sessionmaker, clock=clock, settings=settings)
+    assert done.get("failed", 0) == 0 and done["tomorrow"] >= 4  # the county's, two townships', the one asked
+    last_pass = clock.now()
+    ahead = await kept_on(app, tomorrow)
+    periods_ahead = {(r["request"]["params"]["period_key"], r["request"]["role"]) for r in ahead.values()}
+    assert {("2026-11", "county_bureau"), ("2026-12", "county_bureau"), ("2026-12", "township_official")} <= (
+        periods_ahead
+    )
+    assert all(r["as_of"] <= last_pass and r["built_at"] == last_pass for r in ahead.values())
+    assert await kept_on(app, date(2026, 11, 30))  # today's still there, untouched by tomorrow's
+    await mark_bodies(app, "kept")
+    # 00:00:01: the first asks of the day are served as kept, not built: the marked bodies, the rows unchanged.
+    await set_clock(app, world, clock, at_night(24, 0, 1))
+    for params in (TABLE, december):
+        served = await client.get("/stats/table", params=params, headers=world.headers("bureau"))
+        assert served.status_code == 200, served.text
+        body = served.json()
+        assert body["area_name"] == "kept"
+        assert datetime.fromisoformat(body["as_of"]) <= last_pass
+        # … and, its area's name aside, what a fresh build from the records gives on the new day.
+        fresh = await records_table(app, world, **params)
+        assert {**body, "area_name": fresh["area_name"], "as_of": None} == {**fresh, "as_of": None}
+    assert {k: r["built_at"] for k, r in (await kept_on(app, tomorrow)).items()} == {
+        k: r["built_at"] for k, r in ahead.items()
+    }
+    # The next warm-up deletes yesterday's answers.
+    await warm(app.state.sessionmaker, clock=clock, settings=settings)
+    assert await kept_on(app, date(2026, 11, 30)) == {}
+
+
+async def test_a_change_after_the_last_pass_before_midnight_shows_in_the_as_of(client, world, app, clock, settings):
+    await set_clock(app, world, clock, at_night(23, 0))
+    await seed(app, world, client)
+    await refresh(app.state.sessionmaker, clock=clock)
+    assert (await client.get("/stats/table", params=TABLE, headers=world.headers("bureau"))).status_code == 200
+    await set_clock(app, world, clock, at_night(23, 59))
+    await refresh(app.state.sessionmaker, clock=clock)
+    await warm(app.state.sessionmaker, clock=clock, settings=settings)
+    last_pass = clock.now()
+    # 23:59:50: two children join school 2 (its three left-behind children become five), after the last pass.
+    await set_clock(app, world, clock, at_night(23, 59, 50))
+    await add_children(app, world)
+    # 00:00:01: tomorrow's kept answer, without the change, says so: its as_of is before the change.
+    await set_clock(app, world, clock, at_night(24, 0, 1))
+    body = (await client.get("/stats/table", params=TABLE, headers=world.headers("bureau"))).json()
+    assert datetime.fromisoformat(body["as_of"]) <= last_pass < at_night(23, 59, 50)
+    school2 = next(r for r in body["rows"] if r["unit_id"] == str(world["school2"]))
+    assert school2["cells"]["left_behind"]["value"] != 5
+    # Past the bound from that as_of, it is built anew from the rows judged today: the change still pending in
+    # them, the as_of says since when …
+    await set_clock(app, world, clock, last_pass + timedelta(seconds=301))
+    body = (await client.get("/stats/table", params=TABLE, headers=world.headers("bureau"))).json()
+    assert datetime.fromisoformat(body["as_of"]) == at_night(23, 59, 50)
+    # … and past the bound from the change, the school is counted afresh, with it.
+    await set_clock(app, world, clock, at_night(24, 5))
+    body = (await client.get("/stats/table", params=TABLE, headers=world.headers("bureau"))).json()
+    school2 = next(r for r in body["rows"] if r["unit_id"] == str(world["school2"]))
+    assert school2["cells"]["left_behind"]["value"] == 5
+    assert datetime.fromisoformat(body["as_of"]) > at_night(23, 59, 50)

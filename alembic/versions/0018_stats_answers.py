@@ -1,5 +1,6 @@
 """stats answers: built tables, trends and export files, kept by what determines them (served within the
-allowed staleness, warmed by the refresher)
+allowed staleness, warmed by the refresher; one row per day judged on, tomorrow's kept beside today's before
+midnight)
 
 Revision ID: 0018
 Revises: 0017
@@ -41,7 +42,7 @@ def upgrade() -> None:
         sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
         sa.Column("built_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("asked_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("key", name=op.f("pk_stats_answer")),
+        sa.PrimaryKeyConstraint("key", "judged_on", name=op.f("pk_stats_answer")),
     )
     op.create_index(op.f("ix_stats_answer_asked_at"), "stats_answer", ["asked_at"], unique=False)
     op.execute("ALTER TABLE stats_answer ENABLE ROW LEVEL SECURITY")

@@ -79,7 +79,8 @@ unscoped(
 class StatsAnswer(SQLModel, table=True):
     """A built answer of the statistics — a table's or a trend's JSON, an export's file — kept by what
     determines it (:mod:`api.services.stats.answers`), so that any API process serves it while its ``as_of`` is
-    within the allowed staleness, and the refresher's warm-up rebuilds it when its figures move."""
+    within the allowed staleness, and the refresher's warm-up rebuilds it when its figures move. One row per day it
+    is judged on: before midnight the warm-up keeps tomorrow's beside today's."""
 
     __tablename__ = "stats_answer"
 
@@ -90,7 +91,7 @@ class StatsAnswer(SQLModel, table=True):
     request: Any = Field(sa_type=JSONB, description="the area and parameters, to build it again")
     body: bytes = Field(sa_type=sa.LargeBinary, description="the JSON without its as_of, or the file")
     version: str | None = Field(default=None, sa_type=sa.Text, description="the kept rows' versions it was built from")
-    judged_on: date = Field(description="the day (Asia/Shanghai) it was built for")
+    judged_on: date = Field(primary_key=True, description="the day (Asia/Shanghai) it was built for")
     as_of: datetime = timestamp_field()
     built_at: datetime = timestamp_field()
     asked_at: datetime = timestamp_field(index=True)

@@ -2,16 +2,18 @@
 request to a fresh API process, is a read rather than a 300-school suppression.
 
 An answer — a table's or a trend's JSON, a workbook, CSV or bulletin file — is kept under a key made of what
-determines it (:class:`Ask`): its kind, the caller's scope (role and the county, township or school it is
-rooted in), the area, the period, the indicators, the threshold. It is served as kept while its ``as_of`` is
-within the allowed staleness (``stats_max_stale_seconds``) and it was built on this day, **even if the figures
-moved meanwhile** — the issue's bound: never more than a few minutes stale, and saying its ``as_of``. Past
-that, the kept rows' versions are read: the same versions as the answer was built from give the same answer,
-which is re-stamped with the ``as_of`` a fresh build would say; other versions, a new build (kept in turn).
-The refresher's warm-up (:mod:`.warm`) does the same for the answers asked for recently, after each pass.
+determines it (:class:`Ask`): its kind, the caller's scope (role and the county, township or school it is rooted
+in), the area, the period, the indicators, the threshold — one row per day it is judged on (Shanghai), so that the
+warm-up can keep tomorrow's beside today's before midnight. It is served as kept while its ``as_of`` is within the
+allowed staleness (``stats_max_stale_seconds``) and it was judged on this day, **even if the figures moved
+meanwhile** — the issue's bound: never more than a few minutes stale, and saying its ``as_of``. Past that, the kept
+rows' versions are read: the same versions as the answer was built from give the same answer, which is re-stamped
+with the ``as_of`` a fresh build would say; other versions, a new build (kept in turn). The refresher's warm-up
+(:mod:`.warm`) does the same for the answers asked for recently, after each pass.
 
 ``as_of`` stays honest: a kept answer says the ``as_of`` of its build (or of the re-stamp, whose versions equal
-its build's), every change before which it counts; a change after it is simply not counted yet.
+its build's), every change before which it counts; a change after it is simply not counted yet. Tomorrow's
+answers, judged as at the coming midnight, say a real time too (never later than the build's ``real_now``).
 
 Scope: the table has row-level security by scope root (the role and the county, township or school the
 answer was built for; the platform reads all), and the key carries the scope too — a township official never
@@ -156,30 +158,37 @@ class Kept:
     asked_at: datetime
 
 
-_READ = sa.text("SELECT body, version, judged_on, as_of, asked_at FROM stats_answer WHERE key = :key")
+_READ = sa.text(
+    "SELECT body, version, judged_on, as_of, asked_at FROM stats_answer WHERE key = :key AND judged_on = :today"
+)
 _KEEP = sa.text(
     """
     INSERT INTO stats_answer (key, kind, scope_role, scope_id, request, body, version, judged_on, as_of, built_at,
                               asked_at)
-    VALUES (:key, :kind, :scope_role, :scope_id, CAST(:request AS jsonb), :body, :version, :judged_on, :as_of, :now,
-            :now)
-    ON CONFLICT (key) DO UPDATE SET
-        body = excluded.body, version = excluded.version, judged_on = excluded.judged_on, as_of = excluded.as_of,
-        built_at = excluded.built_at,
+    VALUES (:key, :kind, :scope_role, :scope_id, CAST(:request AS jsonb), :body, :version, :judged_on, :as_of,
+            CAST(:built_at AS timestamptz),
+            CASE WHEN CAST(:warm AS boolean)
+                 THEN coalesce((SELECT max(asked_at) FROM stats_answer WHERE key = CAST(:key AS varchar)),
+                               CAST(:built_at AS timestamptz))
+                 ELSE CAST(:built_at AS timestamptz) END)
+    ON CONFLICT (key, judged_on) DO UPDATE SET
+        body = excluded.body, version = excluded.version, as_of = excluded.as_of, built_at = excluded.built_at,
         asked_at = CASE WHEN CAST(:warm AS boolean) THEN stats_answer.asked_at
                         ELSE greatest(stats_answer.asked_at, excluded.asked_at) END
-    WHERE stats_answer.as_of <= excluded.as_of OR stats_answer.judged_on < excluded.judged_on
+    WHERE stats_answer.as_of <= excluded.as_of
     """
 )
 _RESTAMP = sa.text(
     "UPDATE stats_answer SET as_of = greatest(as_of, :as_of), asked_at = greatest(asked_at, :asked_at)"
-    " WHERE key = :key AND version = :version"
+    " WHERE key = :key AND judged_on = :today AND version = :version"
 )
+# Asked: every day's row of the key (today's and, before midnight, tomorrow's) ages from the last ask.
 _ASKED = sa.text("UPDATE stats_answer SET asked_at = :now WHERE key = :key AND asked_at < :now")
 
 
-async def read(session: AsyncSession, ask: Ask) -> Kept | None:
-    row = (await session.execute(_READ, {"key": ask.key})).first()
+async def read(session: AsyncSession, ask: Ask, today: date) -> Kept | None:
+    """The answer of ``ask`` kept for ``today`` (Shanghai), if any."""
+    row = (await session.execute(_READ, {"key": ask.key, "today": today})).first()
     return None if row is None else Kept(bytes(row[0]), row[1], row[2], row[3], row[4])
 
 
@@ -191,10 +200,13 @@ async def keep(
     as_of: datetime,
     version: str | None,
     now: datetime,
+    real_now: datetime | None = None,
     warm: bool = False,
 ) -> None:
-    """Keep a built answer (asked now; built by the warm-up, ``warm``: its ``asked_at`` stays, so that an answer
-    nobody asks for again ages out of the warm-up's window however often its figures move)."""
+    """Keep a built answer, judged on ``now``'s day (Shanghai) and built at ``real_now`` (default ``now``; the
+    warm-up's answers for tomorrow are judged at tomorrow's midnight but built now). Asked now, unless built by
+    the warm-up (``warm``): then its ``asked_at`` is that of the key's other day, if any, so that an answer nobody
+    asks for again ages out of the warm-up's window however often its figures move."""
     await session.execute(
         _KEEP,
         {
@@ -207,7 +219,7 @@ async def keep(
             "version": version,
             "judged_on": periods.shanghai_date(now),
             "as_of": as_of,
-            "now": now,
+            "built_at": real_now if real_now is not None else now,
             "warm": warm,
         },
     )
@@ -233,12 +245,19 @@ async def answer(
     build: Build,
     version_of: VersionOf,
     warm: bool = False,
+    real_now: datetime | None = None,
 ) -> Served:
     """The kept answer of ``ask`` while fresh enough (not for the warm-up, ``warm``); else the kept one
-    re-stamped when the figures it was built from have not moved; else ``build()`` (kept in turn)."""
+    re-stamped when the figures it was built from have not moved; else ``build()`` (kept in turn).
+
+    ``now`` is the clock the answer is judged by (its day picks the kept rows and the kept answer); ``real_now``,
+    when given, the real time — the warm-up builds tomorrow's answers before midnight with ``now`` at tomorrow's
+    midnight: their ``as_of`` is then never later than ``real_now`` (a change after it is not counted; one
+    before it is, or its mark, not included, says an older ``as_of``)."""
     today = periods.shanghai_date(now)
-    kept = await read(session, ask)
-    if kept is not None and kept.judged_on == today:
+    real = real_now if real_now is not None else now
+    kept = await read(session, ask, today)
+    if kept is not None:
         bound = max_stale if max_stale is not None else DEFAULT_MAX_STALE
         if not warm and now - kept.as_of <= bound:
             if now - kept.asked_at >= ASKED_EVERY:
@@ -246,12 +265,17 @@ async def answer(
             return Served(kept.body, kept.as_of, "kept")
         if kept.version is not None:
             version, as_of = await version_of()
+            as_of = min(as_of, real)
             if version == kept.version:
                 asked = kept.asked_at if warm else now
-                await session.execute(_RESTAMP, {"key": ask.key, "version": version, "as_of": as_of, "asked_at": asked})
+                await session.execute(
+                    _RESTAMP,
+                    {"key": ask.key, "today": today, "version": version, "as_of": as_of, "asked_at": asked},
+                )
                 return Served(kept.body, max(as_of, kept.as_of), "restamped")
     body, as_of, version = await build()
-    await keep(session, ask, body, as_of=as_of, version=version, now=now, warm=warm)
+    as_of = min(as_of, real)
+    await keep(session, ask, body, as_of=as_of, version=version, now=now, real_now=real, warm=warm)
     return Served(body, as_of, "built")
 
 
@@ -312,6 +336,7 @@ async def table_answer(
     threshold: int = DEFAULT_THRESHOLD,
     max_stale: timedelta | None = DEFAULT_MAX_STALE,
     warm: bool = False,
+    real_now: datetime | None = None,
 ) -> Served:
     """``GET /stats/table``'s body, kept (:func:`pack_json`), re-stamped or built (:func:`answer`): serve it with
     :func:`gzip_with_as_of` or :func:`with_as_of`. The
@@ -359,7 +384,9 @@ async def table_answer(
         )
         return pack_json(table.model_dump_json(exclude={"as_of"}).encode()), table.as_of, version
 
-    return await answer(session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm)
+    return await answer(
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm, real_now=real_now
+    )
 
 
 async def trend_answer(
@@ -375,6 +402,7 @@ async def trend_answer(
     threshold: int = DEFAULT_THRESHOLD,
     max_stale: timedelta | None = DEFAULT_MAX_STALE,
     warm: bool = False,
+    real_now: datetime | None = None,
 ) -> Served:
     """``GET /stats/trend``'s body, kept (:func:`pack_json`), re-stamped or built (:func:`answer`)."""
     keys = _indicator_keys(indicators)
@@ -420,7 +448,9 @@ async def trend_answer(
         )
         return pack_json(trend.model_dump_json(exclude={"as_of"}).encode()), trend.as_of, version
 
-    return await answer(session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm)
+    return await answer(
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm, real_now=real_now
+    )
 
 
 def standard_period(now: datetime) -> Period:

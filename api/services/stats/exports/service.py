@@ -399,8 +399,10 @@ async def csv_answer(
     max_stale: timedelta | None = DEFAULT_MAX_STALE,
     store: ExportStore | None = None,
     warm: bool = False,
+    real_now: datetime | None = None,
 ) -> answers.Served:
-    """One level's CSV file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`)."""
+    """One level's CSV file: kept while fresh enough, else re-stamped or written (:func:`.answers.answer`);
+    ``real_now`` as there (the file itself says no time, so the warm-up builds it ahead of midnight too)."""
 
     async def version_of() -> tuple[str | None, datetime]:
         return await _versions(
@@ -439,7 +441,7 @@ async def csv_answer(
 
     ask = _ask("csv", principal, area, period, threshold, level=level.value)
     return await answers.answer(
-        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm
+        session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm, real_now=real_now
     )
 
 
