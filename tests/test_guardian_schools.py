@@ -10,7 +10,9 @@ import asyncpg
 import httpx
 import sqlalchemy as sa
 
+from alembic import command
 from api.db import scoped_session
+from api.migrations import alembic_config
 from api.scoping import SYSTEM
 from tests.test_guardians import added, make_child
 
@@ -80,6 +82,26 @@ async def test_a_guardians_schools_follow_links_and_transfers(client, world, app
     assert r.status_code == 200, r.text
     assert await _schools(app, grandma) == {world["school2"], world["school3"]}
     assert await _sees(client, world, "admin2", grandma)
+
+
+async def test_upgrading_fills_the_schools_and_marks_no_school_for_the_statistics(client, world, app, database_url):
+    """Migration 0019 on a database with guardians: every link and guardian gets its schools, and the backfill
+    (which changes no figure) leaves no statistics mark behind — else the refresher would renew every school."""
+    child = await make_child(app, world, name="李浩然")
+    grandma = (await added(client, world, child))["guardian_id"]
+    cfg = alembic_config(database_url)
+    await asyncio.to_thread(command.downgrade, cfg, "0018")
+    try:
+        async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # SYSTEM: the test clears every mark
+            await s.execute(sa.text("DELETE FROM stats_dirty"))
+    finally:
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+    assert await _schools(app, grandma) == {world["school1"]}
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:  # SYSTEM: the test reads every mark
+        assert (await s.execute(sa.text("SELECT count(*) FROM stats_dirty"))).scalar_one() == 0
+        # The triggers are on again: a change marks its school.
+        await s.execute(sa.text("UPDATE guardian SET updated_at = updated_at WHERE id = :id"), {"id": grandma})
+        assert (await s.execute(sa.text("SELECT count(*) FROM stats_dirty"))).scalar_one() == 1
 
 
 async def test_a_new_guardian_belongs_to_the_school_of_the_child_it_is_filed_for(client, world, app):

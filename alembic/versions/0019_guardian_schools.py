@@ -115,6 +115,11 @@ _TRIGGER_TABLES = {
 
 
 def upgrade() -> None:
+    # The backfill below changes no figure of the statistics: with their triggers (migration 0016) it would mark
+    # every school with a guardian, and the refresher would renew the whole county (and reads compute from the
+    # records meanwhile). The tables' own triggers are off for the backfill only (this transaction holds them).
+    for table in ("child_guardian", "guardian"):
+        op.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
     op.add_column("child_guardian", sa.Column("school_id", sa.Uuid(), nullable=True))
     op.execute("UPDATE child_guardian cg SET school_id = c.school_id FROM child c WHERE c.id = cg.child_id")
     op.alter_column("child_guardian", "school_id", nullable=False)
@@ -127,6 +132,8 @@ def upgrade() -> None:
         "SELECT DISTINCT cg.school_id FROM child_guardian cg WHERE cg.guardian_id = g.id ORDER BY 1)"
         " WHERE EXISTS (SELECT 1 FROM child_guardian cg WHERE cg.guardian_id = g.id)"
     )
+    for table in ("child_guardian", "guardian"):
+        op.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     for statement in (*FUNCTIONS, *TRIGGERS):
         op.execute(statement)
     op.execute("DROP POLICY guardian_staff ON guardian")
