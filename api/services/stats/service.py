@@ -826,42 +826,6 @@ async def build_table(
     )
 
 
-async def export_version(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    levels: Sequence[Level],
-    period: Period,
-    area_id: uuid.UUID | None,
-    trend_months: Sequence[Period] = (),
-    now: datetime,
-    threshold: int = DEFAULT_THRESHOLD,
-    max_stale: timedelta | None = DEFAULT_MAX_STALE,
-) -> Hashable | None:
-    """What :func:`build_table` for each of ``levels`` (the period beside the previous one) and
-    :func:`build_trend` over ``trend_months`` would be computed from — the kept rows' versions, the units and
-    their names, the caller's scope root, the threshold — without building them (each period's joint read
-    once for every level); None when a part is not from kept rows alone. Equal versions: equal tables and
-    trend (apart from ``as_of``). The same checks (and errors) as :func:`build_table`."""
-    today = periods.shanghai_date(now)
-    check_period(period, today)
-    area = await resolve_area(session, principal, area_id)
-    for level in levels:
-        check_level(area, level)
-    version, _ = await answer_version(
-        session,
-        principal,
-        area,
-        levels=levels,
-        table_periods=[period],
-        trend_months=trend_months,
-        now=now,
-        threshold=threshold,
-        max_stale=max_stale,
-    )
-    return version
-
-
 async def answer_version(
     session: AsyncSession,
     principal: Principal,
@@ -875,8 +839,9 @@ async def answer_version(
     max_stale: timedelta | None = DEFAULT_MAX_STALE,
 ) -> tuple[Hashable | None, datetime]:
     """What the tables of ``levels`` of ``area`` for each of ``table_periods`` (beside the previous period)
-    and the trend over ``trend_months`` are computed from (the version :func:`export_version` tells), and the
-    ``as_of`` they would say; (None, now) when a part is not from kept rows alone. The kept rows' versions of
+    and the trend over ``trend_months`` are computed from — the kept rows' versions, the units and their names,
+    the caller's scope root, the threshold; equal versions, equal tables and trend (apart from ``as_of``) — and
+    the ``as_of`` they would say; (None, now) when a part is not from kept rows alone. The kept rows' versions of
     every period involved (their months too) are read in one query first."""
     today = periods.shanghai_date(now)
     root = await scope_root(session, principal, area)

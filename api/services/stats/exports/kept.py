@@ -105,7 +105,7 @@ def store_at(directory: str | None) -> ExportStore:
 
 def versioned_key(kind: str, principal: Principal, version: str, *, extra: str = "") -> str:
     """The key of an export whose tables are all computed from kept rows: their versions (the rows' versions,
-    the units and their names, the scope root, the threshold, the periods — :func:`.service.export_version`)
+    the units and their names, the scope root, the threshold, the periods — :func:`.service.answer_version`)
     stand for the tables, so a second download need not build them to know its file is kept."""
     digest = hashlib.sha256()
     for part in (WRITER_VERSION, kind, scope_of(principal), extra, version):
