@@ -26,7 +26,7 @@ import json
 import struct
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -36,13 +36,14 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.models.accounts import Role
-from api.models.stats import Level, Period, PeriodKind
+from api.models.stats import Level, Period, PeriodKind, StatsTable, StatsTrend
 from api.scoping import Principal
 from api.services.stats import indicators as registry
 from api.services.stats import periods
 from api.services.stats.service import (
     DEFAULT_MAX_STALE,
     DEFAULT_THRESHOLD,
+    Area,
     answer_version,
     build_table,
     build_trend,
@@ -323,6 +324,39 @@ def _indicator_keys(indicators: list[str] | None) -> list[str] | None:
     return list(indicators)
 
 
+async def versions(
+    stats_session: AsyncSession,
+    principal: Principal,
+    area: Area,
+    *,
+    levels: Sequence[Level] = (),
+    table_periods: Sequence[Period] = (),
+    trend_months: Sequence[Period] = (),
+    now: datetime,
+    threshold: int,
+    max_stale: timedelta | None,
+) -> tuple[str | None, datetime]:
+    """What an answer over these tables and trend months is computed from
+    (:func:`.service.answer_version`), as the text kept beside it, and the ``as_of`` it would say."""
+    version, as_of = await answer_version(
+        stats_session,
+        principal,
+        area,
+        levels=levels,
+        table_periods=table_periods,
+        trend_months=trend_months,
+        now=now,
+        threshold=threshold,
+        max_stale=max_stale,
+    )
+    return (None if version is None else repr(version)), as_of
+
+
+def _packed(built: StatsTable | StatsTrend, version: str | None) -> tuple[bytes, datetime, str | None]:
+    """A built table or trend as :func:`answer` keeps it: packed without its ``as_of``, which is served apart."""
+    return pack_json(built.model_dump_json(exclude={"as_of"}).encode()), built.as_of, version
+
+
 async def table_answer(
     stats_session: AsyncSession,
     session: AsyncSession,
@@ -357,7 +391,7 @@ async def table_answer(
     )
 
     async def version_of() -> tuple[str | None, datetime]:
-        version, as_of = await answer_version(
+        return await versions(
             stats_session,
             principal,
             area,
@@ -367,7 +401,6 @@ async def table_answer(
             threshold=threshold,
             max_stale=max_stale,
         )
-        return (None if version is None else repr(version)), as_of
 
     async def build() -> tuple[bytes, datetime, str | None]:
         version, _ = await version_of()
@@ -382,7 +415,7 @@ async def table_answer(
             threshold=threshold,
             max_stale=max_stale,
         )
-        return pack_json(table.model_dump_json(exclude={"as_of"}).encode()), table.as_of, version
+        return _packed(table, version)
 
     return await answer(
         session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm, real_now=real_now
@@ -420,18 +453,9 @@ async def trend_answer(
     )
 
     async def version_of() -> tuple[str | None, datetime]:
-        version, as_of = await answer_version(
-            stats_session,
-            principal,
-            area,
-            levels=[],
-            table_periods=[],
-            trend_months=months,
-            now=now,
-            threshold=threshold,
-            max_stale=max_stale,
+        return await versions(
+            stats_session, principal, area, trend_months=months, now=now, threshold=threshold, max_stale=max_stale
         )
-        return (None if version is None else repr(version)), as_of
 
     async def build() -> tuple[bytes, datetime, str | None]:
         version, _ = await version_of()
@@ -446,7 +470,7 @@ async def trend_answer(
             threshold=threshold,
             max_stale=max_stale,
         )
-        return pack_json(trend.model_dump_json(exclude={"as_of"}).encode()), trend.as_of, version
+        return _packed(trend, version)
 
     return await answer(
         session, ask, now=now, max_stale=max_stale, build=build, version_of=version_of, warm=warm, real_now=real_now

@@ -30,7 +30,6 @@ from api.services.stats.exports.kept import WRITER_VERSION, ExportStore, export_
 from api.services.stats.service import (
     DEFAULT_MAX_STALE,
     Area,
-    answer_version,
     check_level,
     check_period,
     resolve_area,
@@ -195,14 +194,14 @@ async def _versions(
     max_stale: timedelta | None,
     trend: bool,
 ) -> tuple[str | None, datetime]:
-    """What the export's tables (and trend) would be computed from (:func:`.service.answer_version`), as a
+    """What the export's tables (and trend) would be computed from (:func:`.answers.versions`), as a
     key, and the ``as_of`` they would say; None when one of them is not from kept rows alone (then the tables
     themselves are the key). Every period's kept versions are read in one query."""
     months: list[Period] = []
     if trend:
         first, last = trend_span(period, periods.shanghai_date(now))
         months = periods.month_range(first, last)
-    version, as_of = await answer_version(
+    return await answers.versions(
         session,
         principal,
         area,
@@ -213,7 +212,6 @@ async def _versions(
         threshold=threshold,
         max_stale=max_stale,
     )
-    return (None if version is None else repr(version)), as_of
 
 
 async def _kept(store: ExportStore | None, key: str | None) -> bytes | None:
