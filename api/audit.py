@@ -8,7 +8,7 @@ details are logged explicitly by the services with :func:`record`.
 import enum
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -116,52 +116,28 @@ def make_entry(
     )
 
 
+class Where(TypedDict, total=False):
+    """What an entry is about, and whose log it is filed in (:func:`make_entry`)."""
+
+    resource_id: Any
+    school_id: uuid.UUID | None
+    county_id: uuid.UUID | None
+
+
 def record(
-    session: Any,
-    *,
-    action: str,
-    resource_type: str,
-    resource_id: Any = None,
-    school_id: uuid.UUID | None = None,
-    county_id: uuid.UUID | None = None,
-    detail: dict[str, Any] | None = None,
+    session: Any, *, action: str, resource_type: str, detail: dict[str, Any] | None = None, **where: Unpack[Where]
 ) -> None:
     """Add an audit entry for something that is not an ORM write (a read, a login, an export)."""
-    session.add(
-        make_entry(
-            session,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            school_id=school_id,
-            county_id=county_id,
-            changes=detail,
-        )
-    )
+    session.add(make_entry(session, action=action, resource_type=resource_type, changes=detail, **where))
 
 
 async def write(
-    session: Any,
-    *,
-    action: str,
-    resource_type: str,
-    resource_id: Any = None,
-    school_id: uuid.UUID | None = None,
-    county_id: uuid.UUID | None = None,
-    detail: dict[str, Any] | None = None,
+    session: Any, *, action: str, resource_type: str, detail: dict[str, Any] | None = None, **where: Unpack[Where]
 ) -> None:
     """Write the entry of a read now, in the read's transaction: the entry :func:`record` would leave for the
     flush at commit, without the unit of work (the hot reads change no object, so their commit flushes
     nothing)."""
-    entry = make_entry(
-        session,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        school_id=school_id,
-        county_id=county_id,
-        changes=detail,
-    )
+    entry = make_entry(session, action=action, resource_type=resource_type, changes=detail, **where)
     await execute(session, _WRITE, {key: getattr(entry, key) for key in _AUDIT_COLUMNS})
 
 
