@@ -85,7 +85,7 @@ def _schools_of_children(session: Session, objects: list[Any]) -> dict[Any, Any]
     return found
 
 
-def make_entry(
+def entry_values(
     session: Any,
     *,
     action: str,
@@ -94,26 +94,31 @@ def make_entry(
     school_id: uuid.UUID | None = None,
     county_id: uuid.UUID | None = None,
     changes: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> dict[str, Any]:
+    """The columns of an entry (all but its id): what was done, to what, by whom, when, in which request."""
     principal = get_principal(session)
     ctx = current_request()
     clock = session.info.get(CLOCK_KEY)
-    return new_row(
-        AuditEntry,
-        at=clock.now() if clock is not None else utcnow(),
-        account_id=principal.account_id,
-        role=principal.role.value if principal.role else ("system" if principal.is_system else None),
-        action=action,
-        resource_type=resource_type,
-        resource_id=str(resource_id) if resource_id is not None else None,
+    return {
+        "at": clock.now() if clock is not None else utcnow(),
+        "account_id": principal.account_id,
+        "role": principal.role.value if principal.role else ("system" if principal.is_system else None),
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": str(resource_id) if resource_id is not None else None,
         # A write that names no school is filed under the acting staff member's school.
-        school_id=school_id or principal.school_id,
-        county_id=county_id or principal.county_id,
-        request_id=ctx.request_id if ctx else None,
-        client_request_id=ctx.client_request_id if ctx else None,
-        client_ip=ctx.client_ip if ctx else None,
-        changes=changes,
-    )
+        "school_id": school_id or principal.school_id,
+        "county_id": county_id or principal.county_id,
+        "request_id": ctx.request_id if ctx else None,
+        "client_request_id": ctx.client_request_id if ctx else None,
+        "client_ip": ctx.client_ip if ctx else None,
+        "changes": changes,
+    }
+
+
+def make_entry(session: Any, **what: Any) -> AuditEntry:
+    """The entry (:func:`entry_values`) as an object, for the session to flush."""
+    return new_row(AuditEntry, **entry_values(session, **what))
 
 
 class Where(TypedDict, total=False):
@@ -137,8 +142,47 @@ async def write(
     """Write the entry of a read now, in the read's transaction: the entry :func:`record` would leave for the
     flush at commit, without the unit of work (the hot reads change no object, so their commit flushes
     nothing)."""
-    entry = make_entry(session, action=action, resource_type=resource_type, changes=detail, **where)
-    await execute(session, _WRITE, {key: getattr(entry, key) for key in _AUDIT_COLUMNS})
+    await execute(
+        session, _WRITE, entry_values(session, action=action, resource_type=resource_type, changes=detail, **where)
+    )
+
+
+# The columns of a read's entry bound per request (:func:`entry_params`); the others come from the read's rows.
+_PER_REQUEST = ("at", "account_id", "role", "request_id", "client_request_id", "client_ip")
+
+
+def entry_in_statement(
+    read: Any, *, action: str, resource_type: str, resource_id: Any, school_id: Any, county_id: Any, when: Any
+) -> Any:
+    """A read's entry written by the read's own statement: an ``INSERT … SELECT`` over the read (a CTE of
+    it), to add to the statement that returns the read's rows (``select(...).add_cte(...)``). One entry per row of
+    ``read`` for which ``when`` holds; what it is about — ``resource_id``, ``school_id``, ``county_id``, columns of
+    ``read`` — from the row (the acting staff member's school and county where the row has none, as
+    :func:`entry_values`); who, when and in which request bound per request: :func:`entry_params`.
+
+    The same transaction as the read, as :func:`write`, without a round trip of its own."""
+    columns = AuditEntry.__table__.c  # type: ignore[attr-defined]
+    rows = (
+        sa.select(
+            *[sa.bindparam(f"audit_{key}", type_=columns[key].type) for key in _PER_REQUEST],
+            sa.literal(action, columns.action.type),
+            sa.literal(resource_type, columns.resource_type.type),
+            sa.cast(resource_id, columns.resource_id.type),
+            sa.func.coalesce(school_id, sa.bindparam("audit_school_id", type_=columns.school_id.type)),
+            sa.func.coalesce(county_id, sa.bindparam("audit_county_id", type_=columns.county_id.type)),
+        )
+        .select_from(read)
+        .where(when)
+    )
+    names = [*_PER_REQUEST, "action", "resource_type", "resource_id", "school_id", "county_id"]
+    return _INSERT.from_select(names, rows).cte(f"{resource_type}_audit_entry")
+
+
+def entry_params(session: Any, *, action: str, resource_type: str) -> dict[str, Any]:
+    """The parameters of :func:`entry_in_statement` for this request (the same values :func:`entry_values`
+    gives an entry written on its own)."""
+    values = entry_values(session, action=action, resource_type=resource_type)
+    return {f"audit_{key}": values[key] for key in (*_PER_REQUEST, "school_id", "county_id")}
 
 
 def record_created(session: Any, obj: Any) -> None:

@@ -8,7 +8,7 @@ import weakref
 import pytest
 import sqlalchemy as sa
 
-from api import driver
+from api import audit, driver
 from api.db import scoped_session
 from api.models.children import Child
 from api.models.organisations import School
@@ -91,9 +91,13 @@ async def test_rows_read_on_the_driver_are_the_rows_sqlalchemy_reads(app, famili
     world = families
     async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
         child_id = (await s.execute(sa.select(Child.id).where(Child.school_id == world["school1"]))).scalars().first()
-        ours = await driver.fetch_one(s, _FILE, {"child_id": child_id})
-        theirs = (await s.execute(_file_statement(), {"child_id": child_id})).one()
-        assert await driver.fetch_one(s, _FILE, {"child_id": uuid.uuid4()}) is None
+        # No entry written (not full for anyone): the same statement twice would write two.
+        params = {"full_everyone": False, "full_classes": []} | audit.entry_params(
+            s, action="child.read", resource_type="child"
+        )
+        ours = await driver.fetch_one(s, _FILE, params | {"child_id": child_id})
+        theirs = (await s.execute(_file_statement(), params | {"child_id": child_id})).one()
+        assert await driver.fetch_one(s, _FILE, params | {"child_id": uuid.uuid4()}) is None
     assert ours._fields == theirs._fields
     assert ours._mapping == dict(theirs._mapping)
     assert type(ours.status) is type(theirs.status) and type(ours.sex) is type(theirs.sex)  # enums, not str

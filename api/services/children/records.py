@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -47,6 +48,7 @@ from api.services.children.rules import (
     check_left_behind_since,
     duplicate,
     flags_of,
+    full_detail_of,
     invalid,
     new_event,
     sees_full_detail,
@@ -347,7 +349,11 @@ async def read_child(
 
     One query: the child's columns (read, not loaded as an object: nothing changes), its school and class, and
     what the file lacks."""
-    row: Any = await driver.fetch_one(session, _FILE, {"child_id": child_id})
+    everyone, classes = full_detail_of(principal)
+    params = {"child_id": child_id, "full_everyone": everyone, "full_classes": list(classes)}
+    row: Any = await driver.fetch_one(
+        session, _FILE, params | audit.entry_params(session, action="child.read", resource_type="child")
+    )
     if row is None:
         raise NotFound("找不到该儿童档案 (child not found)", code="child_not_found")
     place = Place(
@@ -356,17 +362,8 @@ async def read_child(
         class_label=class_label(row.grade, row.class_name) if row.grade is not None else None,
         grade=row.grade,
     )
-    view = _view(principal, row, place=place, missing=completeness.missing_of(row), now=now)
-    if isinstance(view, ChildFull):
-        await audit.write(
-            session,
-            action="child.read",
-            resource_type="child",
-            resource_id=row.id,
-            school_id=row.school_id,
-            county_id=place.county_id,
-        )
-    return view
+    # Full or basic by the same rule as the statement's audit entry, written where the file is full.
+    return _view(principal, row, place=place, missing=completeness.missing_of(row), now=now)
 
 
 def _file_statement() -> Any:
@@ -374,8 +371,10 @@ def _file_statement() -> Any:
     # child sees both (the same scope rules), and a missing class is a file without one. Staff see every
     # guardian of a child they see, so what the file lacks needs no system read here (a family's would).
     # The links are read for this child by the link index (LATERAL), not filtered by a second look-up of it.
+    # The read of a full file writes its audit entry in the same statement (a data-modifying CTE): the file is
+    # full for the principal's ``full_everyone`` or ``full_classes`` (rules.full_detail_of), as _view judges.
     links = link_facts_for(col(Child.id))
-    return (
+    file = (
         sa.select(
             *[col(getattr(Child, column.key)) for column in Child.__table__.columns],  # type: ignore[attr-defined]
             col(School.name).label("school_name"),
@@ -389,7 +388,22 @@ def _file_statement() -> Any:
         .outerjoin(SchoolClass, col(SchoolClass.id) == Child.class_id)
         .outerjoin(links, sa.true())
         .where(col(Child.id) == sa.bindparam("child_id", type_=sa.Uuid()))
+        .cte("file")
     )
+    full = sa.or_(
+        sa.bindparam("full_everyone", type_=sa.Boolean()),
+        file.c.class_id == sa.any_(sa.bindparam("full_classes", type_=postgresql.ARRAY(sa.Uuid()))),
+    )
+    entry = audit.entry_in_statement(
+        file,
+        action="child.read",
+        resource_type="child",
+        resource_id=file.c.id,
+        school_id=file.c.school_id,
+        county_id=file.c.county_id,
+        when=full,
+    )
+    return sa.select(*file.c).add_cte(entry)
 
 
 _FILE = driver.DriverStatement(_file_statement())

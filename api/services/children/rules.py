@@ -54,12 +54,20 @@ def school_year_start(day: date) -> date:
     return date(day.year if day.month >= 9 else day.year - 1, 9, 1)
 
 
-def sees_full_detail(principal: Principal, child: Child) -> bool:
-    """School admins, the bureau, the township, the platform and the teachers of the child's class see the full
-    file; other teachers of the school see the basic view (families: the family view, elsewhere)."""
+def full_detail_of(principal: Principal) -> tuple[bool, frozenset[uuid.UUID]]:
+    """Whose full files the principal sees: every child's it sees (``True``), or those of the classes given.
+    School admins, the bureau, the township and the platform see every full file; teachers those of the classes
+    they teach; nobody else any (families: the family view, elsewhere). :func:`sees_full_detail` in Python, and
+    the file's statement in SQL (its audit entry, ``records.read_child``), both judge by this."""
     if principal.is_system or principal.role in FULL_DETAIL_ROLES:
-        return True
-    return principal.role == Role.teacher and child.class_id is not None and child.class_id in principal.class_ids
+        return True, frozenset()
+    return False, principal.class_ids if principal.role == Role.teacher else frozenset()
+
+
+def sees_full_detail(principal: Principal, child: Child) -> bool:
+    """Whether the principal sees the child's full file, or the basic view (:func:`full_detail_of`)."""
+    everyone, classes = full_detail_of(principal)
+    return everyone or (child.class_id is not None and child.class_id in classes)
 
 
 def flags_of(child: Child) -> list[ChildFlag]:
