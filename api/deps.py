@@ -48,6 +48,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
+async def get_transaction(request: Request) -> AsyncIterator[driver.Transaction]:
+    """The request's transaction on the driver, without a session (:class:`api.driver.Transaction`), for the
+    hot reads whose statements all go to the driver. Committed, as :func:`get_session`'s, after the endpoint
+    and before a byte of the response is sent (``TransactionDep`` uses ``scope="function"``); rolled back if
+    anything raised."""
+    transaction = driver.Transaction(request.app.state.engine)
+    transaction.info[CLOCK_KEY] = request.app.state.clock
+    try:
+        yield transaction
+    except BaseException:
+        await transaction.end(commit=False)
+        raise
+    await transaction.end(commit=True)
+
+
 # The small dependencies below are ``async def`` although they never wait: FastAPI runs a plain ``def``
 # dependency in its thread pool, a thread hop on every request for a lookup on app.state.
 
@@ -87,6 +102,7 @@ async def get_client_ip() -> str | None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+TransactionDep = Annotated[driver.Transaction, Depends(get_transaction, scope="function")]
 
 # Query integers reach PostgreSQL as int64: an unbounded one (offset=9223372036854775808) would be a 500.
 # Every paging endpoint takes ``offset: Offset = 0``; every other integer parameter carries its own ``le=``
@@ -113,13 +129,27 @@ async def authenticate(
 
     Roles an endpoint allows are given as security scopes (``Security(authenticate, scopes=[...])``),
     so they show in OpenAPI; no scopes means any signed-in account. Settings and clock are read from the app
-    here rather than as dependencies: each dependency FastAPI solves costs on every request.
-    """
+    here rather than as dependencies: each dependency FastAPI solves costs on every request."""
+    return await _principal(security_scopes, request, session, token)
+
+
+async def authenticate_on_driver(
+    security_scopes: SecurityScopes,
+    request: Request,
+    transaction: TransactionDep,
+    token: Annotated[str | None, Depends(oauth2)],
+) -> Principal:
+    """:func:`authenticate` for an endpoint that works in the request's driver transaction
+    (``TransactionDep``) instead of a session: the same checks, the principal bound to that transaction."""
+    return await _principal(security_scopes, request, transaction, token)
+
+
+async def _principal(security_scopes: SecurityScopes, request: Request, db: Any, token: str | None) -> Principal:
     settings: Settings = request.app.state.settings
     now = request.app.state.clock.now()
     if not token:
         raise Unauthorized()
-    principal = await load_principal(session, read_access_token(settings, token, now))
+    principal = await load_principal(db, read_access_token(settings, token, now))
     if security_scopes.scopes and principal.role not in security_scopes.scopes:
         raise Forbidden("当前角色无权访问 (your role cannot do this)", code="role_forbidden")
     return principal
@@ -132,6 +162,8 @@ def allow(*allowed: Role) -> Any:
 
 
 CurrentPrincipal = Annotated[Principal, Security(authenticate)]
+# Any signed-in account, bound to the request's driver transaction (TransactionDep) rather than to a session.
+DriverPrincipal = Annotated[Principal, Security(authenticate_on_driver)]
 Staff = Annotated[
     Principal, allow(Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
 ]

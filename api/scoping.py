@@ -134,7 +134,7 @@ def parse_uuid_array(text: str) -> frozenset[uuid.UUID]:
 def _scope_transaction(session: Session, _transaction: SessionTransaction, connection: Any) -> None:
     """The first statement of every transaction: the principal's role and scope (nothing for the system).
     A savepoint is inside a transaction whose scope is already set: it costs no second round trip."""
-    if _transaction.nested or session.info.get(_SYSTEM_DEPTH_KEY) or session.info.get(_SET_BY_STATEMENT_KEY):
+    if _transaction.nested or session.info.get(_SYSTEM_DEPTH_KEY) or scope_set_by_this_statement(session):
         return
     principal = get_principal(session)
     if not principal.is_system:
@@ -173,6 +173,12 @@ async def scope_set_by_statement(session: Any) -> AsyncIterator[None]:
         yield
     finally:
         session.info.pop(_SET_BY_STATEMENT_KEY, None)
+
+
+def scope_set_by_this_statement(session: Any) -> bool:
+    """Whether the transaction about to begin takes its scope from its first statement (inside
+    :func:`scope_set_by_statement`), rather than from the bound principal."""
+    return bool(session.info.get(_SET_BY_STATEMENT_KEY))
 
 
 def principal_was_set(session: Any, principal: Principal) -> None:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from api.db import scoped_session
+from api.models.audit import AuditEntry
 from api.models.children import Child
 from api.scoping import SYSTEM
 from tests.factories import PASSWORD
@@ -115,3 +116,19 @@ async def test_a_write_answered_2xx_is_there_when_the_answer_arrives(app, world,
             assert r.status_code == 201, r.text
             async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
                 assert await s.get(Child, uuid.UUID(r.json()["id"])) is not None, f"try {i}"
+
+
+async def test_a_read_of_a_file_is_in_the_audit_log_when_the_answer_arrives(app, world, live_url):
+    """A child's file is read on a driver transaction without a session (api/driver.py), its audit entry
+    written by the read's own statement: committed before the answer leaves, like a session's."""
+    async with fresh_connections(live_url, headers=world.headers("admin1")) as c:
+        created = await c.post("/children", json=plain_child(world, "李读档"))
+        assert created.status_code == 201, created.text
+        child_id = created.json()["id"]
+        for i in range(20):
+            r = await c.get(f"/children/{child_id}")
+            assert r.status_code == 200, r.text
+            async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+                entry = await s.scalar(sa.select(AuditEntry).where(AuditEntry.request_id == r.headers["x-request-id"]))
+            assert entry is not None, f"try {i}: the read's entry is not there when its answer arrived"
+            assert (entry.action, entry.resource_id) == ("child.read", child_id)

@@ -165,3 +165,75 @@ async def test_a_session_that_ran_driver_statements_is_freed_without_the_garbage
         assert session() is None
     finally:
         gc.enable()
+
+
+# ---- a request's transaction without a session (driver.Transaction) ---------------------------------------
+
+
+async def _schools_seen_without_a_session(app, principal: Principal) -> set[uuid.UUID]:
+    transaction = driver.Transaction(app.state.engine)
+    await set_principal(transaction, principal)
+    try:
+        return {row.school_id for row in await driver.fetch(transaction, CHILD_SCHOOLS)}
+    finally:
+        await transaction.end(commit=False)
+
+
+async def test_a_transaction_without_a_session_is_in_the_bound_principals_scope(app, families):
+    """Its first statement is not the sign-in look-up: the bound principal's scope is applied before it, as
+    a session's transaction does — never a statement as the owner by default."""
+    world = families
+    seen = _schools_seen_without_a_session
+    assert await seen(app, await _principal(app, world, "admin1")) == {world["school1"]}
+    assert await seen(app, await _principal(app, world, "bureau")) == {world["school1"], world["school2"]}
+    assert await seen(app, ANONYMOUS) == set()
+    assert await seen(app, SYSTEM) >= {world["school1"], world["school2"]}
+
+
+async def test_a_transaction_without_a_session_takes_the_scope_the_sign_in_look_up_sets(app, families):
+    world = families
+    claims = read_access_token(app.state.settings, world.tokens["admin2"], app.state.clock.now())
+    transaction = driver.Transaction(app.state.engine)
+    try:
+        principal = await load_principal(transaction, claims)
+        assert principal.school_id == world["school2"]
+        assert {row.school_id for row in await driver.fetch(transaction, CHILD_SCHOOLS)} == {world["school2"]}
+    finally:
+        await transaction.end(commit=False)
+
+
+async def test_a_transaction_without_a_session_commits_or_rolls_back_and_gives_its_connection_back(app, world):
+    school = world["school1"]
+    pool = app.state.engine.sync_engine.pool
+    before = await _school_name(app, school)
+    for commit in [False] * (2 * pool.size()) + [True]:
+        transaction = driver.Transaction(app.state.engine)
+        await set_principal(transaction, SYSTEM)
+        await driver.execute(transaction, RENAME, {"id": school, "name": f"驱动小学 {commit}"})
+        assert pool.checkedout() == 1
+        await transaction.end(commit=commit)
+        assert pool.checkedout() == 0
+        assert await _school_name(app, school) == (f"驱动小学 {commit}" if commit else before)
+    nothing = driver.Transaction(app.state.engine)
+    await nothing.end(commit=True)  # never begun: nothing to end, no connection taken
+    assert pool.checkedout() == 0
+
+
+async def test_a_transaction_without_a_session_whose_connection_is_lost_drops_it(app, world):
+    """The backend killed under it: the statement fails (503 in a request), the connection is not given back
+    to the pool, and the next transaction works on a fresh one."""
+    pool = app.state.engine.sync_engine.pool
+    transaction = driver.Transaction(app.state.engine)
+    await set_principal(transaction, SYSTEM)
+    pid = (await driver.fetch_one(transaction, driver.DriverStatement(sa.text("SELECT pg_backend_pid() AS pid")))).pid
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        await s.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(Exception):  # noqa: B017 - asyncpg's error depends on when it saw the socket close
+        await driver.fetch(transaction, CHILD_SCHOOLS)
+    await transaction.end(commit=False)  # as the request's dependency does: the connection is dropped
+    assert pool.checkedout() == 0
+    assert await _school_name(app, world["school1"])  # the pool answers again
+    again = driver.Transaction(app.state.engine)
+    await set_principal(again, SYSTEM)
+    assert (await driver.fetch_one(again, driver.DriverStatement(sa.text("SELECT pg_backend_pid() AS pid")))).pid != pid
+    await again.end(commit=True)

@@ -204,7 +204,7 @@ _PRINCIPAL_LOOKUP = driver.DriverStatement(
 )
 
 
-async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
+async def load_principal(session: AsyncSession | driver.Transaction, claims: AccessClaims) -> Principal:
     """The principal behind a valid access token, if its account and login session are still live; bound to
     the session, whose statements from now on run in its scope."""
     bound = get_principal(session)

@@ -342,7 +342,7 @@ async def create_child(
 
 
 async def read_child(
-    session: AsyncSession, principal: Principal, *, child_id: uuid.UUID, now: datetime
+    session: AsyncSession | driver.Transaction, principal: Principal, *, child_id: uuid.UUID, now: datetime
 ) -> ChildFull | ChildBasic:
     """The file at the caller's level of detail for staff; every read of the full file is audited
     (``child.read``). A family reads its child through :func:`api.services.guardians.family.family_child`.
