@@ -1,11 +1,12 @@
 """FastAPI dependencies as ``Annotated`` aliases: the session, the clock, settings, and the authenticator."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, Query, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,19 +49,43 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-async def get_transaction(request: Request) -> AsyncIterator[driver.Transaction]:
-    """The request's transaction on the driver, without a session (:class:`api.driver.Transaction`), for the
-    hot reads whose statements all go to the driver. Committed, as :func:`get_session`'s, after the endpoint
-    and before a byte of the response is sent (``TransactionDep`` uses ``scope="function"``); rolled back if
-    anything raised."""
-    transaction = driver.Transaction(request.app.state.engine)
-    transaction.info[CLOCK_KEY] = request.app.state.clock
-    try:
-        yield transaction
-    except BaseException:
-        await transaction.end(commit=False)
-        raise
-    await transaction.end(commit=True)
+_TRANSACTION = "liushou.transaction"
+
+
+class DriverRoute(APIRoute):
+    """A route whose request works in a transaction on the driver, without a session
+    (:class:`api.driver.Transaction`): for the hot reads whose statements all go to the driver.
+
+    The route's handler (dependencies, endpoint, response model) runs inside the transaction: committed once
+    the handler has built the response and before a byte of it is sent — as :func:`get_session`'s — rolled
+    back if anything raised. The handler is wrapped here rather than the transaction given by a generator
+    dependency: FastAPI's machinery for one (its exit stack, cancel scope and shielded exit) cost more than
+    the transaction itself. Its dependencies and endpoint find it with :func:`driver_transaction`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def in_transaction(request: Request) -> Response:
+            transaction = driver.Transaction(request.app.state.engine)
+            transaction.info[CLOCK_KEY] = request.app.state.clock
+            request.scope[_TRANSACTION] = transaction
+            try:
+                response = await handler(request)
+            except BaseException:
+                await transaction.end(commit=False)
+                raise
+            await transaction.end(commit=True)
+            return response
+
+        return in_transaction
+
+
+def driver_transaction(request: Request) -> driver.Transaction:
+    """The transaction of a :class:`DriverRoute`'s request."""
+    transaction = request.scope.get(_TRANSACTION)
+    if transaction is None:  # pragma: no cover - a programming error: the route is not a DriverRoute
+        raise RuntimeError(f"{request.url.path}: not a DriverRoute, no driver transaction")
+    return transaction
 
 
 # The small dependencies below are ``async def`` although they never wait: FastAPI runs a plain ``def``
@@ -102,7 +127,6 @@ async def get_client_ip() -> str | None:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-TransactionDep = Annotated[driver.Transaction, Depends(get_transaction, scope="function")]
 
 # Query integers reach PostgreSQL as int64: an unbounded one (offset=9223372036854775808) would be a 500.
 # Every paging endpoint takes ``offset: Offset = 0``; every other integer parameter carries its own ``le=``
@@ -134,14 +158,11 @@ async def authenticate(
 
 
 async def authenticate_on_driver(
-    security_scopes: SecurityScopes,
-    request: Request,
-    transaction: TransactionDep,
-    token: Annotated[str | None, Depends(oauth2)],
+    security_scopes: SecurityScopes, request: Request, token: Annotated[str | None, Depends(oauth2)]
 ) -> Principal:
-    """:func:`authenticate` for an endpoint that works in the request's driver transaction
-    (``TransactionDep``) instead of a session: the same checks, the principal bound to that transaction."""
-    return await _principal(security_scopes, request, transaction, token)
+    """:func:`authenticate` for a :class:`DriverRoute`: the same checks, the principal bound to the request's
+    driver transaction instead of a session."""
+    return await _principal(security_scopes, request, driver_transaction(request), token)
 
 
 async def _principal(security_scopes: SecurityScopes, request: Request, db: Any, token: str | None) -> Principal:
@@ -162,7 +183,7 @@ def allow(*allowed: Role) -> Any:
 
 
 CurrentPrincipal = Annotated[Principal, Security(authenticate)]
-# Any signed-in account, bound to the request's driver transaction (TransactionDep) rather than to a session.
+# Any signed-in account, bound to the request's driver transaction (a DriverRoute's) rather than to a session.
 DriverPrincipal = Annotated[Principal, Security(authenticate_on_driver)]
 Staff = Annotated[
     Principal, allow(Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)

@@ -9,13 +9,14 @@ from api.db import scoped_session
 from api.deps import (
     CipherDep,
     DriverPrincipal,
+    DriverRoute,
     NowDep,
     Offset,
     SchoolAdmin,
     SessionDep,
     Staff,
-    TransactionDep,
     allow,
+    driver_transaction,
 )
 from api.errors import error_responses
 from api.models.accounts import Role
@@ -94,9 +95,8 @@ async def create_child(
     return await records.child_view(session, principal, child, now=now)
 
 
-@router.get("/children/{child_id}", response_model=ChildReadView, responses=ERRORS, summary="儿童档案详情")
 async def get_child(
-    child_id: uuid.UUID, principal: DriverPrincipal, transaction: TransactionDep, request: Request
+    child_id: uuid.UUID, principal: DriverPrincipal, request: Request
 ) -> ChildFull | ChildBasic | FamilyChildView:
     """Full file (``detail: full``) for school admins, the bureau, the township and the teachers of the child's
     class; the basic view (``detail: basic``) for other teachers; the family view (``detail: family``, as
@@ -107,7 +107,19 @@ async def get_child(
     now = request.app.state.clock.now()
     if principal.role == Role.family:
         return FamilyChildView(**(await _family_child(request, principal, child_id=child_id)).model_dump())
-    return await records.read_child(transaction, principal, child_id=child_id, now=now)
+    return await records.read_child(driver_transaction(request), principal, child_id=child_id, now=now)
+
+
+# A DriverRoute (its request's transaction on the driver): added here, in its place among the routes.
+router.add_api_route(
+    "/children/{child_id}",
+    get_child,
+    methods=["GET"],
+    response_model=ChildReadView,
+    responses=ERRORS,
+    summary="儿童档案详情",
+    route_class_override=DriverRoute,
+)
 
 
 async def _family_child(request: Request, principal: Principal, *, child_id: uuid.UUID) -> FamilyChildDetail:
