@@ -158,7 +158,9 @@ class Transaction:
             return
         driver = fairy.driver_connection
         if error is None and not driver.is_closed() and not driver.is_in_transaction():
-            await greenlet_spawn(fairy.close)
+            # Back to the pool. Nothing awaits in there: the pool's reset (a rollback) has no transaction of
+            # the adapter's to end, and the connection stays open (the pool keeps every one it opened).
+            fairy.close()
             return
         lost = driver.is_closed()
         await greenlet_spawn(fairy.invalidate, error if isinstance(error, Exception) else None)
