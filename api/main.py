@@ -121,6 +121,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(refuse_nul_text)],
+        # Metrics are Prometheus's (api/metrics.py). FastAPI's own OpenTelemetry hooks, with no provider set
+        # up, did nothing but ask for one on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()

@@ -14,8 +14,8 @@ last word on errors nothing else handled.
 """
 
 import logging
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,7 +35,8 @@ FRAME_ANCESTORS = b"frame-ancestors 'none'"
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (as a UUID4's hex was, without building the UUID on every request)."""
+    return os.urandom(16).hex()
 
 
 def client_request_id(raw: bytes) -> str | None:
