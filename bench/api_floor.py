@@ -12,7 +12,10 @@ service's duties (session look-up and the audit entry in the read's transaction)
 
 * ``list``: the class page, ``GET /children?class_id=…&limit=20``;
 * ``file``: one child's file of that class, ``GET /children/{id}``;
-* ``incident``: reporting an incident, ``POST /incidents``; the floor inserts the rows one real report wrote;
+* ``incident``: reporting an incident, ``POST /incidents``, for the class's children in turn (a county's
+  reports are for many children: one child reported thousands of times piled thousands of open SMS reply codes
+  on its guardians' two numbers, and each new code took more draws); the floor inserts the rows one real
+  report wrote;
 * ``todo``: the teacher's to-do list, ``GET /care/todo``; the floor replays the statements the service runs
   for it (captured from the service in the bench process) on bare asyncpg.
 
@@ -74,13 +77,19 @@ class Request:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    # Bodies sent in turn instead of ``body`` (each connection starting at its own).
+    bodies: list[bytes] | None = None
 
-    def raw(self) -> bytes:
+    def raw(self, body: bytes | None = None) -> bytes:
+        body = self.body if body is None else body
         lines = [f"{self.method} {self.path} HTTP/1.1", "Host: 127.0.0.1"]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
-        if self.body is not None:
-            lines += ["Content-Type: application/json", f"Content-Length: {len(self.body)}"]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (self.body or b"")
+        if body is not None:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+    def raws(self) -> list[bytes]:
+        return [self.raw(body) for body in self.bodies] if self.bodies else [self.raw()]
 
 
 @dataclass
@@ -166,13 +175,15 @@ async def load(
     """``connections`` keep-alive connections sending ``request`` back to back for ``warmup`` + ``seconds``;
     what happened in the last ``seconds``, with the CPU and peak RSS of process ``pid`` over them (and the
     CPU of the PostgreSQL under ``postmaster``, when given and on this machine)."""
-    raw = request.raw()
+    raws = request.raws()
     out = Outcome()
     state = {"recording": False, "running": True}
 
-    async def connection() -> None:
+    async def connection(turn: int) -> None:
         reader = writer = None
         while state["running"]:
+            raw = raws[turn % len(raws)]
+            turn += 1
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -200,7 +211,7 @@ async def load(
             out.rss_peak_mb = max(out.rss_peak_mb, process_rss_mb(pid))
             await asyncio.sleep(0.25)
 
-    tasks = [asyncio.create_task(connection()) for _ in range(connections)]
+    tasks = [asyncio.create_task(connection(i * 7)) for i in range(connections)]
     await asyncio.sleep(warmup)
     state["recording"] = True
     db0 = database_cpu(postmaster)
@@ -558,18 +569,30 @@ async def main() -> None:
         )
         auth = {"Authorization": f"Bearer {token}"}
         duty = {"X-Account-Id": str(world.account_id), "X-Session-Id": str(session_id)}
-        report = json.dumps(
-            {
-                "child_id": str(world.child_id),
-                "category": "injury",
-                "severity": "moderate",
-                "summary": "体育课跳远落地时扭伤右脚踝，肿胀明显",
-                "location": "学校操场沙坑",
-                "occurred_at": datetime.now(UTC).isoformat(),
-                "first_actions": "冰敷固定，校医检查，班主任陪同",
-            },
-            ensure_ascii=False,
-        ).encode()
+        classmates = [world.child_id] + [
+            row["id"]
+            for row in await conn.fetch(
+                "SELECT id FROM child WHERE class_id = $1 AND status = 'enrolled' AND id <> $2 ORDER BY name_pinyin",
+                world.class_id,
+                world.child_id,
+            )
+        ]
+        reports = [
+            json.dumps(
+                {
+                    "child_id": str(child_id),
+                    "category": "injury",
+                    "severity": "moderate",
+                    "summary": "体育课跳远落地时扭伤右脚踝，肿胀明显",
+                    "location": "学校操场沙坑",
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "first_actions": "冰敷固定，校医检查，班主任陪同",
+                },
+                ensure_ascii=False,
+            ).encode()
+            for child_id in classmates
+        ]
+        report = reports[0]
 
         # One report through the API, with nothing else running: the rows it wrote are the floor's template.
         before = await snapshot(conn)
@@ -581,7 +604,10 @@ async def main() -> None:
         template_path = workdir / "incident-template.pickle"
         template_path.write_bytes(pickle.dumps(template))
         written = ", ".join(f"{t} {len(rs)}" for t, _, rs in template["tables"])
-        notes.append(f"One report writes (the floor inserts the same rows): {written}.")
+        notes.append(
+            f"One report writes (the floor inserts the same rows): {written}. The API's reports go to the class's"
+            f" {len(reports)} children in turn."
+        )
 
         todo = [TODO] if has_todo else []
         if todo:
@@ -611,7 +637,7 @@ async def main() -> None:
                 ("floor + duties", floor_port, floor_pid, Request("GET", f"/duty/children/{world.child_id}", duty)),
             ],
             "incident": [
-                ("API", api_port, api_pid, Request("POST", "/incidents", auth, report)),
+                ("API", api_port, api_pid, Request("POST", "/incidents", auth, bodies=reports)),
                 ("floor (bare insert)", floor_port, floor_pid, Request("POST", "/incidents", {}, report)),
             ],
         }  # fmt: skip
