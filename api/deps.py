@@ -50,26 +50,31 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 _TRANSACTION = "liushou.transaction"
+_PRINCIPAL = "liushou.principal"
 
 
 class DriverRoute(APIRoute):
-    """A route whose request works in a transaction on the driver, without a session
-    (:class:`api.driver.Transaction`): for the hot reads whose statements all go to the driver.
+    """A route for a hot read whose statements all go to the driver: its request works in a transaction on the
+    driver, without a session (:class:`api.driver.Transaction`), signed in by any account.
 
-    The route's handler (dependencies, endpoint, response model) runs inside the transaction: committed once
-    the handler has built the response and before a byte of it is sent — as :func:`get_session`'s — rolled
-    back if anything raised. The handler is wrapped here rather than the transaction given by a generator
-    dependency: FastAPI's machinery for one (its exit stack, cancel scope and shielded exit) cost more than
-    the transaction itself. Its dependencies and endpoint find it with :func:`driver_transaction`."""
+    Before the route's handler (dependencies, endpoint, response model) runs, the caller is authenticated as by
+    :func:`authenticate` — the same token checks, the principal bound to the transaction, 401 without one —
+    and the handler runs inside the transaction: committed once the handler has built the response and
+    before a byte of it is sent, as :func:`get_session`'s, rolled back if anything raised. Both are done here
+    rather than by dependencies: FastAPI's machinery for a generator dependency (its exit stack, cancel scope
+    and shielded exit) and for a security dependency cost more than the transaction and the look-up
+    themselves. The endpoint finds them with :func:`driver_transaction` and :func:`driver_principal`, checks
+    the roles it cares about itself, and names the token scheme in its OpenAPI (:data:`SIGNED_IN`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
-        async def in_transaction(request: Request) -> Response:
+        async def signed_in_transaction(request: Request) -> Response:
             transaction = driver.Transaction(request.app.state.engine)
             transaction.info[CLOCK_KEY] = request.app.state.clock
             request.scope[_TRANSACTION] = transaction
             try:
+                request.scope[_PRINCIPAL] = await _principal(_ANY_ROLE, request, transaction, await oauth2(request))
                 response = await handler(request)
             except BaseException:
                 await transaction.end(commit=False)
@@ -77,15 +82,28 @@ class DriverRoute(APIRoute):
             await transaction.end(commit=True)
             return response
 
-        return in_transaction
+        return signed_in_transaction
+
+
+_ANY_ROLE = SecurityScopes()
+# A DriverRoute's OpenAPI: the token scheme its requests are signed in with, as a security dependency says.
+SIGNED_IN: dict[str, Any] = {"security": [{"OAuth2PasswordBearer": []}]}
 
 
 def driver_transaction(request: Request) -> driver.Transaction:
     """The transaction of a :class:`DriverRoute`'s request."""
-    transaction = request.scope.get(_TRANSACTION)
+    transaction: driver.Transaction | None = request.scope.get(_TRANSACTION)
     if transaction is None:  # pragma: no cover - a programming error: the route is not a DriverRoute
         raise RuntimeError(f"{request.url.path}: not a DriverRoute, no driver transaction")
     return transaction
+
+
+def driver_principal(request: Request) -> Principal:
+    """The signed-in caller of a :class:`DriverRoute`'s request."""
+    principal: Principal | None = request.scope.get(_PRINCIPAL)
+    if principal is None:  # pragma: no cover - a programming error: the route is not a DriverRoute
+        raise RuntimeError(f"{request.url.path}: not a DriverRoute, no principal")
+    return principal
 
 
 # The small dependencies below are ``async def`` although they never wait: FastAPI runs a plain ``def``
@@ -157,14 +175,6 @@ async def authenticate(
     return await _principal(security_scopes, request, session, token)
 
 
-async def authenticate_on_driver(
-    security_scopes: SecurityScopes, request: Request, token: Annotated[str | None, Depends(oauth2)]
-) -> Principal:
-    """:func:`authenticate` for a :class:`DriverRoute`: the same checks, the principal bound to the request's
-    driver transaction instead of a session."""
-    return await _principal(security_scopes, request, driver_transaction(request), token)
-
-
 async def _principal(security_scopes: SecurityScopes, request: Request, db: Any, token: str | None) -> Principal:
     settings: Settings = request.app.state.settings
     now = request.app.state.clock.now()
@@ -183,8 +193,6 @@ def allow(*allowed: Role) -> Any:
 
 
 CurrentPrincipal = Annotated[Principal, Security(authenticate)]
-# Any signed-in account, bound to the request's driver transaction (a DriverRoute's) rather than to a session.
-DriverPrincipal = Annotated[Principal, Security(authenticate_on_driver)]
 Staff = Annotated[
     Principal, allow(Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
 ]

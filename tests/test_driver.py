@@ -4,6 +4,7 @@ under the principal's row-level security scope — whichever statement comes fir
 import gc
 import uuid
 import weakref
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,9 @@ from api.scoping import ANONYMOUS, SYSTEM, Principal, set_principal
 from api.security import read_access_token
 from api.services.auth import load_principal
 from api.services.children.records import _FILE, _file_statement
+from tests.factories import PASSWORD
 from tests.objects import add_families
+from tests.test_children import child_body
 
 CHILD_SCHOOLS = driver.DriverStatement(sa.text("SELECT DISTINCT school_id FROM child"))
 TRANSACTION_ID = driver.DriverStatement(sa.text("SELECT txid_current() AS id"))
@@ -237,3 +240,33 @@ async def test_a_transaction_without_a_session_whose_connection_is_lost_drops_it
     await set_principal(again, SYSTEM)
     assert (await driver.fetch_one(again, driver.DriverStatement(sa.text("SELECT pg_backend_pid() AS pid")))).pid != pid
     await again.end(commit=True)
+
+
+# ---- a DriverRoute: a child's file, signed in and read on a driver transaction --------------------------
+
+
+async def test_a_driver_route_signs_in_as_every_route_does_and_gives_its_connection_back(app, client, world, clock):
+    """Signed in by the route itself (not a security dependency): no token, a bad token, an expired one and a
+    logged-out session answer as on any route; each request, answered or refused, gives its connection back."""
+    pool = app.state.engine.sync_engine.pool
+    created = await client.post("/children", json=child_body(world), headers=world.headers("admin1"))
+    file = f"/children/{created.json()['id']}"
+    assert pool.checkedout() == 0
+
+    async def answer(headers: dict[str, str]) -> tuple[int, str | None]:
+        r = await client.get(file, headers=headers)
+        assert pool.checkedout() == 0, "the request's connection was not given back"
+        return r.status_code, (r.json().get("error") or {}).get("code") if r.status_code != 200 else None
+
+    assert await answer(world.headers("admin1")) == (200, None)
+    assert await answer({}) == (401, "unauthorized")
+    assert await answer({"Authorization": "Basic abc"}) == (401, "unauthorized")
+    assert await answer({"Authorization": "Bearer not-a-token"}) == (401, "token_invalid")
+    login = await client.post("/auth/login", json={"username": "admin1", "password": PASSWORD})
+    mine = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    assert await answer(mine) == (200, None)
+    assert (await client.post("/auth/logout", headers=mine)).status_code == 204
+    assert await answer(mine) == (401, "session_revoked")
+    assert await answer(world.headers("admin2")) == (404, "child_not_found")  # another school's child
+    clock.advance(timedelta(hours=3))
+    assert await answer(world.headers("admin1")) == (401, "token_expired")

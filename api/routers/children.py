@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query, Request
 
 from api.db import scoped_session
 from api.deps import (
+    SIGNED_IN,
     CipherDep,
-    DriverPrincipal,
     DriverRoute,
     NowDep,
     Offset,
@@ -16,6 +16,7 @@ from api.deps import (
     SessionDep,
     Staff,
     allow,
+    driver_principal,
     driver_transaction,
 )
 from api.errors import error_responses
@@ -95,22 +96,20 @@ async def create_child(
     return await records.child_view(session, principal, child, now=now)
 
 
-async def get_child(
-    child_id: uuid.UUID, principal: DriverPrincipal, request: Request
-) -> ChildFull | ChildBasic | FamilyChildView:
+async def get_child(child_id: uuid.UUID, request: Request) -> ChildFull | ChildBasic | FamilyChildView:
     """Full file (``detail: full``) for school admins, the bureau, the township and the teachers of the child's
     class; the basic view (``detail: basic``) for other teachers; the family view (``detail: family``, as
     ``/me/children/{id}``) for the child's own family. ID numbers are masked. Full reads are audited
     (``child.read``)."""
-    # The clock from the app, not NowDep: each dependency FastAPI solves costs on every request of a hot read.
-    # Staff read on the request's driver transaction, without a session (one of the most frequent requests).
+    # One of the most frequent requests: a DriverRoute (any signed-in account; staff read on the request's
+    # driver transaction, without a session). The clock from the app: each dependency solved costs.
+    principal = driver_principal(request)
     now = request.app.state.clock.now()
     if principal.role == Role.family:
         return FamilyChildView(**(await _family_child(request, principal, child_id=child_id)).model_dump())
     return await records.read_child(driver_transaction(request), principal, child_id=child_id, now=now)
 
 
-# A DriverRoute (its request's transaction on the driver): added here, in its place among the routes.
 router.add_api_route(
     "/children/{child_id}",
     get_child,
@@ -119,6 +118,7 @@ router.add_api_route(
     responses=ERRORS,
     summary="儿童档案详情",
     route_class_override=DriverRoute,
+    openapi_extra=SIGNED_IN,
 )
 
 
