@@ -33,7 +33,7 @@ class DriverStatement:
     is bound once per place. The JSON serializer is SQLAlchemy's default (``json.dumps``), as the engine's.
     """
 
-    __slots__ = ("_binds", "_defaults", "_results", "_row", "sql")
+    __slots__ = ("_binds", "_defaults", "_fixed", "_given", "_results", "_row", "sql")
 
     def __init__(self, statement: Any) -> None:
         # No column_keys: an INSERT names only the columns its values() give (the id is the column default).
@@ -43,6 +43,21 @@ class DriverStatement:
         params = compiled.construct_params(_check=False)
         self._defaults = {name: params[name] for name in names if not compiled.binds[name].required}
         self._binds = [(name, compiled.binds[name].type.bind_processor(_DRIVER_DIALECT)) for name in names]
+        # The arguments of the statement's own values (literals in it) converted once; the caller's in their
+        # places at each run.
+        self._fixed = [
+            (
+                processor(self._defaults[name])
+                if processor and self._defaults[name] is not None
+                else self._defaults[name]
+            )
+            if name in self._defaults
+            else None
+            for name, processor in self._binds
+        ]
+        self._given = [
+            (i, name, processor) for i, (name, processor) in enumerate(self._binds) if name not in self._defaults
+        ]
         columns = list(getattr(statement, "selected_columns", ()))
         # Labels as the SQL names them; a text() statement's come from its first row.
         self._row: type | None = _row_class([name for name, *_ in compiled._result_columns]) if columns else None
@@ -53,11 +68,17 @@ class DriverStatement:
         ]
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        values = self._defaults | params if self._defaults else params
-        return [
-            processor(values[name]) if processor is not None and values[name] is not None else values[name]
-            for name, processor in self._binds
-        ]
+        if self._defaults and not self._defaults.keys().isdisjoint(params):
+            values = self._defaults | params  # a value of the statement's own given anew
+            return [
+                processor(values[name]) if processor is not None and values[name] is not None else values[name]
+                for name, processor in self._binds
+            ]
+        args = self._fixed.copy()
+        for i, name, processor in self._given:
+            value = params[name]
+            args[i] = processor(value) if processor is not None and value is not None else value
+        return args
 
     def row(self, record: Any) -> Any:
         if self._row is None:
