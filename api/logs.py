@@ -105,6 +105,9 @@ class RedactingFilter(logging.Filter):
     """Strips what may hold personal data from a record before any handler writes it (see the module doc)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "liushou_redacted", False):
+            return True  # already cleaned by the logger's own filter (install_redaction) before the handler's
+        record.liushou_redacted = True
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = safe_traceback(record.exc_info[1])
             record.exc_info = None
