@@ -55,7 +55,8 @@ _PRINCIPAL = "liushou.principal"
 
 class DriverRoute(APIRoute):
     """A route for a hot read whose statements all go to the driver: its request works in a transaction on the
-    driver, without a session (:class:`api.driver.Transaction`), signed in by any account.
+    driver, without a session (:class:`api.driver.Transaction`), signed in by any account (a route for some
+    roles only: :func:`driver_route`).
 
     Before the route's handler (dependencies, endpoint, response model) runs, the caller is authenticated as by
     :func:`authenticate` — the same token checks, the principal bound to the transaction, 401 without one —
@@ -63,8 +64,10 @@ class DriverRoute(APIRoute):
     before a byte of it is sent, as :func:`get_session`'s, rolled back if anything raised. Both are done here
     rather than by dependencies: FastAPI's machinery for a generator dependency (its exit stack, cancel scope
     and shielded exit) and for a security dependency cost more than the transaction and the look-up
-    themselves. The endpoint finds them with :func:`driver_transaction` and :func:`driver_principal`, checks
-    the roles it cares about itself, and names the token scheme in its OpenAPI (:data:`SIGNED_IN`)."""
+    themselves. The endpoint finds them with :func:`driver_transaction` and :func:`driver_principal`; its
+    OpenAPI names the token scheme and the roles (:func:`signed_in`), as a security dependency's does."""
+
+    allowed = SecurityScopes()  # the roles that may call it (security scopes); none: any signed-in account
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -74,7 +77,7 @@ class DriverRoute(APIRoute):
             transaction.info[CLOCK_KEY] = request.app.state.clock
             request.scope[_TRANSACTION] = transaction
             try:
-                request.scope[_PRINCIPAL] = await _principal(_ANY_ROLE, request, transaction, await oauth2(request))
+                request.scope[_PRINCIPAL] = await _principal(self.allowed, request, transaction, await oauth2(request))
                 response = await handler(request)
             except BaseException:
                 await transaction.end(commit=False)
@@ -85,9 +88,15 @@ class DriverRoute(APIRoute):
         return signed_in_transaction
 
 
-_ANY_ROLE = SecurityScopes()
-# A DriverRoute's OpenAPI: the token scheme its requests are signed in with, as a security dependency says.
-SIGNED_IN: dict[str, Any] = {"security": [{"OAuth2PasswordBearer": []}]}
+def driver_route(*roles: Role) -> type[DriverRoute]:
+    """A :class:`DriverRoute` that only the given roles may call (403 ``role_forbidden`` for the others)."""
+    return type("DriverRouteFor", (DriverRoute,), {"allowed": SecurityScopes(scopes=[role.value for role in roles])})
+
+
+def signed_in(*roles: Role) -> dict[str, Any]:
+    """A :class:`DriverRoute`'s ``openapi_extra``: the token scheme its requests are signed in with and the roles
+    allowed, as a security dependency would state them."""
+    return {"security": [{"OAuth2PasswordBearer": [role.value for role in roles]}]}
 
 
 def driver_transaction(request: Request) -> driver.Transaction:

@@ -210,7 +210,7 @@ def _search_statements(shape: _SearchShape) -> tuple[driver.DriverStatement, dri
 
 
 async def search_children(
-    session: AsyncSession,
+    session: AsyncSession | driver.Transaction,
     principal: Principal,
     *,
     filters: ChildFilters,
