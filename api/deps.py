@@ -202,8 +202,7 @@ def allow(*allowed: Role) -> Any:
 
 
 CurrentPrincipal = Annotated[Principal, Security(authenticate)]
-Staff = Annotated[
-    Principal, allow(Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
-]
+STAFF_ROLES = (Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
+Staff = Annotated[Principal, allow(*STAFF_ROLES)]
 SchoolAdmin = Annotated[Principal, allow(Role.platform_admin, Role.school_admin)]
 Managers = Annotated[Principal, allow(Role.platform_admin, Role.county_bureau, Role.school_admin)]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.db import scoped_session
 from api.deps import (
+    STAFF_ROLES,
     CipherDep,
     DriverRoute,
     NowDep,
@@ -52,7 +53,6 @@ from api.services.children import history, lifecycle, promotion, records, search
 from api.services.guardians import family
 
 router = APIRouter(tags=["一人一档 children"])
-STAFF = (Role.platform_admin, Role.county_bureau, Role.township_official, Role.school_admin, Role.teacher)
 ERRORS = error_responses(403, 404, 409, 422)
 # School admins write every file of their school; head teachers (班主任) the files of their class.
 Writers = Annotated[Principal, allow(Role.platform_admin, Role.school_admin, Role.teacher)]
@@ -96,8 +96,8 @@ router.add_api_route(
     response_model=Page[ChildSummary],
     responses=ERRORS,
     summary="儿童档案列表与搜索",
-    route_class_override=driver_route(*STAFF),
-    openapi_extra=signed_in(*STAFF),
+    route_class_override=driver_route(*STAFF_ROLES),
+    openapi_extra=signed_in(*STAFF_ROLES),
 )
 
 
