@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 import httpx
 from fastapi import Depends, Query, Request, Response, Security
 from fastapi.routing import APIRoute
@@ -80,9 +81,13 @@ class DriverRoute(APIRoute):
                 request.scope[_PRINCIPAL] = await _principal(self.allowed, request, transaction, await oauth2(request))
                 response = await handler(request)
             except BaseException:
-                await transaction.end(commit=False)
+                # Shielded, as FastAPI shields a dependency's exit: a cancelled request still ends its
+                # transaction and gives its connection back.
+                with anyio.CancelScope(shield=True):
+                    await transaction.end(commit=False)
                 raise
-            await transaction.end(commit=True)
+            with anyio.CancelScope(shield=True):
+                await transaction.end(commit=True)
             return response
 
         return signed_in_transaction

@@ -1,6 +1,7 @@
 """Statements on the driver (api/driver.py): they run on the session's own connection, in its transaction,
 under the principal's row-level security scope — whichever statement comes first in the transaction."""
 
+import asyncio
 import gc
 import uuid
 import weakref
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from api import audit, driver
 from api.db import scoped_session
+from api.models.audit import AuditEntry
 from api.models.children import Child
 from api.models.organisations import School
 from api.scoping import ANONYMOUS, SYSTEM, Principal, set_principal
@@ -270,3 +272,48 @@ async def test_a_driver_route_signs_in_as_every_route_does_and_gives_its_connect
     assert await answer(world.headers("admin2")) == (404, "child_not_found")  # another school's child
     clock.advance(timedelta(hours=3))
     assert await answer(world.headers("admin1")) == (401, "token_expired")
+
+
+LOCK_WAITERS = sa.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+)
+
+
+LOCK_WAITERS = sa.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+)
+
+
+async def test_a_cancelled_driver_route_request_rolls_back_and_gives_its_connection_back(app, client, world):
+    """The client goes away while the file's statement waits on a lock (its audit entry's table is locked): the
+    request is cancelled mid-statement; its transaction still ends, nothing of it is written, and the pool gets
+    its connection back."""
+    pool = app.state.engine.sync_engine.pool
+    created = await client.post("/children", json=child_body(world), headers=world.headers("admin1"))
+    file = f"/children/{created.json()['id']}"
+    async with app.state.engine.connect() as locker:
+        await locker.execute(sa.text("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE"))
+        request = asyncio.create_task(client.get(file, headers=world.headers("admin1")))
+        for _ in range(100):
+            waiting = (await locker.execute(LOCK_WAITERS)).scalar_one()
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the file's statement never waited on the lock"
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await locker.rollback()
+    for _ in range(100):
+        if pool.checkedout() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert pool.checkedout() == 0, "the cancelled request's connection was not given back"
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as s:
+        reads = await s.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.resource_id == created.json()["id"], AuditEntry.action == "child.read")
+        )
+    assert reads == 0  # rolled back with the read
+    assert (await client.get(file, headers=world.headers("admin1"))).status_code == 200
