@@ -295,6 +295,7 @@ async def test_a_cancelled_driver_route_request_rolls_back_and_gives_its_connect
         await locker.execute(sa.text("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE"))
         request = asyncio.create_task(client.get(file, headers=world.headers("admin1")))
         for _ in range(100):
+            await locker.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # the view is kept per transaction
             waiting = (await locker.execute(LOCK_WAITERS)).scalar_one()
             if waiting:
                 break
