@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-from api.scoping import APPLY_SCOPE, get_principal, scope_params, scope_set_by_this_statement
+from api.scoping import APPLY_SCOPE, scope_at_begin
 
 _DRIVER_DIALECT = postgresql_asyncpg.dialect()
 
@@ -33,7 +33,7 @@ class DriverStatement:
     is bound once per place. The JSON serializer is SQLAlchemy's default (``json.dumps``), as the engine's.
     """
 
-    __slots__ = ("_binds", "_defaults", "_fixed", "_given", "_results", "_row", "sql")
+    __slots__ = ("_binds", "_defaults", "_fixed", "_given", "_own", "_results", "_row", "sql")
 
     def __init__(self, statement: Any) -> None:
         # No column_keys: an INSERT names only the columns its values() give (the id is the column default).
@@ -45,19 +45,9 @@ class DriverStatement:
         self._binds = [(name, compiled.binds[name].type.bind_processor(_DRIVER_DIALECT)) for name in names]
         # The arguments of the statement's own values (literals in it) converted once; the caller's in their
         # places at each run.
-        self._fixed = [
-            (
-                processor(self._defaults[name])
-                if processor and self._defaults[name] is not None
-                else self._defaults[name]
-            )
-            if name in self._defaults
-            else None
-            for name, processor in self._binds
-        ]
-        self._given = [
-            (i, name, processor) for i, (name, processor) in enumerate(self._binds) if name not in self._defaults
-        ]
+        self._fixed = [_converted(processor, self._defaults.get(name)) for name, processor in self._binds]
+        self._given = [(i, name, p) for i, (name, p) in enumerate(self._binds) if name not in self._defaults]
+        self._own = [(i, name, p) for i, (name, p) in enumerate(self._binds) if name in self._defaults]
         columns = list(getattr(statement, "selected_columns", ()))
         # Labels as the SQL names them; a text() statement's come from its first row.
         self._row: type | None = _row_class([name for name, *_ in compiled._result_columns]) if columns else None
@@ -68,16 +58,13 @@ class DriverStatement:
         ]
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        if self._defaults and not self._defaults.keys().isdisjoint(params):
-            values = self._defaults | params  # a value of the statement's own given anew
-            return [
-                processor(values[name]) if processor is not None and values[name] is not None else values[name]
-                for name, processor in self._binds
-            ]
         args = self._fixed.copy()
         for i, name, processor in self._given:
-            value = params[name]
-            args[i] = processor(value) if processor is not None and value is not None else value
+            args[i] = _converted(processor, params[name])
+        if self._own and not self._defaults.keys().isdisjoint(params):
+            for i, name, processor in self._own:  # a value of the statement's own given anew
+                if name in params:
+                    args[i] = _converted(processor, params[name])
         return args
 
     def row(self, record: Any) -> Any:
@@ -89,6 +76,11 @@ class DriverStatement:
         for i, processor in self._results:
             values[i] = processor(values[i])
         return self._row(*values)
+
+
+def _converted(processor: Any, value: Any) -> Any:
+    """A parameter as the driver takes it: through its column type's bind processor (None stays None)."""
+    return processor(value) if processor is not None and value is not None else value
 
 
 def _row_class(labels: list[str]) -> type:
@@ -144,9 +136,9 @@ class Transaction:
             await self._release(error)
             raise
         self.connection = connection
-        principal = get_principal(self)
-        if not principal.is_system and not scope_set_by_this_statement(self):
-            await self.execute(APPLY_SCOPE, scope_params(principal))
+        params = scope_at_begin(self)  # as a session's transaction begins (api/scoping.py)
+        if params is not None:
+            await self.execute(APPLY_SCOPE, params)
         return connection
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> None:
