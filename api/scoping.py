@@ -130,15 +130,25 @@ def parse_uuid_array(text: str) -> frozenset[uuid.UUID]:
     return frozenset(uuid.UUID(v) for v in inner.split(",") if v and v != "NULL")
 
 
+def scope_at_begin(session: Any) -> dict[str, Any] | None:
+    """What a transaction of ``session`` (a session, or a :class:`api.driver.Transaction`) applies first: the
+    bound principal's scope (:data:`APPLY_SCOPE`'s parameters), or None — for the system, inside
+    :func:`as_system`, or when its first statement sets the scope itself (:func:`scope_set_by_statement`)."""
+    if session.info.get(_SYSTEM_DEPTH_KEY) or scope_set_by_this_statement(session):
+        return None
+    principal = get_principal(session)
+    return None if principal.is_system else scope_params(principal)
+
+
 @event.listens_for(Session, "after_begin")
 def _scope_transaction(session: Session, _transaction: SessionTransaction, connection: Any) -> None:
     """The first statement of every transaction: the principal's role and scope (nothing for the system).
     A savepoint is inside a transaction whose scope is already set: it costs no second round trip."""
-    if _transaction.nested or session.info.get(_SYSTEM_DEPTH_KEY) or scope_set_by_this_statement(session):
+    if _transaction.nested:
         return
-    principal = get_principal(session)
-    if not principal.is_system:
-        connection.execute(APPLY_SCOPE, scope_params(principal))
+    params = scope_at_begin(session)
+    if params is not None:
+        connection.execute(APPLY_SCOPE, params)
 
 
 # ---- binding and switching -------------------------------------------------------------------------------
