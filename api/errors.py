@@ -234,14 +234,15 @@ def internal_error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(_body("internal_error", "服务器内部错误 (internal error)"), status_code=500)
 
 
-def _error_response(exc: LiushouError) -> JSONResponse:
+def error_response(exc: LiushouError) -> JSONResponse:
+    """The answer to one of our errors: its status, the one error shape (with the request id), its headers."""
     return JSONResponse(_body(exc.code, exc.message, exc.fields), status_code=exc.status_code, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LiushouError)
     async def _liushou(_: Request, exc: LiushouError) -> JSONResponse:
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -263,7 +264,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if mapped is None:
             return internal_error_response(exc)
         log.warning("database error answered %d %s: %s", mapped.status_code, mapped.code, describe_exception(exc))
-        return _error_response(mapped)
+        return error_response(mapped)
 
     # Anything else reaches api.middleware, which answers 500 (Starlette's own last-resort handler would
     # answer without our request id, and re-raise to the server, which logs the message and drops the line).

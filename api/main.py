@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import metrics
@@ -49,7 +49,7 @@ from api.routers import summaries as term_summaries
 from api.security import Passwords
 from api.settings import Settings, get_settings
 from api.stats_db import install as install_stats_db
-from api.text_input import refuse_nul_text
+from api.text_input import RefuseNulText
 from api.worker import loop as escalation_worker
 
 log = logging.getLogger("liushou")
@@ -120,7 +120,6 @@ def create_app(
         # Served by api.routers.home from the service's own copies of the assets (offline networks).
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(refuse_nul_text)],
         # Metrics are Prometheus's (api/metrics.py). FastAPI's own OpenTelemetry hooks, with no provider set
         # up, did nothing but ask for one on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -136,6 +135,7 @@ def create_app(
 
     install_error_handlers(app)
     install_redaction()
+    app.add_middleware(RefuseNulText)  # inside the request context: its 422 carries the request id
     app.add_middleware(RequestContextMiddleware)
     # Outside the request context, so that it records the address this resolves.
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)

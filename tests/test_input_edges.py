@@ -2,8 +2,12 @@
 instant that falls off the calendar once converted to UTC (year 1 at +19:04 is year 0 in UTC). Both were found
 by the API fuzz (``bench.fuzz_api``)."""
 
+import json
+
+import httpx
 import pytest
 
+from tests.factories import PASSWORD
 from tests.objects import Objects, add_families
 
 NUL_REQUESTS = [
@@ -60,6 +64,41 @@ async def test_a_form_body_stays_readable_for_an_endpoint_that_reads_it_raw(clie
         "/inbound/sms", content=b"event=%00", headers={"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "nul_character", r.text
+
+
+async def test_a_nul_in_the_path_is_refused_before_the_route_is_looked_for(client, world):
+    for path in ("/children/%00", "/no-such-place/%00"):
+        r = await client.get(path, headers=world.headers("admin1"))
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["fields"][0]["loc"] == ["path"]
+
+
+async def test_an_encoded_percent_before_00_is_ordinary_text(client, world):
+    # "%2500" decodes to the three characters "%00", not to a NUL.
+    r = await client.get("/children?q=%2500", headers=world.headers("admin1"))
+    assert r.status_code == 200, r.text
+
+
+async def _in_chunks(body: bytes, size: int = 1000):
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+async def test_a_body_sent_in_chunks_is_checked_whole_and_reaches_the_endpoint_whole(live_url, world):
+    # Over a real socket, chunked: the server hands the body over in many pieces. The NUL escape is in the
+    # last one; without it, the endpoint reads every byte (the password after 30 kB of padding still matches).
+    padding = "x" * 30_000
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=live_url) as c:
+        login = {"padding": padding, "username": "admin1", "password": PASSWORD}
+        r = await c.post("/auth/login", content=_in_chunks(json.dumps(login).encode()), headers=headers)
+        assert r.status_code == 200, r.text
+        refused = {"padding": padding, "username": "admin1\u0000", "password": PASSWORD}
+        body = json.dumps(refused).encode()
+        assert b"\\u0000" in body[-100:]
+        r = await c.post("/auth/login", content=_in_chunks(body), headers=headers)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "nul_character", r.text
+        assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
 
 
 OFF_THE_CALENDAR = ["0001-01-01T00:04:00+19:04", "9999-12-31T23:59:00-19:04"]
