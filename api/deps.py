@@ -1,14 +1,20 @@
 """FastAPI dependencies as ``Annotated`` aliases: the session, the clock, settings, and the authenticator."""
 
+import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import anyio
 import httpx
 from fastapi import Depends, Query, Request, Response, Security
-from fastapi.routing import APIRoute
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, serialize_response
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import driver
@@ -59,19 +65,27 @@ class DriverRoute(APIRoute):
     driver, without a session (:class:`api.driver.Transaction`), signed in by any account (a route for some
     roles only: :func:`driver_route`).
 
-    Before the route's handler (dependencies, endpoint, response model) runs, the caller is authenticated as by
-    :func:`authenticate` — the same token checks, the principal bound to the transaction, 401 without one —
-    and the handler runs inside the transaction: committed once the handler has built the response and
-    before a byte of it is sent, as :func:`get_session`'s, rolled back if anything raised. Both are done here
-    rather than by dependencies: FastAPI's machinery for a generator dependency (its exit stack, cancel scope
-    and shielded exit) and for a security dependency cost more than the transaction and the look-up
-    themselves. The endpoint finds them with :func:`driver_transaction` and :func:`driver_principal`; its
-    OpenAPI names the token scheme and the roles (:func:`signed_in`), as a security dependency's does."""
+    Before the endpoint runs, the caller is authenticated as by :func:`authenticate` — the same token checks,
+    the principal bound to the transaction, 401 without one — and the endpoint runs inside the transaction:
+    committed once the response is built and before a byte of it is sent, as :func:`get_session`'s, rolled
+    back if anything raised. Both are done here rather than by dependencies: FastAPI's machinery for a
+    generator dependency (its exit stack, cancel scope and shielded exit) and for a security dependency cost
+    more than the transaction and the look-up themselves. The endpoint finds them with
+    :func:`driver_transaction` and :func:`driver_principal`; its OpenAPI names the token scheme and the roles
+    (:func:`signed_in`), as a security dependency's does.
+
+    The endpoint is called by a lean handler of this class, not FastAPI's general one, which on every request
+    solves dependencies it does not have (building the query, headers and cookies, a sub-response), looks up
+    its endpoint's context and validates the returned model again against the response model. So such an
+    endpoint takes path and query parameters only (and the ``Request``), validated by FastAPI's own
+    ``request_params_to_args`` into the same 422; it returns a model of its response model, serialized as
+    FastAPI would (by alias, to JSON). A route that needs more is refused when it is built
+    (:func:`_lean_endpoint`)."""
 
     allowed = SecurityScopes()  # the roles that may call it (security scopes); none: any signed-in account
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = self._lean_handler()
 
         async def signed_in_transaction(request: Request) -> Response:
             transaction = driver.Transaction(request.app.state.engine)
@@ -91,6 +105,82 @@ class DriverRoute(APIRoute):
             return response
 
         return signed_in_transaction
+
+    def _lean_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        _lean_endpoint(self)
+        dependant, endpoint, field = self.dependant, self.endpoint, self.response_field
+        status_code = self.status_code or 200
+        # The response model's own classes: a model of one of them is serialized by its own serializer, as
+        # FastAPI's serializer for the response model would (validating it again would change nothing).
+        models = _model_classes(self.response_model)
+
+        async def handle(request: Request) -> Response:
+            values, errors = request_params_to_args(dependant.path_params, request.path_params)
+            if dependant.query_params:
+                query_values, query_errors = request_params_to_args(dependant.query_params, request.query_params)
+                values.update(query_values)
+                errors = errors + query_errors
+            if errors:
+                raise RequestValidationError(errors)
+            if dependant.request_param_name:
+                values[dependant.request_param_name] = request
+            content = await endpoint(**values)
+            if isinstance(content, Response):
+                return content
+            if type(content) in models:
+                body = content.__pydantic_serializer__.to_json(content, by_alias=True)
+            else:
+                body = await serialize_response(field=field, response_content=content, dump_json=True)
+            return Response(body, status_code=status_code, media_type="application/json")
+
+        return handle
+
+
+def _model_classes(annotation: Any) -> frozenset[type[BaseModel]]:
+    """The model classes a response model stands for: itself, or the members of a union (annotated or not)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_classes(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        return frozenset().union(*(_model_classes(member) for member in get_args(annotation)))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return frozenset({annotation})
+    return frozenset()
+
+
+def _lean_endpoint(route: APIRoute) -> None:
+    """Refuse (TypeError, when the app is built) a :class:`DriverRoute` whose endpoint needs what its lean
+    handler does not give: a thread, dependencies, a body, headers or cookies, background tasks or a
+    ``Response`` to set, another response class, or a response model filtered by include, exclude or unset
+    fields."""
+    d = route.dependant
+    needs = [
+        name
+        for name, needed in (
+            ("a thread (a plain def endpoint)", not inspect.iscoroutinefunction(d.call)),
+            ("dependencies", d.dependencies),
+            ("a body", d.body_params),
+            ("headers", d.header_params),
+            ("cookies", d.cookie_params),
+            ("background tasks", d.background_tasks_param_name),
+            ("a Response to set", d.response_param_name),
+            ("a websocket", d.websocket_param_name or d.http_connection_param_name),
+            ("a response model", route.response_field is None),
+            ("another response class", not isinstance(route.response_class, DefaultPlaceholder)),
+            (
+                "a filtered response model",
+                route.response_model_include is not None
+                or route.response_model_exclude is not None
+                or route.response_model_exclude_unset
+                or route.response_model_exclude_defaults
+                or route.response_model_exclude_none
+                or not route.response_model_by_alias,
+            ),
+        )
+        if needed
+    ]
+    if needs:
+        raise TypeError(f"{route.path}: a DriverRoute's lean handler does not give its endpoint {', '.join(needs)}")
 
 
 def driver_route(*roles: Role) -> type[DriverRoute]:

@@ -2,6 +2,7 @@
 under the principal's row-level security scope — whichever statement comes first in the transaction."""
 
 import asyncio
+import functools
 import gc
 import uuid
 import weakref
@@ -9,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from fastapi.responses import PlainTextResponse
 
 from api import audit, driver
 from api.db import scoped_session
@@ -318,3 +320,123 @@ async def test_a_cancelled_driver_route_request_rolls_back_and_gives_its_connect
         )
     assert reads == 0  # rolled back with the read
     assert (await client.get(file, headers=world.headers("admin1"))).status_code == 200
+
+
+# ---- a DriverRoute's lean handler ------------------------------------------------------------------------
+
+
+async def test_a_driver_routes_bad_parameters_answer_the_422_of_any_route(app, client, world):
+    """Path and query parameters are validated by FastAPI's own code into the same error as on a route with
+    FastAPI's handler (the audit log's, here): the same code, the same field locations."""
+    headers = world.headers("admin1")
+
+    async def error(path: str) -> tuple[int, str, list[list[str | int]]]:
+        r = await client.get(path, headers=headers)
+        body = r.json()["error"]
+        return r.status_code, body["code"], [f["loc"] for f in body["fields"]]
+
+    assert await error("/children/not-a-uuid") == (422, "validation_error", [["path", "child_id"]])
+    assert await error("/children?limit=0&offset=-1&status=nonsense") == (
+        422,
+        "validation_error",
+        [["query", "status", 0], ["query", "offset"], ["query", "limit"]],
+    )
+    audit_log = await error("/audit?limit=0&offset=-1")  # FastAPI's own handler
+    assert audit_log == (422, "validation_error", [["query", "offset"], ["query", "limit"]])
+
+
+async def test_a_driver_routes_answer_is_the_json_fastapi_would_serialize(app, client, world):
+    """The lean handler serializes the endpoint's model itself: byte for byte what FastAPI's serializer for the
+    route's response model makes of the same answer."""
+    from fastapi.routing import serialize_response
+    from pydantic import TypeAdapter
+
+    from api.deps import _model_classes
+    from api.routers.children import router
+
+    created = await client.post("/children", json=child_body(world), headers=world.headers("admin1"))
+    routes = {(r.path, m): r for r in router.routes for m in r.methods}
+    for who in ("admin1", "teacher1", "teacher2"):
+        for path, url in (("/children/{child_id}", f"/children/{created.json()['id']}"), ("/children", "/children")):
+            r = await client.get(url, headers=world.headers(who))
+            assert r.status_code in (200, 404), r.text
+            if r.status_code == 404:
+                continue
+            route = routes[(path, "GET")]
+            content = TypeAdapter(route.response_model).validate_json(r.content)
+            assert type(content) in _model_classes(route.response_model)  # serialized by the model itself
+            fastapi = await serialize_response(field=route.response_field, response_content=content, dump_json=True)
+            assert r.content == fastapi
+            assert r.headers["content-type"] == "application/json"
+
+
+def _endpoint_with_a_dependency():
+    from fastapi import Depends
+
+    async def dependency() -> int:
+        return 1
+
+    async def endpoint(n: int = Depends(dependency)) -> dict:
+        return {}
+
+    return endpoint
+
+
+def _endpoint_with_a_body():
+    from pydantic import BaseModel
+
+    class Body(BaseModel):
+        x: int
+
+    async def endpoint(body: Body) -> dict:
+        return {}
+
+    return endpoint
+
+
+def _endpoint_with_a_header():
+    from fastapi import Header
+
+    async def endpoint(x_thing: str = Header()) -> dict:
+        return {}
+
+    return endpoint
+
+
+def _an_endpoint_it_takes():
+    async def endpoint(n: int = 1) -> dict:
+        return {}
+
+    return endpoint
+
+
+def _plain_def_endpoint():
+    def endpoint() -> dict:
+        return {}
+
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "needs"),
+    [
+        (_endpoint_with_a_dependency, {}, "dependencies"),
+        (_endpoint_with_a_body, {}, "a body"),
+        (_endpoint_with_a_header, {}, "headers"),
+        (_plain_def_endpoint, {}, "a thread"),
+        (_an_endpoint_it_takes, {"response_model_exclude_none": True}, "a filtered response model"),
+        (_an_endpoint_it_takes, {"response_class": PlainTextResponse}, "another response class"),
+    ],
+)
+def test_a_driver_route_whose_endpoint_needs_more_than_its_lean_handler_gives_is_refused(make, extra, needs):
+    from fastapi import APIRouter
+
+    from api.deps import DriverRoute
+
+    router = APIRouter()
+    add = functools.partial(
+        router.add_api_route, methods=["GET"], response_model=dict, route_class_override=DriverRoute
+    )
+    add("/fine", _an_endpoint_it_takes())
+    with pytest.raises(TypeError, match=needs):
+        add("/x", make(), **extra)
