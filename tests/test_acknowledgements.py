@@ -228,6 +228,45 @@ async def test_concurrent_reports_to_one_number_never_share_a_code(kit, monkeypa
     assert sorted(c.code for c in held) == sorted(codes)
 
 
+def cycled_draws(monkeypatch: pytest.MonkeyPatch, four_digit: list[str]) -> None:
+    """Every 4-digit draw from ``four_digit`` over and over (a report's candidates for each party in turn)."""
+    queue = itertools.cycle(four_digit)
+    real = messages.new_reply_code
+    monkeypatch.setattr(messages, "new_reply_code", lambda digits=4: next(queue) if digits == 4 else real(digits))
+
+
+async def test_a_reports_first_draw_takes_each_partys_first_free_candidate(kit, monkeypatch):
+    # The father is texted at the report, in its own statement, from several candidate codes per party: the
+    # first one (in the order drawn) that no open code on his number holds.
+    members = [
+        {
+            "key": "grandma",
+            "role": GuardianRole.entrusted_guardian,
+            "relation": "祖母",
+            "name": "王桂英",
+            "phone": GRANDMA,
+        },
+        {"key": "father", "role": GuardianRole.parent_away, "relation": "父亲", "name": "刘建军", "phone": FATHER},
+    ]
+
+    async def fathers_new_code(candidates: list[str]) -> str:
+        family = await kit.family(members)
+        cycled_draws(monkeypatch, candidates)
+        before = {m.id for m in await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER))}
+        await kit.report(family.child_id)
+        [new] = [
+            m for m in await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER)) if m.id not in before
+        ]
+        return new.reply_code
+
+    assert await fathers_new_code(["4321"]) == "4321"
+    assert await fathers_new_code(["4321", "8765"]) == "8765"  # the first candidate is his open code already
+    assert await fathers_new_code(["7777", "1234"]) == "7777"  # both free: the first drawn
+    assert await fathers_new_code(["4321", "8765", "7777", "5555"]) == "5555"
+    held = await rows(kit, ReplyCode, ReplyCode.address == e164(FATHER), ReplyCode.released_at.is_(None))
+    assert sorted(c.code for c in held) == ["4321", "5555", "7777", "8765"]
+
+
 async def test_a_reply_naming_two_open_cases_tells_nobody_and_is_answered(kit):
     first = await grandma_gets_sms(kit)
     second = await grandma_gets_sms(kit)

@@ -107,14 +107,20 @@ def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
     return ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(models, start=1)), len(models)
 
 
-# Built once. The chain and each party's first reply code: a code already taken on its number (or drawn twice
-# for one number in the batch) inserts nothing; the codes inserted come back.
+# Built once. The chain and each party's first reply code, from several candidates per party (in the order
+# drawn): the first one no open code on its number holds is taken. The partial unique index still decides — a
+# candidate a concurrent report took meanwhile, or two parties of one number picking the same one, inserts
+# nothing — and the codes inserted come back; a party without one draws again (notify.reserve_new_reply_codes).
 _CHAIN_CTES, _N = _ctes(CHAIN)
 _WRITE_CHAIN = (
     f"WITH {_CHAIN_CTES}, codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
-    f" SELECT id, ${_N + 1}::uuid, party_id, address, code, ${_N + 2}::timestamptz"
+    f" SELECT DISTINCT ON (c.party_id, c.address) c.id, ${_N + 1}::uuid, c.party_id, c.address, c.code,"
+    f" ${_N + 2}::timestamptz"
     f" FROM unnest(${_N + 3}::uuid[], ${_N + 4}::uuid[], ${_N + 5}::text[], ${_N + 6}::text[])"
-    " AS c(id, party_id, address, code)"
+    " WITH ORDINALITY AS c(id, party_id, address, code, drawn)"
+    " WHERE NOT EXISTS (SELECT FROM reply_code r"
+    " WHERE r.address = c.address AND r.code = c.code AND r.released_at IS NULL)"
+    " ORDER BY c.party_id, c.address, c.drawn"
     " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
     " RETURNING party_id, address, code)"
     " SELECT party_id, address, code FROM codes"
@@ -163,8 +169,9 @@ async def write_chain(
     codes: Sequence[tuple[uuid.UUID, str, str]],
     now: datetime,
 ) -> list[tuple[uuid.UUID, str, str]]:
-    """Insert the collected steps, parties and targets, and the reply codes ``codes`` (party, number, code)
-    of those parties, in one statement; returns the codes that were free (and are now held)."""
+    """Insert the collected steps, parties and targets, and a reply code for each of those parties from its
+    candidates ``codes`` (party, number, code; in the order drawn), in one statement; returns the codes
+    inserted (now held), at most one per party and number."""
     raw = await driver_connection(session)
     arrays = _take(collected, CHAIN)
     held = await raw.fetch(
