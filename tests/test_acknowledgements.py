@@ -176,6 +176,13 @@ async def test_a_provider_time_outside_the_call_is_clamped(kit, provider_says):
 # ---- reply codes ---------------------------------------------------------------------------------------
 
 
+# A family whose father works away without WeChat: every report texts him at once, in the report's transaction.
+GRANDMA_AND_FATHER = [
+    {"key": "grandma", "role": GuardianRole.entrusted_guardian, "relation": "祖母", "name": "王桂英", "phone": GRANDMA},
+    {"key": "father", "role": GuardianRole.parent_away, "relation": "父亲", "name": "刘建军", "phone": FATHER},
+]
+
+
 def scripted_draws(monkeypatch: pytest.MonkeyPatch, four_digit: list[str] | None) -> None:
     """Bad luck on demand: 4-digit draws come from ``four_digit`` (then real draws), or are always 4321."""
     real = messages.new_reply_code
@@ -206,17 +213,7 @@ async def test_sibling_incidents_texted_to_one_grandmother_get_different_codes(k
 
 
 async def test_concurrent_reports_to_one_number_never_share_a_code(kit, monkeypatch):
-    # The father works away without WeChat: every report texts him at once, in the report's transaction.
-    members = [
-        {
-            "key": "grandma",
-            "role": GuardianRole.entrusted_guardian,
-            "relation": "祖母",
-            "name": "王桂英",
-            "phone": GRANDMA,
-        },
-        {"key": "father", "role": GuardianRole.parent_away, "relation": "父亲", "name": "刘建军", "phone": FATHER},
-    ]
+    members = GRANDMA_AND_FATHER
     families = [await kit.family(members) for _ in range(6)]
     scripted_draws(monkeypatch, None)  # every 4-digit draw is 4321
     await asyncio.gather(*(kit.report(f.child_id) for f in families))
@@ -238,16 +235,7 @@ def cycled_draws(monkeypatch: pytest.MonkeyPatch, four_digit: list[str]) -> None
 async def test_a_reports_first_draw_takes_each_partys_first_free_candidate(kit, monkeypatch):
     # The father is texted at the report, in its own statement, from several candidate codes per party: the
     # first one (in the order drawn) that no open code on his number holds.
-    members = [
-        {
-            "key": "grandma",
-            "role": GuardianRole.entrusted_guardian,
-            "relation": "祖母",
-            "name": "王桂英",
-            "phone": GRANDMA,
-        },
-        {"key": "father", "role": GuardianRole.parent_away, "relation": "父亲", "name": "刘建军", "phone": FATHER},
-    ]
+    members = GRANDMA_AND_FATHER
 
     async def fathers_new_code(candidates: list[str]) -> str:
         family = await kit.family(members)
