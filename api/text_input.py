@@ -9,7 +9,6 @@ form body. Uploaded files (multipart) are not text and are left to their parsers
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -75,13 +74,15 @@ def _nul_in_target(scope: Scope) -> str | None:
     """Where in the request line a NUL is: ``path``, ``query`` or None."""
     if NUL in scope.get("path", ""):
         return "path"
-    raw: bytes = scope.get("query_string", b"")
-    # A NUL reaches a decoded parameter only raw or as %00; a query with neither (almost all) is not parsed.
-    if (b"\x00" in raw or b"%00" in raw) and any(
-        NUL in part for pair in QueryParams(raw).multi_items() for part in pair
-    ):
-        return "query"
-    return None
+    return "query" if _nul_in_urlencoded(scope.get("query_string", b"")) else None
+
+
+def _nul_in_urlencoded(raw: bytes) -> bool:
+    """Whether a query string or form body (``a=1&b=2``) carries a NUL in a name or value once decoded."""
+    # A NUL reaches a decoded part only raw or as %00: text with neither (almost all) is not parsed.
+    if b"\x00" not in raw and b"%00" not in raw:
+        return False
+    return any(NUL in part for pair in QueryParams(raw).multi_items() for part in pair)
 
 
 def _text_body(scope: Scope) -> str | None:
@@ -133,7 +134,4 @@ def _nul_in_body(kind: str, raw: bytes) -> bool:
         except ValueError:
             return False  # not JSON: the endpoint's own validation answers that
         return any(NUL in text for text in _strings(body))
-    if b"\x00" not in raw and b"%00" not in raw:
-        return False
-    parts = parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
-    return any(NUL in part for pair in parts for part in pair)
+    return _nul_in_urlencoded(raw)
