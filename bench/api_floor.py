@@ -27,7 +27,10 @@ requests) and its peak RSS. Ratios to the floor are the point: the machine is sh
 ``--turns``: each endpoint and connection count is measured in that many turns, the servers one after another
 within a turn (API, floor, floor + duties, API, floor, …), so that a slow minute of the machine falls on all of
 them rather than on one. A row pools its turns (requests, latencies, CPU); a target on a ratio also gives the
-ratio of each turn, so its spread is in the results and not only its luckiest or unluckiest draw.
+ratio of each turn, so its spread is in the results and not only its luckiest or unluckiest draw. Reports are
+measured in one turn: each leaves its reply codes open on the school's own number (nothing acknowledges them
+here), so a later turn would measure a school with three times as many open reports — and the to-do list after
+them, which reads them, too.
 
 ``--profile``: after the measured rows, each endpoint is loaded again at 8 connections while py-spy samples
 the API process: ``bench/results/<name>/<endpoint>.svg`` (flame graph) and ``<endpoint>.txt`` (collapsed
@@ -686,7 +689,7 @@ async def main() -> None:
             for connections in args.connections:
                 group = [Row(endpoint, connections, server, Outcome()) for server, *_ in targets[endpoint]]
                 rows.extend(group)
-                for turn in range(1, args.turns + 1):
+                for turn in range(1, (1 if endpoint == "incident" else args.turns) + 1):
                     for row, (server, port, pid, request) in zip(group, targets[endpoint], strict=True):
                         print(f"{endpoint} · {connections} connections · {server} · turn {turn} …", flush=True)
                         outcome = await load(
