@@ -728,9 +728,9 @@ async def main() -> None:
         " PostgreSQL with the demo county. API: `liushou serve` (one uvicorn process, its logging, no escalation"
         " worker in it). Floor: `bench/floor_app.py` (one uvicorn process; same rows, hand-written SQL, one query"
         " per read). Load: one asyncio process, keep-alive HTTP/1.1,"
-        f" {args.warmup:.0f} s warm-up then {args.seconds:.0f} s measured, in {args.turns} turn(s) per row: the"
-        " servers of an endpoint and connection count one after another within a turn, a row pooling its turns;"
-        " a head teacher"
+        f" {args.warmup:.0f} s warm-up then {args.seconds:.0f} s measured, in {args.turns} turn(s) per row of a read"
+        " (a report's row in one): the servers of an endpoint and connection count one after another within a"
+        " turn, a row pooling its turns; a head teacher"
         f" ({world.teacher}) and their class of {world.children} children (`limit={PAGE}`).",
         "",
         *([args.note, ""] if args.note else []),
