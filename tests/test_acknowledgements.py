@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -183,10 +184,11 @@ GRANDMA_AND_FATHER = [
 ]
 
 
-def scripted_draws(monkeypatch: pytest.MonkeyPatch, four_digit: list[str] | None) -> None:
-    """Bad luck on demand: 4-digit draws come from ``four_digit`` (then real draws), or are always 4321."""
+def scripted_draws(monkeypatch: pytest.MonkeyPatch, four_digit: Iterable[str]) -> None:
+    """Bad luck on demand: 4-digit draws come from ``four_digit`` in turn (then real draws, if it ends):
+    a list, ``itertools.repeat("4321")`` for always the same, ``itertools.cycle(...)`` for a list over and over."""
     real = messages.new_reply_code
-    queue = iter(four_digit) if four_digit is not None else itertools.repeat("4321")
+    queue = iter(four_digit)
 
     def draw(digits: int = 4) -> str:
         if digits != 4:
@@ -215,7 +217,7 @@ async def test_sibling_incidents_texted_to_one_grandmother_get_different_codes(k
 async def test_concurrent_reports_to_one_number_never_share_a_code(kit, monkeypatch):
     members = GRANDMA_AND_FATHER
     families = [await kit.family(members) for _ in range(6)]
-    scripted_draws(monkeypatch, None)  # every 4-digit draw is 4321
+    scripted_draws(monkeypatch, itertools.repeat("4321"))  # every 4-digit draw is 4321
     await asyncio.gather(*(kit.report(f.child_id) for f in families))
     texted = await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER))
     codes = [m.reply_code for m in texted]
@@ -225,13 +227,6 @@ async def test_concurrent_reports_to_one_number_never_share_a_code(kit, monkeypa
     assert sorted(c.code for c in held) == sorted(codes)
 
 
-def cycled_draws(monkeypatch: pytest.MonkeyPatch, four_digit: list[str]) -> None:
-    """Every 4-digit draw from ``four_digit`` over and over (a report's candidates for each party in turn)."""
-    queue = itertools.cycle(four_digit)
-    real = messages.new_reply_code
-    monkeypatch.setattr(messages, "new_reply_code", lambda digits=4: next(queue) if digits == 4 else real(digits))
-
-
 async def test_a_reports_first_draw_takes_each_partys_first_free_candidate(kit, monkeypatch):
     # The father is texted at the report, in its own statement, from several candidate codes per party: the
     # first one (in the order drawn) that no open code on his number holds.
@@ -239,7 +234,7 @@ async def test_a_reports_first_draw_takes_each_partys_first_free_candidate(kit, 
 
     async def fathers_new_code(candidates: list[str]) -> str:
         family = await kit.family(members)
-        cycled_draws(monkeypatch, candidates)
+        scripted_draws(monkeypatch, itertools.cycle(candidates))  # each party's candidates in turn
         before = {m.id for m in await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER))}
         await kit.report(family.child_id)
         [new] = [
