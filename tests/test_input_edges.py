@@ -3,6 +3,7 @@ instant that falls off the calendar once converted to UTC (year 1 at +19:04 is y
 by the API fuzz (``bench.fuzz_api``)."""
 
 import json
+import re
 
 import httpx
 import pytest
@@ -30,6 +31,43 @@ async def test_text_with_a_nul_character_is_refused(method, path, kwargs, where,
     error = r.json()["error"]
     assert error["code"] == "nul_character" and error["fields"][0]["loc"] == [where]
     assert error["request_id"]
+
+
+# A lone UTF-16 surrogate, escaped in JSON ("\ud800"), parses into a str that UTF-8 cannot encode: bound to a
+# statement it would fail in the driver. Each is refused where the body is validated.
+SURROGATE_BODIES = [
+    ("POST", "/auth/login", {"username": "admin1\ud800", "password": "x"}, ["body", "username"]),
+    ("POST", "/children", {"name": "张\udc00三", "sex": "male", "birth_date": "2016-03-01"}, ["body", "name"]),
+    ("PATCH", "/children/{child_id}", {"notes": "奶奶\ud83d腿脚不便"}, ["body", "notes"]),
+    (
+        "POST",
+        "/incidents",
+        {"child_id": "{child_id}", "category": "injury", "severity": "moderate", "summary": "扭伤\ud800",
+         "location": "操场", "occurred_at": "2026-11-24T08:00:00+08:00", "first_actions": "冰敷"},
+        ["body", "summary"],
+    ),
+    (
+        "POST",
+        "/children/{child_id}/care-records",
+        {"kind": "talk", "occurred_on": "2026-11-24", "content": {"place": "教室", "topics": "想念\udc00妈妈",
+         "mood": "low", "follow_up_needed": True}},
+        ["body", "content", "topics"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "path", "body", "loc"), SURROGATE_BODIES)
+async def test_text_with_a_lone_surrogate_is_refused(method, path, body, loc, app, client, world, clock):
+    await add_families(app, world, clock.now())
+    child = str(world["family1_child"])
+    raw = json.dumps(body).replace("{child_id}", child)  # the surrogate escaped, as a client would send it
+    assert re.search(r"\\ud[89a-f][0-9a-f]{2}", raw)
+    who = "teacher1" if "incidents" in path or "care" in path else "admin1"
+    headers = {**world.headers(who), "content-type": "application/json"}
+    r = await client.request(method, path.format(child_id=child), content=raw.encode(), headers=headers)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["fields"][0]["loc"] == loc and error["request_id"]
 
 
 async def test_an_escaped_backslash_before_u0000_is_ordinary_text(app, client, world, clock):
