@@ -5,9 +5,14 @@ request a backend that has sat idle since the last round (its caches gone cold).
 import asyncio
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db import make_engine
 from tests.conftest import make_test_settings
+
+
+async def backend(conn: AsyncConnection) -> int:
+    return (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
 
 
 async def test_after_a_burst_the_connection_given_back_last_is_handed_out_first(database_url):
@@ -18,36 +23,30 @@ async def test_after_a_burst_the_connection_given_back_last_is_handed_out_first(
         all_out = asyncio.Event()
         opened: list[int] = []
 
-        async def hold() -> int:
+        async def hold() -> None:
             async with engine.connect() as conn:
-                pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
-                opened.append(pid)
+                opened.append(await backend(conn))
                 if len(opened) == burst:
                     all_out.set()
                 await all_out.wait()  # each connection is out at once: the pool opens all of them
-                return pid
 
-        backends = await asyncio.gather(*(hold() for _ in range(burst)))
-        assert len(set(backends)) == burst
+        await asyncio.gather(*(hold() for _ in range(burst)))
+        assert len(set(opened)) == burst
         assert engine.pool.checkedin() == burst  # type: ignore[attr-defined]
 
-        # One request at a time now: each one gets the backend the one before gave back.
-        seen = []
-        for _ in range(burst):
+        async def one() -> int:
             async with engine.connect() as conn:
-                seen.append((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+                pid = await backend(conn)
+                await asyncio.sleep(0)
+                return pid
+
+        # One request at a time now: each one gets the backend the one before gave back.
+        seen = [await one() for _ in range(burst)]
         assert len(set(seen)) == 1, f"one request at a time went round {len(set(seen))} backends: {seen}"
 
         # Two at a time: the same two, over and over.
         pairs: set[int] = set()
         for _ in range(burst):
-
-            async def one() -> int:
-                async with engine.connect() as conn:
-                    pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
-                    await asyncio.sleep(0)
-                    return pid
-
             pairs.update(await asyncio.gather(one(), one()))
         assert len(pairs) == 2, f"two requests at a time went round {len(pairs)} backends"
     finally:
