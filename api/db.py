@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Engine, event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -108,3 +109,15 @@ async def scoped_session(
         except BaseException:
             await session.rollback()
             raise
+
+
+async def lock_until_commit(session: AsyncSession, key: str) -> None:
+    """Queue behind every other transaction holding ``key`` (a transaction-level advisory lock, released at
+    commit or rollback).
+
+    Take it before writing a row that an exclusion constraint checks against its neighbours (a school's terms,
+    its plans, a booth's calls): two such inserts at the same instant each find the other's uncommitted row in
+    the index and wait for each other, and PostgreSQL breaks that deadlock by failing one of them, a 503 for a
+    user who deserved a 409. In the queue the second writer finds the first's committed row and is refused
+    cleanly. Name the key ``"<what>:<scope>"``; it is hashed to the lock's 64-bit number by PostgreSQL."""
+    await session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))

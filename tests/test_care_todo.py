@@ -4,18 +4,21 @@ The test clock is Tuesday 24 November 2026, 10:00 in Shanghai. Three left-behind
 teacher 李老师, teacher1) whose files exist since 20 August; no school calendar (every day counts) unless a
 test enters one; the default rules (谈心 monthly, 监护人沟通 monthly, 亲情电话 weekly; strict: fortnightly)."""
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from api.models.audit import AuditEntry
-from api.models.care_rhythm import Cadence
+from api.models.care_rhythm import Cadence, SchoolTerm
 from api.models.children import Child, Sex
 from api.models.family_calls import CallStatus
 from api.services.care.calendar import Calendar, periods
 from tests.care_rhythm_support import add_call_line, add_family_call, add_incident
+from tests.held import rows_held_open, waiting_on_locks
 
 CREATED = datetime(2026, 8, 20, 2, 0, tzinfo=UTC)
 
@@ -261,6 +264,25 @@ async def test_the_calendar_pauses_rules_in_holidays_and_refuses_overlapping_ter
     assert total["home_visit"] == 1  # 期中 of the term: 18 Oct – 3 Dec
     r = await client.get(f"/schools/{school}/calendar", headers=world.headers("teacher2"))
     assert r.status_code == 404
+
+
+async def test_overlapping_terms_added_at_once_one_is_kept_and_the_other_told_why(live_url, app, client, world):
+    """Two admins entering the same term, their checks meeting in the index (see tests/held.py): one term, and
+    a 409 for the other, never a deadlock's 503."""
+    url = f"{live_url}/schools/{world['school1']}/terms"
+    headers = world.headers("admin1")
+    held = SchoolTerm(school_id=world["school1"], name="另一位管理员正在保存", starts_on=date(2026, 10, 1),
+                      ends_on=date(2026, 10, 31))  # fmt: skip
+    body = {"name": "2026年秋季学期", "starts_on": "2026-09-01", "ends_on": "2027-01-20"}
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        async with rows_held_open(app, [held]):
+            answers = asyncio.gather(a.post(url, json=body, headers=headers), b.post(url, json=body, headers=headers))
+            await waiting_on_locks(app, 2)
+        answers = await answers
+    assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+    assert next(r for r in answers if r.status_code == 409).json()["error"]["code"] == "term_overlap"
+    r = await client.get(f"/schools/{world['school1']}/calendar", headers=headers)
+    assert [t["name"] for t in r.json()["terms"]] == ["2026年秋季学期"]
 
 
 async def test_coverage_per_school_and_class(client, world, kids):

@@ -12,8 +12,10 @@ from api.db import scoped_session
 from api.models.accounts import Account
 from api.models.audit import AuditEntry
 from api.models.children import Child, Sex
+from api.models.plan import CarePlan, PlanPeriod
 from api.scoping import SYSTEM
 from tests.factories import login_token
+from tests.held import rows_held_open, waiting_on_locks
 from tests.objects import add_families
 
 AUTUMN = {"name": "2026年秋季学期关爱留守儿童工作计划", "starts_on": "2026-09-01", "ends_on": "2027-01-20"}
@@ -417,8 +419,72 @@ async def test_two_overlapping_plans_created_at_once_one_is_refused(live_url, cl
             *(c.post(url, json=body, headers=headers) for c, body in zip((a, b, a), bodies, strict=True))
         )
     assert sorted(r.status_code for r in answers) == [201, 409, 409], [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"plan_overlaps"}
     r = await client.get(f"/schools/{world['school1']}/plans", headers=headers)
     assert len(r.json()) == 1
+
+
+def held_plan(world, starts_on: date, ends_on: date) -> CarePlan:
+    return CarePlan(
+        school_id=world["school1"],
+        name="另一位管理员正在保存",
+        period=PlanPeriod.term,
+        starts_on=starts_on,
+        ends_on=ends_on,
+    )
+
+
+async def test_plans_whose_checks_meet_in_the_index_one_is_saved_and_one_refused(live_url, app, client, world):
+    """The two saves check the constraint at the same instant (see tests/held.py): a 201 and a 409, never a
+    deadlock's 503."""
+    url = f"{live_url}/schools/{world['school1']}/plans"
+    headers = world.headers("admin1")
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        async with rows_held_open(app, [held_plan(world, date(2026, 10, 1), date(2026, 10, 31))]):
+            answers = asyncio.gather(
+                *(c.post(url, json={**AUTUMN, "name": f"计划{i}"}, headers=headers) for i, c in enumerate((a, b)))
+            )
+            await waiting_on_locks(app, 2)
+        answers = await answers
+    assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+    assert next(r for r in answers if r.status_code == 409).json()["error"]["code"] == "plan_overlaps"
+
+
+async def test_two_plans_moved_onto_each_other_at_once_one_move_is_refused(live_url, app, client, world):
+    """Each move alone fits (to 25 October; from 20 October); made together they overlap."""
+    headers = world.headers("admin1")
+    first = await new_plan(client, world, template=None, starts_on="2026-09-01", ends_on="2026-10-10")
+    second = await new_plan(client, world, template=None, name="第二个", starts_on="2026-11-01", ends_on="2026-12-31")
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        async with rows_held_open(app, [held_plan(world, date(2026, 10, 21), date(2026, 10, 22))]):
+            answers = asyncio.gather(
+                a.patch(f"{live_url}/plans/{first['id']}", json={"ends_on": "2026-10-25"}, headers=headers),
+                b.patch(f"{live_url}/plans/{second['id']}", json={"starts_on": "2026-10-20"}, headers=headers),
+            )
+            await waiting_on_locks(app, 2)
+        answers = await answers
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    assert next(r for r in answers if r.status_code == 409).json()["error"]["code"] == "plan_overlaps"
+
+
+async def test_two_moves_each_onto_the_other_plan_are_both_refused(live_url, client, world):
+    """Each move overlaps the other plan where it stands: both are refused, with the reason, every time (the
+    old rows being replaced are what the checks meet, so without a queue this deadlocked on every try)."""
+    headers = world.headers("admin1")
+    first = await new_plan(client, world, template=None, starts_on="2026-09-01", ends_on="2026-10-31")
+    second = await new_plan(client, world, template=None, name="第二个", starts_on="2026-11-01", ends_on="2026-12-31")
+    async with httpx.AsyncClient(timeout=30) as a, httpx.AsyncClient(timeout=30) as b:
+        answers = await asyncio.gather(
+            a.patch(f"{live_url}/plans/{first['id']}", json={"ends_on": "2026-11-15"}, headers=headers),
+            b.patch(f"{live_url}/plans/{second['id']}", json={"starts_on": "2026-10-15"}, headers=headers),
+        )
+    assert [r.status_code for r in answers] == [409, 409], [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers} == {"plan_overlaps"}
+    plans = (await client.get(f"/schools/{world['school1']}/plans", headers=headers)).json()
+    assert sorted((p["starts_on"], p["ends_on"]) for p in plans) == [
+        ("2026-09-01", "2026-10-31"),
+        ("2026-11-01", "2026-12-31"),
+    ]
 
 
 async def test_correcting_an_activity_the_list_of_children_and_removing_it(client, world, app, system_session):

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from api.db import lock_until_commit
 from api.errors import Conflict, NotFound
 from api.models.care_rhythm import (
     CADENCE_LABELS,
@@ -129,15 +130,20 @@ async def add_term(
     session: AsyncSession, principal: Principal, *, school_id: uuid.UUID, data: TermCreate
 ) -> SpanPublic:
     """A new term; one that overlaps another of the school's terms is refused (409 term_overlap) by the
-    database's exclusion constraint, so two admins adding overlapping terms at once cannot both succeed."""
+    database's exclusion constraint, so two admins adding overlapping terms at once cannot both succeed. They
+    queue for the school's terms first: without it their rows deadlock in the constraint's index, and one of
+    them would get a 503."""
     require_school_admin(principal)
     await get_school(session, school_id)
+    await lock_until_commit(session, f"school-terms:{school_id}")
     term = SchoolTerm(school_id=school_id, name=data.name, starts_on=data.starts_on, ends_on=data.ends_on)
     try:
         async with session.begin_nested():
             session.add(term)
             await session.flush()
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "ex_school_term_overlap" not in str(exc.orig):
+            raise
         raise Conflict("与已有学期重叠 (the term overlaps another term)", code="term_overlap") from None
     return _span(term)
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api.db import lock_until_commit
 from api.errors import Conflict, Forbidden, NotFound, field_error
 from api.models.accounts import Account, Role
 from api.models.organisations import School
@@ -222,6 +223,12 @@ async def list_plans(session: AsyncSession, *, school_id: uuid.UUID) -> list[Pla
 # ---- writes: the plan -----------------------------------------------------------------------------------
 
 
+async def _queue_for_school_plans(session: AsyncSession, school_id: uuid.UUID) -> None:
+    """Writers of a school's plan dates one after another, so the second of two overlapping plans is a 409
+    (the exclusion constraint, seeing the first committed), not a deadlock between their uncommitted rows."""
+    await lock_until_commit(session, f"care-plan-dates:{school_id}")
+
+
 async def _flush_plan(session: AsyncSession) -> None:
     """Flush; a plan overlapping another of the school (also one written concurrently) is a 409."""
     try:
@@ -248,6 +255,7 @@ async def create_plan(
     """A plan for a term or a school year, blank or from a typical plan (its items placed in the plan's months,
     its goals when none are given), with its 领导小组."""
     school = await get_school(session, school_id)
+    await _queue_for_school_plans(session, school.id)
     template = None
     placed: list[templates.PlacedItem] = []
     if data.template is not None:
@@ -308,6 +316,7 @@ async def update_plan(session: AsyncSession, *, plan_id: uuid.UUID, data: PlanUp
     starts_on = fields.get("starts_on") or plan.starts_on
     ends_on = fields.get("ends_on") or plan.ends_on
     if "starts_on" in fields or "ends_on" in fields:
+        await _queue_for_school_plans(session, plan.school_id)
         rules.check_plan_dates(starts_on, ends_on, [i.month for i in await plan_items(session, plan.id)])
     for key in ("name", "goals"):
         if fields.get(key) is not None:
