@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from api.db import lock_until_commit
 from api.errors import Conflict, Forbidden, NotFound
 from api.models.accounts import Account, Role
 from api.models.base import Page
@@ -290,10 +291,7 @@ async def _lock_staff(session: AsyncSession, staff_id: uuid.UUID, school_id: uui
 
 
 async def _lock_outside_mentor(session: AsyncSession, school_id: uuid.UUID, phone: str) -> None:
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-        {"key": f"care_mentor:{school_id}:{phone}"},
-    )
+    await lock_until_commit(session, f"care_mentor:{school_id}:{phone}")
 
 
 async def _active_count(session: AsyncSession, *conditions: sa.ColumnElement[bool]) -> int:

@@ -26,6 +26,7 @@ from sqlmodel import col, select
 
 from api import audit
 from api.clock import SHANGHAI
+from api.db import lock_until_commit
 from api.errors import Forbidden, NotFound
 from api.models.accounts import Role
 from api.models.children import Child
@@ -432,12 +433,9 @@ async def _place(
     if len({b for b in taken if b <= line.capacity}) >= line.capacity:
         raise Refused(rules.SLOT_TAKEN)
     await _take_quota(session, child.id, week_start(starts_at), settings.weekly_quota)
-    # Bookers of one slot queue here, so each reads the booths the ones before it took. Without the queue two
-    # inserts on one booth each find the other's uncommitted row in the exclusion index and wait for each other:
-    # PostgreSQL breaks that deadlock by failing one of them, which is a 503 for a parent who deserved a 409.
-    await session.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"family-call:{line.id}:{starts_at}", 0)))
-    )
+    # Bookers of one slot queue here, so each reads the booths the ones before it took, and two inserts on one
+    # booth do not deadlock in the exclusion index (a 503 for a parent who deserved a 409).
+    await lock_until_commit(session, f"family-call:{line.id}:{starts_at}")
     # Read again in the queue: the counter row lock queues this child's bookings and the slot's lock this slot's,
     # so this sees the booths and the child's calls committed before.
     taken, child_busy = await _booths_and_child(session, line, child, starts_at, ends_at, blocked_until)
