@@ -61,6 +61,18 @@ class PgServer:
         parts = urlsplit(self.base_url)
         return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
 
+    async def throwaway(self) -> None:
+        """The run's own server keeps nothing past the run: it need not wait for the disk. A crash of the
+        machine loses the run anyway; processes the tests kill are the app's, and the server's memory keeps
+        every commit for them. (Each test's database is copied from the template: ``FILE_COPY`` checkpoints.)"""
+        conn = await self.connect()
+        try:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
     async def create(self, name: str, template: str | None = None) -> None:
         conn = await self.connect()
         try:
@@ -97,6 +109,7 @@ async def pg() -> AsyncIterator[PgServer]:
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="liushou-test-pg-")) / "pgdata"
         server = PgServer(socket=socket_dir(start_embedded(data_dir)))
+        await server.throwaway()
     await server.drop(TEMPLATE)
     await server.create(TEMPLATE)
     await upgrade_to_head(server.url(TEMPLATE))
