@@ -137,3 +137,15 @@ async def test_entries_made_before_a_write_and_by_it_keep_their_order(app, world
             .all()
         )
     assert actions == ["probe.first", "probe.second", "class.update"]
+
+
+async def test_a_username_already_taken_in_any_case_is_refused_with_the_reason(client, world):
+    body = {"role": "teacher", "display_name": "孙老师", "password": "a long enough password",
+            "school_id": str(world["school1"])}  # fmt: skip
+    r = await client.post("/accounts", headers=world.headers("admin1"), json={**body, "username": "sun"})
+    assert r.status_code == 201, r.text
+    logged = (await client.get("/audit", params={"action": "account.create"}, headers=world.headers("admin1"))).json()
+    r = await client.post("/accounts", headers=world.headers("admin1"), json={**body, "username": "Sun"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "username_taken", r.text
+    log = (await client.get("/audit", params={"action": "account.create"}, headers=world.headers("admin1"))).json()
+    assert log["count"] == logged["count"]  # nothing was made

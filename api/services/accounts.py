@@ -100,7 +100,9 @@ async def create_account(
     try:
         async with session.begin_nested():
             await session.flush()
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "uq_account_username" not in str(exc.orig):
+            raise  # another constraint: the generic 409, not a wrong reason
         raise Conflict("用户名已存在 (username taken)", code="username_taken") from None
     return account
 

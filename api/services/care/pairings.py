@@ -393,7 +393,9 @@ async def create_pairing(
     try:
         async with session.begin_nested():
             await session.flush()
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "uq_care_pairing_active_proxy_parent" not in str(exc.orig):
+            raise
         raise Conflict(
             "该儿童已有代理家长, 请先结束原结对 (the child already has a proxy parent)", code="proxy_parent_exists"
         ) from None
