@@ -104,6 +104,9 @@ def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
 # drawn): the first one no open code on its number holds is taken. The partial unique index still decides — a
 # candidate a concurrent report took meanwhile, or two parties of one number picking the same one, inserts
 # nothing — and the codes inserted come back; a party without one draws again (notify.reserve_new_reply_codes).
+# OFFSET 0 keeps the look-up a probe of the open codes' index per candidate: the driver prepares the statement,
+# and the generic plan PostgreSQL then keeps, planned while the table was small, was an anti-join over a scan
+# of every open code — database CPU per report grew 5 → 15 ms as reports piled up (bench/api_floor.py).
 _CHAIN_CTES, _N = _ctes(CHAIN)
 _WRITE_CHAIN = (
     f"WITH {_CHAIN_CTES}, codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
@@ -112,7 +115,7 @@ _WRITE_CHAIN = (
     f" FROM unnest(${_N + 3}::uuid[], ${_N + 4}::uuid[], ${_N + 5}::text[], ${_N + 6}::text[])"
     " WITH ORDINALITY AS c(id, party_id, address, code, drawn)"
     " WHERE NOT EXISTS (SELECT FROM reply_code r"
-    " WHERE r.address = c.address AND r.code = c.code AND r.released_at IS NULL)"
+    " WHERE r.address = c.address AND r.code = c.code AND r.released_at IS NULL OFFSET 0)"
     " ORDER BY c.party_id, c.address, c.drawn"
     " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
     " RETURNING party_id, address, code)"
