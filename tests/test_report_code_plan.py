@@ -23,6 +23,6 @@ async def test_the_candidates_are_probed_in_the_index_even_in_a_generic_plan(dat
         plan = "\n".join(r[0] for r in explained)
     finally:
         await conn.close()
-    probe = plan[plan.index("reply_code r") - 60 :] if "reply_code r" in plan else plan
     assert "Seq Scan on reply_code r" not in plan and "Anti Join" not in plan, plan
-    assert "Index" in probe and "reply_code" in probe, plan
+    # the sublink's own scan ("reply_code r", planned as r_N) is an index scan of the open codes
+    assert any("Index" in line and "on reply_code r" in line for line in plan.splitlines()), plan
