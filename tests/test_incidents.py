@@ -1,6 +1,7 @@
 """Incidents through the API: reporting and its validation, who sees what, updates, the child's outcome,
 closure, the manual actions, the timeline — and that nothing is ever deleted."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -8,11 +9,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from api.db import scoped_session
+from api.models.accounts import Account
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
 from api.models.guardians import GuardianRole
 from api.scoping import SYSTEM
-from tests.test_escalation_support import GRANDMA, GRANDPA, Kit, attempts, e164, escalation_settings, kinds
+from tests.statements import sent_statements, work_of
+from tests.test_escalation_support import GRANDMA, GRANDPA, LEADER, Kit, attempts, e164, escalation_settings, kinds
 
 
 @pytest.fixture
@@ -133,6 +136,36 @@ async def test_a_child_no_longer_on_the_roster_cannot_be_reported(kit):
         (await s.get(Child, family.child_id)).status = ChildStatus.left
     r = await post(kit, "/incidents", "teacher1", body(kit, family.child_id))
     assert (r.status_code, r.json()["error"]["code"]) == (422, "child_not_enrolled")
+
+
+async def test_a_report_reads_whom_to_tell_in_one_statement(kit):
+    # No duty roster (step 3 falls back to the officials' accounts) and no parents on the card (that party is
+    # flagged and the school's leaders alerted): still the contact card, the officials and the leaders in
+    # one read, besides the sign-in's look-up.
+    family = await kit.family(
+        [{"key": "grandma", "role": GuardianRole.entrusted_guardian, "relation": "祖母", "name": "王桂英",
+          "phone": GRANDMA}]
+    )  # fmt: skip
+    await kit.leader_phone()
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
+        (await s.get(Account, kit.world["bureau"])).phone = "13500135001"
+    await kit.report(family.child_id)  # a fresh connection first looks up the types of what it reads
+    headers = await kit.headers("teacher1")
+    with sent_statements(kit.app) as statements:
+        r = await kit.client.post("/incidents", json=body(kit, family.child_id), headers=headers)
+    assert r.status_code == 201, r.text
+    reads = [s for s in work_of(statements) if re.search(r"\bFROM account\b", s)]
+    assert len(reads) == 2, reads
+    assert "login_session" in reads[0] and "child_guardian" in reads[1]
+    parties = {p["audience"]: p for step in r.json()["steps"] for p in step["parties"]}
+    assert parties["parents_away"]["status"] == "unreachable"
+    assert [(c["channel"], c["address"]) for c in parties["county_bureau"]["contacts"]] == [
+        ("sms", e164("13500135001")),
+        ("voice", e164("13500135001")),
+    ]
+    await kit.settle()
+    texts = [m["text"] for m in (await kit.outbox())["sms"] if m["to"] == e164(LEADER)]
+    assert sum("无可联系" in t and "在外务工家长" in t for t in texts) == 2  # one per report
 
 
 async def test_numbers_that_cannot_be_dialled_are_left_out_of_the_chain_and_shown_in_its_record(kit):

@@ -512,7 +512,7 @@ async def freeze_chain(
     rows.add(session, *steps, *(party for _, party in parties))
     frozen: list[dict[str, Any]] = []
     party_targets: dict[uuid.UUID, list[EscalationTarget]] = {}
-    plans_of = await resolve_contacts(session, incident, contacts)
+    plans_of = resolve_contacts(contacts)
     for step, party in parties:
         plans = plans_of[party.audience]
         targets = add_targets(session, party, plans, first_seq=1, first_contact_no=1, now=now)

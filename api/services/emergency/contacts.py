@@ -9,10 +9,9 @@ from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
 
 from api.driver import driver_connection
-from api.models.accounts import Account, Role
+from api.models.accounts import Role
 from api.models.base import new_row
 from api.models.escalation import (
     Audience,
@@ -26,6 +25,7 @@ from api.models.incidents import (
 from api.models.notifications import Channel
 from api.phones import PhoneError, PhoneKind, normalize_phone
 from api.services.emergency import rows
+from api.services.emergency.notify import LEADERS_WHERE, Leader
 
 # Channel order per audience: elderly guardians are called first (press 1 is the surest acknowledgement),
 # families in the mini-program and officials get WeChat first, SMS and voice after.
@@ -104,9 +104,19 @@ class DutyRow(NamedTuple):
     account_phone: str | None
 
 
+class OfficialRow(NamedTuple):
+    id: uuid.UUID
+    role: str
+    display_name: str
+    wechat_openid: str | None
+    phone: str | None
+
+
 # Built once, and only the columns the plans use: the report's one read of whom to tell — the child's contact
-# card (step 1 and 2), the duty roster of the county and the township (step 3), and, for a school without a
-# duty phone, the phone its texts give instead (the reporter's, else a school admin's). Run as the system.
+# card (step 1 and 2), the duty roster of the county and the township (step 3), the active accounts of the
+# county bureau and of the township (told where a roster is empty), the school's leaders (alerted when a party
+# has no one to reach), and, for a school without a duty phone, the phone its texts give instead (the
+# reporter's, else a school admin's). Run as the system.
 _REPORT_CONTACTS = f"""SELECT
  ARRAY(SELECT ROW(cg.role, cg.relation, g.id, g.name, g.phone, g.phone_alt, a.id, a.wechat_openid)
   FROM child_guardian cg JOIN guardian g ON g.id = cg.guardian_id
@@ -120,7 +130,13 @@ _REPORT_CONTACTS = f"""SELECT
  CASE WHEN $4 THEN (SELECT a.phone FROM account a
   WHERE a.phone IS NOT NULL AND a.is_active
   AND (a.id = $5 OR (a.school_id = $6 AND a.role = '{Role.school_admin.value}'))
-  ORDER BY (a.id = $5) DESC, a.created_at LIMIT 1) END"""
+  ORDER BY (a.id = $5) DESC, a.created_at LIMIT 1) END,
+ ARRAY(SELECT ROW(a.id, a.role, a.display_name, a.wechat_openid, a.phone) FROM account a
+  WHERE a.is_active AND ((a.role = '{Role.county_bureau.value}' AND a.county_id = $2)
+  OR (a.role = '{Role.township_official.value}' AND a.township_id = $3))
+  ORDER BY a.created_at, a.id),
+ ARRAY(SELECT ROW({", ".join(f"a.{c}" for c in Leader._fields)}) FROM account a
+  WHERE {LEADERS_WHERE.replace(":school_id", "$6")} ORDER BY a.created_at, a.id)"""
 
 
 @dataclass(frozen=True)
@@ -130,13 +146,15 @@ class ReportContacts:
     family: list[FamilyRow]
     duty: list[DutyRow]
     school_phone: str | None
+    officials: list[OfficialRow]
+    leaders: list[Leader]
 
 
 async def read_report_contacts(session: AsyncSession, incident: Incident, *, school_phone: bool) -> ReportContacts:
     """The report's one read of its contacts (``school_phone``: also the phone for a school without a duty
     phone), straight on the driver in the session's transaction. The caller runs it as the system."""
     raw = await driver_connection(session)
-    family, duty, phone = await raw.fetchrow(
+    family, duty, phone, officials, leaders = await raw.fetchrow(
         _REPORT_CONTACTS,
         incident.child_id,
         incident.county_id,
@@ -145,7 +163,13 @@ async def read_report_contacts(session: AsyncSession, incident: Incident, *, sch
         incident.reported_by_id,
         incident.school_id,
     )
-    return ReportContacts([FamilyRow(*r) for r in family], [DutyRow(*r) for r in duty], phone)
+    return ReportContacts(
+        [FamilyRow(*r) for r in family],
+        [DutyRow(*r) for r in duty],
+        phone,
+        [OfficialRow(*r) for r in officials],
+        [Leader(*r) for r in leaders],
+    )
 
 
 def _family_contacts(rows: Sequence[FamilyRow]) -> dict[Audience, list[ContactPlan]]:
@@ -173,9 +197,7 @@ def _family_contacts(rows: Sequence[FamilyRow]) -> dict[Audience, list[ContactPl
     }
 
 
-async def _official_contacts(
-    session: AsyncSession, incident: Incident, rows: Sequence[DutyRow]
-) -> dict[Audience, list[ContactPlan]]:
+def _official_contacts(rows: Sequence[DutyRow], accounts: Sequence[OfficialRow]) -> dict[Audience, list[ContactPlan]]:
     """Duty contacts of the county bureau and of the township; where there is none, the accounts of that
     role there."""
     found: dict[Audience, list[ContactPlan]] = {Audience.county_bureau: [], Audience.township: []}
@@ -183,31 +205,21 @@ async def _official_contacts(
         plan = ContactPlan(label=row.name, name=row.display_name, duty_contact_id=row.id, account_id=row.account_id)
         _ways(plan, _OFFICIAL_ORDER, openid=row.wechat_openid, phone=row.phone or row.account_phone, phone_alt=None)
         found[Audience.county_bureau if row.township_id is None else Audience.township].append(plan)
-    for audience, role, place, place_id in (
-        (Audience.county_bureau, Role.county_bureau, Account.county_id, incident.county_id),
-        (Audience.township, Role.township_official, Account.township_id, incident.township_id),
-    ):
+    for audience, role in ((Audience.county_bureau, Role.county_bureau), (Audience.township, Role.township_official)):
         if found[audience]:
             continue
-        accounts = (
-            await session.execute(
-                select(Account)
-                .where(Account.role == role, place == place_id, col(Account.is_active))
-                .order_by(col(Account.created_at))
-            )
-        ).scalars()
         for account in accounts:
+            if account.role != role:
+                continue
             plan = ContactPlan(label=account.display_name, name=None, account_id=account.id)
             _ways(plan, _OFFICIAL_ORDER, openid=account.wechat_openid, phone=account.phone, phone_alt=None)
             found[audience].append(plan)
     return found
 
 
-async def resolve_contacts(
-    session: AsyncSession, incident: Incident, read: ReportContacts
-) -> dict[Audience, list[ContactPlan]]:
+def resolve_contacts(read: ReportContacts) -> dict[Audience, list[ContactPlan]]:
     """Whom each party is told through, in the order of the contact card / duty roster."""
-    return {**_family_contacts(read.family), **await _official_contacts(session, incident, read.duty)}
+    return {**_family_contacts(read.family), **_official_contacts(read.duty, read.officials)}
 
 
 def add_targets(

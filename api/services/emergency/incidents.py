@@ -61,7 +61,7 @@ from api.services.emergency import rows
 from api.services.emergency.chain import FrozenChain, freeze_chain
 from api.services.emergency.contacts import read_report_contacts
 from api.services.emergency.decide import deadline_met, plan_steps
-from api.services.emergency.notify import release_reply_codes, remember_case_facts
+from api.services.emergency.notify import leaders_known, release_reply_codes, remember_case_facts
 from api.services.emergency.policy import policy_values, snapshot_policy
 from api.services.emergency.timeline import NOT_FOUND, get_incident, incident_steps, record_event, step_summary
 from api.services.notifications.delivery import masked_address
@@ -294,9 +294,10 @@ async def _freeze(
             school_phone=child.duty_phone or contacts.school_phone,
             child_name=child.name,
         )
-        return await freeze_chain(
-            session, incident, policy=policy, holds=data.holds, settings=settings, now=now, contacts=contacts
-        )
+        with leaders_known(session, incident.school_id, contacts.leaders):
+            return await freeze_chain(
+                session, incident, policy=policy, holds=data.holds, settings=settings, now=now, contacts=contacts
+            )
 
 
 def _full_numbers(principal: Principal) -> bool:

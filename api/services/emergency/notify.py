@@ -4,9 +4,10 @@ cancellation of what a told party no longer needs. The texts are :mod:`.texts`; 
 """
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -391,6 +392,43 @@ async def queue_notification(
     return message
 
 
+class Leader(NamedTuple):
+    """A school leader (an active school admin) as an alert needs them."""
+
+    id: uuid.UUID
+    display_name: str
+    wechat_openid: str | None
+    phone: str | None
+
+
+# The school's leaders: this condition, ordered by creation, everywhere they are read (the report's contacts
+# read too: ``.contacts``).
+LEADERS_WHERE = f"a.school_id = :school_id AND a.role = '{Role.school_admin.value}' AND a.is_active"
+_LEADERS: Any = sa.text(
+    f"SELECT {', '.join(f'a.{c}' for c in Leader._fields)} FROM account a WHERE {LEADERS_WHERE}"
+    " ORDER BY a.created_at, a.id"
+).bindparams(sa.bindparam("school_id", type_=sa.Uuid))
+_KNOWN_LEADERS = "liushou_known_leaders"
+
+
+@contextmanager
+def leaders_known(session: AsyncSession, school_id: uuid.UUID, leaders: Sequence[Leader]) -> Iterator[None]:
+    """Inside the block, alerts to the leaders of ``school_id`` go to ``leaders``, as the caller has just read
+    them in this transaction (the report), instead of reading them again."""
+    session.info[_KNOWN_LEADERS] = (school_id, leaders)
+    try:
+        yield
+    finally:
+        session.info.pop(_KNOWN_LEADERS, None)
+
+
+async def _leaders(session: AsyncSession, school_id: uuid.UUID) -> Sequence[Leader]:
+    known = session.info.get(_KNOWN_LEADERS)
+    if known is not None and known[0] == school_id:
+        return known[1]
+    return [Leader(*row) for row in await session.execute(_LEADERS, {"school_id": school_id})]
+
+
 async def alert_leaders(
     session: AsyncSession,
     incident: Incident,
@@ -402,17 +440,7 @@ async def alert_leaders(
     now: datetime,
 ) -> int:
     """Alert the school's leaders (its active school admins) by WeChat and SMS; returns messages queued."""
-    leaders = (
-        await session.execute(
-            select(Account)
-            .where(
-                Account.school_id == incident.school_id,
-                Account.role == Role.school_admin,
-                col(Account.is_active),
-            )
-            .order_by(col(Account.created_at))
-        )
-    ).scalars()
+    leaders = await _leaders(session, incident.school_id)
     facts = await case_facts(session, incident)
     queued: list[OutboundMessage] = []
     names = []
