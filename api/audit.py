@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, UOWTransaction
 
 from api.context import current_request
-from api.driver import DriverStatement, execute
+from api.driver import DriverStatement, execute, write_new_on_commit
 from api.models.audit import AuditEntry
 from api.models.base import AUDITED as _audited
 from api.models.base import new_row, utcnow
@@ -246,6 +246,19 @@ _AUDIT_COLUMNS = [column.key for column in AuditEntry.__table__.columns if colum
 _INSERT = AuditEntry.__table__.insert().inline()  # type: ignore[attr-defined]  # the id: the column default
 # A read's entry, written at once on the session's connection (api.driver): no unit of work at commit for it.
 _WRITE = DriverStatement(_INSERT.values({key: sa.bindparam(key) for key in _AUDIT_COLUMNS}))
+
+
+async def _write_on_driver(connection: Any, entries: list[AuditEntry]) -> None:
+    """The entries left for the flush at a commit on the driver (:func:`api.driver.commit`): the same plain
+    INSERT, one batch."""
+    rows = [_WRITE.args({key: getattr(entry, key) for key in _AUDIT_COLUMNS}) for entry in entries]
+    if len(rows) == 1:
+        await connection.execute(_WRITE.sql, *rows[0])
+    else:
+        await connection.executemany(_WRITE.sql, rows)
+
+
+write_new_on_commit(AuditEntry, _write_on_driver)
 
 
 def _insert(session: Session, entries: list[AuditEntry]) -> None:

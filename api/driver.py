@@ -8,6 +8,7 @@ SQLAlchemy's per-execution work shows in a profile; everything else stays on the
 
 import collections
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import exc
@@ -42,7 +43,7 @@ class DriverStatement:
         names = list(compiled.positiontup or ())
         params = compiled.construct_params(_check=False)
         self._defaults = {name: params[name] for name in names if not compiled.binds[name].required}
-        self._binds = [(name, compiled.binds[name].type.bind_processor(_DRIVER_DIALECT)) for name in names]
+        self._binds = [(name, _bind_processor(compiled.binds[name].type)) for name in names]
         # The arguments of the statement's own values (literals in it) converted once; the caller's in their
         # places at each run.
         self._fixed = [_converted(processor, self._defaults.get(name)) for name, processor in self._binds]
@@ -78,9 +79,31 @@ class DriverStatement:
         return self._row(*values)
 
 
+def _bind_processor(kind: Any) -> Any:
+    """The type's bind processor; for a type that writes None as a value of its own (JSON's ``null``, as the
+    ORM writes it), one marked to be given None too (:func:`_converted`)."""
+    process = kind.bind_processor(_DRIVER_DIALECT)
+    if process is None or not kind.should_evaluate_none:
+        return process
+    return _EvaluatesNone(process)
+
+
+class _EvaluatesNone:
+    __slots__ = ("process",)
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+
+    def __call__(self, value: Any) -> Any:
+        return self.process(value)
+
+
 def _converted(processor: Any, value: Any) -> Any:
-    """A parameter as the driver takes it: through its column type's bind processor (None stays None)."""
-    return processor(value) if processor is not None and value is not None else value
+    """A parameter as the driver takes it: through its column type's bind processor (None stays None, but for
+    a type that writes None as a value of its own)."""
+    if processor is None or (value is None and type(processor) is not _EvaluatesNone):
+        return value
+    return processor(value)
 
 
 def _row_class(labels: list[str]) -> type:
@@ -249,28 +272,50 @@ async def driver_connection(session: Any) -> Any:
     return driver
 
 
+# How :func:`commit` writes the new objects of a type it may find pending in a session: one function per type
+# (:func:`write_new_on_commit`), given the driver connection and the objects in the order they were added.
+_NEW_ROW_WRITERS: dict[type, Callable[[Any, list[Any]], Awaitable[None]]] = {}
+
+
+def write_new_on_commit(kind: type, writer: Callable[[Any, list[Any]], Awaitable[None]]) -> None:
+    """Let :func:`commit` write pending new objects of ``kind`` itself, with ``writer``, on the driver: objects
+    the ORM would only insert (nothing reads them back, no relationship, no flush event of their own — the
+    entries of reads in the audit log), so that a transaction with only such objects pending still commits
+    on the driver."""
+    _NEW_ROW_WRITERS[kind] = writer
+
+
 async def commit(session: AsyncSession) -> None:
     """Commit the session's transaction — on the driver when only driver statements ran in it.
 
-    A request whose statements all went through the driver (the hot reads and their audit entries) left
-    SQLAlchemy nothing to flush or to remember: its ``COMMIT`` is sent on the same connection directly, without
-    the ORM's commit (its flush check, transaction and connection bookkeeping, a greenlet); closing the session
-    afterwards finds nothing to roll back and returns the connection to the pool. Any other transaction — an
-    object added, loaded or deleted, a savepoint open, another connection — commits through the session."""
+    A request whose statements all went through the driver (the hot reads, a report) left SQLAlchemy nothing
+    to flush but new objects of the types registered with :func:`write_new_on_commit` (the audit entries it
+    recorded): those are written by their writers on the same connection, and ``COMMIT`` sent there directly,
+    without the ORM's commit (its flush, transaction and connection bookkeeping, a greenlet); closing the
+    session afterwards finds nothing to roll back and returns the connection to the pool. Any other
+    transaction — an object loaded, changed or deleted, a savepoint open, another connection — commits through
+    the session."""
     adapted = _kept(session)
     sync = session.sync_session
     if (
         adapted is None
         or sync.identity_map
-        or sync.new
         or sync.deleted
         or sync._transaction.nested  # type: ignore[union-attr]
         or len({entry[0] for entry in sync._transaction._connections.values()}) != 1  # type: ignore[union-attr]
+        or any(type(obj) not in _NEW_ROW_WRITERS for obj in sync.new)
     ):
         await session.commit()
         return
+    new: dict[type, list[Any]] = {}
+    for obj in sync.new:
+        new.setdefault(type(obj), []).append(obj)
     del session.info[_DRIVER_KEY]
     try:
+        for kind, objects in new.items():
+            for obj in objects:
+                sync.expunge(obj)
+            await _NEW_ROW_WRITERS[kind](adapted.driver_connection, objects)
         await adapted._call_and_discard(adapted._transaction.commit)
     except BaseException as error:
         await _if_lost(session, adapted.driver_connection, error)
