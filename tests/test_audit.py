@@ -1,12 +1,15 @@
 """The audit log: every write is recorded with who, what, when, from where; each sees only their part."""
 
+import asyncpg
+import pytest
 import sqlalchemy as sa
 
-from api import audit
+from api import audit, driver
 from api.db import scoped_session
+from api.driver import driver_connection
 from api.models.audit import AuditEntry
 from api.models.organisations import SchoolClass
-from api.scoping import SYSTEM
+from api.scoping import SYSTEM, set_principal
 from tests.statements import sent_statements, work_of
 
 
@@ -149,3 +152,55 @@ async def test_a_username_already_taken_in_any_case_is_refused_with_the_reason(c
     assert r.status_code == 409 and r.json()["error"]["code"] == "username_taken", r.text
     log = (await client.get("/audit", params={"action": "account.create"}, headers=world.headers("admin1"))).json()
     assert log["count"] == logged["count"]  # nothing was made
+
+
+async def test_entries_left_for_the_commit_of_driver_statements_are_written_on_the_driver_in_order(app, world):
+    # A transaction of driver statements whose only pending objects are audit entries commits on the driver:
+    # the entries go out there (no ORM flush), in the order recorded, a detail of None as JSON null as the
+    # ORM writes it; and a failing entry fails the commit, taking the transaction's writes with it.
+    probe = f"probe-{world['school1']}"
+    async with app.state.sessionmaker() as session:
+        await set_principal(session, SYSTEM)
+        raw = await driver_connection(session)
+        await raw.execute("UPDATE school_class SET name = '一班' WHERE id = $1", world["class11"])
+        for n in range(3):
+            audit.record(session, action=f"probe.{n}", resource_type=probe, detail={"n": n} if n else None)
+        through_the_orm: list[str] = []
+
+        def seen(_conn, _cursor, statement, *_args):
+            through_the_orm.append(statement)
+
+        sa.event.listen(app.state.engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            await driver.commit(session)
+        finally:
+            sa.event.remove(app.state.engine.sync_engine, "before_cursor_execute", seen)
+    assert through_the_orm == []
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as session:
+        rows = (
+            await session.execute(
+                sa.text(
+                    "SELECT action, changes IS NULL, changes FROM audit_log WHERE resource_type = :probe ORDER BY id"
+                ),
+                {"probe": probe},
+            )
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("probe.0", False, None),
+            ("probe.1", False, {"n": 1}),
+            ("probe.2", False, {"n": 2}),
+        ]
+        assert (await session.get(SchoolClass, world["class11"])).name == "一班"
+
+    async with app.state.sessionmaker() as session:
+        await set_principal(session, SYSTEM)
+        raw = await driver_connection(session)
+        await raw.execute("UPDATE school_class SET name = '二班' WHERE id = $1", world["class11"])
+        audit.record(session, action="x" * 500, resource_type=probe)  # longer than the column
+        with pytest.raises(asyncpg.StringDataRightTruncationError):
+            await driver.commit(session)
+        await session.rollback()
+    async with scoped_session(app.state.sessionmaker, SYSTEM) as session:
+        assert (await session.get(SchoolClass, world["class11"])).name == "一班"
+        count = "SELECT count(*) FROM audit_log WHERE resource_type = :probe"
+        assert (await session.execute(sa.text(count), {"probe": probe})).scalar_one() == 3
