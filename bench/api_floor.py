@@ -483,12 +483,16 @@ def summarize_profile(path: Path, top: int = 22) -> list[str]:
     return lines
 
 
-async def profile(py_spy: str, pid: int, port: int, request: Request, out: Path, seconds: float) -> None:
-    """Load ``request`` at 8 connections while py-spy samples ``pid``: collapsed stacks, then a flame graph."""
+async def profile(
+    py_spy: str, pid: int, port: int, request: Request, out: Path, seconds: float, *, native: bool = False
+) -> None:
+    """Load ``request`` at 8 connections while py-spy samples ``pid``: collapsed stacks, then a flame graph.
+    ``native``: with the C frames (the driver's protocol, system calls), pausing the process for each sample."""
     for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
         spy = await asyncio.create_subprocess_exec(
-            py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--nonblocking",
-            "--function", "--format", fmt, "--output", str(out.with_suffix(suffix)),
+            py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+            "--native" if native else "--nonblocking", "--function",
+            "--format", fmt, "--output", str(out.with_suffix(suffix)),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         await load(port, request, connections=8, seconds=seconds + 1, warmup=0.5, pid=pid)
@@ -529,6 +533,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--endpoints", nargs="+", default=["list", "file", "incident", "todo"])
     parser.add_argument("--profile", action="store_true", help="py-spy the API under load for each endpoint")
+    parser.add_argument("--native", action="store_true", help="profile with C frames (py-spy --native)")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--name", default="api-floor", help="bench/results/<name>.md and bench/results/<name>/")
     parser.add_argument("--note", default="", help="a line about this run for the results file")
@@ -714,7 +719,7 @@ async def main() -> None:
             for endpoint in [e for e in args.endpoints if e in targets]:
                 print(f"profiling {endpoint} …", flush=True)
                 _, port, pid, request = targets[endpoint][0]
-                await profile(py_spy, pid, port, request, folder / endpoint, args.profile_seconds)
+                await profile(py_spy, pid, port, request, folder / endpoint, args.profile_seconds, native=args.native)
                 profiles[endpoint] = summarize_profile((folder / endpoint).with_suffix(".txt"))
     finally:
         await conn.close()
