@@ -185,21 +185,19 @@ def entry_params(session: Any, *, action: str, resource_type: str) -> dict[str, 
     return {f"audit_{key}": values[key] for key in (*_PER_REQUEST, "school_id", "county_id")}
 
 
-def record_created(session: Any, obj: Any) -> None:
+def created_entry(session: Any, obj: Any) -> AuditEntry:
     """The entry a flush would write for ``obj`` of an audited table, for a row inserted with Core instead
-    (the same action, scope and snapshot of its values)."""
+    (the same action, scope and snapshot of its values); the caller writes it."""
     resource_type = _audited[type(obj)]
     school_id, county_id = _school_and_county(obj, {})
-    session.add(
-        make_entry(
-            session,
-            action=f"{resource_type}.create",
-            resource_type=resource_type,
-            resource_id=getattr(obj, "id", None),
-            school_id=school_id,
-            county_id=county_id,
-            changes=_snapshot(obj),
-        )
+    return make_entry(
+        session,
+        action=f"{resource_type}.create",
+        resource_type=resource_type,
+        resource_id=getattr(obj, "id", None),
+        school_id=school_id,
+        county_id=county_id,
+        changes=_snapshot(obj),
     )
 
 

@@ -9,11 +9,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from api.db import scoped_session
+from api.demo.context import principal_of
 from api.models.accounts import Account
 from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
 from api.models.guardians import GuardianRole
+from api.models.incidents import IncidentCreate
 from api.scoping import SYSTEM
+from api.services.emergency.incidents import report_incident
 from tests.statements import sent_statements, work_of
 from tests.test_escalation_support import GRANDMA, GRANDPA, LEADER, Kit, attempts, e164, escalation_settings, kinds
 
@@ -208,11 +211,34 @@ async def test_the_school_dials_full_numbers_the_bureau_sees_them_masked_and_rea
     assert bureau["steps"][0]["parties"][0]["contacts"][0]["address"] == "+86***8001"
     async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
         actions = (
-            (await s.execute(sa.select(AuditEntry.action).where(AuditEntry.resource_id == incident["id"])))
+            (
+                await s.execute(
+                    sa.select(AuditEntry.action).where(AuditEntry.resource_id == incident["id"]).order_by(AuditEntry.id)
+                )
+            )
             .scalars()
             .all()
         )
-    assert "incident.create" in actions and "incident.contacts.read" in actions
+    # The report's answer and the teacher's read show full numbers; the bureau's masked ones are no such read.
+    assert actions == ["incident.create", "incident.contacts.read", "incident.contacts.read"]
+
+
+async def test_a_report_no_one_is_answered_with_records_no_read_of_its_numbers(kit):
+    # The demo's seeder reports through the service without answering with the incident.
+    family = await kit.family()
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
+        teacher = await principal_of(s, kit.world["teacher1"])
+    async with scoped_session(kit.app.state.sessionmaker, teacher, clock=kit.clock) as s:
+        incident = await report_incident(
+            s,
+            teacher,
+            data=IncidentCreate.model_validate(body(kit, family.child_id)),
+            settings=kit.app.state.settings,
+            now=kit.clock.now(),
+        )
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
+        actions = await s.execute(sa.select(AuditEntry.action).where(AuditEntry.resource_id == str(incident.id)))
+        assert actions.scalars().all() == ["incident.create"]
 
 
 async def test_a_family_cannot_read_incidents(kit):

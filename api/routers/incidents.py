@@ -42,7 +42,7 @@ Told = Annotated[Principal, allow(Role.family, Role.county_bureau, Role.township
 async def report(
     body: IncidentCreate, principal: SchoolStaff, session: SessionDep, settings: SettingsDep, now: NowDep
 ) -> IncidentPublic:
-    incident = await service.report_incident(session, principal, data=body, settings=settings, now=now)
+    incident = await service.report_incident(session, principal, data=body, settings=settings, now=now, answered=True)
     return await service.incident_public(session, principal, incident)
 
 

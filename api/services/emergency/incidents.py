@@ -24,6 +24,7 @@ from api.clock import SHANGHAI
 from api.driver import driver_connection
 from api.errors import Conflict, Invalid, NotFound, field_error
 from api.models.accounts import Role
+from api.models.audit import AuditEntry
 from api.models.base import Page, new_row
 from api.models.children import Child, ChildStatus
 from api.models.escalation import (
@@ -183,9 +184,11 @@ async def report_incident(
     now: datetime,
     incident_id: uuid.UUID | None = None,
     case_code: str | None = None,
+    answered: bool = False,
 ) -> Incident:
     """Report an emergency: the chain is frozen onto it and every step that is due starts at once.
-    (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)"""
+    (``incident_id`` and ``case_code`` are fixed only by the demo seeder, so that it stays idempotent.)
+    ``answered``: the caller answers with the incident (:func:`incident_public`) in this transaction."""
     assert principal.account_id is not None
     # The report's statements go straight to the driver, on the session's connection, in its transaction.
     raw = await driver_connection(session)
@@ -241,12 +244,16 @@ async def report_incident(
     ):
         raise Conflict("事件编号生成失败，请重试 (could not allocate a case code)", code="case_code_exhausted")
     async with rows.collecting(session):
+        # The report's audit entries go out with its messages: the one the unit of work would have written for
+        # the incident, and, where its answer will show the school's staff the chain's numbers, that read's own
+        # (incident_public records it for any other answer).
+        rows.add(session, audit.created_entry(session, incident))
+        numbers_read = answered and _full_numbers(principal)
+        if numbers_read:
+            rows.add(session, _numbers_read(session, incident))
         frozen = await _freeze(
             session, raw, incident, child, now=now, policy=policy, data=data, principal=principal, settings=settings
         )
-    # The entry the unit of work would have written for the incident; added now, it goes out in one INSERT
-    # with the answer's own (incident_public) when the request commits.
-    audit.record_created(session, incident)
     await wake_workers(session)
     # The answer to the report shows this chain: kept for incident_public, which need not read back what this
     # transaction has just written.
@@ -254,6 +261,7 @@ async def report_incident(
         session.sync_session.get_transaction(),
         frozen,
         child.name,
+        numbers_read,
     )
     return incident
 
@@ -298,6 +306,18 @@ async def _freeze(
             return await freeze_chain(
                 session, incident, policy=policy, holds=data.holds, settings=settings, now=now, contacts=contacts
             )
+
+
+def _numbers_read(session: AsyncSession, incident: Incident) -> AuditEntry:
+    """The audit entry of a read of the incident's contacts with their full numbers."""
+    return audit.make_entry(
+        session,
+        action="incident.contacts.read",
+        resource_type="incident",
+        resource_id=incident.id,
+        school_id=incident.school_id,
+        county_id=incident.county_id,
+    )
 
 
 def _full_numbers(principal: Principal) -> bool:
@@ -370,25 +390,19 @@ async def incident_public(session: AsyncSession, principal: Principal, incident:
     child_name: str | None
     # The answer to its report: the chain it has just frozen (read back in any later transaction, where the
     # chain may have moved on).
+    full = _full_numbers(principal)
     if just_reported is not None and just_reported[0] is session.sync_session.get_transaction():
-        _, frozen, child_name = just_reported
+        _, frozen, child_name, numbers_read = just_reported
         steps, parties, targets = frozen.steps, frozen.parties, sorted(frozen.targets, key=lambda t: t.seq)
     else:
         steps = await incident_steps(session, incident.id)
         parties, targets = await _chain_rows(session, incident.id)
         child = await session.get(Child, incident.child_id)
         child_name = child.name if child else None
-    full = _full_numbers(principal)
+        numbers_read = False
+    if full and not numbers_read:  # the report's answer has its entry written with the report's rows
+        session.add(_numbers_read(session, incident))
     by_step = _parties_by_step(parties, targets, full=full)
-    if full:
-        audit.record(
-            session,
-            action="incident.contacts.read",
-            resource_type="incident",
-            resource_id=incident.id,
-            school_id=incident.school_id,
-            county_id=incident.county_id,
-        )
     return IncidentPublic(
         id=incident.id,
         case_code=incident.case_code,

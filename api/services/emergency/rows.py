@@ -1,18 +1,18 @@
 """New rows of the chain written in two statements instead of through the unit of work.
 
-Reporting an incident creates some thirty rows in six tables (steps, parties, targets, reply codes, messages,
-timeline lines). Added to the session, each is a mapped object the unit of work sorts, inserts and then
-updates again as the chain moves on before the request ends; and even as Core statements, each table's
-INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip. While
-:func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_chain` then inserts the steps,
-parties and targets with the parties' first SMS reply codes, and :func:`write_messages` the messages and the
-timeline (waking the workers), each one statement sent straight to the driver on the session's own
-connection, inside the request's transaction: one data-modifying CTE per table over the table's rows sent as
-one JSON array and turned into its own row type (``jsonb_populate_recordset``: each value converted as an
-INSERT of it would be; a JSON column's ``None`` written as JSON ``null``, as the ORM writes it). One
-parameter per table: the driver's per-element work on arrays of values cost more than the JSON. Foreign
-keys are checked at the end of the statement, so a party may name a step inserted by its sibling CTE. The
-objects stay transient: nothing reads them back in this transaction, and none of these tables is audited
+Reporting an incident creates some thirty rows in seven tables (steps, parties, targets, reply codes,
+messages, timeline lines, the report's audit entries). Added to the session, each is a mapped object the unit
+of work sorts, inserts and then updates again as the chain moves on before the request ends; and even as Core
+statements, each table's INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip.
+While :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_chain` then inserts the
+steps, parties and targets with the parties' first SMS reply codes, and :func:`write_messages` the messages,
+the timeline and the audit entries (waking the workers), each one statement sent straight to the driver on
+the session's own connection, inside the request's transaction: one data-modifying CTE per table over the
+table's rows sent as one JSON array and turned into its own row type (``jsonb_populate_recordset``: each value
+converted as an INSERT of it would be; a JSON column's ``None`` written as JSON ``null``, as the ORM writes
+it). One parameter per table: the driver's per-element work on arrays of values cost more than the JSON.
+Foreign keys are checked at the end of the statement, so a party may name a step inserted by its sibling CTE.
+The objects stay transient: nothing reads them back in this transaction, and none of these tables is audited
 row by row.
 
 Outside :func:`collecting` (the scheduler, acknowledgements, staff actions), :func:`add` is ``session.add``.
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
 from api.driver import driver_connection
+from api.models.audit import AuditEntry
 from api.models.escalation import EscalationParty, EscalationStep, EscalationTarget
 from api.models.incidents import IncidentEvent
 from api.models.notifications import OutboundMessage
@@ -39,9 +40,16 @@ from api.services.notifications.outbox import WAKE_CHANNEL, note_woken
 KEY = "liushou_collected_rows"
 
 # Insert order: each table's foreign keys point only to tables before it.
-ORDER: tuple[type[SQLModel], ...] = (EscalationStep, EscalationParty, EscalationTarget, OutboundMessage, IncidentEvent)
+ORDER: tuple[type[SQLModel], ...] = (
+    EscalationStep,
+    EscalationParty,
+    EscalationTarget,
+    OutboundMessage,
+    IncidentEvent,
+    AuditEntry,
+)
 CHAIN: tuple[type[SQLModel], ...] = (EscalationStep, EscalationParty, EscalationTarget)
-MESSAGES: tuple[type[SQLModel], ...] = (OutboundMessage, IncidentEvent)
+MESSAGES: tuple[type[SQLModel], ...] = (OutboundMessage, IncidentEvent, AuditEntry)
 
 
 def _columns(model: type[SQLModel]) -> list[sa.Column[Any]]:
@@ -121,7 +129,8 @@ _WRITE_CHAIN = (
     " RETURNING party_id, address, code)"
     " SELECT party_id, address, code FROM codes"
 )
-# The messages and the timeline; the workers are woken (PostgreSQL delivers the notification on commit).
+# The messages, the timeline and the audit entries; the workers are woken (PostgreSQL delivers the notification
+# on commit).
 _MESSAGES_CTES, _M = _ctes(MESSAGES)
 _WRITE_MESSAGES = f"WITH {_MESSAGES_CTES} SELECT pg_notify(${_M + 1}, '')"
 
@@ -184,7 +193,8 @@ async def write_chain(
 
 
 async def write_messages(session: AsyncSession, collected: list[SQLModel]) -> None:
-    """Insert the collected messages and timeline lines in one statement that also wakes the workers."""
+    """Insert the collected messages, timeline lines and audit entries in one statement that also wakes the
+    workers."""
     raw = await driver_connection(session)
     await raw.fetch(_WRITE_MESSAGES, *_take(collected, MESSAGES), WAKE_CHANNEL)
     note_woken(session)
