@@ -196,6 +196,15 @@ def principal_was_set(session: Any, principal: Principal) -> None:
     session.info[PRINCIPAL_KEY] = principal
 
 
+async def _flush(session: Any) -> None:
+    """Flush the session's pending writes; a session with none (a report's: its rows go to the driver) is not
+    flushed, which would cost a greenlet and a look through the unit of work for nothing."""
+    sync = getattr(session, "sync_session", None)
+    if sync is not None and not sync.new and not sync.deleted and not sync.identity_map:
+        return
+    await session.flush()
+
+
 @asynccontextmanager
 async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
     """Run the block as the owner, across scope, still in the caller's name for the audit log.
@@ -215,7 +224,7 @@ async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
         finally:
             session.info[_SYSTEM_DEPTH_KEY] = depth
         return
-    await session.flush()
+    await _flush(session)
     if driver is None:
         await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
     else:
@@ -225,7 +234,7 @@ async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
     failed = True
     try:
         yield
-        await session.flush()
+        await _flush(session)
         failed = False
     finally:
         session.info[_SYSTEM_DEPTH_KEY] = 0
