@@ -570,27 +570,55 @@ async def freeze_chain(
         # At the report no hold is over yet (a hold is at least a minute): this records a deadline already
         # missed (a late report) or near, and when the scheduler must look next.
         await check_step(session, step, settings=settings, now=now, incident=incident)
-    # The steps, parties and targets with each party's first SMS reply code (one statement); a code that was
-    # taken is drawn again until one is free; then the messages, which quote their codes, and the timeline.
+    # The steps, parties and targets with each party's first SMS reply code, the messages quoting them, and
+    # the timeline, in one statement: the messages quote each party's first candidate code, nearly always free.
+    # When one was not, the messages are not written with the rest: a code that was taken is drawn again until
+    # one is free, and the messages quoting another code than they do are made anew and written after.
     collected: list[Any] = session.info[rows.KEY]
     wanted = [(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms]
     drawn = first_reply_codes(wanted)
-    inserted = await rows.write_chain(session, collected, incident_id=incident.id, codes=drawn, now=now)
-    codes = await reserve_new_reply_codes(
-        session,
-        incident_id=incident.id,
-        wanted=wanted,
-        now=now,
-        held={(party_id, address): code for party_id, address, code in inserted},
-        rounds_drawn=1,
-    )
+    expected: dict[tuple[uuid.UUID, str], str] = {}
+    for party_id, address, candidate in drawn:
+        expected.setdefault((party_id, address), candidate)
+    messages: dict[uuid.UUID, OutboundMessage] = {}
     for step, party, target, message_id in first:
-        code = codes.get((party.id, target.address)) if target.channel == Channel.sms else None
-        message = await notification(
-            session, incident, step, party, target, settings=settings, now=now, message_id=message_id, reply_code=code
+        quotes = expected.get((party.id, target.address)) if target.channel == Channel.sms else None
+        messages[message_id] = await notification(
+            session, incident, step, party, target, settings=settings, now=now, message_id=message_id, reply_code=quotes
         )
-        rows.add(session, message)
-    await rows.write_messages(session, collected)
+    rows.add(session, *messages.values())
+    inserted, written = await rows.write_report(
+        session, collected, incident_id=incident.id, codes=drawn, expected=expected, now=now
+    )
+    if not written:
+        codes = await reserve_new_reply_codes(
+            session,
+            incident_id=incident.id,
+            wanted=wanted,
+            now=now,
+            held={(party_id, address): code for party_id, address, code in inserted},
+            rounds_drawn=1,
+        )
+        for step, party, target, message_id in first:
+            if target.channel != Channel.sms:
+                continue
+            code = codes[(party.id, target.address)]
+            if code == expected[(party.id, target.address)]:
+                continue
+            quoted = messages[message_id]
+            at = next(i for i, row in enumerate(collected) if row is quoted)
+            collected[at] = await notification(
+                session,
+                incident,
+                step,
+                party,
+                target,
+                settings=settings,
+                now=now,
+                message_id=message_id,
+                reply_code=code,
+            )
+        await rows.write_messages(session, collected)
     return FrozenChain(
         steps=steps,
         parties=[party for _, party in parties],

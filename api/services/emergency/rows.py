@@ -1,19 +1,20 @@
-"""New rows of the chain written in two statements instead of through the unit of work.
+"""New rows of the chain written in one statement (two, rarely) instead of through the unit of work.
 
 Reporting an incident creates some thirty rows in seven tables (steps, parties, targets, reply codes,
 messages, timeline lines, the report's audit entries). Added to the session, each is a mapped object the unit
 of work sorts, inserts and then updates again as the chain moves on before the request ends; and even as Core
 statements, each table's INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip.
-While :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_chain` then inserts the
-steps, parties and targets with the parties' first SMS reply codes, and :func:`write_messages` the messages,
-the timeline and the audit entries (waking the workers), each one statement sent straight to the driver on
-the session's own connection, inside the request's transaction: one data-modifying CTE per table over the
-table's rows sent as one JSON array and turned into its own row type (``jsonb_populate_recordset``: each value
-converted as an INSERT of it would be; a JSON column's ``None`` written as JSON ``null``, as the ORM writes
-it). One parameter per table: the driver's per-element work on arrays of values cost more than the JSON.
-Foreign keys are checked at the end of the statement, so a party may name a step inserted by its sibling CTE.
-The objects stay transient: nothing reads them back in this transaction, and none of these tables is audited
-row by row.
+While :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_report` then inserts them all
+— the steps, parties and targets, the parties' first SMS reply codes, and the messages quoting those codes,
+the timeline and the audit entries (waking the workers) — in one statement sent straight to the driver on the
+session's own connection, inside the request's transaction; when a code the messages quote was not free after
+all, the messages wait for :func:`write_messages`, once they quote the codes held. Each table is one
+data-modifying CTE over the table's rows sent as one JSON array and turned into its own row type
+(``jsonb_populate_recordset``: each value converted as an INSERT of it would be; a JSON column's ``None``
+written as JSON ``null``, as the ORM writes it). One parameter per table: the driver's per-element work on
+arrays of values cost more than the JSON. Foreign keys are checked at the end of the statement, so a party may
+name a step inserted by its sibling CTE. The objects stay transient: nothing reads them back in this
+transaction, and none of these tables is audited row by row.
 
 Outside :func:`collecting` (the scheduler, acknowledgements, staff actions), :func:`add` is ``session.add``.
 """
@@ -87,7 +88,7 @@ class _Table:
 _TABLES: dict[type[SQLModel], _Table] = {model: _Table([_check(c) for c in _columns(model)]) for model in ORDER}
 
 
-def _insert(model: type[SQLModel], param: int) -> str:
+def _insert(model: type[SQLModel], param: int, *, when: str | None = None) -> str:
     """An INSERT of the rows in the JSON array ``$param``, in the array's order (a serial key follows it); each
     value converted to its column's type as an INSERT of it would be. A JSON column's None is JSON null, as
     the ORM writes it (the record gives SQL NULL for it)."""
@@ -99,13 +100,16 @@ def _insert(model: type[SQLModel], param: int) -> str:
     )
     return (
         f"INSERT INTO {table} ({names}) SELECT {values}"
-        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r ORDER BY r.ordinality"
+        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r"
+        f"{f' WHERE {when}' if when else ''} ORDER BY r.ordinality"
     )
 
 
-def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
-    """The CTEs inserting the rows of ``models`` (one parameter each), and how many parameters they take."""
-    return ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(models, start=1)), len(models)
+def _ctes(models: Sequence[type[SQLModel]], *, first: int = 1, when: str | None = None) -> tuple[str, int]:
+    """The CTEs inserting the rows of ``models`` (one parameter each, from ``$first``; only ``when`` holds),
+    and how many parameters they take."""
+    ctes = ", ".join(f"w{n} AS ({_insert(model, n, when=when)})" for n, model in enumerate(models, start=first))
+    return ctes, len(models)
 
 
 # Built once. The chain and each party's first reply code, from several candidates per party (in the order
@@ -115,9 +119,14 @@ def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
 # OFFSET 0 keeps the look-up a probe of the open codes' index per candidate: the driver prepares the statement,
 # and the generic plan PostgreSQL then keeps, planned while the table was small, was an anti-join over a scan
 # of every open code — database CPU per report grew 5 → 15 ms as reports piled up (bench/api_floor.py).
+#
+# In the same statement, the messages, the timeline and the audit entries, written with the codes the caller
+# expects (each party's first candidate, nearly always free): only when every expected code is among those
+# inserted — else nothing of them, and the caller writes them with the codes held (write_messages). The
+# workers are woken either way (PostgreSQL delivers the notification on commit).
 _CHAIN_CTES, _N = _ctes(CHAIN)
-_WRITE_CHAIN = (
-    f"WITH {_CHAIN_CTES}, codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
+_CODES = (
+    f"codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
     f" SELECT DISTINCT ON (c.party_id, c.address) c.id, ${_N + 1}::uuid, c.party_id, c.address, c.code,"
     f" ${_N + 2}::timestamptz"
     f" FROM unnest(${_N + 3}::uuid[], ${_N + 4}::uuid[], ${_N + 5}::text[], ${_N + 6}::text[])"
@@ -127,10 +136,20 @@ _WRITE_CHAIN = (
     " ORDER BY c.party_id, c.address, c.drawn"
     " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
     " RETURNING party_id, address, code)"
-    " SELECT party_id, address, code FROM codes"
 )
-# The messages, the timeline and the audit entries; the workers are woken (PostgreSQL delivers the notification
-# on commit).
+_AS_EXPECTED = (
+    f"as_expected AS (SELECT NOT EXISTS (SELECT"
+    f" FROM unnest(${_N + 7}::uuid[], ${_N + 8}::text[], ${_N + 9}::text[]) AS e(party_id, address, code)"
+    " WHERE NOT EXISTS (SELECT FROM codes c"
+    " WHERE c.party_id = e.party_id AND c.address = e.address AND c.code = e.code)) AS held)"
+)
+_WITH_CODES_CTES, _W = _ctes(MESSAGES, first=_N + 10, when="(SELECT held FROM as_expected)")
+_WRITE_REPORT = (
+    f"WITH {_CHAIN_CTES}, {_CODES}, {_AS_EXPECTED}, {_WITH_CODES_CTES}"
+    " SELECT (SELECT held FROM as_expected), ARRAY(SELECT ROW(party_id, address, code) FROM codes),"
+    f" pg_notify(${_N + 10 + _W}, '')"
+)
+# The messages, the timeline and the audit entries on their own; the workers are woken.
 _MESSAGES_CTES, _M = _ctes(MESSAGES)
 _WRITE_MESSAGES = f"WITH {_MESSAGES_CTES} SELECT pg_notify(${_M + 1}, '')"
 
@@ -166,30 +185,45 @@ def _take(collected: list[SQLModel], models: Sequence[type[SQLModel]]) -> list[s
     return arrays
 
 
-async def write_chain(
+async def write_report(
     session: AsyncSession,
     collected: list[SQLModel],
     *,
     incident_id: uuid.UUID,
     codes: Sequence[tuple[uuid.UUID, str, str]],
+    expected: dict[tuple[uuid.UUID, str], str],
     now: datetime,
-) -> list[tuple[uuid.UUID, str, str]]:
+) -> tuple[list[tuple[uuid.UUID, str, str]], bool]:
     """Insert the collected steps, parties and targets, and a reply code for each of those parties from its
-    candidates ``codes`` (party, number, code; in the order drawn), in one statement; returns the codes
-    inserted (now held), at most one per party and number."""
+    candidates ``codes`` (party, number, code; in the order drawn), in one statement with the collected
+    messages, timeline lines and audit entries — written only if the codes inserted include every one of
+    ``expected`` ((party, number) → the code the messages quote), and then dropped from ``collected``; else
+    left there, for :func:`write_messages` once the messages quote the codes held. Returns the codes inserted
+    (now held, at most one per party and number) and whether the messages went with them."""
     raw = await driver_connection(session)
-    arrays = _take(collected, CHAIN)
-    held = await raw.fetch(
-        _WRITE_CHAIN,
-        *arrays,
+    chain = _take(collected, CHAIN)
+    messages = [_TABLES[model].recordset([r for r in collected if type(r) is model]) for model in MESSAGES]
+    held, inserted, _ = await raw.fetchrow(
+        _WRITE_REPORT,
+        *chain,
         incident_id,
         now,
         [uuid.uuid4() for _ in codes],
         [party_id for party_id, _, _ in codes],
         [address for _, address, _ in codes],
         [code for _, _, code in codes],
+        [party_id for party_id, _ in expected],
+        [address for _, address in expected],
+        list(expected.values()),
+        *messages,
+        WAKE_CHANNEL,
     )
-    return [(row[0], row[1], row[2]) for row in held]
+    note_woken(session)
+    if held:
+        collected[:] = [r for r in collected if type(r) not in MESSAGES]
+        if collected:
+            raise RuntimeError(f"{len(collected)} collected rows of other tables were never written")
+    return [(row[0], row[1], row[2]) for row in inserted], bool(held)
 
 
 async def write_messages(session: AsyncSession, collected: list[SQLModel]) -> None:
