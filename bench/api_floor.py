@@ -484,9 +484,17 @@ def summarize_profile(path: Path, top: int = 22) -> list[str]:
 
 
 async def profile(
-    py_spy: str, pid: int, port: int, request: Request, out: Path, seconds: float, *, native: bool = False
+    py_spy: str,
+    pid: int,
+    port: int,
+    request: Request,
+    out: Path,
+    seconds: float,
+    *,
+    native: bool = False,
+    connections: int = 8,
 ) -> None:
-    """Load ``request`` at 8 connections while py-spy samples ``pid``: collapsed stacks, then a flame graph.
+    """Load ``request`` at ``connections`` while py-spy samples ``pid``: collapsed stacks, then a flame graph.
     ``native``: with the C frames (the driver's protocol, system calls), pausing the process for each sample."""
     for fmt, suffix in (("raw", ".txt"), ("flamegraph", ".svg")):
         spy = await asyncio.create_subprocess_exec(
@@ -495,7 +503,7 @@ async def profile(
             "--format", fmt, "--output", str(out.with_suffix(suffix)),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await load(port, request, connections=8, seconds=seconds + 1, warmup=0.5, pid=pid)
+        await load(port, request, connections=connections, seconds=seconds + 1, warmup=0.5, pid=pid)
         _, err = await spy.communicate()
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed: {err.decode()[-500:]}")
@@ -534,6 +542,7 @@ async def main() -> None:
     parser.add_argument("--endpoints", nargs="+", default=["list", "file", "incident", "todo"])
     parser.add_argument("--profile", action="store_true", help="py-spy the API under load for each endpoint")
     parser.add_argument("--native", action="store_true", help="profile with C frames (py-spy --native)")
+    parser.add_argument("--profile-connections", type=int, default=8, help="the load while profiling")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--name", default="api-floor", help="bench/results/<name>.md and bench/results/<name>/")
     parser.add_argument("--note", default="", help="a line about this run for the results file")
@@ -719,7 +728,16 @@ async def main() -> None:
             for endpoint in [e for e in args.endpoints if e in targets]:
                 print(f"profiling {endpoint} …", flush=True)
                 _, port, pid, request = targets[endpoint][0]
-                await profile(py_spy, pid, port, request, folder / endpoint, args.profile_seconds, native=args.native)
+                await profile(
+                    py_spy,
+                    pid,
+                    port,
+                    request,
+                    folder / endpoint,
+                    args.profile_seconds,
+                    native=args.native,
+                    connections=args.profile_connections,
+                )
                 profiles[endpoint] = summarize_profile((folder / endpoint).with_suffix(".txt"))
     finally:
         await conn.close()
@@ -825,7 +843,7 @@ async def main() -> None:
     lines += ["Against the targets of issue #10:", "", *targets_lines, "", *(f"{n}" for n in notes), ""]
     if profiles:
         lines += [
-            "## Profiles (py-spy, the API at 8 connections)",
+            f"## Profiles (py-spy, the API at {args.profile_connections} connections)",
             "",
             f"Flame graphs and collapsed stacks (speedscope opens them) in `bench/results/{args.name}/`.",
             "",
