@@ -108,7 +108,7 @@ APPLY_SCOPE = sa.text(
     " CAST(:county_id AS uuid) AS county_id, CAST(:township_id AS uuid) AS township_id,"
     " CAST(:school_id AS uuid) AS school_id) p"
 )
-_BECOME_OWNER_SQL = "SELECT set_config('role', 'none', true)"
+_BECOME_OWNER_SQL = "SELECT set_config('role', 'none', true)"  # as BECOME_OWNER_COLUMN
 _RESUME_ROLE_SQL = "SELECT set_config('role', $1, true)"
 BECOME_OWNER = sa.text(_BECOME_OWNER_SQL)
 RESUME_ROLE = sa.text("SELECT set_config('role', :role, true)")
@@ -205,8 +205,12 @@ async def _flush(session: Any) -> None:
     await session.flush()
 
 
+# What a statement of the caller's selects to take the owner's role as it ends (see as_system's ``switched``).
+BECOME_OWNER_COLUMN = "set_config('role', 'none', true)"
+
+
 @asynccontextmanager
-async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
+async def as_system(session: Any, driver: Any = None, *, switched: bool = False) -> AsyncIterator[None]:
     """Run the block as the owner, across scope, still in the caller's name for the audit log.
 
     For the few reads (and the chain's own writes) a request must do outside the caller's scope; each use
@@ -214,7 +218,11 @@ async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
     the caller's role is taken again. Nested blocks and system sessions pass straight through.
 
     ``driver``: the session's own driver connection, inside its transaction (a caller that sends its
-    statements straight to it): the role is switched there, without SQLAlchemy's cost per statement."""
+    statements straight to it): the role is switched there, without SQLAlchemy's cost per statement.
+
+    ``switched``: the caller's last statement, checked in its own scope, has already taken the owner's role
+    as it ended (it selects :data:`BECOME_OWNER_COLUMN`: the report's insert of its incident) — one round trip
+    fewer. The session must then hold no pending write, which would otherwise be flushed as the owner."""
     principal = get_principal(session)
     depth = session.info.get(_SYSTEM_DEPTH_KEY, 0)
     if depth or principal.is_system:
@@ -224,11 +232,16 @@ async def as_system(session: Any, driver: Any = None) -> AsyncIterator[None]:
         finally:
             session.info[_SYSTEM_DEPTH_KEY] = depth
         return
-    await _flush(session)
-    if driver is None:
-        await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
+    if switched:
+        sync = session.sync_session
+        if sync.new or sync.deleted or sync.dirty:
+            raise RuntimeError("pending writes would be flushed as the owner: flush them before switching")
     else:
-        await driver.execute(_BECOME_OWNER_SQL)
+        await _flush(session)
+        if driver is None:
+            await session.execute(BECOME_OWNER)  # begins the transaction (in the caller's scope) if need be
+        else:
+            await driver.execute(_BECOME_OWNER_SQL)
     transaction = session.sync_session.get_transaction()
     session.info[_SYSTEM_DEPTH_KEY] = 1
     failed = True

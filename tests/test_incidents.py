@@ -15,7 +15,7 @@ from api.models.audit import AuditEntry
 from api.models.children import Child, ChildStatus
 from api.models.guardians import GuardianRole
 from api.models.incidents import IncidentCreate
-from api.scoping import SYSTEM
+from api.scoping import SYSTEM, db_role
 from api.services.emergency.incidents import report_incident
 from tests.statements import sent_statements, work_of
 from tests.test_escalation_support import GRANDMA, GRANDPA, LEADER, Kit, attempts, e164, escalation_settings, kinds
@@ -221,6 +221,28 @@ async def test_the_school_dials_full_numbers_the_bureau_sees_them_masked_and_rea
         )
     # The report's answer and the teacher's read show full numbers; the bureau's masked ones are no such read.
     assert actions == ["incident.create", "incident.contacts.read", "incident.contacts.read"]
+
+
+async def test_after_the_chain_a_report_is_back_in_the_reporters_role_and_scope(kit):
+    # The chain is frozen as the owner (the incident's insert takes that role as it ends); what follows in the
+    # report's transaction runs as the reporter again, under row security.
+    family = await kit.family()
+    other = await kit.family(school="school2")
+    async with scoped_session(kit.app.state.sessionmaker, SYSTEM) as s:
+        teacher = await principal_of(s, kit.world["teacher1"])
+    async with scoped_session(kit.app.state.sessionmaker, teacher, clock=kit.clock) as s:
+        await report_incident(
+            s,
+            teacher,
+            data=IncidentCreate.model_validate(body(kit, family.child_id)),
+            settings=kit.app.state.settings,
+            now=kit.clock.now(),
+        )
+        assert (await s.execute(sa.text("SELECT current_user"))).scalar_one() == db_role(teacher)
+        seen = await s.execute(
+            sa.text("SELECT id FROM child WHERE id = ANY(:ids)"), {"ids": [family.child_id, other.child_id]}
+        )
+        assert seen.scalars().all() == [family.child_id]
 
 
 async def test_a_report_no_one_is_answered_with_records_no_read_of_its_numbers(kit):

@@ -57,7 +57,7 @@ from api.models.incidents import (
 from api.models.notifications import (
     Channel,
 )
-from api.scoping import Principal, as_system
+from api.scoping import BECOME_OWNER_COLUMN, Principal, as_system
 from api.services.emergency import rows
 from api.services.emergency.chain import FrozenChain, freeze_chain
 from api.services.emergency.contacts import read_report_contacts
@@ -102,7 +102,7 @@ _INCIDENT_COLUMNS: list[sa.Column[Any]] = list(Incident.__table__.columns)  # ty
 _INSERT_INCIDENT = (
     f"INSERT INTO incident ({', '.join(f'{chr(34)}{c.name}{chr(34)}' for c in _INCIDENT_COLUMNS)}) VALUES ("
     + ", ".join(f"${n}" for n in range(1, len(_INCIDENT_COLUMNS) + 1))
-    + ") ON CONFLICT DO NOTHING RETURNING id"
+    + f") ON CONFLICT DO NOTHING RETURNING id, {BECOME_OWNER_COLUMN}"
 )
 _POLICY_FIELDS = list(PolicyValues.model_fields)
 # The child, its school and the county's policy (its id and values) in one round trip, in the reporter's scope.
@@ -163,7 +163,10 @@ async def _insert_with_case_code(
 ) -> bool:
     """Insert the incident under a random case code, drawing again when one is taken (the demo seeder fixes
     its id and code: ``draw_id`` / ``draw_code`` false); ``incident`` keeps what was inserted. False when five
-    draws were all taken."""
+    draws were all taken.
+
+    The insert is checked in the reporter's scope (row security: an incident of their school); as it ends it
+    takes the owner's role for the chain to come (``as_system(..., switched=True)`` in :func:`_freeze`)."""
     for _ in range(5):
         if draw_code:
             incident.case_code = _case_code(now)
@@ -293,7 +296,8 @@ async def _freeze(
         minutes_since_start=round((now - incident.occurred_at).total_seconds() / 60, 1),
     )
     # SYSTEM: freezing reads the guardians' family accounts and the county's officials the reporter cannot see.
-    async with as_system(session, driver=raw):
+    # The incident's insert took the owner's role as it ended (_insert_with_case_code).
+    async with as_system(session, driver=raw, switched=True):
         contacts = await read_report_contacts(session, incident, school_phone=not child.duty_phone)
         remember_case_facts(
             session,
