@@ -38,9 +38,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_COLUMNS_OF: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _columns_of(cls: type) -> tuple[tuple[str, bool], ...]:
+    """A mapped class's column attributes, each with whether its value is sensitive (never logged); the
+    mapping does not change once configured, and a snapshot of a row reads this for every column."""
+    known = _COLUMNS_OF.get(cls)
+    if known is None:
+        mapper: Any = sa.inspect(cls)
+        known = _COLUMNS_OF[cls] = tuple(
+            (attr.key, bool((column := mapper.columns.get(attr.key)) is not None and column.info.get("sensitive")))
+            for attr in mapper.column_attrs
+        )
+    return known
+
+
 def _is_sensitive(cls: type, key: str) -> bool:
-    column: Any = sa.inspect(cls).columns.get(key)
-    return bool(column is not None and column.info.get("sensitive"))
+    return any(sensitive for name, sensitive in _columns_of(cls) if name == key)
 
 
 def _school_and_county(obj: Any, schools_of_children: dict[Any, Any]) -> tuple[uuid.UUID | None, uuid.UUID | None]:
@@ -221,13 +236,12 @@ def _changes(obj: Any) -> dict[str, Any]:
 
 
 def _snapshot(obj: Any) -> dict[str, Any]:
-    cls = type(obj)
     out: dict[str, Any] = {}
-    for attr in sa.inspect(cls).column_attrs:
-        value = getattr(obj, attr.key, None)
+    for key, sensitive in _columns_of(type(obj)):
+        value = getattr(obj, key, None)
         if value is None:
             continue
-        out[attr.key] = REDACTED if _is_sensitive(cls, attr.key) else _plain(value)
+        out[key] = REDACTED if sensitive else _plain(value)
     return out
 
 
