@@ -203,16 +203,24 @@ def entry_params(session: Any, *, action: str, resource_type: str) -> dict[str, 
 def created_entry(session: Any, obj: Any) -> AuditEntry:
     """The entry a flush would write for ``obj`` of an audited table, for a row inserted with Core instead
     (the same action, scope and snapshot of its values); the caller writes it."""
+    return _row_entry(session, obj, "create", _snapshot(obj), {})
+
+
+def _row_entry(
+    session: Any, obj: Any, action: str, changes: dict[str, Any] | None, schools: dict[Any, Any]
+) -> AuditEntry:
+    """The entry of ``action`` (create, update, delete) on ``obj`` of an audited table, filed with its school
+    and county (``schools``: see :func:`_school_and_county`)."""
     resource_type = _audited[type(obj)]
-    school_id, county_id = _school_and_county(obj, {})
+    school_id, county_id = _school_and_county(obj, schools)
     return make_entry(
         session,
-        action=f"{resource_type}.create",
+        action=f"{resource_type}.{action}",
         resource_type=resource_type,
         resource_id=getattr(obj, "id", None),
         school_id=school_id,
         county_id=county_id,
-        changes=_snapshot(obj),
+        changes=changes,
     )
 
 
@@ -303,7 +311,6 @@ def _entries_of_writes(session: Session) -> list[AuditEntry]:
     with session.no_autoflush:
         schools = _schools_of_children(session, needs_school) if needs_school else {}
     for action, obj in written:
-        resource_type = _audited[type(obj)]
         if action == "update":
             if not session.is_modified(obj, include_collections=False):
                 continue
@@ -314,16 +321,5 @@ def _entries_of_writes(session: Session) -> list[AuditEntry]:
             changes = _snapshot(obj)
         else:
             changes = None
-        school_id, county_id = _school_and_county(obj, schools)
-        entries.append(
-            make_entry(
-                session,
-                action=f"{resource_type}.{action}",
-                resource_type=resource_type,
-                resource_id=getattr(obj, "id", None),
-                school_id=school_id,
-                county_id=county_id,
-                changes=changes,
-            )
-        )
+        entries.append(_row_entry(session, obj, action, changes, schools))
     return entries
