@@ -222,6 +222,7 @@ async def test_concurrent_reports_to_one_number_never_share_a_code(kit, monkeypa
     texted = await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER))
     codes = [m.reply_code for m in texted]
     assert len(codes) == 6 and len(set(codes)) == 6, codes
+    assert all(f"回复{m.reply_code}确认收到" in m.body for m in texted)
     assert codes.count("4321") == 1  # the others collided and got a longer code
     held = await rows(kit, ReplyCode, ReplyCode.address == e164(FATHER), ReplyCode.released_at.is_(None))
     assert sorted(c.code for c in held) == sorted(codes)
@@ -240,6 +241,7 @@ async def test_a_reports_first_draw_takes_each_partys_first_free_candidate(kit, 
         [new] = [
             m for m in await rows(kit, OutboundMessage, OutboundMessage.address == e164(FATHER)) if m.id not in before
         ]
+        assert new.body.count(f"回复{new.reply_code}确认收到") == 1, new.body  # the text asks for the code held
         return new.reply_code
 
     assert await fathers_new_code(["4321"]) == "4321"

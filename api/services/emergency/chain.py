@@ -57,6 +57,7 @@ from api.services.emergency.notify import (
     first_reply_codes,
     notification,
     queue_notification,
+    quoting_instead,
     record_queued,
     reserve_new_reply_codes,
 )
@@ -570,26 +571,36 @@ async def freeze_chain(
         # At the report no hold is over yet (a hold is at least a minute): this records a deadline already
         # missed (a late report) or near, and when the scheduler must look next.
         await check_step(session, step, settings=settings, now=now, incident=incident)
-    # The steps, parties and targets with each party's first SMS reply code, the messages quoting them, and
-    # the timeline, in one statement: the messages quote each party's first candidate code, nearly always free.
-    # When one was not, the messages are not written with the rest: a code that was taken is drawn again until
-    # one is free, and the messages quoting another code than they do are made anew and written after.
+    # The steps, parties and targets with each party's first SMS reply code, the messages asking for them, and
+    # the timeline, in one statement: each SMS in one version per candidate code of its party, of which the
+    # statement writes the one asking for the code taken. When a party got none (every candidate was taken),
+    # none of the messages is written with the rest: codes are drawn again until each party holds one, and the
+    # messages, each asking for its party's code, are written after.
     collected: list[Any] = session.info[rows.KEY]
     wanted = [(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms]
     drawn = first_reply_codes(wanted)
-    expected: dict[tuple[uuid.UUID, str], str] = {}
+    candidates: dict[tuple[uuid.UUID, str], dict[str, None]] = {}
     for party_id, address, candidate in drawn:
-        expected.setdefault((party_id, address), candidate)
-    messages: dict[uuid.UUID, OutboundMessage] = {}
+        candidates.setdefault((party_id, address), {})[candidate] = None  # each code once: one version each
+    texted: list[tuple[OutboundMessage, list[OutboundMessage]]] = []
     for step, party, target, message_id in first:
-        quotes = expected.get((party.id, target.address)) if target.channel == Channel.sms else None
-        messages[message_id] = await notification(
-            session, incident, step, party, target, settings=settings, now=now, message_id=message_id, reply_code=quotes
+        codes_of = list(candidates.get((party.id, target.address), ())) if target.channel == Channel.sms else []
+        message = await notification(
+            session,
+            incident,
+            step,
+            party,
+            target,
+            settings=settings,
+            now=now,
+            message_id=message_id,
+            reply_code=codes_of[0] if codes_of else None,
         )
-    rows.add(session, *messages.values())
-    inserted, written = await rows.write_report(
-        session, collected, incident_id=incident.id, codes=drawn, expected=expected, now=now
-    )
+        versions = [quoting_instead(message, code) for code in codes_of[1:]]
+        rows.add(session, message, *versions)
+        if codes_of:
+            texted.append((message, versions))
+    inserted, written = await rows.write_report(session, collected, incident_id=incident.id, codes=drawn, now=now)
     if not written:
         codes = await reserve_new_reply_codes(
             session,
@@ -599,25 +610,14 @@ async def freeze_chain(
             held={(party_id, address): code for party_id, address, code in inserted},
             rounds_drawn=1,
         )
-        for step, party, target, message_id in first:
-            if target.channel != Channel.sms:
-                continue
-            code = codes[(party.id, target.address)]
-            if code == expected[(party.id, target.address)]:
-                continue
-            quoted = messages[message_id]
-            at = next(i for i, row in enumerate(collected) if row is quoted)
-            collected[at] = await notification(
-                session,
-                incident,
-                step,
-                party,
-                target,
-                settings=settings,
-                now=now,
-                message_id=message_id,
-                reply_code=code,
-            )
+        # One version of each SMS, asking for its party's code.
+        for message, versions in texted:
+            code = codes[(message.party_id, message.address)]  # type: ignore[index]
+            quoted = next((m for m in (message, *versions) if m.reply_code == code), None)
+            dropped = {id(m) for m in (message, *versions) if m is not quoted}
+            collected[:] = [row for row in collected if id(row) not in dropped]
+            if quoted is None:
+                collected.append(quoting_instead(message, code))
         await rows.write_messages(session, collected)
     return FrozenChain(
         steps=steps,

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 
 from api import ack_links, driver
 from api.models.accounts import Account, Role
+from api.models.base import new_row
 from api.models.children import Child
 from api.models.escalation import (
     EscalationParty,
@@ -340,6 +341,14 @@ async def notification(
         settings=settings,
         message_id=message_id,
     )
+
+
+def quoting_instead(message: OutboundMessage, code: str) -> OutboundMessage:
+    """The same SMS (its id too), asking for the reply code ``code`` instead of its own."""
+    assert message.reply_code is not None and message.body is not None
+    values = {key: value for key, value in message.__dict__.items() if not key.startswith("_sa_")}
+    values.update(body=texts.with_reply_code(message.body, message.reply_code, code), reply_code=code)
+    return new_row(OutboundMessage, **values)
 
 
 def record_queued(

@@ -5,10 +5,11 @@ messages, timeline lines, the report's audit entries). Added to the session, eac
 of work sorts, inserts and then updates again as the chain moves on before the request ends; and even as Core
 statements, each table's INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip.
 While :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_report` then inserts them all
-— the steps, parties and targets, the parties' first SMS reply codes, and the messages quoting those codes,
-the timeline and the audit entries (waking the workers) — in one statement sent straight to the driver on the
-session's own connection, inside the request's transaction; when a code the messages quote was not free after
-all, the messages wait for :func:`write_messages`, once they quote the codes held. Each table is one
+— the steps, parties and targets, the parties' first SMS reply codes, the messages (an SMS in one version per
+candidate code, the one asking for the code taken written), the timeline and the audit entries (waking the
+workers) — in one statement sent straight to the driver on the session's own connection, inside the request's
+transaction; when a party got no code (each candidate was taken), the messages wait for
+:func:`write_messages`, once codes are drawn again. Each table is one
 data-modifying CTE over the table's rows sent as one JSON array and turned into its own row type
 (``jsonb_populate_recordset``: each value converted as an INSERT of it would be; a JSON column's ``None``
 written as JSON ``null``, as the ORM writes it). One parameter per table: the driver's per-element work on
@@ -108,11 +109,9 @@ def _insert(model: type[SQLModel], param: int, *, when: str | None = None) -> st
     )
 
 
-def _ctes(models: Sequence[type[SQLModel]], *, first: int = 1, when: str | None = None) -> tuple[str, int]:
-    """The CTEs inserting the rows of ``models`` (one parameter each, from ``$first``; only ``when`` holds),
-    and how many parameters they take."""
-    ctes = ", ".join(f"w{n} AS ({_insert(model, n, when=when)})" for n, model in enumerate(models, start=first))
-    return ctes, len(models)
+def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
+    """The CTEs inserting the rows of ``models`` (one parameter each), and how many parameters they take."""
+    return ", ".join(f"w{n} AS ({_insert(model, n)})" for n, model in enumerate(models, start=1)), len(models)
 
 
 # Built once. The chain and each party's first reply code, from several candidates per party (in the order
@@ -123,10 +122,11 @@ def _ctes(models: Sequence[type[SQLModel]], *, first: int = 1, when: str | None 
 # and the generic plan PostgreSQL then keeps, planned while the table was small, was an anti-join over a scan
 # of every open code — database CPU per report grew 5 → 15 ms as reports piled up (bench/api_floor.py).
 #
-# In the same statement, the messages, the timeline and the audit entries, written with the codes the caller
-# expects (each party's first candidate, nearly always free): only when every expected code is among those
-# inserted — else nothing of them, and the caller writes them with the codes held (write_messages). The
-# workers are woken either way (PostgreSQL delivers the notification on commit).
+# In the same statement, the messages, the timeline and the audit entries, once every party texted holds a
+# code: each SMS comes in one version per candidate code of its party, and the one asking for the code taken is
+# written. When a party got none (each candidate was taken), nothing of them: the caller draws again and writes
+# them after (write_messages). The workers are woken either way (PostgreSQL delivers the notification on
+# commit).
 _CHAIN_CTES, _N = _ctes(CHAIN)
 _CODES = (
     f"codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
@@ -140,17 +140,24 @@ _CODES = (
     " ON CONFLICT (address, code) WHERE released_at IS NULL DO NOTHING"
     " RETURNING party_id, address, code)"
 )
-_AS_EXPECTED = (
-    f"as_expected AS (SELECT NOT EXISTS (SELECT"
-    f" FROM unnest(${_N + 7}::uuid[], ${_N + 8}::text[], ${_N + 9}::text[]) AS e(party_id, address, code)"
-    " WHERE NOT EXISTS (SELECT FROM codes c"
-    " WHERE c.party_id = e.party_id AND c.address = e.address AND c.code = e.code)) AS held)"
+_CODES_HELD = (
+    f"codes_held AS (SELECT NOT EXISTS (SELECT FROM unnest(${_N + 7}::uuid[], ${_N + 8}::text[])"
+    " AS w(party_id, address) WHERE NOT EXISTS (SELECT FROM codes c"
+    " WHERE c.party_id = w.party_id AND c.address = w.address)) AS held)"
 )
-_WITH_CODES_CTES, _W = _ctes(MESSAGES, first=_N + 10, when="(SELECT held FROM as_expected)")
+_IF_HELD = "(SELECT held FROM codes_held)"
+_ASKS_FOR_CODE_TAKEN = (
+    "(r.reply_code IS NULL OR EXISTS (SELECT FROM codes c"
+    " WHERE c.party_id = r.party_id AND c.address = r.address AND c.code = r.reply_code))"
+)
+_WHEN = {model: _IF_HELD for model in MESSAGES} | {OutboundMessage: f"{_IF_HELD} AND {_ASKS_FOR_CODE_TAKEN}"}
+_WITH_CODES_CTES = ", ".join(
+    f"w{n} AS ({_insert(model, n, when=_WHEN[model])})" for n, model in enumerate(MESSAGES, start=_N + 9)
+)
 _WRITE_REPORT = (
-    f"WITH {_CHAIN_CTES}, {_CODES}, {_AS_EXPECTED}, {_WITH_CODES_CTES}"
-    " SELECT (SELECT held FROM as_expected), ARRAY(SELECT ROW(party_id, address, code) FROM codes),"
-    f" pg_notify(${_N + 10 + _W}, '')"
+    f"WITH {_CHAIN_CTES}, {_CODES}, {_CODES_HELD}, {_WITH_CODES_CTES}"
+    " SELECT (SELECT held FROM codes_held), ARRAY(SELECT ROW(party_id, address, code) FROM codes),"
+    f" pg_notify(${_N + 9 + len(MESSAGES)}, '')"
 )
 # The messages, the timeline and the audit entries on their own; the workers are woken.
 _MESSAGES_CTES, _M = _ctes(MESSAGES)
@@ -194,18 +201,19 @@ async def write_report(
     *,
     incident_id: uuid.UUID,
     codes: Sequence[tuple[uuid.UUID, str, str]],
-    expected: dict[tuple[uuid.UUID, str], str],
     now: datetime,
 ) -> tuple[list[tuple[uuid.UUID, str, str]], bool]:
     """Insert the collected steps, parties and targets, and a reply code for each of those parties from its
     candidates ``codes`` (party, number, code; in the order drawn), in one statement with the collected
-    messages, timeline lines and audit entries — written only if the codes inserted include every one of
-    ``expected`` ((party, number) → the code the messages quote), and then dropped from ``collected``; else
-    left there, for :func:`write_messages` once the messages quote the codes held. Returns the codes inserted
-    (now held, at most one per party and number) and whether the messages went with them."""
+    messages (an SMS in one version per candidate of its party: the one asking for the code taken is written),
+    timeline lines and audit entries — written if every party got a code, and then dropped from
+    ``collected``; else left there, for :func:`write_messages` once each SMS asks for the code its party holds.
+    Returns the codes inserted (now held, at most one per party and number) and whether the messages went
+    with them."""
     raw = await driver_connection(session)
     chain = _take(collected, CHAIN)
     messages = [_TABLES[model].recordset([r for r in collected if type(r) is model]) for model in MESSAGES]
+    wanted = dict.fromkeys((party_id, address) for party_id, address, _ in codes)
     held, inserted, _ = await raw.fetchrow(
         _WRITE_REPORT,
         *chain,
@@ -215,9 +223,8 @@ async def write_report(
         [party_id for party_id, _, _ in codes],
         [address for _, address, _ in codes],
         [code for _, _, code in codes],
-        [party_id for party_id, _ in expected],
-        [address for _, address in expected],
-        list(expected.values()),
+        [party_id for party_id, _ in wanted],
+        [address for _, address in wanted],
         *messages,
         WAKE_CHANNEL,
     )

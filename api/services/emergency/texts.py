@@ -75,6 +75,16 @@ class Rendered:
     wechat_page: str | None = None
 
 
+def reply_phrase(code: str) -> str:
+    """How an SMS asks for its reply code: the one place its text names the code (:func:`with_reply_code`)."""
+    return f"回复{code}确认收到"
+
+
+def with_reply_code(body: str, quoted: str, code: str) -> str:
+    """An SMS ``body`` that asks for the reply code ``quoted``, asking for ``code`` instead."""
+    return body.replace(reply_phrase(quoted), reply_phrase(code), 1)
+
+
 def notification(
     facts: CaseFacts, *, audience: Audience, channel: Channel, link: str, reply_code: str, token: str
 ) -> Rendered:
@@ -111,13 +121,13 @@ def notification(
         body = (
             f"【{facts.school_name}】{facts.child_name}于{when}在校发生{facts.category_label}"
             f"（{facts.severity_label}），学校正在处置，请尽快与学校联系{call_school}。"
-            f"回复{reply_code}确认收到，或点击 {link} 事件编号{facts.case_code}"
+            f"{reply_phrase(reply_code)}，或点击 {link} 事件编号{facts.case_code}"
         )
     else:
         body = (
             f"【留守儿童应急】{facts.school_name}报告：学生于{when}在校发生{facts.category_label}"
             f"（{facts.severity_label}），事件编号{facts.case_code}{call_school}。"
-            f"回复{reply_code}确认收到，或点击 {link}"
+            f"{reply_phrase(reply_code)}，或点击 {link}"
         )
     return Rendered(body=_clip(body, 500))
 
