@@ -19,7 +19,7 @@ async def test_the_candidates_are_probed_in_the_index_even_in_a_generic_plan(dat
         await conn.execute(f"PREPARE write_report AS {rows._WRITE_REPORT}")
         explained = await conn.fetch(
             "EXPLAIN EXECUTE write_report('[]', '[]', '[]', NULL, now(), '{}', '{}', '{}', '{}', '{}', '{}',"
-            " '[]', '[]', '[]', 'wake')"
+            " '{}', '{}', '{}', '[]', '[]', '[]', 'wake')"
         )
         plan = "\n".join(r[0] for r in explained)
     finally:

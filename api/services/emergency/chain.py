@@ -61,6 +61,7 @@ from api.services.emergency.notify import (
     record_queued,
     reserve_new_reply_codes,
 )
+from api.services.emergency.texts import with_reply_code
 from api.services.emergency.timeline import record_event
 from api.services.notifications.topics import Change, MessageRef, TopicHooks, register
 from api.settings import Settings
@@ -572,17 +573,18 @@ async def freeze_chain(
         # missed (a late report) or near, and when the scheduler must look next.
         await check_step(session, step, settings=settings, now=now, incident=incident)
     # The steps, parties and targets with each party's first SMS reply code, the messages asking for them, and
-    # the timeline, in one statement: each SMS in one version per candidate code of its party, of which the
-    # statement writes the one asking for the code taken. When a party got none (every candidate was taken),
-    # none of the messages is written with the rest: codes are drawn again until each party holds one, and the
-    # messages, each asking for its party's code, are written after.
+    # the timeline, in one statement: each SMS asks for its party's first candidate code, with its text asking
+    # for each other candidate beside it, and the statement writes the one asking for the code taken. When a
+    # party got none (every candidate was taken), none of the messages is written with the rest: codes are
+    # drawn again until each party holds one, and the messages, each asking for its party's code, after.
     collected: list[Any] = session.info[rows.KEY]
     wanted = [(party.id, target.address) for _, party, target, _ in first if target.channel == Channel.sms]
     drawn = first_reply_codes(wanted)
     candidates: dict[tuple[uuid.UUID, str], dict[str, None]] = {}
     for party_id, address, candidate in drawn:
-        candidates.setdefault((party_id, address), {})[candidate] = None  # each code once: one version each
-    texted: list[tuple[OutboundMessage, list[OutboundMessage]]] = []
+        candidates.setdefault((party_id, address), {})[candidate] = None  # each code once
+    texted: list[OutboundMessage] = []
+    other_texts: list[tuple[uuid.UUID, str, str]] = []
     for step, party, target, message_id in first:
         codes_of = list(candidates.get((party.id, target.address), ())) if target.channel == Channel.sms else []
         message = await notification(
@@ -596,11 +598,14 @@ async def freeze_chain(
             message_id=message_id,
             reply_code=codes_of[0] if codes_of else None,
         )
-        versions = [quoting_instead(message, code) for code in codes_of[1:]]
-        rows.add(session, message, *versions)
+        rows.add(session, message)
         if codes_of:
-            texted.append((message, versions))
-    inserted, written = await rows.write_report(session, collected, incident_id=incident.id, codes=drawn, now=now)
+            texted.append(message)
+            body = message.body or ""
+            other_texts += [(message_id, code, with_reply_code(body, codes_of[0], code)) for code in codes_of[1:]]
+    inserted, written = await rows.write_report(
+        session, collected, incident_id=incident.id, codes=drawn, texts=other_texts, now=now
+    )
     if not written:
         codes = await reserve_new_reply_codes(
             session,
@@ -610,14 +615,11 @@ async def freeze_chain(
             held={(party_id, address): code for party_id, address, code in inserted},
             rounds_drawn=1,
         )
-        # One version of each SMS, asking for its party's code.
-        for message, versions in texted:
+        for message in texted:  # each asking for its party's code
             code = codes[(message.party_id, message.address)]  # type: ignore[index]
-            quoted = next((m for m in (message, *versions) if m.reply_code == code), None)
-            dropped = {id(m) for m in (message, *versions) if m is not quoted}
-            collected[:] = [row for row in collected if id(row) not in dropped]
-            if quoted is None:
-                collected.append(quoting_instead(message, code))
+            if code != message.reply_code:
+                at = next(i for i, row in enumerate(collected) if row is message)
+                collected[at] = quoting_instead(message, code)
         await rows.write_messages(session, collected)
     return FrozenChain(
         steps=steps,

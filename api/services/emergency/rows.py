@@ -5,17 +5,16 @@ messages, timeline lines, the report's audit entries). Added to the session, eac
 of work sorts, inserts and then updates again as the chain moves on before the request ends; and even as Core
 statements, each table's INSERT cost a few hundred microseconds of SQLAlchemy's bookkeeping and a round trip.
 While :func:`collecting` is open, :func:`add` keeps new rows aside; :func:`write_report` then inserts them all
-— the steps, parties and targets, the parties' first SMS reply codes, the messages (an SMS in one version per
-candidate code, the one asking for the code taken written), the timeline and the audit entries (waking the
-workers) — in one statement sent straight to the driver on the session's own connection, inside the request's
-transaction; when a party got no code (each candidate was taken), the messages wait for
-:func:`write_messages`, once codes are drawn again. Each table is one
-data-modifying CTE over the table's rows sent as one JSON array and turned into its own row type
-(``jsonb_populate_recordset``: each value converted as an INSERT of it would be; a JSON column's ``None``
-written as JSON ``null``, as the ORM writes it). One parameter per table: the driver's per-element work on
-arrays of values cost more than the JSON. Foreign keys are checked at the end of the statement, so a party may
-name a step inserted by its sibling CTE. The objects stay transient: nothing reads them back in this
-transaction, and none of these tables is audited row by row.
+— the steps, parties and targets, the parties' first SMS reply codes, the messages (an SMS asking for the code
+its party took among its candidates), the timeline and the audit entries (waking the workers) — in one
+statement sent straight to the driver on the session's own connection, inside the request's transaction; when
+a party got no code (each candidate was taken), the messages wait for :func:`write_messages`, once codes are
+drawn again. Each table is one data-modifying CTE over the table's rows sent as one JSON array and turned
+into its own row type (``jsonb_populate_recordset``: each value converted as an INSERT of it would be; a JSON
+column's ``None`` written as JSON ``null``, as the ORM writes it). One parameter per table: the driver's
+per-element work on arrays of values cost more than the JSON. Foreign keys are checked at the end of the
+statement, so a party may name a step inserted by its sibling CTE. The objects stay transient: nothing reads
+them back in this transaction, and none of these tables is audited row by row.
 
 Outside :func:`collecting` (the scheduler, acknowledgements, staff actions), :func:`add` is ``session.add``.
 """
@@ -92,19 +91,25 @@ class _Table:
 _TABLES: dict[type[SQLModel], _Table] = {model: _Table([_check(c) for c in _columns(model)]) for model in ORDER}
 
 
-def _insert(model: type[SQLModel], param: int, *, when: str | None = None) -> str:
-    """An INSERT of the rows in the JSON array ``$param``, in the array's order (a serial key follows it); each
-    value converted to its column's type as an INSERT of it would be. A JSON column's None is JSON null, as
-    the ORM writes it (the record gives SQL NULL for it)."""
+def _insert(
+    model: type[SQLModel], param: int, *, when: str | None = None, join: str = "", instead: dict[str, str] | None = None
+) -> str:
+    """An INSERT of the rows in the JSON array ``$param`` (``r``), in the array's order (a serial key follows
+    it); each value converted to its column's type as an INSERT of it would be. A JSON column's None is JSON
+    null, as the ORM writes it (the record gives SQL NULL for it). ``when``: only the rows for which it holds;
+    ``join``: what it and ``instead`` (column → the value written instead of the row's) also read."""
     table = model.__tablename__
     columns = _columns(model)
     names = ", ".join(f'"{c.name}"' for c in columns)
+    instead = instead or {}
     values = ", ".join(
-        f"coalesce(r.\"{c.name}\", 'null'::jsonb)" if isinstance(c.type, sa.JSON) else f'r."{c.name}"' for c in columns
+        instead.get(c.name)
+        or (f"coalesce(r.\"{c.name}\", 'null'::jsonb)" if isinstance(c.type, sa.JSON) else f'r."{c.name}"')
+        for c in columns
     )
     return (
         f"INSERT INTO {table} ({names}) SELECT {values}"
-        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r"
+        f" FROM jsonb_populate_recordset(NULL::{table}, ${param}::jsonb) WITH ORDINALITY AS r{join}"
         f"{f' WHERE {when}' if when else ''} ORDER BY r.ordinality"
     )
 
@@ -123,10 +128,10 @@ def _ctes(models: Sequence[type[SQLModel]]) -> tuple[str, int]:
 # of every open code — database CPU per report grew 5 → 15 ms as reports piled up (bench/api_floor.py).
 #
 # In the same statement, the messages, the timeline and the audit entries, once every party texted holds a
-# code: each SMS comes in one version per candidate code of its party, and the one asking for the code taken is
-# written. When a party got none (each candidate was taken), nothing of them: the caller draws again and writes
-# them after (write_messages). The workers are woken either way (PostgreSQL delivers the notification on
-# commit).
+# code. An SMS comes asking for its party's first candidate, with its text asking for each other candidate
+# beside it (message, code, text): the one asking for the code taken is written. When a party got none (each
+# candidate was taken), nothing of them: the caller draws again and writes them after (write_messages). The
+# workers are woken either way (PostgreSQL delivers the notification on commit).
 _CHAIN_CTES, _N = _ctes(CHAIN)
 _CODES = (
     f"codes AS (INSERT INTO reply_code (id, incident_id, party_id, address, code, created_at)"
@@ -146,18 +151,26 @@ _CODES_HELD = (
     " WHERE c.party_id = w.party_id AND c.address = w.address)) AS held)"
 )
 _IF_HELD = "(SELECT held FROM codes_held)"
-_ASKS_FOR_CODE_TAKEN = (
-    "(r.reply_code IS NULL OR EXISTS (SELECT FROM codes c"
-    " WHERE c.party_id = r.party_id AND c.address = r.address AND c.code = r.reply_code))"
+_SMS = _insert(
+    OutboundMessage,
+    _N + 12,
+    when=f"{_IF_HELD} AND (r.reply_code IS NULL OR c.code IS NOT NULL)",
+    join=(
+        " LEFT JOIN codes c ON r.reply_code IS NOT NULL AND c.party_id = r.party_id AND c.address = r.address"
+        f" LEFT JOIN unnest(${_N + 9}::uuid[], ${_N + 10}::text[], ${_N + 11}::text[]) AS a(id, code, body)"
+        " ON a.id = r.id AND a.code = c.code"
+    ),
+    instead={"body": "coalesce(a.body, r.body)", "reply_code": "coalesce(c.code, r.reply_code)"},
 )
-_WHEN = {model: _IF_HELD for model in MESSAGES} | {OutboundMessage: f"{_IF_HELD} AND {_ASKS_FOR_CODE_TAKEN}"}
+assert MESSAGES[0] is OutboundMessage
 _WITH_CODES_CTES = ", ".join(
-    f"w{n} AS ({_insert(model, n, when=_WHEN[model])})" for n, model in enumerate(MESSAGES, start=_N + 9)
+    [f"w{_N + 12} AS ({_SMS})"]
+    + [f"w{n} AS ({_insert(model, n, when=_IF_HELD)})" for n, model in enumerate(MESSAGES[1:], start=_N + 13)]
 )
 _WRITE_REPORT = (
     f"WITH {_CHAIN_CTES}, {_CODES}, {_CODES_HELD}, {_WITH_CODES_CTES}"
     " SELECT (SELECT held FROM codes_held), ARRAY(SELECT ROW(party_id, address, code) FROM codes),"
-    f" pg_notify(${_N + 9 + len(MESSAGES)}, '')"
+    f" pg_notify(${_N + 12 + len(MESSAGES)}, '')"
 )
 # The messages, the timeline and the audit entries on their own; the workers are woken.
 _MESSAGES_CTES, _M = _ctes(MESSAGES)
@@ -201,15 +214,16 @@ async def write_report(
     *,
     incident_id: uuid.UUID,
     codes: Sequence[tuple[uuid.UUID, str, str]],
+    texts: Sequence[tuple[uuid.UUID, str, str]],
     now: datetime,
 ) -> tuple[list[tuple[uuid.UUID, str, str]], bool]:
     """Insert the collected steps, parties and targets, and a reply code for each of those parties from its
     candidates ``codes`` (party, number, code; in the order drawn), in one statement with the collected
-    messages (an SMS in one version per candidate of its party: the one asking for the code taken is written),
-    timeline lines and audit entries — written if every party got a code, and then dropped from
-    ``collected``; else left there, for :func:`write_messages` once each SMS asks for the code its party holds.
-    Returns the codes inserted (now held, at most one per party and number) and whether the messages went
-    with them."""
+    messages, timeline lines and audit entries — written if every party got a code, and then dropped from
+    ``collected``; else left there, for :func:`write_messages` once each SMS asks for the code its party
+    holds. An SMS asks for its party's first candidate; ``texts`` (message, code, text) are its texts asking
+    for the others, one of which is written instead when that code is the one taken. Returns the codes
+    inserted (now held, at most one per party and number) and whether the messages went with them."""
     raw = await driver_connection(session)
     chain = _take(collected, CHAIN)
     messages = [_TABLES[model].recordset([r for r in collected if type(r) is model]) for model in MESSAGES]
@@ -225,6 +239,9 @@ async def write_report(
         [code for _, _, code in codes],
         [party_id for party_id, _ in wanted],
         [address for _, address in wanted],
+        [message_id for message_id, _, _ in texts],
+        [code for _, code, _ in texts],
+        [text for _, _, text in texts],
         *messages,
         WAKE_CHANNEL,
     )
