@@ -166,7 +166,7 @@ async def _insert_with_case_code(
     draws were all taken.
 
     The insert is checked in the reporter's scope (row security: an incident of their school); as it ends it
-    takes the owner's role for the chain to come (``as_system(..., switched=True)`` in :func:`_freeze`)."""
+    takes the owner's role for the chain to come (the system block of :func:`_freeze`, ``switched``)."""
     for _ in range(5):
         if draw_code:
             incident.case_code = _case_code(now)
