@@ -268,10 +268,15 @@ _INSERT = AuditEntry.__table__.insert().inline()  # type: ignore[attr-defined]  
 _WRITE = DriverStatement(_INSERT.values({key: sa.bindparam(key) for key in _AUDIT_COLUMNS}))
 
 
+def _values(entry: AuditEntry) -> dict[str, Any]:
+    """An entry's columns for its INSERT (the id left to the column default)."""
+    return {key: getattr(entry, key) for key in _AUDIT_COLUMNS}
+
+
 async def _write_on_driver(connection: Any, entries: list[AuditEntry]) -> None:
     """The entries left for the flush at a commit on the driver (:func:`api.driver.commit`): the same plain
     INSERT, one batch."""
-    rows = [_WRITE.args({key: getattr(entry, key) for key in _AUDIT_COLUMNS}) for entry in entries]
+    rows = [_WRITE.args(_values(entry)) for entry in entries]
     if len(rows) == 1:
         await connection.execute(_WRITE.sql, *rows[0])
     else:
@@ -286,7 +291,7 @@ def _insert(session: Session, entries: list[AuditEntry]) -> None:
     left to the sequence's column default. Through the unit of work, each entry cost a ``nextval`` round trip
     first: the ORM needs the new key, and may not ask for it with RETURNING (the read policy would apply).
     Nothing reads an entry's id back; the objects leave the session unwritten by the ORM."""
-    rows = [{key: getattr(entry, key) for key in _AUDIT_COLUMNS} for entry in entries]
+    rows = [_values(entry) for entry in entries]
     for entry in entries:
         if entry in session:
             session.expunge(entry)

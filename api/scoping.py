@@ -108,7 +108,9 @@ APPLY_SCOPE = sa.text(
     " CAST(:county_id AS uuid) AS county_id, CAST(:township_id AS uuid) AS township_id,"
     " CAST(:school_id AS uuid) AS school_id) p"
 )
-_BECOME_OWNER_SQL = "SELECT set_config('role', 'none', true)"  # as BECOME_OWNER_COLUMN
+# What a statement of the caller's selects to take the owner's role as it ends (see as_system's ``switched``).
+BECOME_OWNER_COLUMN = "set_config('role', 'none', true)"
+_BECOME_OWNER_SQL = f"SELECT {BECOME_OWNER_COLUMN}"
 _RESUME_ROLE_SQL = "SELECT set_config('role', $1, true)"
 BECOME_OWNER = sa.text(_BECOME_OWNER_SQL)
 RESUME_ROLE = sa.text("SELECT set_config('role', :role, true)")
@@ -196,17 +198,17 @@ def principal_was_set(session: Any, principal: Principal) -> None:
     session.info[PRINCIPAL_KEY] = principal
 
 
+def _holds_writes(session: Any) -> bool:
+    """Whether the session has objects to flush (new, changed or deleted); a driver transaction has none."""
+    sync = getattr(session, "sync_session", None)
+    return sync is not None and bool(sync.new or sync.deleted or sync.dirty)
+
+
 async def _flush(session: Any) -> None:
     """Flush the session's pending writes; a session with none (a report's: its rows go to the driver) is not
     flushed, which would cost a greenlet and a look through the unit of work for nothing."""
-    sync = getattr(session, "sync_session", None)
-    if sync is not None and not sync.new and not sync.deleted and not sync.identity_map:
-        return
-    await session.flush()
-
-
-# What a statement of the caller's selects to take the owner's role as it ends (see as_system's ``switched``).
-BECOME_OWNER_COLUMN = "set_config('role', 'none', true)"
+    if _holds_writes(session):
+        await session.flush()
 
 
 @asynccontextmanager
@@ -233,8 +235,7 @@ async def as_system(session: Any, driver: Any = None, *, switched: bool = False)
             session.info[_SYSTEM_DEPTH_KEY] = depth
         return
     if switched:
-        sync = session.sync_session
-        if sync.new or sync.deleted or sync.dirty:
+        if _holds_writes(session):
             raise RuntimeError("pending writes would be flushed as the owner: flush them before switching")
     else:
         await _flush(session)
